@@ -1,0 +1,299 @@
+package smolvm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os/exec"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// Config configures a [Client]. Every zero value has a working default.
+type Config struct {
+	// Bin is the smolvm binary: a path, or a name looked up on PATH.
+	// Default "smolvm".
+	Bin string
+	// Env is added to the worker's environment for every smolvm process,
+	// such as SMOLVM_DATA_DIR=/srv/smolvm. Default: the environment as is.
+	Env []string
+	// OutputLimit is how many bytes of each of stdout and stderr a call
+	// keeps (head and tail). Default DefaultOutputLimit.
+	OutputLimit int
+	// KillGrace is how long a cancelled smolvm process gets between SIGTERM
+	// and SIGKILL. Default DefaultKillGrace.
+	KillGrace time.Duration
+	// Logger receives one debug line per smolvm call (op, machine, exit
+	// code, duration; never argv or env). Default: no logging.
+	Logger *zerolog.Logger
+	// Observe, if set, is called after every smolvm call, from the calling
+	// goroutine. Metrics and benchmarks use it.
+	Observe func(Call)
+	// Version skips `smolvm --version` and assumes this release. Default:
+	// detect it.
+	Version Version
+}
+
+// Call describes one finished smolvm invocation, for [Config.Observe].
+type Call struct {
+	Op       string // "machine start", "pack create", …
+	Machine  string // the machine, if the call names one
+	Duration time.Duration
+	ExitCode int   // -1 if smolvm did not exit by itself
+	Err      error // nil, or the *Error the call returned
+}
+
+// Client runs smolvm. It is safe for concurrent use.
+type Client struct {
+	bin     string
+	version Version
+	limit   int
+	log     zerolog.Logger
+	observe func(Call)
+	run     runFunc
+}
+
+// New returns a client for the smolvm binary cfg names, after reading its
+// version (unless cfg.Version is set). A missing binary is an error
+// matching [ErrNotInstalled].
+func New(ctx context.Context, cfg Config) (*Client, error) {
+	bin := cfg.Bin
+	if bin == "" {
+		bin = "smolvm"
+	}
+	path, err := exec.LookPath(bin)
+	if err != nil {
+		return nil, &Error{Op: "--version", ExitCode: -1, Err: fmt.Errorf("%w: %w", ErrNotInstalled, err)}
+	}
+	grace := cfg.KillGrace
+	if grace <= 0 {
+		grace = DefaultKillGrace
+	}
+	c := &Client{
+		bin:     path,
+		version: cfg.Version,
+		limit:   cfg.OutputLimit,
+		log:     zerolog.Nop(),
+		observe: cfg.Observe,
+		run:     processRunner(path, cfg.Env, cfg.OutputLimit, grace),
+	}
+	if cfg.Logger != nil {
+		c.log = *cfg.Logger
+	}
+	if c.version.IsZero() {
+		p, err := c.call(ctx, "--version", "", []string{"--version"})
+		if err != nil {
+			return nil, err
+		}
+		if c.version, err = ParseVersion(string(p.stdout)); err != nil {
+			return nil, &Error{Op: "--version", ExitCode: p.exitCode, Message: err.Error()}
+		}
+	}
+	return c, nil
+}
+
+// Available reports whether bin names an executable smolvm binary, as a
+// path or on PATH.
+func Available(bin string) bool {
+	_, err := exec.LookPath(bin)
+	return err == nil
+}
+
+// Bin returns the resolved path of the smolvm binary.
+func (c *Client) Bin() string { return c.bin }
+
+// Version returns the smolvm release the client speaks to.
+func (c *Client) Version() Version { return c.version }
+
+// Pack names the two files `pack create -o OUT` writes.
+type Pack struct {
+	// Stub is OUT, a self-contained executable.
+	Stub string
+	// Machine is OUT.smolmachine, the file `machine create --from` takes.
+	Machine string
+}
+
+// PackImage runs `pack create --image IMAGE -o OUT`. It pulls and packs an
+// OCI image, so it can take minutes and needs smolvm's network access.
+func (c *Client) PackImage(ctx context.Context, image, out string) (Pack, error) {
+	if err := checkArg("image", image); err != nil {
+		return Pack{}, err
+	}
+	if err := c.checkOut(out); err != nil {
+		return Pack{}, err
+	}
+	_, err := c.call(ctx, "pack create", "", packImageArgv(image, out))
+	return packOf(out), err
+}
+
+// PackFromVM runs `pack create --from-vm NAME -o OUT`, committing a stopped
+// machine's state to a new pack.
+func (c *Client) PackFromVM(ctx context.Context, name, out string) (Pack, error) {
+	if err := ValidateName(name); err != nil {
+		return Pack{}, err
+	}
+	if err := c.checkOut(out); err != nil {
+		return Pack{}, err
+	}
+	_, err := c.call(ctx, "pack create", name, packFromVMArgv(name, out))
+	return packOf(out), err
+}
+
+func packOf(out string) Pack { return Pack{Stub: out, Machine: out + ".smolmachine"} }
+
+func (c *Client) checkOut(out string) error {
+	if err := checkArg("output", out); err != nil {
+		return err
+	}
+	if c.version.AtLeast(V1_7_0) && strings.HasSuffix(out, ".smolmachine") {
+		return argErr("output", "%q must not end in .smolmachine: smolvm %s writes OUT and OUT.smolmachine", out, c.version)
+	}
+	return nil
+}
+
+// CreateOptions are the optional parts of [Client.Create].
+type CreateOptions struct {
+	// From is a .smolmachine file to create the machine from.
+	From string
+	// AllowCIDRs restricts egress to these prefixes. When set, the machine
+	// gets --net as well. Check [Version.EnforcesAllowCIDROnFrom] before
+	// relying on it together with From.
+	AllowCIDRs []netip.Prefix
+	// Env is set in the machine for every command. Keys must be valid names.
+	Env map[string]string
+	// CPUs and MemoryMiB override smolvm's defaults when positive.
+	CPUs, MemoryMiB int
+}
+
+// Create runs `machine create` for a new machine named name.
+func (c *Client) Create(ctx context.Context, name string, o CreateOptions) error {
+	if err := ValidateName(name); err != nil {
+		return err
+	}
+	if o.From != "" {
+		if err := checkArg("from", o.From); err != nil {
+			return err
+		}
+	}
+	if err := checkEnv(o.Env); err != nil {
+		return err
+	}
+	for _, p := range o.AllowCIDRs {
+		if !p.IsValid() {
+			return argErr("allow_cidr", "invalid prefix")
+		}
+	}
+	_, err := c.call(ctx, "machine create", name, createArgv(c.version.Dialect(), name, o))
+	return err
+}
+
+// Start runs `machine start --name NAME`. smolvm returns once the machine's
+// agent answers, which can take up to 30 s.
+func (c *Client) Start(ctx context.Context, name string) error {
+	if err := ValidateName(name); err != nil {
+		return err
+	}
+	_, err := c.call(ctx, "machine start", name, startArgv(name))
+	return err
+}
+
+// Stop runs `machine stop --name NAME`. Stopping a machine that is not
+// running succeeds.
+func (c *Client) Stop(ctx context.Context, name string) error {
+	if err := ValidateName(name); err != nil {
+		return err
+	}
+	_, err := c.call(ctx, "machine stop", name, stopArgv(name))
+	return err
+}
+
+// Delete runs `machine delete -f`, in the release's dialect. smolvm 0.8.0
+// deletes a running machine's record but leaves its VM running, so on that
+// release Delete stops it first.
+func (c *Client) Delete(ctx context.Context, name string) error {
+	if err := ValidateName(name); err != nil {
+		return err
+	}
+	if c.version.Less(V0_8_1) {
+		if err := c.Stop(ctx, name); err != nil && !errors.Is(err, ErrNotFound) {
+			return err
+		}
+	}
+	_, err := c.call(ctx, "machine delete", name, deleteArgv(c.version.Dialect(), name))
+	return err
+}
+
+// Cp runs `machine cp SRC DST`; exactly one side is MACHINE:PATH. An empty
+// side makes it a no-op, as in the Python wrapper it replaces. smolvm copies
+// one regular file per call into or out of a running machine.
+func (c *Client) Cp(ctx context.Context, src, dst string) error {
+	if src == "" || dst == "" {
+		return nil
+	}
+	for _, f := range [...]struct{ field, v string }{{"src", src}, {"dst", dst}} {
+		if err := checkArg(f.field, f.v); err != nil {
+			return err
+		}
+	}
+	// smolvm reads SRC first: a ':' in it means a download.
+	srcVM, dstVM := strings.Contains(src, ":"), strings.Contains(dst, ":")
+	if srcVM == dstVM {
+		return argErr("src", "exactly one of %q and %q must be MACHINE:PATH, and a host path must not contain ':'", src, dst)
+	}
+	remote := dst
+	if srcVM {
+		remote = src
+	}
+	name, guest, _ := strings.Cut(remote, ":")
+	if err := ValidateName(name); err != nil {
+		return err
+	}
+	if err := checkGuestPath("guest_path", guest); err != nil {
+		return err
+	}
+	_, err := c.call(ctx, "machine cp", name, cpArgv(src, dst))
+	return err
+}
+
+// call runs one smolvm invocation and turns its outcome into an *Error
+// unless it exited 0. Every method but Exec goes through it.
+func (c *Client) call(ctx context.Context, op, machine string, argv []string) (proc, error) {
+	p, err := c.invoke(ctx, op, machine, argv, func(p proc) error {
+		if p.exitCode == 0 {
+			return nil
+		}
+		msg, cause, _ := classify(p.exitCode, p.stderr)
+		return &Error{Op: op, Machine: machine, Args: redact(argv), ExitCode: p.exitCode, Message: msg, Err: cause}
+	})
+	return p, err
+}
+
+// invoke runs smolvm, lets judge decide what a finished process means, and
+// reports the call to the logger and the observer.
+func (c *Client) invoke(ctx context.Context, op, machine string, argv []string, judge func(proc) error) (proc, error) {
+	start := time.Now()
+	p, err := c.run(ctx, argv)
+	if err != nil {
+		err = &Error{Op: op, Machine: machine, Args: redact(argv), ExitCode: -1, Message: stderrMessage(p.stderr), Err: err}
+	} else {
+		err = judge(p)
+	}
+	d := time.Since(start)
+	c.log.Debug().Str("op", op).Str("vm", machine).Int("exit", p.exitCode).
+		Dur("duration", d).Err(err).Msg("smolvm")
+	if c.observe != nil {
+		c.observe(Call{Op: op, Machine: machine, Duration: d, ExitCode: p.exitCode, Err: err})
+	}
+	return p, err
+}
+
+func stderrMessage(stderr []byte) string {
+	if len(stderr) == 0 {
+		return ""
+	}
+	msg, _, _ := classify(1, stderr)
+	return msg
+}

@@ -1,0 +1,172 @@
+package smolvm
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+)
+
+// Sentinels for the causes of an [*Error] that callers may act on. They are
+// derived only inside this package, from smolvm's exit code and its own
+// `Error: ` line; match them with errors.Is.
+var (
+	// ErrNotFound: the named machine does not exist.
+	ErrNotFound = errors.New("machine not found")
+	// ErrNotRunning: the machine exists but is not running (or its agent is
+	// unreachable), so exec and cp cannot reach it.
+	ErrNotRunning = errors.New("machine not running")
+	// ErrExists: create was given a name that is taken.
+	ErrExists = errors.New("machine already exists")
+	// ErrUsage: smolvm rejected its argv (clap's exit 2). With the input
+	// validation of this package it means the dialect is wrong.
+	ErrUsage = errors.New("smolvm rejected its arguments")
+	// ErrNotReady: [Client.WaitReady] gave up before exec worked.
+	ErrNotReady = errors.New("machine not ready")
+	// ErrNotInstalled: the smolvm binary was not found.
+	ErrNotInstalled = errors.New("smolvm binary not found")
+	// ErrInvalid: input refused before any process started. It is the one
+	// sentinel that does not come inside an [*Error]: see [*ArgError].
+	ErrInvalid = errors.New("invalid argument")
+)
+
+// Error is a failure of smolvm itself: it could not be started, it exited
+// non-zero (exec: with its own `Error: ` line), or the caller's context ended
+// while it ran. A guest command that exits non-zero is not an Error; it is an
+// [ExecResult].
+type Error struct {
+	// Op is the subcommand, such as "machine start" or "pack create".
+	Op string
+	// Machine is the machine the call was about, if any.
+	Machine string
+	// Args is the argv after the binary, with every env value redacted.
+	Args []string
+	// ExitCode is smolvm's exit code, or -1 if it did not exit by itself.
+	ExitCode int
+	// Message is smolvm's own error text (its last `Error: ` line without
+	// the prefix, or clap's `error:` line), else a bounded tail of stderr.
+	Message string
+	// Err is the cause: one of the sentinels above, a context error, or the
+	// error from starting the process. It may be nil for an unclassified
+	// non-zero exit.
+	Err error
+}
+
+// Error returns a one-line description without env values.
+func (e *Error) Error() string {
+	var b strings.Builder
+	b.WriteString("smolvm ")
+	b.WriteString(e.Op)
+	if e.Machine != "" {
+		b.WriteString(" ")
+		b.WriteString(e.Machine)
+	}
+	if e.ExitCode >= 0 {
+		fmt.Fprintf(&b, ": exit %d", e.ExitCode)
+	}
+	if e.Message != "" {
+		b.WriteString(": ")
+		b.WriteString(e.Message)
+	}
+	// A sentinel cause repeats the message; a process or context error
+	// says what the message cannot.
+	if e.Err != nil && (e.Message == "" || e.ExitCode < 0) {
+		b.WriteString(": ")
+		b.WriteString(e.Err.Error())
+	}
+	return b.String()
+}
+
+// Unwrap returns the cause.
+func (e *Error) Unwrap() error { return e.Err }
+
+// ArgError is input refused before any process started. It names the field
+// and never includes an env value.
+type ArgError struct {
+	// Field names the offending input, such as "name" or "env".
+	Field string
+	// Reason says what is wrong with it.
+	Reason string
+}
+
+// Error returns "field: reason".
+func (e *ArgError) Error() string { return e.Field + ": " + e.Reason }
+
+// Is makes every ArgError match [ErrInvalid].
+func (e *ArgError) Is(target error) bool { return target == ErrInvalid }
+
+func argErr(field, format string, a ...any) error {
+	return &ArgError{Field: field, Reason: fmt.Sprintf(format, a...)}
+}
+
+var (
+	reVMNotFound      = regexp.MustCompile(`(?i)\bvm not found: |\b(vm|machine) '[^']*' not found\b`)
+	reNotRunning      = regexp.MustCompile(`(?i)\bis not running\b|\bnot running\. Use\b`)
+	reAlreadyExists   = regexp.MustCompile(`(?i)\balready exists\b`)
+	reOutputTooLarge  = regexp.MustCompile(`(?i)\boutput exceeded\b`)
+	errOutputTooLarge = errors.New("command output exceeded smolvm's buffer; use streaming exec")
+)
+
+// classify reads smolvm's own stderr after a non-zero exit. It is the only
+// place in bottleq that interprets smolvm's text. It returns the message to
+// report, the cause, and whether the text is smolvm's own failure (as opposed
+// to a guest command's output, which exec passes through).
+//
+// A guest may print anything, so the patterns are strict: clap's error is
+// recognised only with its "Usage:" block, smolvm's only as the last line.
+//
+// smolvm prints `Error: <message>` as the last line on its failures (exit 1)
+// and clap prints `error: <message>` on argv errors (exit 2). A guest's own
+// stderr comes before smolvm's line, so only the last non-empty line counts.
+func classify(exitCode int, stderr []byte) (msg string, cause error, own bool) {
+	last := lastLine(stderr)
+	switch {
+	case exitCode == 2 && strings.HasPrefix(firstLine(stderr), "error: ") && bytes.Contains(stderr, []byte("Usage:")):
+		return strings.TrimPrefix(firstLine(stderr), "error: "), ErrUsage, true
+	case strings.HasPrefix(last, "Error: "):
+		msg = strings.TrimPrefix(last, "Error: ")
+	default:
+		return tail(stderr, 512), nil, false
+	}
+	switch {
+	case reVMNotFound.MatchString(msg):
+		cause = ErrNotFound
+	case reNotRunning.MatchString(msg):
+		cause = ErrNotRunning
+	case reAlreadyExists.MatchString(msg):
+		cause = ErrExists
+	case reOutputTooLarge.MatchString(msg):
+		cause = errOutputTooLarge
+	}
+	return msg, cause, true
+}
+
+func lastLine(b []byte) string {
+	s := strings.TrimRight(string(b), " \t\r\n")
+	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
+		s = s[i+1:]
+	}
+	return strings.TrimSpace(s)
+}
+
+func firstLine(b []byte) string {
+	s := string(b)
+	for _, line := range strings.Split(s, "\n") {
+		line = strings.TrimSpace(line)
+		// smolvm ≥ 1.7.0 run under another file name prints a note first.
+		if line == "" || strings.HasPrefix(line, "note: ") {
+			continue
+		}
+		return line
+	}
+	return ""
+}
+
+func tail(b []byte, n int) string {
+	s := strings.TrimSpace(string(b))
+	if len(s) > n {
+		s = "…" + s[len(s)-n:]
+	}
+	return strings.ReplaceAll(s, "\n", " | ")
+}

@@ -1,0 +1,60 @@
+package smolvm
+
+import (
+	"context"
+	"encoding/json"
+)
+
+// Machine states as `machine ls --json` reports them, probed live by smolvm.
+const (
+	StateCreated     = "created"
+	StateRunning     = "running"
+	StateStopped     = "stopped"
+	StateFailed      = "failed"
+	StateUnreachable = "unreachable" // the VM runs but its agent does not answer
+)
+
+// Machine is one entry of `machine ls --json` or `machine status --json`.
+// Only the fields bottleq uses are decoded.
+type Machine struct {
+	Name      string            `json:"name"`
+	State     string            `json:"state"`
+	PID       int               `json:"pid"`
+	CPUs      int               `json:"cpus"`
+	MemoryMiB int               `json:"memory_mib"`
+	CreatedAt int64             `json:"created_at"` // unix seconds
+	Image     string            `json:"image"`
+	Network   bool              `json:"network"`
+	Ephemeral bool              `json:"ephemeral"`
+	Labels    map[string]string `json:"labels"` // smolvm ≥ 1.8.0
+}
+
+// List runs `machine ls --json`.
+func (c *Client) List(ctx context.Context) ([]Machine, error) {
+	p, err := c.call(ctx, "machine ls", "", lsArgv())
+	if err != nil {
+		return nil, err
+	}
+	var ms []Machine
+	if err := json.Unmarshal(p.stdout, &ms); err != nil {
+		return nil, &Error{Op: "machine ls", ExitCode: p.exitCode, Message: "decode --json output: " + err.Error()}
+	}
+	return ms, nil
+}
+
+// Status runs `machine status --name NAME --json`. An unknown machine is an
+// error matching [ErrNotFound].
+func (c *Client) Status(ctx context.Context, name string) (Machine, error) {
+	if err := ValidateName(name); err != nil {
+		return Machine{}, err
+	}
+	p, err := c.call(ctx, "machine status", name, statusArgv(name))
+	if err != nil {
+		return Machine{}, err
+	}
+	var m Machine
+	if err := json.Unmarshal(p.stdout, &m); err != nil {
+		return Machine{}, &Error{Op: "machine status", Machine: name, ExitCode: p.exitCode, Message: "decode --json output: " + err.Error()}
+	}
+	return m, nil
+}

@@ -1,0 +1,114 @@
+package smolvm
+
+import (
+	"net/netip"
+	"strings"
+)
+
+// MaxNameLen is the longest machine name smolvm accepts.
+const MaxNameLen = 128
+
+// ValidateName checks a machine name against smolvm's rules: 1–128 bytes,
+// an ASCII letter or digit first, then letters, digits, '-' and '_', no
+// trailing '-' and no "--".
+func ValidateName(name string) error {
+	switch {
+	case name == "":
+		return argErr("name", "must not be empty")
+	case len(name) > MaxNameLen:
+		return argErr("name", "is %d bytes, longer than %d", len(name), MaxNameLen)
+	case !isAlnum(name[0]):
+		return argErr("name", "%q must start with an ASCII letter or digit", name)
+	case strings.HasSuffix(name, "-"):
+		return argErr("name", "%q must not end with '-'", name)
+	case strings.Contains(name, "--"):
+		return argErr("name", "%q must not contain \"--\"", name)
+	}
+	for i := 0; i < len(name); i++ {
+		if c := name[i]; !isAlnum(c) && c != '-' && c != '_' {
+			return argErr("name", "%q may hold only ASCII letters, digits, '-' and '_'", name)
+		}
+	}
+	return nil
+}
+
+// ValidateEnvKey checks that key is a portable environment variable name:
+// a letter or '_' first, then letters, digits and '_'.
+func ValidateEnvKey(key string) error {
+	if key == "" {
+		return argErr("env", "key must not be empty")
+	}
+	for i := 0; i < len(key); i++ {
+		c := key[i]
+		if c == '_' || isAlpha(c) || (i > 0 && isDigit(c)) {
+			continue
+		}
+		return argErr("env", "key %q is not a valid name", key)
+	}
+	return nil
+}
+
+// ParseCIDR reads an egress allow-list entry as smolvm does: a prefix such
+// as "10.0.0.2/32", or a bare address, which becomes a /32 or /128.
+func ParseCIDR(s string) (netip.Prefix, error) {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, argErr("allow_cidr", "%q is not an IP address or CIDR prefix", s)
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// checkArg refuses a value that smolvm could misread: empty, holding a NUL
+// byte (argv cannot carry it), or starting with '-' where clap would take it
+// for a flag.
+func checkArg(field, v string) error {
+	switch {
+	case v == "":
+		return argErr(field, "must not be empty")
+	case strings.ContainsRune(v, 0):
+		return argErr(field, "must not contain a NUL byte")
+	case strings.HasPrefix(v, "-"):
+		return argErr(field, "%q must not start with '-'", v)
+	}
+	return nil
+}
+
+// checkEnv validates every key and refuses NUL bytes in values. The error
+// names the key, never the value.
+func checkEnv(env map[string]string) error {
+	for k, v := range env {
+		if err := ValidateEnvKey(k); err != nil {
+			return err
+		}
+		if strings.ContainsRune(v, 0) {
+			return argErr("env", "value of %s must not contain a NUL byte", k)
+		}
+	}
+	return nil
+}
+
+// checkGuestPath refuses a guest path that is not absolute or that smolvm
+// would misread.
+func checkGuestPath(field, p string) error {
+	if err := checkArg(field, p); err != nil {
+		return err
+	}
+	if !strings.HasPrefix(p, "/") {
+		return argErr(field, "%q must be an absolute guest path", p)
+	}
+	return nil
+}
+
+func isAlpha(c byte) bool { return ('a' <= c && c <= 'z') || ('A' <= c && c <= 'Z') }
+func isDigit(c byte) bool { return '0' <= c && c <= '9' }
+func isAlnum(c byte) bool { return isAlpha(c) || isDigit(c) }
+
+func checkNUL(field, v string) error {
+	if strings.ContainsRune(v, 0) {
+		return argErr(field, "must not contain a NUL byte")
+	}
+	return nil
+}

@@ -1,0 +1,112 @@
+package smolvm
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// Version is a smolvm release number.
+type Version struct {
+	Major, Minor, Patch int
+}
+
+// ParseVersion reads the output of `smolvm --version`, such as
+// "smolvm 1.9.3\n". A bare "1.9.3" and pre-release suffixes ("1.9.3-rc1")
+// are accepted too.
+func ParseVersion(s string) (Version, error) {
+	f := strings.Fields(s)
+	if len(f) == 0 {
+		return Version{}, fmt.Errorf("smolvm: empty version string")
+	}
+	raw := f[len(f)-1]
+	if len(f) >= 2 && f[0] == "smolvm" {
+		raw = f[1]
+	}
+	raw = strings.TrimPrefix(raw, "v")
+	if i := strings.IndexAny(raw, "-+"); i >= 0 {
+		raw = raw[:i]
+	}
+	parts := strings.Split(raw, ".")
+	if len(parts) != 3 {
+		return Version{}, fmt.Errorf("smolvm: unrecognised version %q", strings.TrimSpace(s))
+	}
+	var n [3]int
+	for i, p := range parts {
+		v, err := strconv.Atoi(p)
+		if err != nil || v < 0 {
+			return Version{}, fmt.Errorf("smolvm: unrecognised version %q", strings.TrimSpace(s))
+		}
+		n[i] = v
+	}
+	return Version{n[0], n[1], n[2]}, nil
+}
+
+// String returns the version as "X.Y.Z".
+func (v Version) String() string { return fmt.Sprintf("%d.%d.%d", v.Major, v.Minor, v.Patch) }
+
+// IsZero reports whether v is unset.
+func (v Version) IsZero() bool { return v == Version{} }
+
+// Less reports whether v is an older release than w.
+func (v Version) Less(w Version) bool {
+	if v.Major != w.Major {
+		return v.Major < w.Major
+	}
+	if v.Minor != w.Minor {
+		return v.Minor < w.Minor
+	}
+	return v.Patch < w.Patch
+}
+
+// AtLeast reports whether v is w or newer.
+func (v Version) AtLeast(w Version) bool { return !v.Less(w) }
+
+// Releases where smolvm's behaviour changed in a way the wrapper must follow.
+var (
+	// V0_8_1 made stop of an unknown machine fail and delete stop a running VM first.
+	V0_8_1 = Version{0, 8, 1}
+	// V1_0_2 turned every machine name into a --name flag.
+	V1_0_2 = Version{1, 0, 2}
+	// V1_7_0 rejects `pack create -o X.smolmachine`.
+	V1_7_0 = Version{1, 7, 0}
+	// V1_8_0 applies --allow-cidr to machines created --from a pack; older
+	// releases silently drop it, leaving such a VM with unrestricted egress.
+	V1_8_0 = Version{1, 8, 0}
+)
+
+// Dialect is the argv style a smolvm release accepts for machine names.
+type Dialect int
+
+const (
+	// DialectPositional is smolvm ≤ 1.0.1: `machine create [NAME]` and
+	// `machine delete -f NAME` take the name as a positional argument.
+	DialectPositional Dialect = iota + 1
+	// DialectNamed is smolvm ≥ 1.0.2: every subcommand takes `--name NAME`
+	// and a positional name is a parse error.
+	DialectNamed
+)
+
+// Dialect returns the argv dialect release v speaks.
+func (v Version) Dialect() Dialect {
+	if v.Less(V1_0_2) {
+		return DialectPositional
+	}
+	return DialectNamed
+}
+
+// String names the dialect.
+func (d Dialect) String() string {
+	switch d {
+	case DialectPositional:
+		return "positional"
+	case DialectNamed:
+		return "named"
+	}
+	return "unknown"
+}
+
+// EnforcesAllowCIDROnFrom reports whether release v applies --allow-cidr to
+// a machine created with --from. Before 1.8.0 the flag is silently dropped
+// on that path, so a VM meant to reach only a proxy gets unrestricted egress.
+func (v Version) EnforcesAllowCIDROnFrom() bool { return v.AtLeast(V1_8_0) }
