@@ -1,0 +1,72 @@
+package tasks
+
+import "time"
+
+// Phases of the pipeline, in order, as they appear in a Result.
+const (
+	PhasePack   = "pack"
+	PhaseCreate = "create"
+	PhaseStart  = "start"
+	PhaseReady  = "ready"
+	PhaseExec   = "exec"
+	PhaseStop   = "stop"
+	PhaseCommit = "commit"
+	PhaseDelete = "delete"
+)
+
+// Result states.
+const (
+	// StateRunning marks a progress report written while the task runs.
+	StateRunning = "running"
+	// StateDone marks the final result: the command ran to an exit code.
+	StateDone = "done"
+)
+
+// Result is what the worker writes with asynq's ResultWriter, as JSON: a
+// progress report at each phase, then the final result. A command that
+// exits non-zero still completes the task; its exit_code says how it went.
+type Result struct {
+	// State is StateRunning while the task runs, StateDone at the end.
+	State string `json:"state"`
+	// Phase is the phase in progress (running) or the last one (done).
+	Phase string `json:"phase"`
+	// ExitCode is the agent command's exit code; 124 when it timed out.
+	ExitCode int `json:"exit_code"`
+	// TimedOut is true when the command's timeout killed it.
+	TimedOut bool `json:"timed_out,omitempty"`
+	// Stdout and Stderr are the head and tail of the command's output.
+	Stdout string `json:"stdout"`
+	Stderr string `json:"stderr"`
+	// StdoutOmitted and StderrOmitted count the bytes cut from the middle.
+	StdoutOmitted int64 `json:"stdout_omitted,omitempty"`
+	StderrOmitted int64 `json:"stderr_omitted,omitempty"`
+	// Commit is the path of the committed .smolmachine on Host, if any;
+	// later tasks start from it with from "task:<this task's ID>".
+	Commit string `json:"commit,omitempty"`
+	// Host is the worker host that ran the task and holds its commit.
+	Host string `json:"host"`
+	// VM is the machine's name.
+	VM string `json:"vm"`
+	// SmolvmVersion is the smolvm release that ran it.
+	SmolvmVersion string `json:"smolvm_version"`
+	// Attempt counts deliveries of the task, from 1.
+	Attempt int `json:"attempt"`
+	// PackCached is true when the image's pack was reused.
+	PackCached bool `json:"pack_cached,omitempty"`
+	// Phases lists the finished phases with their durations.
+	Phases []PhaseTime `json:"phases"`
+	// Error is the failure that will end this attempt, on a progress
+	// report written just before the handler returns it.
+	Error string `json:"error,omitempty"`
+}
+
+// PhaseTime is one finished phase.
+type PhaseTime struct {
+	Name    string  `json:"name"`
+	Seconds float64 `json:"seconds"`
+}
+
+// Add records a finished phase.
+func (r *Result) Add(name string, d time.Duration) {
+	r.Phases = append(r.Phases, PhaseTime{Name: name, Seconds: d.Seconds()})
+}

@@ -1,0 +1,283 @@
+// Package tasks defines bottleq's one task type, agent:run: its payload, the
+// constructor producers call, the validation the worker repeats, and the
+// result the worker writes back.
+//
+// It holds data and rules only. It must not talk to Redis or smolvm, so that
+// a producer can import it without pulling in the worker.
+package tasks
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/bot-bottle/bottleq/smolvm"
+)
+
+// TypeAgentRun is the asynq task type of an agent run.
+const TypeAgentRun = "agent:run"
+
+// PayloadVersion is the payload schema this package writes and the newest
+// it reads.
+const PayloadVersion = 1
+
+// Defaults and limits of a payload.
+const (
+	// DefaultTimeout is the agent command's timeout when the payload has none.
+	DefaultTimeout = 10 * time.Minute
+	// MaxTimeout is the longest agent command timeout accepted.
+	MaxTimeout = 24 * time.Hour
+	// PipelineOverhead is added to the command's timeout to make the asynq
+	// task's own timeout: it covers packing the image, booting the VM,
+	// committing and deleting it.
+	PipelineOverhead = 20 * time.Minute
+	// DefaultMaxRetry is how often a smolvm failure is retried.
+	DefaultMaxRetry = 5
+	// DefaultRetention is how long asynq keeps a finished task and its
+	// result readable.
+	DefaultRetention = 7 * 24 * time.Hour
+	// DefaultQueue is the queue agent runs go to unless told otherwise.
+	DefaultQueue = "default"
+
+	maxArgs       = 4096
+	maxEnv        = 256
+	maxFieldBytes = 64 << 10  // any single string
+	maxPayload    = 256 << 10 // the encoded payload without files
+)
+
+// FromTaskPrefix marks a payload's From as the commit of an earlier task:
+// "task:ID".
+const FromTaskPrefix = "task:"
+
+// AgentRun is the payload of an agent:run task. Its JSON is the wire format
+// producers in any language write; unknown fields are rejected.
+type AgentRun struct {
+	// Version is the payload schema version; 0 reads as PayloadVersion.
+	Version int `json:"version,omitempty"`
+	// Image is an OCI image reference to pack and boot. Exactly one of
+	// Image and From is set.
+	Image string `json:"image,omitempty"`
+	// From boots an existing pack instead: an absolute path to a
+	// .smolmachine file on the worker host, or "task:ID", the commit an
+	// earlier task left.
+	From string `json:"from,omitempty"`
+	// Command is the agent's argv; it is never run through a shell.
+	Command []string `json:"command"`
+	// Env is set for the command. Every value is treated as a secret:
+	// bottleq never logs it nor puts it in a result or an error.
+	Env map[string]string `json:"env,omitempty"`
+	// Workdir is the command's absolute working directory in the VM.
+	Workdir string `json:"workdir,omitempty"`
+	// Timeout bounds the command, as a Go duration string ("90s") or a
+	// number of seconds. Zero means DefaultTimeout.
+	Timeout Duration `json:"timeout,omitempty"`
+	// Commit packs the VM's end state for later tasks to start from.
+	// Unset means true.
+	Commit *bool `json:"commit,omitempty"`
+}
+
+// CommitEnabled reports whether the run commits its end state.
+func (p AgentRun) CommitEnabled() bool { return p.Commit == nil || *p.Commit }
+
+// CommandTimeout returns the command's timeout with the default applied.
+func (p AgentRun) CommandTimeout() time.Duration {
+	if p.Timeout <= 0 {
+		return DefaultTimeout
+	}
+	return time.Duration(p.Timeout)
+}
+
+// FromTask returns the task ID when From names an earlier task's commit.
+func (p AgentRun) FromTask() (string, bool) {
+	return strings.CutPrefix(p.From, FromTaskPrefix)
+}
+
+// Bool returns a pointer to b, for AgentRun.Commit.
+func Bool(b bool) *bool { return &b }
+
+// ValidationError is a payload that can never run. It names the field and
+// never quotes an env value.
+type ValidationError struct {
+	Field  string
+	Reason string
+}
+
+func (e *ValidationError) Error() string { return e.Field + ": " + e.Reason }
+
+func invalid(field, format string, a ...any) error {
+	return &ValidationError{Field: field, Reason: fmt.Sprintf(format, a...)}
+}
+
+// Validate checks everything a worker needs before it starts any process.
+func (p AgentRun) Validate() error {
+	if p.Version < 0 || p.Version > PayloadVersion {
+		return invalid("version", "%d is not supported (this build reads up to %d)", p.Version, PayloadVersion)
+	}
+	switch {
+	case p.Image == "" && p.From == "":
+		return invalid("image", "one of image and from is required")
+	case p.Image != "" && p.From != "":
+		return invalid("from", "must not be set together with image")
+	case p.Image != "":
+		if err := checkImage(p.Image); err != nil {
+			return err
+		}
+	default:
+		if err := checkFrom(p.From); err != nil {
+			return err
+		}
+	}
+	if len(p.Command) == 0 {
+		return invalid("command", "must not be empty")
+	}
+	if len(p.Command) > maxArgs {
+		return invalid("command", "has %d arguments, more than %d", len(p.Command), maxArgs)
+	}
+	if p.Command[0] == "" {
+		return invalid("command", "the program (command[0]) must not be empty")
+	}
+	for i, a := range p.Command {
+		if err := checkText(fmt.Sprintf("command[%d]", i), a); err != nil {
+			return err
+		}
+	}
+	if len(p.Env) > maxEnv {
+		return invalid("env", "has %d entries, more than %d", len(p.Env), maxEnv)
+	}
+	for k, v := range p.Env {
+		if err := smolvm.ValidateEnvKey(k); err != nil {
+			return invalid("env", "key %q is not a valid name", k)
+		}
+		if strings.ContainsRune(v, 0) || len(v) > maxFieldBytes {
+			return invalid("env", "value of %s must be under %d bytes without NUL bytes", k, maxFieldBytes)
+		}
+	}
+	if p.Workdir != "" {
+		if err := checkText("workdir", p.Workdir); err != nil {
+			return err
+		}
+		if !path.IsAbs(p.Workdir) || strings.HasPrefix(p.Workdir, "-") {
+			return invalid("workdir", "%q must be an absolute path", p.Workdir)
+		}
+	}
+	if p.Timeout < 0 {
+		return invalid("timeout", "must not be negative")
+	}
+	if time.Duration(p.Timeout) > MaxTimeout {
+		return invalid("timeout", "%s is longer than the maximum %s", time.Duration(p.Timeout), MaxTimeout)
+	}
+	if p.Timeout > 0 && time.Duration(p.Timeout) < time.Millisecond {
+		return invalid("timeout", "%s is shorter than 1ms", time.Duration(p.Timeout))
+	}
+	return nil
+}
+
+func checkText(field, s string) error {
+	switch {
+	case strings.ContainsRune(s, 0):
+		return invalid(field, "must not contain a NUL byte")
+	case len(s) > maxFieldBytes:
+		return invalid(field, "is %d bytes, more than %d", len(s), maxFieldBytes)
+	case !utf8.ValidString(s):
+		return invalid(field, "must be valid UTF-8")
+	}
+	return nil
+}
+
+func checkImage(image string) error {
+	if err := checkText("image", image); err != nil {
+		return err
+	}
+	switch {
+	case strings.HasPrefix(image, "-"):
+		return invalid("image", "%q must not start with '-'", image)
+	case strings.ContainsAny(image, " \t\r\n"):
+		return invalid("image", "%q must not contain white space", image)
+	case len(image) > 512:
+		return invalid("image", "is %d bytes, more than 512", len(image))
+	}
+	return nil
+}
+
+func checkFrom(from string) error {
+	if err := checkText("from", from); err != nil {
+		return err
+	}
+	if id, ok := strings.CutPrefix(from, FromTaskPrefix); ok {
+		if id == "" || len(id) > 256 || strings.ContainsAny(id, " \t\r\n") {
+			return invalid("from", "%q must name a task ID after %q", from, FromTaskPrefix)
+		}
+		return nil
+	}
+	if !path.IsAbs(from) || path.Clean(from) != from || !strings.HasSuffix(from, ".smolmachine") {
+		return invalid("from", "%q must be %q or an absolute, clean path to a .smolmachine file", from, FromTaskPrefix+"ID")
+	}
+	return nil
+}
+
+// Decode reads and validates a payload. Any error is a *ValidationError:
+// the payload can never run and must not be retried.
+func Decode(data []byte) (AgentRun, error) {
+	var p AgentRun
+	if len(data) > maxPayload {
+		return p, invalid("payload", "is %d bytes, more than %d", len(data), maxPayload)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&p); err != nil {
+		return AgentRun{}, invalid("payload", "is not a valid agent:run JSON object: %s", jsonReason(err))
+	}
+	if dec.More() {
+		return AgentRun{}, invalid("payload", "has data after the JSON object")
+	}
+	if err := p.Validate(); err != nil {
+		return AgentRun{}, err
+	}
+	return p, nil
+}
+
+// jsonReason keeps a decode error to one line that quotes no value.
+func jsonReason(err error) string {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		return fmt.Sprintf("field %s must be %s", te.Field, te.Type)
+	}
+	return strings.ReplaceAll(err.Error(), "\n", " ")
+}
+
+// NewAgentRun validates p and returns the task to enqueue, with defaults
+// a producer should not have to think about: the task's asynq timeout covers
+// the whole pipeline (the command's timeout plus PipelineOverhead; asynq's
+// own default is 30 minutes and a sub-second value silently becomes that
+// default), DefaultMaxRetry retries of smolvm failures, DefaultQueue, and
+// DefaultRetention so the result stays readable. opts come after the
+// defaults and override them.
+func NewAgentRun(p AgentRun, opts ...asynq.Option) (*asynq.Task, error) {
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	if p.Version == 0 {
+		p.Version = PayloadVersion
+	}
+	data, err := json.Marshal(p)
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > maxPayload {
+		return nil, invalid("payload", "is %d bytes, more than %d", len(data), maxPayload)
+	}
+	defaults := []asynq.Option{
+		asynq.Timeout(p.CommandTimeout() + PipelineOverhead),
+		asynq.MaxRetry(DefaultMaxRetry),
+		asynq.Queue(DefaultQueue),
+		asynq.Retention(DefaultRetention),
+	}
+	return asynq.NewTask(TypeAgentRun, data, append(defaults, opts...)...), nil
+}

@@ -1,0 +1,156 @@
+package worker
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+
+	"github.com/bot-bottle/bottleq/smolvm"
+)
+
+// packStore lays out packs under a directory and writes them atomically:
+// smolvm writes OUT and OUT.smolmachine under a temporary name, then both
+// are renamed into place, the .smolmachine last. A pack exists when its
+// .smolmachine does, so a crash mid-pack never leaves one that looks done.
+type packStore struct {
+	dir string
+}
+
+// paths returns the final pack for a key.
+func (s packStore) pack(key string) smolvm.Pack {
+	out := filepath.Join(s.dir, key)
+	return smolvm.Pack{Stub: out, Machine: out + ".smolmachine"}
+}
+
+// write runs pack (which must write the pack it is given) into a temporary
+// pack in s.dir, then renames it to key. Leftover temporaries of a crash
+// are removed when the pack fails or by sweep.
+func (s packStore) write(ctx context.Context, key string, pack func(ctx context.Context, out string) (smolvm.Pack, error)) (smolvm.Pack, error) {
+	if err := os.MkdirAll(s.dir, 0o755); err != nil {
+		return smolvm.Pack{}, err
+	}
+	tmpOut := filepath.Join(s.dir, ".tmp-"+key+"-"+randHex(4))
+	tmp, err := pack(ctx, tmpOut)
+	if err != nil {
+		removePack(smolvm.Pack{Stub: tmpOut, Machine: tmpOut + ".smolmachine"})
+		return smolvm.Pack{}, err
+	}
+	final := s.pack(key)
+	if err := os.Rename(tmp.Stub, final.Stub); err != nil && !errors.Is(err, os.ErrNotExist) {
+		removePack(tmp)
+		return smolvm.Pack{}, err
+	}
+	if err := os.Rename(tmp.Machine, final.Machine); err != nil {
+		removePack(tmp)
+		return smolvm.Pack{}, fmt.Errorf("pack %s: %w", key, err)
+	}
+	return final, nil
+}
+
+// sweep removes temporaries older than age, left by a crashed worker.
+func (s packStore) sweep(age time.Duration) {
+	ents, _ := os.ReadDir(s.dir)
+	for _, e := range ents {
+		if !strings.HasPrefix(e.Name(), ".tmp-") {
+			continue
+		}
+		if info, err := e.Info(); err == nil && time.Since(info.ModTime()) > age {
+			os.RemoveAll(filepath.Join(s.dir, e.Name()))
+		}
+	}
+}
+
+func removePack(p smolvm.Pack) {
+	os.Remove(p.Stub)
+	os.Remove(p.Machine)
+}
+
+func randHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// PackCache packs each image once per host. A hit reuses the pack on disk;
+// concurrent misses in one process share one smolvm call (singleflight), and
+// several processes sharing the directory wait on a file lock and find the
+// pack the first one wrote.
+//
+// An image pinned by digest (name@sha256:…) is immutable and cached for
+// good. A tag such as :latest may move, so its pack is rebuilt once it is
+// older than TTL (zero: never).
+type PackCache struct {
+	store packStore
+	ttl   time.Duration
+	pack  func(ctx context.Context, image, out string) (smolvm.Pack, error)
+	group singleflight.Group
+}
+
+// NewPackCache returns a cache in dir that packs with pack (normally
+// (*smolvm.Client).PackImage).
+func NewPackCache(dir string, ttl time.Duration, pack func(ctx context.Context, image, out string) (smolvm.Pack, error)) *PackCache {
+	return &PackCache{store: packStore{dir: dir}, ttl: ttl, pack: pack}
+}
+
+// Get returns the pack of image, packing it if needed; hit reports whether
+// it was already there.
+func (c *PackCache) Get(ctx context.Context, image string) (p smolvm.Pack, hit bool, err error) {
+	key := imageKey(image)
+	if c.fresh(image, key) {
+		return c.store.pack(key), true, nil
+	}
+	v, err, _ := c.group.Do(key, func() (any, error) {
+		// The first caller's ctx governs the shared call: if it ends, the
+		// callers sharing it fail too, and asynq retries their tasks.
+		if err := os.MkdirAll(c.store.dir, 0o755); err != nil {
+			return nil, err
+		}
+		unlock, err := lockFile(ctx, filepath.Join(c.store.dir, key+".lock"))
+		if err != nil {
+			return nil, err
+		}
+		defer unlock()
+		if c.fresh(image, key) {
+			return packResult{c.store.pack(key), true}, nil
+		}
+		p, err := c.store.write(ctx, key, func(ctx context.Context, out string) (smolvm.Pack, error) {
+			return c.pack(ctx, image, out)
+		})
+		return packResult{p, false}, err
+	})
+	if err != nil {
+		return smolvm.Pack{}, false, err
+	}
+	r := v.(packResult)
+	return r.pack, r.hit, nil
+}
+
+type packResult struct {
+	pack smolvm.Pack
+	hit  bool
+}
+
+func (c *PackCache) fresh(image, key string) bool {
+	info, err := os.Stat(c.store.pack(key).Machine)
+	if err != nil {
+		return false
+	}
+	return pinned(image) || c.ttl <= 0 || time.Since(info.ModTime()) < c.ttl
+}
+
+// pinned reports whether an image reference names a digest.
+func pinned(image string) bool { return strings.Contains(image, "@sha256:") }
+
+func imageKey(image string) string {
+	sum := sha256.Sum256([]byte(image))
+	return "img-" + hex.EncodeToString(sum[:16])
+}

@@ -1,0 +1,153 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/rs/zerolog"
+
+	"github.com/bot-bottle/bottleq/tasks"
+)
+
+// ServerConfig configures [Serve]. Zero values have working defaults.
+type ServerConfig struct {
+	// Redis is where the queues are. Required.
+	Redis asynq.RedisConnOpt
+	// Concurrency is how many tasks, so VMs, run at once. Default 4.
+	Concurrency int
+	// Queues maps queue names to priorities. Default {"default": 1}.
+	Queues map[string]int
+	// StrictPriority empties higher-priority queues first. Default false:
+	// weighted.
+	StrictPriority bool
+	// ShutdownTimeout is how long running tasks may finish after a
+	// shutdown starts; asynq then puts the others back in their queue
+	// without burning a retry, and their VMs are torn down before Serve
+	// returns. Default 10s.
+	ShutdownTimeout time.Duration
+	// PollInterval is how often an idle worker checks for new tasks
+	// (asynq's TaskCheckInterval). Default 100ms.
+	PollInterval time.Duration
+	// RetryBase and RetryMax shape the backoff of a retried task: the n-th
+	// retry waits RetryBase·2ⁿ, capped at RetryMax, with jitter. Defaults
+	// 2s and 5m.
+	RetryBase, RetryMax time.Duration
+	// Logger gets asynq's lines. Default: none.
+	Logger zerolog.Logger
+}
+
+// Serve processes agent:run tasks with h until ctx ends, then shuts down
+// gracefully and waits for h's VMs to be torn down.
+func Serve(ctx context.Context, h *Handler, cfg ServerConfig) error {
+	srv := NewServer(cfg)
+	mux := asynq.NewServeMux()
+	mux.Handle(tasks.TypeAgentRun, h)
+	if err := srv.Start(mux); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	srv.Shutdown()
+	h.Wait()
+	return nil
+}
+
+// NewServer returns the asynq server Serve runs, configured from cfg.
+func NewServer(cfg ServerConfig) *asynq.Server {
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = 4
+	}
+	if len(cfg.Queues) == 0 {
+		cfg.Queues = map[string]int{tasks.DefaultQueue: 1}
+	}
+	if cfg.ShutdownTimeout <= 0 {
+		cfg.ShutdownTimeout = 10 * time.Second
+	}
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = 100 * time.Millisecond
+	}
+	log := cfg.Logger.With().Str("component", "asynq").Logger()
+	return asynq.NewServer(cfg.Redis, asynq.Config{
+		Concurrency:              cfg.Concurrency,
+		Queues:                   cfg.Queues,
+		StrictPriority:           cfg.StrictPriority,
+		ShutdownTimeout:          cfg.ShutdownTimeout,
+		TaskCheckInterval:        cfg.PollInterval,
+		DelayedTaskCheckInterval: max(cfg.PollInterval, 100*time.Millisecond),
+		RetryDelayFunc:           RetryDelay(cfg.RetryBase, cfg.RetryMax),
+		Logger:                   asynqLogger{log},
+		LogLevel:                 asynqLevel(log.GetLevel()),
+	})
+}
+
+// RetryDelay returns an asynq.RetryDelayFunc: exponential backoff from base,
+// capped at maxDelay, with "equal jitter" (between half and all of it) so a
+// burst of failures does not retry in lockstep.
+func RetryDelay(base, maxDelay time.Duration) asynq.RetryDelayFunc {
+	if base <= 0 {
+		base = 2 * time.Second
+	}
+	if maxDelay <= 0 {
+		maxDelay = 5 * time.Minute
+	}
+	return func(n int, _ error, _ *asynq.Task) time.Duration {
+		d := maxDelay
+		if n < 30 && base<<n < maxDelay && base<<n > 0 {
+			d = base << n
+		}
+		return d/2 + rand.N(d/2+1)
+	}
+}
+
+// InspectorHostOf returns a HostOfTask that reads the host of a task from
+// its result, in whatever queue it is.
+func InspectorHostOf(insp *asynq.Inspector) HostOfTask {
+	return func(ctx context.Context, taskID string) (string, bool, error) {
+		qs, err := insp.Queues()
+		if err != nil {
+			return "", false, err
+		}
+		for _, q := range qs {
+			info, err := insp.GetTaskInfo(q, taskID)
+			if errors.Is(err, asynq.ErrTaskNotFound) || errors.Is(err, asynq.ErrQueueNotFound) {
+				continue
+			}
+			if err != nil {
+				return "", false, err
+			}
+			var res tasks.Result
+			if len(info.Result) > 0 {
+				if err := json.Unmarshal(info.Result, &res); err != nil {
+					return "", false, fmt.Errorf("its result is not a bottleq result: %w", err)
+				}
+			}
+			return res.Host, info.State == asynq.TaskStateCompleted && res.Commit != "", nil
+		}
+		return "", false, fmt.Errorf("task %s is in no queue (never enqueued, or its result expired)", taskID)
+	}
+}
+
+// asynqLogger adapts zerolog to asynq.Logger.
+type asynqLogger struct{ l zerolog.Logger }
+
+func (a asynqLogger) Debug(args ...any) { a.l.Debug().Msg(fmt.Sprint(args...)) }
+func (a asynqLogger) Info(args ...any)  { a.l.Info().Msg(fmt.Sprint(args...)) }
+func (a asynqLogger) Warn(args ...any)  { a.l.Warn().Msg(fmt.Sprint(args...)) }
+func (a asynqLogger) Error(args ...any) { a.l.Error().Msg(fmt.Sprint(args...)) }
+func (a asynqLogger) Fatal(args ...any) { a.l.Fatal().Msg(fmt.Sprint(args...)) }
+
+func asynqLevel(l zerolog.Level) asynq.LogLevel {
+	switch {
+	case l <= zerolog.DebugLevel:
+		return asynq.DebugLevel
+	case l == zerolog.InfoLevel:
+		return asynq.InfoLevel
+	case l == zerolog.WarnLevel:
+		return asynq.WarnLevel
+	}
+	return asynq.ErrorLevel
+}
