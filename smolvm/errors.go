@@ -114,7 +114,7 @@ var (
 // to a guest command's output, which exec passes through).
 //
 // A guest may print anything, so the patterns are strict: clap's error is
-// recognised only with its "Usage:" block, smolvm's only as the last line.
+// recognised only with its closing "try '--help'" hint, smolvm's only as the last line.
 //
 // smolvm prints `Error: <message>` as the last line on its failures (exit 1)
 // and clap prints `error: <message>` on argv errors (exit 2). A guest's own
@@ -122,7 +122,7 @@ var (
 func classify(exitCode int, stderr []byte) (msg string, cause error, own bool) {
 	last := lastLine(stderr)
 	switch {
-	case exitCode == 2 && strings.HasPrefix(firstLine(stderr), "error: ") && bytes.Contains(stderr, []byte("Usage:")):
+	case exitCode == 2 && strings.HasPrefix(firstLine(stderr), "error: ") && bytes.Contains(stderr, []byte("try '--help'")):
 		return strings.TrimPrefix(firstLine(stderr), "error: "), ErrUsage, true
 	case strings.HasPrefix(last, "Error: "):
 		msg = strings.TrimPrefix(last, "Error: ")

@@ -76,7 +76,7 @@ func TestExecTellsToolFromGuest(t *testing.T) {
 		{"not running", fail(1, "Error: agent operation failed: connect: machine 'vm1' is not running. Use 'smolvm machine start --name vm1' first.\n"), ErrNotRunning, true, false},
 		{"not found after guest-like note", fail(1, "note: no packed assets found for 'smolvm-sim'\nError: vm not found: vm1\n"), ErrNotFound, true, false},
 		{"other tool failure", fail(1, "Error: agent operation failed: vm exec: failed to spawn command: nope\n"), nil, true, false},
-		{"clap usage", fail(2, "error: unexpected argument '-n' found\n\nUsage: smolvm machine exec [OPTIONS]\n"), ErrUsage, true, false},
+		{"clap usage", fail(2, "error: unexpected argument '-n' found\n\nUsage: smolvm machine exec [OPTIONS]\n\nFor more information, try '--help'.\n"), ErrUsage, true, false},
 		{"guest exit 2 error text", fail(2, "error: bad flag\n"), nil, false, false},
 		{"timeout", fail(124, "\ncommand timed out after 1000ms"), nil, false, true},
 	}

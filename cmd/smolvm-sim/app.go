@@ -1,0 +1,283 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// defaultVersion is the smolvm version impersonated when SMOLVM_SIM_VERSION is unset.
+const defaultVersion = "1.9.3"
+
+// app is one invocation of the simulator.
+type app struct {
+	ver      semver
+	env      []string
+	stdin    io.Reader
+	stdout   io.Writer
+	stderr   io.Writer
+	stateDir string
+	st       *store
+	faults   []faultRule
+	delays   map[string]time.Duration
+	notReady time.Duration
+	seed     *uint64
+	call     callRecord
+}
+
+// callRecord is one line of STATE/calls.jsonl. It must never hold env values.
+type callRecord struct {
+	Time  string `json:"time"`
+	PID   int    `json:"pid"`
+	Op    string `json:"op"`
+	Name  string `json:"name"`
+	Image string `json:"image"`
+	Exit  int    `json:"exit"`
+	MS    int64  `json:"ms"`
+	Fault bool   `json:"fault,omitempty"`
+}
+
+// usageError is a clap-style parse error: "error: ..." and exit 2.
+type usageError string
+
+// Error returns the message without the "error: " prefix.
+func (e usageError) Error() string { return string(e) }
+
+func usagef(format string, args ...any) error { return usageError(fmt.Sprintf(format, args...)) }
+
+// faultError is an injected failure with its own exit code.
+type faultError struct {
+	code int
+	msg  string
+}
+
+// Error returns the injected message.
+func (e *faultError) Error() string { return e.msg }
+
+// exitStatus ends the invocation with a code and prints nothing more (guest exit codes).
+type exitStatus int
+
+// Error describes the code; it is never printed.
+func (e exitStatus) Error() string { return "exit status " + strconv.Itoa(int(e)) }
+
+var errHelp = errors.New("help requested")
+
+func errNotFound(name string) error { return fmt.Errorf("vm not found: %s", name) }
+
+func configErr(op, reason string) error {
+	return fmt.Errorf("config operation failed: %s: %s", op, reason)
+}
+
+func agentErr(op, reason string) error {
+	return fmt.Errorf("agent operation failed: %s: %s", op, reason)
+}
+
+func errNotRunning(name string) error {
+	return agentErr("connect", fmt.Sprintf("machine '%s' is not running. Use 'smolvm machine start --name %s' first.", name, name))
+}
+
+func errNotSimulated(what string) error {
+	return fmt.Errorf("smolvm-sim does not simulate '%s'", what)
+}
+
+// run is the whole program; main only wires it to the process.
+func run(args []string, env []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	start := time.Now()
+	a := &app{env: env, stdin: stdin, stdout: stdout, stderr: stderr}
+	code := a.exit(a.main(args))
+	a.logCall(code, time.Since(start))
+	return code
+}
+
+func (a *app) main(args []string) error {
+	if err := a.configure(args[0]); err != nil {
+		return err
+	}
+	return a.dispatch(args[1:])
+}
+
+// configure reads the SMOLVM_SIM_* environment and prints the v1.7.0+ note line.
+func (a *app) configure(exe string) error {
+	a.stateDir = a.getenv("SMOLVM_SIM_STATE")
+	if a.stateDir == "" {
+		if home := a.getenv("HOME"); home != "" {
+			a.stateDir = filepath.Join(home, ".smolvm-sim")
+		}
+	}
+	v := a.getenv("SMOLVM_SIM_VERSION")
+	if v == "" {
+		v = defaultVersion
+	}
+	var err error
+	if a.ver, err = parseSemver(v); err != nil {
+		return usagef("invalid SMOLVM_SIM_VERSION: %v", err)
+	}
+	stem := strings.TrimSuffix(filepath.Base(exe), filepath.Ext(exe))
+	// v1.7.0 printed the note for every executable name; later versions only
+	// for names other than smolvm/smolvm-bin (spec §1).
+	if a.ver.atLeast(1, 7, 0) && (!a.ver.atLeast(1, 7, 1) || (stem != "smolvm" && stem != "smolvm-bin")) {
+		fmt.Fprintf(a.stderr, "note: no packed assets found for '%s'\n", stem)
+	}
+	if a.faults, err = parseFaults(a.getenv("SMOLVM_SIM_FAULTS")); err != nil {
+		return usagef("invalid SMOLVM_SIM_FAULTS: %v", err)
+	}
+	if a.delays, err = parseDelays(a.getenv("SMOLVM_SIM_DELAY")); err != nil {
+		return usagef("invalid SMOLVM_SIM_DELAY: %v", err)
+	}
+	if s := a.getenv("SMOLVM_SIM_NOT_READY"); s != "" {
+		if a.notReady, err = time.ParseDuration(s); err != nil {
+			return usagef("invalid SMOLVM_SIM_NOT_READY: %v", err)
+		}
+	}
+	if s := a.getenv("SMOLVM_SIM_SEED"); s != "" {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return usagef("invalid SMOLVM_SIM_SEED: %v", err)
+		}
+		u := uint64(n)
+		a.seed = &u
+	}
+	return nil
+}
+
+func (a *app) getenv(key string) string {
+	v, _ := a.lookupEnv(key)
+	return v
+}
+
+// named reports whether machine names are flags (v1.0.2+) rather than positionals.
+func (a *app) named() bool { return a.ver.atLeast(1, 0, 2) }
+
+func (a *app) dispatch(args []string) error {
+	if len(args) == 0 {
+		return usagef("'smolvm' requires a subcommand but one was not provided")
+	}
+	switch args[0] {
+	case "--version", "-V":
+		a.call.Op = "version"
+		fmt.Fprintf(a.stdout, "smolvm %s\n", a.ver)
+		return nil
+	case "--help", "-h", "help":
+		a.call.Op = "help"
+		return errHelp
+	case "machine", "vm":
+		return a.machine(args[1:])
+	case "pack":
+		return a.pack(args[1:])
+	case "serve", "config":
+		return errNotSimulated(args[0])
+	}
+	return usagef("unrecognized subcommand '%s'", args[0])
+}
+
+func (a *app) machine(args []string) error {
+	if len(args) == 0 {
+		return usagef("'smolvm machine' requires a subcommand but one was not provided")
+	}
+	sub, rest := args[0], args[1:]
+	cmds := map[string]func([]string) error{
+		"create": a.create, "start": a.start, "stop": a.stop,
+		"delete": a.delete, "rm": a.delete, "exec": a.exec, "cp": a.cp,
+		"ls": a.ls, "list": a.ls, "status": a.status, "data-dir": a.dataDir,
+	}
+	canonical := map[string]string{"rm": "delete", "list": "ls"}
+	if f, ok := cmds[sub]; ok {
+		if c, ok := canonical[sub]; ok {
+			sub = c
+		}
+		a.call.Op = "machine " + sub
+		return f(rest)
+	}
+	switch sub {
+	case "run", "shell", "sh", "update", "logs", "resize", "egress-events", "fork":
+		return errNotSimulated("machine " + sub)
+	}
+	return usagef("unrecognized subcommand '%s'", sub)
+}
+
+// exit prints err the way smolvm does and returns the exit code.
+func (a *app) exit(err error) int {
+	var ue usageError
+	var fe *faultError
+	var es exitStatus
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, errHelp):
+		fmt.Fprint(a.stdout, helpText)
+		return 0
+	case errors.As(err, &ue):
+		fmt.Fprintf(a.stderr, "error: %s\n\nFor more information, try '--help'.\n", ue)
+		return 2
+	case errors.As(err, &fe):
+		fmt.Fprintf(a.stderr, "Error: %s\n", fe.msg)
+		return fe.code
+	case errors.As(err, &es):
+		return int(es)
+	}
+	fmt.Fprintf(a.stderr, "Error: %s\n", err)
+	return 1
+}
+
+// logCall appends the invocation to STATE/calls.jsonl with one O_APPEND write.
+// It is best effort: logging must never change the outcome of a call.
+func (a *app) logCall(code int, d time.Duration) {
+	if a.stateDir == "" {
+		return
+	}
+	a.call.Time = time.Now().UTC().Format(time.RFC3339Nano)
+	a.call.PID = os.Getpid()
+	a.call.Exit = code
+	a.call.MS = d.Milliseconds()
+	line, err := json.Marshal(a.call)
+	if err != nil || os.MkdirAll(a.stateDir, 0o755) != nil {
+		return
+	}
+	f, err := os.OpenFile(filepath.Join(a.stateDir, "calls.jsonl"), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	_, _ = f.Write(append(line, '\n'))
+}
+
+// openStore opens the state directory on first use.
+func (a *app) openStore() (*store, error) {
+	if a.st != nil {
+		return a.st, nil
+	}
+	if a.stateDir == "" {
+		return nil, errors.New("smolvm-sim: set SMOLVM_SIM_STATE or HOME")
+	}
+	st, err := openStore(a.stateDir)
+	if err != nil {
+		return nil, err
+	}
+	a.st = st
+	return st, nil
+}
+
+const helpText = `smolvm-sim: a TEST DOUBLE of the smolvm CLI. It gives NO isolation:
+"guest" commands run as plain host processes under a per-machine directory.
+
+Usage: smolvm [--version] <machine|vm|pack> <COMMAND> [OPTIONS]
+
+  pack create (-I IMAGE | --from-vm NAME) -o OUT
+  machine create|start|stop|delete|rm|exec|cp|ls|list|status|data-dir
+
+Environment:
+  SMOLVM_SIM_VERSION    version to impersonate, X.Y.Z (default 1.9.3)
+  SMOLVM_SIM_STATE      state directory (default $HOME/.smolvm-sim)
+  SMOLVM_SIM_FAULTS     ';'-separated OP:WHEN:EXIT[:MESSAGE]; OP in pack, pack-image,
+                        pack-vm, create, start, stop, delete, exec, cp, ls, status, *;
+                        WHEN is N, N+ or pF; counted across processes in the state dir
+  SMOLVM_SIM_SEED       integer seed for pF fault rules
+  SMOLVM_SIM_DELAY      comma-separated OP=DURATION, e.g. start=250ms,pack=1s
+  SMOLVM_SIM_NOT_READY  duration after start during which exec fails "not running"
+`

@@ -1,0 +1,267 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/hibiken/asynq"
+	"github.com/mattn/go-isatty"
+	"github.com/rs/zerolog"
+
+	"github.com/bot-bottle/bottleq/smolvm"
+	"github.com/bot-bottle/bottleq/worker"
+)
+
+// config is the worker's configuration, from flags and their environment
+// fallbacks.
+type config struct {
+	redisURL      string
+	embeddedRedis string
+	smolvmBin     string
+	dataDir       string
+	host          string
+	proxy         string
+	unenforced    bool
+	concurrency   int
+	queues        string
+	strict        bool
+	pollInterval  time.Duration
+	shutdown      time.Duration
+	readyTimeout  time.Duration
+	retryBase     time.Duration
+	retryMax      time.Duration
+	packTTL       time.Duration
+	logFormat     string
+	logLevel      string
+}
+
+// envFallbacks maps each flag to the environment variable that sets it when
+// the flag is not given.
+var envFallbacks = [][2]string{
+	{"redis", "REDIS_URL"},
+	{"embedded-redis", "BOTTLEQ_EMBEDDED_REDIS"},
+	{"smolvm", "SMOLVM_BIN"},
+	{"data-dir", "BOTTLEQ_DATA_DIR"},
+	{"host", "BOTTLEQ_HOST"},
+	{"proxy", "BOTTLEQ_PROXY"},
+	{"allow-unenforced-egress", "BOTTLEQ_ALLOW_UNENFORCED_EGRESS"},
+	{"concurrency", "BOTTLEQ_CONCURRENCY"},
+	{"queues", "BOTTLEQ_QUEUES"},
+	{"strict-priority", "BOTTLEQ_STRICT_PRIORITY"},
+	{"poll-interval", "BOTTLEQ_POLL_INTERVAL"},
+	{"shutdown-timeout", "BOTTLEQ_SHUTDOWN_TIMEOUT"},
+	{"ready-timeout", "BOTTLEQ_READY_TIMEOUT"},
+	{"retry-base", "BOTTLEQ_RETRY_BASE"},
+	{"retry-max", "BOTTLEQ_RETRY_MAX"},
+	{"pack-ttl", "BOTTLEQ_PACK_TTL"},
+	{"log-format", "BOTTLEQ_LOG_FORMAT"},
+	{"log-level", "BOTTLEQ_LOG_LEVEL"},
+}
+
+func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.redisURL, "redis", "", "Redis URL, redis://[:PASSWORD@]HOST:PORT[/DB] or rediss:// for TLS; empty: run an embedded in-memory Redis")
+	fs.StringVar(&c.embeddedRedis, "embedded-redis", "127.0.0.1:6379", "address of the embedded Redis when -redis is empty")
+	fs.StringVar(&c.smolvmBin, "smolvm", "smolvm", "smolvm binary, a path or a name on PATH")
+	fs.StringVar(&c.dataDir, "data-dir", defaultDataDir(getenv), "directory for packs and commits")
+	fs.StringVar(&c.host, "host", "", "this host's name in results (default: the hostname)")
+	fs.StringVar(&c.proxy, "proxy", "", "egress proxy http://IP:PORT; VMs may reach only it (default: VMs get no network)")
+	fs.BoolVar(&c.unenforced, "allow-unenforced-egress", false, "allow -proxy with smolvm < 1.8.0, which does NOT restrict egress of VMs created from a pack")
+	fs.IntVar(&c.concurrency, "concurrency", 4, "tasks (VMs) at once")
+	fs.StringVar(&c.queues, "queues", "default=1", "queues and priorities, NAME=PRIORITY,...")
+	fs.BoolVar(&c.strict, "strict-priority", false, "drain higher-priority queues first instead of weighting")
+	fs.DurationVar(&c.pollInterval, "poll-interval", 100*time.Millisecond, "how often an idle worker looks for tasks")
+	fs.DurationVar(&c.shutdown, "shutdown-timeout", 10*time.Second, "on SIGTERM, how long running tasks may finish before they are requeued")
+	fs.DurationVar(&c.readyTimeout, "ready-timeout", 60*time.Second, "how long a started VM has to accept exec")
+	fs.DurationVar(&c.retryBase, "retry-base", 2*time.Second, "first retry delay of a failed task; doubles per retry")
+	fs.DurationVar(&c.retryMax, "retry-max", 5*time.Minute, "longest retry delay")
+	fs.DurationVar(&c.packTTL, "pack-ttl", 24*time.Hour, "how long a tagged image's pack is reused (digest-pinned: forever; negative: forever)")
+	fs.StringVar(&c.logFormat, "log-format", "auto", "auto (console on a terminal, else JSON), json or console")
+	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: worker [flags]\n\nRuns bottleq's agent:run tasks in smolvm microVMs.\n\nFlags (environment fallback in brackets):\n")
+		fs.VisitAll(func(f *flag.Flag) {
+			env := ""
+			for _, e := range envFallbacks {
+				if e[0] == f.Name {
+					env = " [" + e[1] + "]"
+				}
+			}
+			fmt.Fprintf(stderr, "  -%s%s\n    \t%s (default %q)\n", f.Name, env, f.Usage, f.DefValue)
+		})
+	}
+	for _, e := range envFallbacks {
+		if v := getenv(e[1]); v != "" {
+			if err := fs.Set(e[0], v); err != nil {
+				return c, fmt.Errorf("%s: %w", e[1], err)
+			}
+		}
+	}
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if c.concurrency < 1 {
+		return c, fmt.Errorf("-concurrency: must be at least 1")
+	}
+	if _, err := parseQueues(c.queues); err != nil {
+		return c, err
+	}
+	if c.proxy != "" {
+		if _, err := worker.ParseProxy(c.proxy); err != nil {
+			return c, fmt.Errorf("-%w", err)
+		}
+	}
+	return c, nil
+}
+
+func defaultDataDir(getenv func(string) string) string {
+	if d := getenv("XDG_DATA_HOME"); d != "" {
+		return filepath.Join(d, "bottleq")
+	}
+	if h := getenv("HOME"); h != "" {
+		return filepath.Join(h, ".local", "share", "bottleq")
+	}
+	return filepath.Join(os.TempDir(), "bottleq")
+}
+
+func parseQueues(s string) (map[string]int, error) {
+	qs := map[string]int{}
+	for _, part := range strings.Split(s, ",") {
+		name, prio, ok := strings.Cut(strings.TrimSpace(part), "=")
+		n, err := strconv.Atoi(prio)
+		if !ok || name == "" || err != nil || n < 1 {
+			return nil, fmt.Errorf("-queues: %q must be NAME=PRIORITY with a priority of at least 1", part)
+		}
+		qs[name] = n
+	}
+	return qs, nil
+}
+
+func newLogger(c config, w io.Writer) (zerolog.Logger, error) {
+	level, err := zerolog.ParseLevel(c.logLevel)
+	if err != nil || c.logLevel == "" {
+		return zerolog.Logger{}, fmt.Errorf("-log-level: %q is not one of debug, info, warn, error", c.logLevel)
+	}
+	switch c.logFormat {
+	case "console":
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly}
+	case "auto":
+		if f, ok := w.(*os.File); ok && isatty.IsTerminal(f.Fd()) {
+			w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly}
+		}
+	case "json":
+	default:
+		return zerolog.Logger{}, fmt.Errorf("-log-format: %q is not one of auto, json, console", c.logFormat)
+	}
+	return zerolog.New(w).Level(level).With().Timestamp().Logger(), nil
+}
+
+// Run runs the worker until ctx ends and returns the process exit code:
+// 0 after a clean shutdown, 2 for bad flags, 1 for anything else.
+func Run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) int {
+	c, err := parseFlags(args, getenv, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "worker:", err)
+		return 2
+	}
+	log, err := newLogger(c, stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "worker:", err)
+		return 2
+	}
+	if err := serve(ctx, c, log); err != nil {
+		log.Error().Err(err).Msg("worker stopped")
+		fmt.Fprintln(stderr, "worker:", err)
+		return 1
+	}
+	return 0
+}
+
+func serve(ctx context.Context, c config, log zerolog.Logger) error {
+	sm, err := smolvm.New(ctx, smolvm.Config{Bin: c.smolvmBin, Logger: &log})
+	if errors.Is(err, smolvm.ErrNotInstalled) {
+		return fmt.Errorf("smolvm binary %q not found: install smolvm or point -smolvm / SMOLVM_BIN at it", c.smolvmBin)
+	}
+	if err != nil {
+		return err
+	}
+	log.Info().Str("smolvm", sm.Bin()).Str("version", sm.Version().String()).Str("dialect", sm.Version().Dialect().String()).Msg("smolvm found")
+
+	redisOpt, stopRedis, err := redisConn(c, log)
+	if err != nil {
+		return err
+	}
+	defer stopRedis()
+
+	if err := os.MkdirAll(c.dataDir, 0o755); err != nil {
+		return fmt.Errorf("-data-dir: %w", err)
+	}
+	insp := asynq.NewInspector(redisOpt)
+	defer insp.Close()
+	h, err := worker.NewHandler(worker.Config{
+		Smolvm:                sm,
+		DataDir:               c.dataDir,
+		Host:                  c.host,
+		Proxy:                 c.proxy,
+		AllowUnenforcedEgress: c.unenforced,
+		PackTTL:               c.packTTL,
+		ReadyTimeout:          c.readyTimeout,
+		HostOfTask:            worker.InspectorHostOf(insp),
+		Logger:                log,
+	})
+	if err != nil {
+		return err
+	}
+	if c.proxy != "" && !sm.Version().EnforcesAllowCIDROnFrom() {
+		log.Error().Str("smolvm", sm.Version().String()).Msg("EGRESS IS NOT RESTRICTED: this smolvm ignores --allow-cidr for VMs created from a pack, and -allow-unenforced-egress is set")
+	}
+	queues, _ := parseQueues(c.queues)
+	log.Info().Int("concurrency", c.concurrency).Str("queues", c.queues).Str("data_dir", c.dataDir).Msg("worker serving")
+	err = worker.Serve(ctx, h, worker.ServerConfig{
+		Redis:           redisOpt,
+		Concurrency:     c.concurrency,
+		Queues:          queues,
+		StrictPriority:  c.strict,
+		ShutdownTimeout: c.shutdown,
+		PollInterval:    c.pollInterval,
+		RetryBase:       c.retryBase,
+		RetryMax:        c.retryMax,
+		Logger:          log,
+	})
+	log.Info().Msg("worker stopped")
+	return err
+}
+
+// redisConn connects to REDIS_URL, or starts the embedded Redis.
+func redisConn(c config, log zerolog.Logger) (asynq.RedisConnOpt, func(), error) {
+	if c.redisURL != "" {
+		opt, err := asynq.ParseRedisURI(c.redisURL)
+		if err != nil {
+			return nil, nil, fmt.Errorf("-redis: %w", err)
+		}
+		return opt, func() {}, nil
+	}
+	m := miniredis.NewMiniRedis()
+	if err := m.StartAddr(c.embeddedRedis); err != nil {
+		return nil, nil, fmt.Errorf("embedded Redis on %s: %w (set REDIS_URL, or -embedded-redis to another address)", c.embeddedRedis, err)
+	}
+	log.Warn().Str("addr", m.Addr()).Msg("no REDIS_URL: running an embedded in-memory Redis (miniredis); tasks are lost when this worker stops; use a real Redis in production")
+	return asynq.RedisClientOpt{Addr: m.Addr()}, m.Close, nil
+}
