@@ -20,6 +20,7 @@ type fakeSmolvm struct {
 	mu       sync.Mutex
 	calls    []string          // "op name"
 	machines map[string]string // name → state
+	created  map[string]int64  // name → unix seconds
 
 	packImage func(ctx context.Context, image, out string) (smolvm.Pack, error)
 	create    func(ctx context.Context, name string, o smolvm.CreateOptions) error
@@ -37,7 +38,7 @@ type fakeSmolvm struct {
 var _ Smolvm = (*fakeSmolvm)(nil)
 
 func newFake() *fakeSmolvm {
-	return &fakeSmolvm{version: smolvm.Version{Major: 1, Minor: 9, Patch: 3}, machines: map[string]string{}}
+	return &fakeSmolvm{version: smolvm.Version{Major: 1, Minor: 9, Patch: 3}, machines: map[string]string{}, created: map[string]int64{}}
 }
 
 func (f *fakeSmolvm) record(op, name string) {
@@ -129,6 +130,7 @@ func (f *fakeSmolvm) Create(ctx context.Context, name string, o smolvm.CreateOpt
 		return f.toolErr("machine create", name, "machine '"+name+"' already exists", smolvm.ErrExists)
 	}
 	f.machines[name] = smolvm.StateCreated
+	f.created[name] = time.Now().Unix()
 	f.lastCreate = o
 	return nil
 }
@@ -221,7 +223,7 @@ func (f *fakeSmolvm) List(context.Context) ([]smolvm.Machine, error) {
 	defer f.mu.Unlock()
 	var out []smolvm.Machine
 	for n, s := range f.machines {
-		out = append(out, smolvm.Machine{Name: n, State: s})
+		out = append(out, smolvm.Machine{Name: n, State: s, CreatedAt: f.created[n]})
 	}
 	return out, nil
 }

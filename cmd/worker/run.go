@@ -40,6 +40,8 @@ type config struct {
 	retryBase     time.Duration
 	retryMax      time.Duration
 	packTTL       time.Duration
+	reapInterval  time.Duration
+	reapMinAge    time.Duration
 	logFormat     string
 	logLevel      string
 }
@@ -63,6 +65,8 @@ var envFallbacks = [][2]string{
 	{"retry-base", "BOTTLEQ_RETRY_BASE"},
 	{"retry-max", "BOTTLEQ_RETRY_MAX"},
 	{"pack-ttl", "BOTTLEQ_PACK_TTL"},
+	{"reap-interval", "BOTTLEQ_REAP_INTERVAL"},
+	{"reap-min-age", "BOTTLEQ_REAP_MIN_AGE"},
 	{"log-format", "BOTTLEQ_LOG_FORMAT"},
 	{"log-level", "BOTTLEQ_LOG_LEVEL"},
 }
@@ -87,6 +91,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.DurationVar(&c.retryBase, "retry-base", 2*time.Second, "first retry delay of a failed task; doubles per retry")
 	fs.DurationVar(&c.retryMax, "retry-max", 5*time.Minute, "longest retry delay")
 	fs.DurationVar(&c.packTTL, "pack-ttl", 24*time.Hour, "how long a tagged image's pack is reused (digest-pinned: forever; negative: forever)")
+	fs.DurationVar(&c.reapInterval, "reap-interval", time.Minute, "how often to delete VMs left by crashed workers (0: never)")
+	fs.DurationVar(&c.reapMinAge, "reap-min-age", 30*time.Second, "spare VMs younger than this from the reaper")
 	fs.StringVar(&c.logFormat, "log-format", "auto", "auto (console on a terminal, else JSON), json or console")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.Usage = func() {
@@ -231,6 +237,13 @@ func serve(ctx context.Context, c config, log zerolog.Logger) error {
 	}
 	if c.proxy != "" && !sm.Version().EnforcesAllowCIDROnFrom() {
 		log.Error().Str("smolvm", sm.Version().String()).Msg("EGRESS IS NOT RESTRICTED: this smolvm ignores --allow-cidr for VMs created from a pack, and -allow-unenforced-egress is set")
+	}
+	if c.reapInterval > 0 {
+		reaper := &worker.Reaper{Smolvm: sm, Inspector: insp, Handler: h, MinAge: c.reapMinAge, Interval: c.reapInterval, Logger: log}
+		reapCtx, stopReaper := context.WithCancel(ctx)
+		reaped := make(chan struct{})
+		go func() { reaper.Run(reapCtx); close(reaped) }()
+		defer func() { stopReaper(); <-reaped }()
 	}
 	queues, _ := parseQueues(c.queues)
 	log.Info().Int("concurrency", c.concurrency).Str("queues", c.queues).Str("data_dir", c.dataDir).Msg("worker serving")

@@ -1,0 +1,203 @@
+// Package testredis gives tests a Redis: an in-process miniredis, or a real
+// redis-server started on a free loopback port and stopped by its pid.
+//
+// Where redis-server is not installed the real-Redis tests skip and say why,
+// so `make test` passes on a machine with only Go. Under CI (CI=true) a
+// missing redis-server fails the test instead: .ci/run installs it, and a
+// skip there would hide that the tests did not run.
+package testredis
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+)
+
+// Server is a Redis a test talks to on loopback.
+type Server struct {
+	// Addr is host:port on loopback.
+	Addr string
+	// Kind is "miniredis" or "redis-server".
+	Kind string
+
+	mini *miniredis.Miniredis
+	cmd  *exec.Cmd
+	args []string
+	dir  string
+}
+
+// URL returns redis://Addr.
+func (s *Server) URL() string { return "redis://" + s.Addr }
+
+// Mini starts a miniredis on a free loopback port, stopped at cleanup.
+func Mini(t testing.TB) *Server {
+	t.Helper()
+	m := miniredis.NewMiniRedis()
+	if err := m.StartAddr("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.Close)
+	return &Server{Addr: m.Addr(), Kind: "miniredis", mini: m}
+}
+
+// Binary returns the redis-server path, or why there is none.
+func Binary() (string, error) {
+	p, err := exec.LookPath("redis-server")
+	if err != nil {
+		return "", fmt.Errorf("redis-server is not installed (apt-get install redis-server, or run .ci/run): %w", err)
+	}
+	return p, nil
+}
+
+// Real starts redis-server on a free loopback port with extra config
+// arguments (such as "--requirepass", "pw"), stopped at cleanup. It skips
+// the test when redis-server is missing, except under CI.
+func Real(t testing.TB, extra ...string) *Server {
+	t.Helper()
+	bin, err := Binary()
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("CI must run the real-Redis tests: %v", err)
+		}
+		t.Skipf("skipping real-Redis test: %v", err)
+	}
+	s := &Server{Kind: "redis-server", dir: t.TempDir()}
+	var last error
+	for try := 0; try < 5; try++ {
+		port, err := freePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Addr = fmt.Sprintf("127.0.0.1:%d", port)
+		s.args = append([]string{"--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", s.dir, "--daemonize", "no"}, extra...)
+		if last = s.start(bin); last == nil {
+			t.Cleanup(s.Stop)
+			return s
+		}
+	}
+	t.Fatalf("redis-server did not start: %v", last)
+	return nil
+}
+
+func (s *Server) start(bin string) error {
+	cmd := exec.Command(bin, s.args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	logf, err := os.Create(filepath.Join(s.dir, "redis.log"))
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-exited:
+			b, _ := os.ReadFile(logf.Name())
+			return fmt.Errorf("redis-server exited: %s", lastLines(string(b), 3))
+		default:
+		}
+		if ping(s.Addr) == nil {
+			s.cmd = cmd
+			return nil
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	syscall.Kill(cmd.Process.Pid, syscall.SIGKILL)
+	return fmt.Errorf("redis-server on %s did not answer PING", s.Addr)
+}
+
+// Stop stops the server by its pid (SIGTERM, then SIGKILL).
+func (s *Server) Stop() {
+	if s.mini != nil {
+		s.mini.Close()
+		return
+	}
+	if s.cmd == nil {
+		return
+	}
+	p := s.cmd.Process
+	p.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() {
+		for syscall.Kill(p.Pid, 0) == nil {
+			time.Sleep(10 * time.Millisecond)
+		}
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		p.Kill()
+	}
+	s.cmd = nil
+}
+
+// Restart stops the server and starts it again on the same port, empty.
+func (s *Server) Restart(t testing.TB) {
+	t.Helper()
+	if s.mini != nil {
+		s.mini.Restart()
+		return
+	}
+	s.Stop()
+	bin, err := Binary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.start(bin); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// ping sends a PING in RESP and expects +PONG (or -NOAUTH, which means the
+// server is up and wants a password).
+func ping(addr string) error {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(time.Second))
+	if _, err := c.Write([]byte("*1\r\n$4\r\nPING\r\n")); err != nil {
+		return err
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if strings.HasPrefix(line, "+PONG") || strings.HasPrefix(line, "-NOAUTH") {
+		return nil
+	}
+	return fmt.Errorf("PING answered %q", strings.TrimSpace(line))
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, " | ")
+}

@@ -1,0 +1,174 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/rs/zerolog"
+
+	"github.com/bot-bottle/bottleq/smolvm"
+)
+
+// Inspector is what the reaper needs of asynq's Inspector.
+type Inspector interface {
+	Servers() ([]*asynq.ServerInfo, error)
+	GetTaskInfo(queue, id string) (*asynq.TaskInfo, error)
+}
+
+var _ Inspector = (*asynq.Inspector)(nil)
+
+// Reaper deletes the VMs that a crashed worker left behind (kill -9, OOM,
+// power loss: no teardown ran). A machine is an orphan when its name has
+// bottleq's prefix, no handler of this process uses it, it is older than
+// MinAge, and it is not the VM of a task attempt that a live asynq server
+// on this host is running now. Liveness comes from asynq's own server list
+// (heartbeats expire 10 s after a process dies), not from guesses.
+type Reaper struct {
+	// Smolvm lists and deletes machines. Required.
+	Smolvm Smolvm
+	// Inspector reads asynq's servers and tasks. Required.
+	Inspector Inspector
+	// Handler is this process's handler; its VMs are never reaped. Optional.
+	Handler *Handler
+	// Hostname is this host as asynq records it. Default: os.Hostname.
+	Hostname string
+	// MinAge spares machines younger than this: another process's new task
+	// may not be in its heartbeat yet (asynq beats every 5 s). Default 30s.
+	MinAge time.Duration
+	// Interval between sweeps in Run. Default 1m.
+	Interval time.Duration
+	// Logger gets one line per reaped VM. Default: none.
+	Logger zerolog.Logger
+	// Reaped, if set, is called for each deleted orphan.
+	Reaped func(vm string)
+}
+
+// Run sweeps now and then every Interval until ctx ends.
+func (r *Reaper) Run(ctx context.Context) {
+	interval := r.Interval
+	if interval <= 0 {
+		interval = time.Minute
+	}
+	for {
+		if _, err := r.Sweep(ctx); err != nil && ctx.Err() == nil {
+			r.Logger.Warn().Str("phase", "reap").Err(err).Msg("reaper sweep failed")
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(interval):
+		}
+	}
+}
+
+// Sweep deletes the orphans it finds now and returns their names.
+func (r *Reaper) Sweep(ctx context.Context) ([]string, error) {
+	machines, err := r.Smolvm.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var candidates []smolvm.Machine
+	minAge := r.MinAge
+	if minAge <= 0 {
+		minAge = 30 * time.Second
+	}
+	var mine map[string]bool
+	if r.Handler != nil {
+		mine = r.Handler.Active()
+	}
+	for _, m := range machines {
+		if !strings.HasPrefix(m.Name, VMPrefix) || mine[m.Name] {
+			continue
+		}
+		if m.CreatedAt > 0 && time.Since(time.Unix(m.CreatedAt, 0)) < minAge {
+			continue
+		}
+		candidates = append(candidates, m)
+	}
+	if len(candidates) == 0 {
+		return nil, nil
+	}
+	live, err := r.liveVMs()
+	if err != nil {
+		return nil, err
+	}
+	var reaped []string
+	var errs []error
+	for _, m := range candidates {
+		if live.has(m.Name) {
+			continue
+		}
+		if mine = r.handlerActive(); mine[m.Name] {
+			continue // a handler of ours picked it up since
+		}
+		if err := r.Smolvm.Delete(ctx, m.Name); err != nil && !errors.Is(err, smolvm.ErrNotFound) {
+			errs = append(errs, err)
+			continue
+		}
+		r.Logger.Warn().Str("phase", "reap").Str("vm", m.Name).Str("state", m.State).
+			Str("reason", "no live asynq server on this host runs its task attempt").Msg("reaped orphan VM")
+		if r.Reaped != nil {
+			r.Reaped(m.Name)
+		}
+		reaped = append(reaped, m.Name)
+	}
+	return reaped, errors.Join(errs...)
+}
+
+func (r *Reaper) handlerActive() map[string]bool {
+	if r.Handler == nil {
+		return nil
+	}
+	return r.Handler.Active()
+}
+
+// liveSet holds the VM names of running attempts, and the stems of running
+// tasks whose attempt could not be read (those are spared whole).
+type liveSet struct{ names, stems map[string]bool }
+
+func (l liveSet) has(vm string) bool {
+	if l.names[vm] {
+		return true
+	}
+	stem, _, _ := cutAttempt(vm)
+	return l.stems[stem]
+}
+
+func cutAttempt(vm string) (stem, attempt string, ok bool) {
+	i := strings.LastIndex(vm, "-a")
+	if i < 0 {
+		return vm, "", false
+	}
+	return vm[:i], vm[i+2:], true
+}
+
+// liveVMs reads the VMs that the live asynq servers on this host are using.
+func (r *Reaper) liveVMs() (liveSet, error) {
+	host := r.Hostname
+	if host == "" {
+		host, _ = os.Hostname()
+	}
+	servers, err := r.Inspector.Servers()
+	if err != nil {
+		return liveSet{}, err
+	}
+	l := liveSet{names: map[string]bool{}, stems: map[string]bool{}}
+	for _, s := range servers {
+		if s.Host != host {
+			continue
+		}
+		for _, w := range s.ActiveWorkers {
+			info, err := r.Inspector.GetTaskInfo(w.Queue, w.TaskID)
+			if err != nil {
+				l.stems[vmStem(w.TaskID)] = true
+				continue
+			}
+			l.names[VMName(w.TaskID, info.Retried+1)] = true
+		}
+	}
+	return l, nil
+}
