@@ -22,19 +22,27 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 		return err
 	}
 	switch v := v.(type) {
+	case nil:
+		*d = 0
 	case string:
 		x, err := time.ParseDuration(v)
 		if err != nil {
-			return fmt.Errorf("duration %q: want a Go duration such as \"90s\"", v)
+			return &durationError{fmt.Sprintf("%q is not a Go duration such as \"90s\"", v)}
 		}
 		*d = Duration(x)
 	case float64:
 		if v > float64(MaxTimeout/time.Second)*2 || v < -1 {
-			return fmt.Errorf("duration of %g seconds is out of range", v)
+			return &durationError{fmt.Sprintf("%g seconds is out of range", v)}
 		}
 		*d = Duration(v * float64(time.Second))
 	default:
-		return fmt.Errorf("duration must be a string such as \"90s\" or a number of seconds")
+		return &durationError{"must be a string such as \"90s\" or a number of seconds"}
 	}
 	return nil
 }
+
+// durationError is a Duration that does not parse; Decode reports it under
+// the field that holds it.
+type durationError struct{ reason string }
+
+func (e *durationError) Error() string { return e.reason }

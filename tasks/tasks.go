@@ -232,6 +232,10 @@ func Decode(data []byte) (AgentRun, error) {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&p); err != nil {
+		var de *durationError
+		if errors.As(err, &de) {
+			return AgentRun{}, invalid("timeout", "%s", de.reason)
+		}
 		return AgentRun{}, invalid("payload", "is not a valid agent:run JSON object: %s", jsonReason(err))
 	}
 	if dec.More() {

@@ -1,0 +1,38 @@
+// Command enqueue puts one agent:run task on bottleq's queue and, with
+// --wait, follows it to the end and exits with the agent's exit code.
+//
+//	enqueue [--redis URL] (--image IMG | --from REF) [--env K=V]... [--workdir DIR]
+//	        [--timeout DUR] [--no-commit] [--task-id ID] [--queue Q] [--max-retry N]
+//	        [--wait] -- CMD [ARG...]
+//
+// Everything is validated before it connects to Redis. A usage error exits
+// 2, any other failure 1, each with one line on stderr that never quotes an
+// env value. See `enqueue -h`.
+//
+// It is a thin shell over the package enqueue: it must not run agents
+// itself.
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/redis/go-redis/v9"
+)
+
+func main() {
+	// go-redis logs its dial retries itself; the error it returns is
+	// reported once, on one line.
+	redis.SetLogger(quiet{})
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := Run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// quiet discards go-redis's own log lines.
+type quiet struct{}
+
+func (quiet) Printf(context.Context, string, ...any) {}

@@ -1,0 +1,256 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/bot-bottle/bottleq/enqueue"
+	"github.com/bot-bottle/bottleq/smolvm"
+	"github.com/bot-bottle/bottleq/tasks"
+)
+
+// Exit codes other than the agent's own.
+const (
+	exitOK    = 0
+	exitFail  = 1
+	exitUsage = 2
+)
+
+// DefaultRedisURL is used when neither --redis nor REDIS_URL is set.
+const DefaultRedisURL = "redis://127.0.0.1:6379"
+
+const usageHead = `Usage: enqueue [flags] (--image IMG | --from REF) -- CMD [ARG...]
+
+Enqueues one bottleq agent:run task. Without --wait it prints the task ID.
+With --wait it reports each phase on stderr, then prints the agent's stdout
+and stderr and exits with the agent's exit code (1 if the task failed).
+
+Flags:
+`
+
+// usageError is a mistake in the command line: exit 2.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(format string, a ...any) error {
+	return &usageError{msg: fmt.Sprintf(format, a...)}
+}
+
+// config is a parsed, validated command line.
+type config struct {
+	redis   asynq.RedisConnOpt
+	payload tasks.AgentRun
+	opts    enqueue.Options
+	wait    bool
+}
+
+// envFlag collects --env entries; they are resolved and checked after
+// parsing so that no error from the flag package quotes a value.
+type envFlag []string
+
+func (e *envFlag) String() string     { return "" }
+func (e *envFlag) Set(s string) error { *e = append(*e, s); return nil }
+
+func newFlagSet(c *config, env *envFlag, redisURL, timeout *string, noCommit *bool, maxRetry *int) *flag.FlagSet {
+	fs := flag.NewFlagSet("enqueue", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	fs.StringVar(redisURL, "redis", "", "Redis `URL`, redis:// or rediss:// (TLS) (default $REDIS_URL, else "+DefaultRedisURL+")")
+	fs.StringVar(&c.payload.Image, "image", "", "OCI `image` to boot")
+	fs.StringVar(&c.payload.From, "from", "", "boot a pack instead: task:`ID` (the commit an earlier task left) or /abs/path.smolmachine on the worker")
+	fs.Var(env, "env", "set `K=V` for the command; repeatable. --env K alone passes K's value from this process's environment")
+	fs.StringVar(&c.payload.Workdir, "workdir", "", "absolute working `dir`ectory in the VM")
+	fs.StringVar(timeout, "timeout", "", "the command's `timeout`, such as 90s or 1h (default "+tasks.DefaultTimeout.String()+", at most "+tasks.MaxTimeout.String()+")")
+	fs.BoolVar(noCommit, "no-commit", false, "do not commit the VM's end state for later --from task:ID")
+	fs.StringVar(&c.opts.TaskID, "task-id", "", "task `ID`; enqueueing an ID that still exists fails (default random)")
+	fs.StringVar(&c.opts.Queue, "queue", tasks.DefaultQueue, "`queue` to put the task on")
+	fs.IntVar(maxRetry, "max-retry", tasks.DefaultMaxRetry, "retries of a failed delivery; 0 for none")
+	fs.BoolVar(&c.wait, "wait", false, "wait for the result, print the agent's output and exit with its exit code")
+	return fs
+}
+
+// parse reads and validates the command line; it does not touch Redis.
+// flag.ErrHelp means -h; any other error is a *usageError.
+func parse(args []string, getenv func(string) string, help io.Writer) (config, error) {
+	var (
+		c        config
+		env      envFlag
+		redisURL string
+		timeout  string
+		noCommit bool
+		maxRetry int
+	)
+	fs := newFlagSet(&c, &env, &redisURL, &timeout, &noCommit, &maxRetry)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(help, usageHead)
+			fs.SetOutput(help)
+			fs.PrintDefaults()
+			return c, err
+		}
+		return c, usagef("%v (see enqueue -h)", err)
+	}
+
+	redisFrom := "--redis"
+	if redisURL == "" {
+		redisURL, redisFrom = getenv("REDIS_URL"), "REDIS_URL"
+	}
+	if redisURL == "" {
+		redisURL = DefaultRedisURL
+	}
+	r, err := enqueue.ParseURL(redisURL)
+	if err != nil {
+		return c, usagef("%s: %v", redisFrom, err)
+	}
+	c.redis = r
+
+	c.payload.Command = fs.Args()
+	switch {
+	case len(c.payload.Command) == 0:
+		return c, usagef("no command: give the agent's command after --")
+	case c.payload.Image == "" && c.payload.From == "":
+		return c, usagef("one of --image and --from is required")
+	case c.payload.Image != "" && c.payload.From != "":
+		return c, usagef("--image and --from are mutually exclusive")
+	}
+	for _, e := range env {
+		k, v, ok := strings.Cut(e, "=")
+		if !ok && smolvm.ValidateEnvKey(k) == nil {
+			v = getenv(k)
+			if v == "" {
+				return c, usagef("--env: %q is not set in this environment (give %s= for an empty value)", k, k)
+			}
+		}
+		if c.payload.Env == nil {
+			c.payload.Env = make(map[string]string)
+		}
+		c.payload.Env[k] = v // a later --env for the same key wins
+	}
+	if timeout != "" {
+		d, err := time.ParseDuration(timeout)
+		if err != nil {
+			return c, usagef("--timeout: %q is not a duration such as 90s or 1h30m", timeout)
+		}
+		c.payload.Timeout = tasks.Duration(d)
+	}
+	if noCommit {
+		c.payload.Commit = tasks.Bool(false)
+	}
+	if err := c.payload.Validate(); err != nil {
+		var ve *tasks.ValidationError
+		if errors.As(err, &ve) {
+			return c, usagef("%s: %s", flagOf(ve.Field), ve.Reason)
+		}
+		return c, usagef("%v", err)
+	}
+	switch {
+	case maxRetry < 0:
+		return c, usagef("--max-retry: must not be negative")
+	case maxRetry == 0:
+		c.opts.MaxRetry = enqueue.NoRetry
+	default:
+		c.opts.MaxRetry = maxRetry
+	}
+	if strings.TrimSpace(c.opts.Queue) == "" {
+		return c, usagef("--queue: must not be empty")
+	}
+	if c.opts.TaskID != "" && strings.TrimSpace(c.opts.TaskID) != c.opts.TaskID {
+		return c, usagef("--task-id: must not be blank or start or end with white space")
+	}
+	return c, nil
+}
+
+// flagOf names the flag that sets a payload field.
+func flagOf(field string) string {
+	switch {
+	case field == "command" || strings.HasPrefix(field, "command["):
+		return field
+	case field == "image", field == "from", field == "env", field == "workdir", field == "timeout":
+		return "--" + field
+	}
+	return field
+}
+
+// Run is the whole command: it parses args, enqueues, and with --wait
+// follows the task. It returns the exit code: 0, 1 or 2 of its own, or with
+// --wait the agent's exit code.
+func Run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	c, err := parse(args, getenv, stdout)
+	var ue *usageError
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		return exitOK
+	case errors.As(err, &ue):
+		return fail(stderr, exitUsage, "%v", err)
+	case err != nil:
+		return fail(stderr, exitFail, "%v", err)
+	}
+
+	client := enqueue.New(c.redis)
+	defer client.Close()
+	info, err := client.Enqueue(ctx, c.payload, c.opts)
+	switch {
+	case errors.Is(err, enqueue.ErrDuplicate):
+		return fail(stderr, exitFail, "--task-id: task %s already exists", c.opts.TaskID)
+	case err != nil:
+		return fail(stderr, exitFail, "could not enqueue: %v", strings.TrimPrefix(err.Error(), "enqueue: "))
+	}
+	if !c.wait {
+		fmt.Fprintln(stdout, info.ID)
+		return exitOK
+	}
+	return wait(ctx, client, info, stdout, stderr)
+}
+
+// wait follows the task to its end and hands on the agent's output and
+// exit code.
+func wait(ctx context.Context, client *enqueue.Client, info *asynq.TaskInfo, stdout, stderr io.Writer) int {
+	fmt.Fprintf(stderr, "bottleq: task %s: enqueued on queue %s\n", info.ID, info.Queue)
+	out, err := client.Wait(ctx, info.Queue, info.ID, func(r tasks.Result) {
+		if r.Attempt > 1 {
+			fmt.Fprintf(stderr, "bottleq: task %s: %s (attempt %d)\n", info.ID, r.Phase, r.Attempt)
+			return
+		}
+		fmt.Fprintf(stderr, "bottleq: task %s: %s\n", info.ID, r.Phase)
+	})
+	var failed *enqueue.TaskFailedError
+	switch {
+	case errors.As(err, &failed):
+		return fail(stderr, exitFail, "task %s failed: %s", info.ID, failed.LastErr)
+	case ctx.Err() != nil && errors.Is(err, ctx.Err()):
+		return fail(stderr, exitFail, "stopped waiting for task %s (%v); it keeps running", info.ID, err)
+	case err != nil:
+		return fail(stderr, exitFail, "%v", strings.TrimPrefix(err.Error(), "enqueue: "))
+	}
+	r := out.Result
+	if r.State != tasks.StateDone {
+		return fail(stderr, exitFail, "task %s completed without a result", info.ID)
+	}
+	_, _ = io.WriteString(stdout, r.Stdout)
+	_, _ = io.WriteString(stderr, r.Stderr)
+	if r.TimedOut {
+		fmt.Fprintf(stderr, "bottleq: task %s: the command timed out\n", info.ID)
+	}
+	if r.Commit != "" {
+		fmt.Fprintf(stderr, "bottleq: commit: %s on %s (use --from %s%s)\n", r.Commit, r.Host, tasks.FromTaskPrefix, info.ID)
+	}
+	if r.ExitCode < 0 || r.ExitCode > 255 {
+		return exitFail
+	}
+	return r.ExitCode
+}
+
+// fail prints one line, "enqueue: ...", and returns code.
+func fail(stderr io.Writer, code int, format string, a ...any) int {
+	msg := strings.Join(strings.Fields(fmt.Sprintf(format, a...)), " ")
+	fmt.Fprintf(stderr, "enqueue: %s\n", msg)
+	return code
+}

@@ -1,0 +1,291 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/bot-bottle/bottleq/enqueue/enqueuetest"
+	"github.com/bot-bottle/bottleq/tasks"
+)
+
+const secret = "s3cr3t-VALUE-7"
+
+// env is a process environment for Run.
+func env(r asynq.RedisClientOpt, kv ...string) func(string) string {
+	m := map[string]string{"REDIS_URL": "redis://" + r.Addr}
+	for i := 0; i+1 < len(kv); i += 2 {
+		m[kv[i]] = kv[i+1]
+	}
+	return func(k string) string { return m[k] }
+}
+
+// run calls Run and returns its exit code, stdout and stderr.
+func run(t *testing.T, getenv func(string) string, stderr io.Writer, args ...string) (int, string) {
+	t.Helper()
+	var stdout bytes.Buffer
+	code := Run(context.Background(), args, getenv, &stdout, stderr)
+	return code, stdout.String()
+}
+
+// queues lists the queues in r: none means nothing was ever enqueued.
+func queues(t *testing.T, r asynq.RedisClientOpt) []string {
+	t.Helper()
+	i := asynq.NewInspector(r)
+	defer i.Close()
+	qs, err := i.Queues()
+	if err != nil {
+		t.Fatalf("Queues: %v", err)
+	}
+	return qs
+}
+
+func TestRunUsageErrors(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name     string
+		args     []string
+		env      []string
+		wantText string // in the one line on stderr
+	}{
+		{"no command", []string{"--image", "alpine"}, nil, "no command"},
+		{"no command after --", []string{"--image", "alpine", "--"}, nil, "no command"},
+		{"image and from", []string{"--image", "alpine", "--from", "task:x", "--", "true"}, nil, "--image and --from"},
+		{"neither image nor from", []string{"--", "true"}, nil, "--image and --from"},
+		{"bad --env key", []string{"--image", "alpine", "--env", "1A=" + secret, "--", "true"}, nil, `--env: key "1A" is not a valid name`},
+		{"--env with a NUL", []string{"--image", "alpine", "--env", "K=" + secret + "\x00", "--", "true"}, nil, "--env: value of K"},
+		{"bad bare --env key", []string{"--image", "alpine", "--env", "1A", "--", "true"}, nil, `--env: key "1A" is not a valid name`},
+		{"--env K not set", []string{"--image", "alpine", "--env", "TOKEN", "--", "true"}, nil, `--env: "TOKEN" is not set`},
+		{"bad --timeout", []string{"--image", "alpine", "--timeout", "abc", "--", "true"}, nil, `--timeout: "abc" is not a duration`},
+		{"--timeout too long", []string{"--image", "alpine", "--timeout", "25h", "--", "true"}, nil, "--timeout: 25h0m0s is longer"},
+		{"negative --timeout", []string{"--image", "alpine", "--timeout", "-1s", "--", "true"}, nil, "--timeout: must not be negative"},
+		{"relative --workdir", []string{"--image", "alpine", "--workdir", "src", "--", "true"}, nil, "--workdir:"},
+		{"bad --from", []string{"--from", "base.smolmachine", "--", "true"}, nil, "--from:"},
+		{"bad --image", []string{"--image", "-x", "--", "true"}, nil, "--image:"},
+		{"empty program", []string{"--image", "alpine", "--", ""}, nil, "command:"},
+		{"negative --max-retry", []string{"--image", "alpine", "--max-retry", "-1", "--", "true"}, nil, "--max-retry"},
+		{"--max-retry not a number", []string{"--image", "alpine", "--max-retry", "x", "--", "true"}, nil, "-max-retry"},
+		{"unknown flag", []string{"--image", "alpine", "--shell", "--", "true"}, nil, "-shell"},
+		{"bad --redis", []string{"--redis", "http://:pw-SECRET@h:1", "--image", "alpine", "--", "true"}, nil, "--redis: redis URL scheme"},
+		{"bad REDIS_URL", []string{"--image", "alpine", "--", "true"}, []string{"REDIS_URL", "redis://:pw-SECRET@h:1/x"}, "REDIS_URL: redis URL path"},
+		{"blank --task-id", []string{"--image", "alpine", "--task-id", " ", "--", "true"}, nil, "--task-id"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			r := enqueuetest.Redis(t)
+			var stderr bytes.Buffer
+
+			code, stdout := run(t, env(r, tt.env...), &stderr, tt.args...)
+
+			if code != exitUsage {
+				t.Errorf("exit code = %d, want %d", code, exitUsage)
+			}
+			msg := stderr.String()
+			if !strings.HasPrefix(msg, "enqueue: ") || strings.Count(msg, "\n") != 1 || !strings.HasSuffix(msg, "\n") {
+				t.Errorf("stderr = %q, want one line starting %q", msg, "enqueue: ")
+			}
+			if !strings.Contains(msg, tt.wantText) {
+				t.Errorf("stderr = %q, want it to contain %q", msg, tt.wantText)
+			}
+			if strings.Contains(msg, secret) || strings.Contains(msg, "pw-SECRET") {
+				t.Errorf("stderr %q quotes a secret", msg)
+			}
+			if stdout != "" {
+				t.Errorf("stdout = %q, want nothing", stdout)
+			}
+			if qs := queues(t, r); len(qs) != 0 {
+				t.Errorf("queues = %q, want none: a usage error must enqueue nothing", qs)
+			}
+		})
+	}
+}
+
+func TestRunHelp(t *testing.T) {
+	t.Parallel()
+	var stderr bytes.Buffer
+	code, stdout := run(t, func(string) string { return "" }, &stderr, "-h")
+	if code != exitOK || stderr.Len() != 0 {
+		t.Errorf("exit code = %d, stderr %q; want 0 and nothing", code, stderr.String())
+	}
+	for _, want := range []string{"Usage: enqueue", "-env K=V", "--env K alone", "-wait"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("help does not mention %q:\n%s", want, stdout)
+		}
+	}
+}
+
+func TestRunEnqueue(t *testing.T) {
+	t.Parallel()
+	r := enqueuetest.Redis(t) // no worker: the task stays pending
+	var stderr bytes.Buffer
+
+	code, stdout := run(t, env(r, "TOKEN", secret), &stderr,
+		"--image", "alpine:3.20", "--env", "A=1", "--env", "B=x=y", "--env", "TOKEN",
+		"--workdir", "/src", "--timeout", "90s", "--no-commit",
+		"--task-id", "job-1", "--queue", "agents", "--max-retry", "0",
+		"--", "sh", "-c", "echo $TOKEN")
+
+	if code != exitOK || stderr.Len() != 0 {
+		t.Fatalf("exit code = %d, stderr %q; want 0 and nothing", code, stderr.String())
+	}
+	if stdout != "job-1\n" {
+		t.Errorf("stdout = %q, want the task ID on one line", stdout)
+	}
+	i := asynq.NewInspector(r)
+	defer i.Close()
+	info, err := i.GetTaskInfo("agents", "job-1")
+	if err != nil {
+		t.Fatalf("GetTaskInfo: %v", err)
+	}
+	if info.Type != tasks.TypeAgentRun || info.State != asynq.TaskStatePending || info.MaxRetry != 0 {
+		t.Errorf("task = type %s state %s max retry %d, want %s pending 0", info.Type, info.State, info.MaxRetry, tasks.TypeAgentRun)
+	}
+	p, err := tasks.Decode(info.Payload)
+	if err != nil {
+		t.Fatalf("Decode: %v", err)
+	}
+	got := fmt.Sprintf("%s|%q|%v|%s|%s|%t", p.Image, p.Command, p.Env, p.Workdir, p.CommandTimeout(), p.CommitEnabled())
+	want := fmt.Sprintf("alpine:3.20|%q|%v|/src|1m30s|false", []string{"sh", "-c", "echo $TOKEN"}, map[string]string{"A": "1", "B": "x=y", "TOKEN": secret})
+	if got != want {
+		t.Errorf("payload = %s\nwant      %s", got, want)
+	}
+
+	// The same task ID again is refused.
+	stderr.Reset()
+	code, _ = run(t, env(r), &stderr, "--image", "alpine", "--task-id", "job-1", "--queue", "agents", "--", "true")
+	if code != exitFail || !strings.Contains(stderr.String(), "--task-id: task job-1 already exists") {
+		t.Errorf("duplicate: exit code %d, stderr %q; want 1 and a --task-id message", code, stderr.String())
+	}
+}
+
+func TestRunWait(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name       string
+		result     tasks.Result
+		err        error
+		wantCode   int
+		wantStdout string
+		wantStderr []string
+	}{
+		{
+			name:       "exit 0",
+			result:     tasks.Result{Stdout: "hello\n", Stderr: "note\n", Commit: "/srv/commits/x.smolmachine", Host: "w1"},
+			wantStdout: "hello\n",
+			wantStderr: []string{"note\n", "bottleq: commit: /srv/commits/x.smolmachine on w1 (use --from task:"},
+		},
+		{
+			name:       "the agent's exit code",
+			result:     tasks.Result{ExitCode: 3, Stdout: "partial\n", Stderr: "boom\n"},
+			wantCode:   3,
+			wantStdout: "partial\n",
+			wantStderr: []string{"boom\n"},
+		},
+		{
+			name:       "timed out",
+			result:     tasks.Result{ExitCode: 124, TimedOut: true},
+			wantCode:   124,
+			wantStderr: []string{"the command timed out"},
+		},
+		{
+			name:       "archived",
+			err:        fmt.Errorf("from: no commit\nfor task x: %w", asynq.SkipRetry),
+			wantCode:   exitFail,
+			wantStderr: []string{"enqueue: task ", " failed: from: no commit for task x"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			r := enqueuetest.Redis(t)
+			enqueuetest.Serve(t, r, &enqueuetest.Agent{
+				Run: func(context.Context, tasks.AgentRun, int) (tasks.Result, error) { return tt.result, tt.err },
+			})
+			var stderr bytes.Buffer
+
+			code, stdout := run(t, env(r), &stderr, "--wait", "--image", "alpine", "--", "agent")
+
+			if code != tt.wantCode {
+				t.Errorf("exit code = %d, want %d (stderr %q)", code, tt.wantCode, stderr.String())
+			}
+			if stdout != tt.wantStdout {
+				t.Errorf("stdout = %q, want %q", stdout, tt.wantStdout)
+			}
+			for _, want := range tt.wantStderr {
+				if !strings.Contains(stderr.String(), want) {
+					t.Errorf("stderr = %q, want it to contain %q", stderr.String(), want)
+				}
+			}
+		})
+	}
+}
+
+// lines is a stderr that hands each line it gets to a channel.
+type lines struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+	ch  chan string
+}
+
+func (l *lines) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.buf.Write(p)
+	for {
+		line, err := l.buf.ReadString('\n')
+		if err != nil {
+			l.buf.WriteString(line) // keep the partial line
+			return len(p), nil
+		}
+		l.ch <- line
+	}
+}
+
+// TestRunWaitProgress holds the stand-in worker at each phase until Run has
+// printed it, so every phase line is seen whatever the timing.
+func TestRunWaitProgress(t *testing.T) {
+	t.Parallel()
+	phases := []string{tasks.PhasePack, tasks.PhaseCreate, tasks.PhaseExec, tasks.PhaseCommit}
+	stderr := &lines{ch: make(chan string, 16)}
+	r := enqueuetest.Redis(t)
+	enqueuetest.Serve(t, r, &enqueuetest.Agent{
+		Phases: phases,
+		Step: func(ctx context.Context, phase string) error {
+			for {
+				select {
+				case line := <-stderr.ch:
+					if strings.HasSuffix(line, ": "+phase+"\n") {
+						return nil
+					}
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
+		},
+		Run: func(context.Context, tasks.AgentRun, int) (tasks.Result, error) {
+			return tasks.Result{Stdout: "done\n"}, nil
+		},
+	})
+	var stdout bytes.Buffer
+
+	code := Run(context.Background(), []string{"--wait", "--task-id", "p1", "--image", "alpine", "--", "agent"}, env(r), &stdout, stderr)
+
+	if code != exitOK || stdout.String() != "done\n" {
+		t.Errorf("exit code = %d, stdout %q; want 0 and %q", code, stdout.String(), "done\n")
+	}
+	// Every phase line reached the worker in order, or it would still be
+	// waiting; the channel holds whatever followed.
+	close(stderr.ch)
+	for line := range stderr.ch {
+		if strings.HasPrefix(line, "bottleq: task p1: ") && !strings.Contains(line, "enqueued") {
+			t.Errorf("phase line %q after the last phase", line)
+		}
+	}
+}

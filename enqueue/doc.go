@@ -1,0 +1,21 @@
+// Package enqueue is the producer side of bottleq: a small client that
+// upstream services use to put agent:run tasks on the queue and to wait for
+// their results.
+//
+// A [Client] wraps an asynq client and inspector on the same Redis.
+// [Client.Enqueue] builds the task with [tasks.NewAgentRun], so a producer
+// gets bottleq's defaults (a timeout that covers the whole VM pipeline,
+// retries of smolvm failures, a retention long enough to read the result)
+// unless its [Options] say otherwise. [Client.Wait] polls the task until it
+// is completed or archived, reports each new phase the worker writes, and
+// returns an [Outcome].
+//
+// A command that exits non-zero still completes its task: Wait returns the
+// Outcome with Result.ExitCode set and no error. A task the worker gave up
+// on (archived) is a [*TaskFailedError]. Errors to match with errors.Is are
+// [ErrDuplicate] and [ErrNotFound]; an invalid payload is a
+// [*tasks.ValidationError] and nothing is enqueued.
+//
+// The package must not run agents or talk to smolvm, and it never logs: env
+// values in a payload are secrets and stay out of every error it returns.
+package enqueue

@@ -1,0 +1,152 @@
+// Package enqueuetest runs in process what a test of a bottleq producer
+// needs: a Redis (miniredis, on loopback) and an asynq server whose handler
+// stands in for the bottleq worker, so that Enqueue and Wait can be tested
+// end to end without smolvm.
+//
+// It is for tests only: the stand-in runs no command, and production code
+// must not import this package.
+package enqueuetest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/hibiken/asynq"
+
+	"github.com/bot-bottle/bottleq/tasks"
+)
+
+// Redis starts an in-process Redis on 127.0.0.1 for the test's lifetime
+// and returns its address.
+func Redis(t testing.TB) asynq.RedisClientOpt {
+	t.Helper()
+	m := miniredis.NewMiniRedis()
+	if err := m.StartAddr("127.0.0.1:0"); err != nil {
+		t.Fatalf("start miniredis: %v", err)
+	}
+	t.Cleanup(m.Close)
+	return asynq.RedisClientOpt{Addr: m.Addr()}
+}
+
+// Serve runs an asynq server with handler h on r until the test ends. It
+// serves the given queues, or tasks.DefaultQueue, polls every few
+// milliseconds and retries a failed delivery at once, so that tests are
+// quick without depending on timing.
+func Serve(t testing.TB, r asynq.RedisConnOpt, h asynq.Handler, queues ...string) {
+	t.Helper()
+	if len(queues) == 0 {
+		queues = []string{tasks.DefaultQueue}
+	}
+	qs := make(map[string]int, len(queues))
+	for _, q := range queues {
+		qs[q] = 1
+	}
+	log := &testLogger{t: t}
+	srv := asynq.NewServer(r, asynq.Config{
+		Concurrency:              2,
+		Queues:                   qs,
+		TaskCheckInterval:        5 * time.Millisecond,
+		DelayedTaskCheckInterval: 5 * time.Millisecond,
+		RetryDelayFunc:           func(int, error, *asynq.Task) time.Duration { return 0 },
+		ShutdownTimeout:          5 * time.Second,
+		Logger:                   log,
+		LogLevel:                 asynq.ErrorLevel,
+	})
+	if err := srv.Start(h); err != nil {
+		t.Fatalf("start asynq server: %v", err)
+	}
+	t.Cleanup(func() {
+		srv.Shutdown()
+		log.stop()
+	})
+}
+
+// Agent is a stand-in for the bottleq worker's handler of agent:run. For
+// each delivery it decodes the payload (an invalid one fails without retry,
+// as the worker's does), writes a running [tasks.Result] for each of
+// Phases, calling Step after each write, and then writes the final result
+// Run returns, or fails the delivery with Run's error.
+type Agent struct {
+	// Phases are reported in order. Default: none.
+	Phases []string
+	// Step, if set, is called after each progress report; a test that
+	// checks progress blocks in it until Wait has seen the phase. An error
+	// fails the delivery.
+	Step func(ctx context.Context, phase string) error
+	// Run makes the final result; attempt counts deliveries from 1.
+	// Default: exit code 0 and no output.
+	Run func(ctx context.Context, p tasks.AgentRun, attempt int) (tasks.Result, error)
+}
+
+// ProcessTask implements asynq.Handler.
+func (a *Agent) ProcessTask(ctx context.Context, t *asynq.Task) error {
+	p, err := tasks.Decode(t.Payload())
+	if err != nil {
+		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
+	}
+	retried, _ := asynq.GetRetryCount(ctx)
+	attempt := retried + 1
+	for _, phase := range a.Phases {
+		r := tasks.Result{State: tasks.StateRunning, Phase: phase, Attempt: attempt}
+		if err := Write(t, r); err != nil {
+			return err
+		}
+		if a.Step != nil {
+			if err := a.Step(ctx, phase); err != nil {
+				return err
+			}
+		}
+	}
+	final := tasks.Result{}
+	if a.Run != nil {
+		final, err = a.Run(ctx, p, attempt)
+		if err != nil {
+			return err
+		}
+	}
+	final.State, final.Attempt = tasks.StateDone, attempt
+	return Write(t, final)
+}
+
+// Write writes r as t's result, as the worker does with asynq's
+// ResultWriter.
+func Write(t *asynq.Task, r tasks.Result) error {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	_, err = t.ResultWriter().Write(b)
+	return err
+}
+
+// testLogger sends asynq's errors to the test log until the test ends.
+type testLogger struct {
+	mu   sync.Mutex
+	t    testing.TB
+	done bool
+}
+
+func (l *testLogger) log(level string, args ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.done {
+		l.t.Logf("asynq %s: %s", level, fmt.Sprint(args...))
+	}
+}
+
+func (l *testLogger) stop() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.done = true
+}
+
+func (l *testLogger) Debug(args ...any) { l.log("debug", args...) }
+func (l *testLogger) Info(args ...any)  { l.log("info", args...) }
+func (l *testLogger) Warn(args ...any)  { l.log("warn", args...) }
+func (l *testLogger) Error(args ...any) { l.log("error", args...) }
+func (l *testLogger) Fatal(args ...any) { l.log("fatal", args...) }

@@ -1,0 +1,79 @@
+package e2e
+
+import (
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// TestEmbeddedRedis: with no REDIS_URL the worker serves on an embedded
+// Redis, says so, and enqueue --wait runs a task through it — the README's
+// zero-setup path.
+func TestEmbeddedRedis(t *testing.T) {
+	t.Parallel()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	s := &stack{t: t, version: "1.9.3", simState: t.TempDir(), dataDir: t.TempDir()}
+	cmd := exec.Command(bins.worker, "-embedded-redis", addr, "-log-format", "json")
+	cmd.Env = append(os.Environ(), s.simEnv()...)
+	cmd.Env = append(cmd.Env, "REDIS_URL=", "SMOLVM_BIN="+bins.sim, "BOTTLEQ_DATA_DIR="+s.dataDir, "BOTTLEQ_POLL_INTERVAL=20ms")
+	w := s.startProc(cmd)
+	if !strings.Contains(w.logs.String(), "embedded in-memory Redis") || !strings.Contains(w.logs.String(), addr) {
+		t.Errorf("the worker did not say it runs an embedded Redis on %s:\n%s", addr, w.logs)
+	}
+	s.redis = nil
+	out, errOut, code := s.enqueueURL("redis://"+addr, "--image", "alpine:3", "--wait", "--", "echo", "zero setup")
+	if code != 0 || out != "zero setup\n" {
+		t.Fatalf("exit %d %q %q\n%s", code, out, errOut, w.logs)
+	}
+	if ms := s.machines(); len(ms) != 0 {
+		t.Errorf("machines left: %q", ms)
+	}
+}
+
+// TestWorkerBadConfig: configuration mistakes are one clear line, not a
+// stack trace, and nothing starts.
+func TestWorkerBadConfig(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		env  []string
+		args []string
+		code int
+		want string
+	}{
+		{"missing smolvm", []string{"SMOLVM_BIN=/nonexistent/smolvm"}, nil, 1, `smolvm binary "/nonexistent/smolvm" not found`},
+		{"bad concurrency env", []string{"BOTTLEQ_CONCURRENCY=lots"}, nil, 2, "BOTTLEQ_CONCURRENCY"},
+		{"bad queues", nil, []string{"-queues", "default"}, 2, "-queues"},
+		{"proxy by name", nil, []string{"-proxy", "http://proxy.local:3128"}, 2, "must be an IP address"},
+		{"old smolvm with proxy", []string{"SMOLVM_SIM_VERSION=1.7.0"}, []string{"-proxy", "http://10.0.2.2:3128", "-redis", "redis://127.0.0.1:1"}, 1, "unrestricted egress"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			cmd := exec.Command(bins.worker, tt.args...)
+			cmd.Env = append(os.Environ(), "SMOLVM_BIN="+bins.sim, "SMOLVM_SIM_STATE="+t.TempDir(), "BOTTLEQ_DATA_DIR="+t.TempDir(), "BOTTLEQ_LOG_FORMAT=json")
+			cmd.Env = append(cmd.Env, tt.env...)
+			out, _ := cmd.CombinedOutput()
+			last := lastLine(string(out))
+			if cmd.ProcessState.ExitCode() != tt.code || !strings.Contains(last, tt.want) || !strings.HasPrefix(last, "worker: ") {
+				t.Errorf("exit %d, last line %q; want exit %d and %q\n%s", cmd.ProcessState.ExitCode(), last, tt.code, tt.want, out)
+			}
+			if strings.Contains(string(out), "goroutine ") {
+				t.Errorf("stack trace:\n%s", out)
+			}
+		})
+	}
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
+}
+

@@ -1,0 +1,59 @@
+package tasks_test
+
+import (
+	"encoding/json"
+	"errors"
+	"reflect"
+	"testing"
+
+	"github.com/bot-bottle/bottleq/tasks"
+)
+
+// FuzzDecode checks Decode on arbitrary bytes: it never panics, every error
+// is a *tasks.ValidationError, and a payload it accepts is valid and
+// survives a marshal and decode unchanged. Seeds beyond these are in
+// testdata/fuzz/FuzzDecode.
+func FuzzDecode(f *testing.F) {
+	for _, s := range []string{
+		`{"image":"alpine","command":["true"]}`,
+		`{"version":1,"from":"task:abc","command":["a","b"],"env":{"K":"v"},"workdir":"/w","timeout":"90s","commit":false}`,
+		`{"from":"/p/x.smolmachine","command":["x"],"timeout":1.5}`,
+		`{"image":"alpine","command":["true"],"env":{}}`,
+		`{"image":"-x","command":[""]}`,
+		`null`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		p, err := tasks.Decode(data)
+		if err != nil {
+			var ve *tasks.ValidationError
+			if !errors.As(err, &ve) {
+				t.Fatalf("Decode error %v is a %T, want a *tasks.ValidationError", err, err)
+			}
+			return
+		}
+		if err := p.Validate(); err != nil {
+			t.Fatalf("Decode accepted a payload that Validate rejects: %v", err)
+		}
+		b, err := json.Marshal(p)
+		if err != nil {
+			t.Fatalf("Marshal: %v", err)
+		}
+		back, err := tasks.Decode(b)
+		if err != nil {
+			t.Fatalf("Decode(Marshal(p)): %v\npayload %s", err, b)
+		}
+		if !reflect.DeepEqual(normal(back), normal(p)) {
+			t.Fatalf("round trip changed the payload:\n%#v\nbecame\n%#v", p, back)
+		}
+	})
+}
+
+// normal equates an empty env with none, which omitempty cannot tell apart.
+func normal(p tasks.AgentRun) tasks.AgentRun {
+	if len(p.Env) == 0 {
+		p.Env = nil
+	}
+	return p
+}
