@@ -23,6 +23,14 @@ test: ## gofmt check, go vet, and every test with -race (installs redis-server i
 	$(GO) vet $(PKGS)
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
 
+.PHONY: demo
+demo: ## run a worker on the embedded Redis with the smolvm SIMULATOR (no isolation) and two sample tasks
+	@scripts/demo
+
+.PHONY: run
+run: build ## run the worker on the embedded Redis with the real smolvm on PATH (or SMOLVM_BIN)
+	$(BIN)/worker
+
 .PHONY: lint
 lint: ## gofmt, go vet and staticcheck (pinned, run with go run)
 	@test -z "$$(gofmt -l .)" || { gofmt -l .; exit 1; }
