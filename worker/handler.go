@@ -80,9 +80,9 @@ type Config struct {
 type Hooks struct {
 	// Phase is called after each phase with its duration and error.
 	Phase func(phase string, d time.Duration, err error)
-	// Outcome is called once per task attempt: "completed", "failed"
-	// (retried), "invalid" (archived without a smolvm call), "cancelled".
-	Outcome func(outcome string)
+	// Outcome is called once per task attempt with one of the Outcome
+	// constants and the phase it ended in.
+	Outcome func(outcome, phase string)
 	// PackCache is called with whether an image pack was reused.
 	PackCache func(hit bool)
 	// VMs is called with +1 when a VM is created and -1 when it is deleted.
@@ -90,6 +90,14 @@ type Hooks struct {
 	// DeleteFailed is called when a VM could not be deleted after retries.
 	DeleteFailed func(vm string)
 }
+
+// Outcomes of a task attempt, for [Hooks].Outcome.
+const (
+	OutcomeCompleted = "completed" // the command ran; its exit code is the result
+	OutcomeFailed    = "failed"    // a smolvm failure; asynq retries the task
+	OutcomeInvalid   = "invalid"   // bad input; archived without retry
+	OutcomeCancelled = "cancelled" // the task's context ended (shutdown or timeout)
+)
 
 // Handler is the asynq handler of agent:run tasks.
 type Handler struct {
@@ -231,7 +239,7 @@ func (h *Handler) Run(ctx context.Context, m Meta, payload []byte, w io.Writer) 
 	p, err := tasks.Decode(payload)
 	if err != nil {
 		log.Warn().Str("phase", "decode").Err(err).Msg("invalid payload, archived without retry")
-		h.outcome("invalid")
+		h.outcome(OutcomeInvalid, "decode")
 		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
 	}
 	r := &run{h: h, p: p, w: w, vm: VMName(m.ID, attempt), taskID: m.ID}
@@ -249,21 +257,21 @@ func (h *Handler) Run(ctx context.Context, m Meta, payload []byte, w io.Writer) 
 		switch {
 		case isPermanent(err):
 			r.log.Warn().Str("phase", r.res.Phase).Err(err).Msg("task cannot run, archived without retry")
-			h.outcome("invalid")
+			h.outcome(OutcomeInvalid, r.res.Phase)
 			return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
 		case ctx.Err() != nil:
 			r.log.Warn().Str("phase", r.res.Phase).Err(err).Msg("task cancelled")
-			h.outcome("cancelled")
+			h.outcome(OutcomeCancelled, r.res.Phase)
 		default:
 			r.log.Error().Str("phase", r.res.Phase).Err(err).Msg("task failed, asynq will retry it")
-			h.outcome("failed")
+			h.outcome(OutcomeFailed, r.res.Phase)
 		}
 		return err
 	}
 	r.res.State = tasks.StateDone
 	r.report()
 	r.log.Info().Str("phase", "done").Int("exit_code", r.res.ExitCode).Dur("duration", time.Since(start)).Msg("task finished")
-	h.outcome("completed")
+	h.outcome(OutcomeCompleted, "done")
 	return nil
 }
 
@@ -274,9 +282,9 @@ func isPermanent(err error) bool {
 	return errors.As(err, &ce) || errors.As(err, &ve) || errors.Is(err, smolvm.ErrInvalid)
 }
 
-func (h *Handler) outcome(o string) {
+func (h *Handler) outcome(o, phase string) {
 	if h.cfg.Hooks.Outcome != nil {
-		h.cfg.Hooks.Outcome(o)
+		h.cfg.Hooks.Outcome(o, phase)
 	}
 }
 

@@ -6,6 +6,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -15,6 +17,9 @@ import (
 	"github.com/alicebob/miniredis/v2"
 	"github.com/hibiken/asynq"
 	"github.com/mattn/go-isatty"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
 
 	"github.com/bot-bottle/bottleq/smolvm"
@@ -41,6 +46,7 @@ type config struct {
 	retryMax      time.Duration
 	packTTL       time.Duration
 	reapInterval  time.Duration
+	metricsAddr   string
 	reapMinAge    time.Duration
 	logFormat     string
 	logLevel      string
@@ -66,6 +72,7 @@ var envFallbacks = [][2]string{
 	{"retry-max", "BOTTLEQ_RETRY_MAX"},
 	{"pack-ttl", "BOTTLEQ_PACK_TTL"},
 	{"reap-interval", "BOTTLEQ_REAP_INTERVAL"},
+	{"metrics-addr", "BOTTLEQ_METRICS_ADDR"},
 	{"reap-min-age", "BOTTLEQ_REAP_MIN_AGE"},
 	{"log-format", "BOTTLEQ_LOG_FORMAT"},
 	{"log-level", "BOTTLEQ_LOG_LEVEL"},
@@ -93,6 +100,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.DurationVar(&c.packTTL, "pack-ttl", 24*time.Hour, "how long a tagged image's pack is reused (digest-pinned: forever; negative: forever)")
 	fs.DurationVar(&c.reapInterval, "reap-interval", time.Minute, "how often to delete VMs left by crashed workers (0: never)")
 	fs.DurationVar(&c.reapMinAge, "reap-min-age", 30*time.Second, "spare VMs younger than this from the reaper")
+	fs.StringVar(&c.metricsAddr, "metrics-addr", "127.0.0.1:9400", "address of the Prometheus /metrics endpoint (\"off\": none)")
 	fs.StringVar(&c.logFormat, "log-format", "auto", "auto (console on a terminal, else JSON), json or console")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.Usage = func() {
@@ -201,7 +209,18 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 }
 
 func serve(ctx context.Context, c config, log zerolog.Logger) error {
-	sm, err := smolvm.New(ctx, smolvm.Config{Bin: c.smolvmBin, Logger: &log})
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := worker.NewMetrics(reg)
+	if c.metricsAddr != "off" && c.metricsAddr != "" {
+		stopMetrics, err := serveMetrics(ctx, c.metricsAddr, reg, log)
+		if err != nil {
+			return err
+		}
+		defer stopMetrics()
+	}
+
+	sm, err := smolvm.New(ctx, smolvm.Config{Bin: c.smolvmBin, Logger: &log, Observe: metrics.ObserveSmolvm})
 	if errors.Is(err, smolvm.ErrNotInstalled) {
 		return fmt.Errorf("smolvm binary %q not found: install smolvm or point -smolvm / SMOLVM_BIN at it", c.smolvmBin)
 	}
@@ -231,6 +250,7 @@ func serve(ctx context.Context, c config, log zerolog.Logger) error {
 		ReadyTimeout:          c.readyTimeout,
 		HostOfTask:            worker.InspectorHostOf(insp),
 		Logger:                log,
+		Hooks:                 metrics.Hooks(),
 	})
 	if err != nil {
 		return err
@@ -239,7 +259,7 @@ func serve(ctx context.Context, c config, log zerolog.Logger) error {
 		log.Error().Str("smolvm", sm.Version().String()).Msg("EGRESS IS NOT RESTRICTED: this smolvm ignores --allow-cidr for VMs created from a pack, and -allow-unenforced-egress is set")
 	}
 	if c.reapInterval > 0 {
-		reaper := &worker.Reaper{Smolvm: sm, Inspector: insp, Handler: h, MinAge: c.reapMinAge, Interval: c.reapInterval, Logger: log}
+		reaper := &worker.Reaper{Smolvm: sm, Inspector: insp, Handler: h, MinAge: c.reapMinAge, Interval: c.reapInterval, Logger: log, Reaped: metrics.Reaped}
 		reapCtx, stopReaper := context.WithCancel(ctx)
 		reaped := make(chan struct{})
 		go func() { reaper.Run(reapCtx); close(reaped) }()
@@ -277,4 +297,22 @@ func redisConn(c config, log zerolog.Logger) (asynq.RedisConnOpt, func(), error)
 	}
 	log.Warn().Str("addr", m.Addr()).Msg("no REDIS_URL: running an embedded in-memory Redis (miniredis); tasks are lost when this worker stops; use a real Redis in production")
 	return asynq.RedisClientOpt{Addr: m.Addr()}, m.Close, nil
+}
+
+// serveMetrics serves /metrics on addr until the returned func is called.
+func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, log zerolog.Logger) (func(), error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("-metrics-addr: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(ln)
+	log.Info().Str("addr", ln.Addr().String()).Msg("metrics at /metrics")
+	return func() {
+		shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(shutCtx)
+	}, nil
 }

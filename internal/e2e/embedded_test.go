@@ -22,7 +22,7 @@ func TestEmbeddedRedis(t *testing.T) {
 	s := &stack{t: t, version: "1.9.3", simState: t.TempDir(), dataDir: t.TempDir()}
 	cmd := exec.Command(bins.worker, "-embedded-redis", addr, "-log-format", "json")
 	cmd.Env = append(os.Environ(), s.simEnv()...)
-	cmd.Env = append(cmd.Env, "REDIS_URL=", "SMOLVM_BIN="+bins.sim, "BOTTLEQ_DATA_DIR="+s.dataDir, "BOTTLEQ_POLL_INTERVAL=20ms")
+	cmd.Env = append(cmd.Env, "REDIS_URL=", "SMOLVM_BIN="+bins.sim, "BOTTLEQ_DATA_DIR="+s.dataDir, "BOTTLEQ_POLL_INTERVAL=20ms", "BOTTLEQ_METRICS_ADDR=off")
 	w := s.startProc(cmd)
 	if !strings.Contains(w.logs.String(), "embedded in-memory Redis") || !strings.Contains(w.logs.String(), addr) {
 		t.Errorf("the worker did not say it runs an embedded Redis on %s:\n%s", addr, w.logs)

@@ -9,6 +9,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -116,6 +118,7 @@ func (s *stack) worker(env ...string) *proc {
 		"SMOLVM_BIN="+bins.sim,
 		"BOTTLEQ_DATA_DIR="+s.dataDir,
 		"BOTTLEQ_POLL_INTERVAL=20ms",
+		"BOTTLEQ_METRICS_ADDR=127.0.0.1:0",
 		"BOTTLEQ_RETRY_BASE=50ms",
 		"BOTTLEQ_RETRY_MAX=200ms",
 		"BOTTLEQ_SHUTDOWN_TIMEOUT=2s",
@@ -151,6 +154,31 @@ func (s *stack) startProc(cmd *exec.Cmd) *proc {
 		}
 	}
 	return p
+}
+
+// metrics scrapes the worker's /metrics.
+func (p *proc) metrics(t *testing.T) string {
+	t.Helper()
+	var addr string
+	for _, line := range strings.Split(p.logs.String(), "\n") {
+		var l struct{ Addr, Message string }
+		if json.Unmarshal([]byte(line), &l) == nil && l.Message == "metrics at /metrics" {
+			addr = l.Addr
+		}
+	}
+	if addr == "" {
+		t.Fatalf("no metrics address in the worker's log:\n%s", p.logs)
+	}
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
 
 // stop sends SIGTERM and waits for the exit; it returns the exit error.

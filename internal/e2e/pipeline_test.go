@@ -32,6 +32,18 @@ func TestRunAgent(t *testing.T) {
 		if code != 7 {
 			t.Errorf("agent exit 7 came back as %d", code)
 		}
+		metrics := w.metrics(t)
+		for _, want := range []string{
+			`bottleq_tasks_total{outcome="completed"} 2`,
+			`bottleq_phase_duration_seconds_count{phase="exec"} 2`,
+			`bottleq_pack_cache_total{result="hit"} 1`,
+			`bottleq_vms_in_flight 0`,
+			`bottleq_smolvm_calls_total{op="machine create",result="ok"} 2`,
+		} {
+			if !strings.Contains(metrics, want) {
+				t.Errorf("/metrics lacks %s", want)
+			}
+		}
 	})
 }
 
