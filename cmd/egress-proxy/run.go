@@ -1,0 +1,119 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+
+	"github.com/rs/zerolog"
+
+	"github.com/bot-bottle/bottleq/egress"
+)
+
+// taskID names the one static policy in records and logs.
+const taskID = "static"
+
+// tokenEnv sets -token when the flag is not given; prefer it, as flags are
+// visible to every user in ps.
+const tokenEnv = "BOTTLEQ_EGRESS_TOKEN"
+
+type config struct {
+	listen        string
+	hosts         []string
+	token         string
+	maxConns      int
+	allowPrivate  bool
+	allowLoopback bool
+	logLevel      string
+}
+
+func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("egress-proxy", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: egress-proxy [flags]\n\nRuns the egress proxy with one static policy. Clients authenticate with\nProxy-Authorization: Basic, any user, the token as password.\n\nflags:")
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&c.listen, "listen", "127.0.0.1:3128", "address to listen on")
+	fs.Func("allow-host", "a host the token may reach, as allow_hosts takes it: example.com, *.example.com, example.com:443 (repeatable)", func(s string) error {
+		if _, err := egress.ParseHost(s); err != nil {
+			return err
+		}
+		c.hosts = append(c.hosts, s)
+		return nil
+	})
+	fs.StringVar(&c.token, "token", "", "the proxy password, 16+ characters of A-Z a-z 0-9 ._~- (env "+tokenEnv+"; default: a random one, printed at start)")
+	fs.IntVar(&c.maxConns, "max-conns", egress.DefaultMaxConns, "concurrent connections cap")
+	fs.BoolVar(&c.allowPrivate, "allow-private", false, "allow private ranges (10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7)")
+	fs.BoolVar(&c.allowLoopback, "allow-loopback-for-tests", false, "TESTS ONLY: allow loopback addresses, which exposes every service on this host")
+	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	if c.token == "" {
+		c.token = getenv(tokenEnv)
+	}
+	if c.maxConns < 1 {
+		return c, fmt.Errorf("-max-conns %d must be at least 1", c.maxConns)
+	}
+	return c, nil
+}
+
+// Run runs the proxy until ctx ends, then prints the egress record. It
+// returns the exit code: 0, 1 on failure, 2 on bad usage.
+func Run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) int {
+	c, err := parseFlags(args, getenv, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "egress-proxy: %v\n", err)
+		return 2
+	}
+	level, err := zerolog.ParseLevel(c.logLevel)
+	if err != nil {
+		fmt.Fprintf(stderr, "egress-proxy: -log-level: %v\n", err)
+		return 2
+	}
+	log := zerolog.New(stderr).Level(level).With().Timestamp().Logger()
+	if c.allowLoopback {
+		log.Warn().Msg("egress-proxy: -allow-loopback-for-tests is set: clients can reach every service on this host")
+	}
+	p := egress.New(egress.Config{AllowPrivate: c.allowPrivate, AllowLoopback: c.allowLoopback, Logger: log})
+	pol := egress.Policy{Hosts: c.hosts, MaxConns: c.maxConns}
+	generated := c.token == ""
+	if generated {
+		c.token, err = p.Register(taskID, pol)
+	} else {
+		err = p.RegisterToken(taskID, c.token, pol)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "egress-proxy: %v\n", err)
+		return 2
+	}
+	ln, err := net.Listen("tcp", c.listen)
+	if err != nil {
+		fmt.Fprintf(stderr, "egress-proxy: %v\n", err)
+		return 1
+	}
+	ev := log.Info().Str("listen", ln.Addr().String()).Strs("allow_hosts", c.hosts)
+	if generated {
+		ev = ev.Str("proxy_url", egress.ProxyURL("http://"+ln.Addr().String(), c.token))
+	}
+	ev.Msg("egress-proxy: listening")
+	err = p.Serve(ctx, ln)
+	log.Info().Interface("record", p.Unregister(taskID)).Msg("egress-proxy: stopped")
+	if err != nil {
+		fmt.Fprintf(stderr, "egress-proxy: %v\n", err)
+		return 1
+	}
+	return 0
+}

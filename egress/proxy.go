@@ -1,0 +1,351 @@
+package egress
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// Config configures a [Proxy]. The zero value is a working production
+// configuration.
+type Config struct {
+	// AllowPrivate lets tasks reach private ranges (10/8, 172.16/12,
+	// 192.168/16, 100.64/10 CGNAT, fc00::/7, fec0::/10) when their
+	// policy lists them. Default false: refused.
+	AllowPrivate bool
+	// AllowLoopback lets tasks reach loopback addresses (127/8, ::1).
+	// It exists for tests only, whose servers listen on 127.0.0.1; in
+	// production it would let a VM reach every service on the proxy's
+	// host. Default false: refused.
+	AllowLoopback bool
+	// Resolver resolves a host name once per request. Default
+	// net.DefaultResolver.LookupNetIP with network "ip".
+	Resolver func(ctx context.Context, host string) ([]netip.Addr, error)
+	// Dial connects to a checked address ("IP:port"). Default a
+	// net.Dialer; tests set it to watch dials.
+	Dial func(ctx context.Context, network, address string) (net.Conn, error)
+	// DialTimeout bounds each name resolution and each dial. Default 10s.
+	DialTimeout time.Duration
+	// IdleTimeout closes a tunnel or upstream connection that moved no
+	// byte either way for this long, and idle client connections.
+	// Default 5m.
+	IdleTimeout time.Duration
+	// ShutdownTimeout is how long [Proxy.Serve] waits, once its context
+	// ends, for requests and tunnels to finish before closing them.
+	// Default 10s.
+	ShutdownTimeout time.Duration
+	// Self lists addresses of the proxy itself, which no task may dial.
+	// Serve adds its listener's address (every local address, for an
+	// unspecified one). Default: none beyond those.
+	Self []netip.AddrPort
+	// Logger gets one line per decision, without tokens. Default: none.
+	Logger zerolog.Logger
+}
+
+// Proxy is the egress proxy, an [http.Handler]. Create it with [New].
+type Proxy struct {
+	cfg Config
+	log zerolog.Logger
+
+	mu      sync.Mutex
+	byToken map[[sha256.Size]byte]*task // by hash, so lookups leak no timing about tokens
+	byID    map[string]*task
+	self    map[netip.AddrPort]bool
+}
+
+// New returns a Proxy with cfg's defaults filled in.
+func New(cfg Config) *Proxy {
+	if cfg.Resolver == nil {
+		cfg.Resolver = func(ctx context.Context, host string) ([]netip.Addr, error) {
+			return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+		}
+	}
+	if cfg.Dial == nil {
+		cfg.Dial = (&net.Dialer{}).DialContext
+	}
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = 10 * time.Second
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = 5 * time.Minute
+	}
+	if cfg.ShutdownTimeout <= 0 {
+		cfg.ShutdownTimeout = 10 * time.Second
+	}
+	p := &Proxy{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		byToken: map[[sha256.Size]byte]*task{},
+		byID:    map[string]*task{},
+		self:    map[netip.AddrPort]bool{},
+	}
+	for _, ap := range cfg.Self {
+		p.self[unmapAP(ap)] = true
+	}
+	return p
+}
+
+// Register installs a task's policy and returns a new random 128-bit
+// token, which the task's VM sends as its proxy password; see [ProxyURL].
+// It fails on an invalid policy or a task already registered.
+func (p *Proxy) Register(taskID string, pol Policy) (string, error) {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("egress: token: %w", err)
+	}
+	tok := hex.EncodeToString(b[:])
+	return tok, p.RegisterToken(taskID, tok, pol)
+}
+
+var tokenRE = regexp.MustCompile(`^[A-Za-z0-9._~-]{16,256}$`)
+
+// RegisterToken is [Proxy.Register] with a token chosen by the caller, as
+// cmd/egress-proxy's static token: 16 to 256 characters of A-Z a-z 0-9 and
+// ._~- so it needs no escaping in a URL. Prefer Register.
+func (p *Proxy) RegisterToken(taskID, token string, pol Policy) error {
+	if taskID == "" {
+		return errors.New("egress: task ID is empty")
+	}
+	if !tokenRE.MatchString(token) {
+		return errors.New("egress: token must be 16 to 256 characters of A-Z a-z 0-9 . _ ~ -")
+	}
+	if pol.MaxConns < 0 {
+		return fmt.Errorf("egress: max conns %d is negative", pol.MaxConns)
+	}
+	rules, err := parseHosts(pol.Hosts)
+	if err != nil {
+		return err
+	}
+	max := pol.MaxConns
+	if max == 0 {
+		max = DefaultMaxConns
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t := &task{id: taskID, rules: rules, max: max, ctx: ctx, cancel: cancel, entries: map[entryKey]*entry{}}
+	key := sha256.Sum256([]byte(token))
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, ok := p.byID[taskID]; ok {
+		cancel()
+		return fmt.Errorf("egress: task %q is already registered", taskID)
+	}
+	if _, ok := p.byToken[key]; ok {
+		cancel()
+		return errors.New("egress: token is already in use")
+	}
+	p.byID[taskID], p.byToken[key] = t, t
+	t.token = key
+	p.log.Debug().Str("task", taskID).Strs("allow_hosts", pol.Hosts).Int("max_conns", max).Msg("egress: registered")
+	return nil
+}
+
+// unregisterWait bounds how long Unregister waits for the task's
+// connections to close after it closes them.
+const unregisterWait = 5 * time.Second
+
+// Unregister removes a task's policy, so later requests with its token
+// get 407, closes the task's open tunnels and requests, and returns its
+// egress record. An unknown task gets an empty Record.
+func (p *Proxy) Unregister(taskID string) Record {
+	p.mu.Lock()
+	t := p.byID[taskID]
+	if t != nil {
+		delete(p.byID, taskID)
+		delete(p.byToken, t.token)
+	}
+	p.mu.Unlock()
+	if t == nil {
+		return Record{}
+	}
+	t.mu.Lock()
+	t.closed = true
+	t.mu.Unlock()
+	t.cancel()
+	done := make(chan struct{})
+	go func() { t.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(unregisterWait):
+		p.log.Warn().Str("task", taskID).Msg("egress: connections still open after unregister; record may be short")
+	}
+	rec := t.record()
+	p.log.Debug().Str("task", taskID).Int("entries", len(rec.Entries)).Msg("egress: unregistered")
+	return rec
+}
+
+// ProxyURL returns what a task's VM gets in HTTP_PROXY and HTTPS_PROXY:
+// base, "http://IP:PORT" as the worker's -proxy takes it, with the user
+// "task" and the token as password. A base that does not parse as a URL
+// with a host is returned unchanged, and the VM's requests then get 407.
+func ProxyURL(base string, token string) string {
+	u, err := url.Parse(base)
+	if err != nil || u.Host == "" {
+		return base
+	}
+	u.User = url.UserPassword("task", token)
+	return u.String()
+}
+
+// task is one registered task.
+type task struct {
+	id     string
+	token  [sha256.Size]byte
+	rules  []HostRule
+	max    int
+	ctx    context.Context // ends at Unregister
+	cancel context.CancelFunc
+
+	mu        sync.Mutex
+	active    int
+	closed    bool
+	wg        sync.WaitGroup // connections holding a slot
+	entries   map[entryKey]*entry
+	truncated int
+}
+
+func (t *task) allows(host string, port int) bool {
+	for _, r := range t.rules {
+		if r.Match(host, port) {
+			return true
+		}
+	}
+	return false
+}
+
+// acquire takes a connection slot; release gives it back. It fails when
+// the task is at its cap, or was unregistered since its token was looked
+// up.
+func (t *task) acquire() (ok, closed bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed || t.active >= t.max {
+		return false, t.closed
+	}
+	t.active++
+	t.wg.Add(1)
+	return true, false
+}
+
+func (t *task) release() {
+	t.mu.Lock()
+	t.active--
+	t.mu.Unlock()
+	t.wg.Done()
+}
+
+// lookup returns the task whose token r carries, or nil.
+func (p *Proxy) lookup(r *http.Request) *task {
+	h := r.Header.Get("Proxy-Authorization")
+	scheme, cred, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Basic") {
+		return nil
+	}
+	raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(cred))
+	if err != nil {
+		return nil
+	}
+	_, tok, ok := strings.Cut(string(raw), ":")
+	if !ok || tok == "" {
+		return nil
+	}
+	key := sha256.Sum256([]byte(tok))
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.byToken[key]
+}
+
+func (p *Proxy) isSelf(ap netip.AddrPort) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.self[ap]
+}
+
+// addSelf records a listener's address as the proxy's own; for an
+// unspecified address, every local address with its port.
+func (p *Proxy) addSelf(addr net.Addr) {
+	ap, err := netip.ParseAddrPort(addr.String())
+	if err != nil {
+		return
+	}
+	aps := []netip.AddrPort{unmapAP(ap)}
+	if ap.Addr().IsUnspecified() {
+		ifaddrs, _ := net.InterfaceAddrs()
+		for _, ia := range ifaddrs {
+			if pfx, err := netip.ParsePrefix(ia.String()); err == nil {
+				aps = append(aps, netip.AddrPortFrom(pfx.Addr().Unmap(), ap.Port()))
+			}
+		}
+		aps = append(aps, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), ap.Port()),
+			netip.AddrPortFrom(netip.IPv6Loopback(), ap.Port()))
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, a := range aps {
+		p.self[a] = true
+	}
+}
+
+func unmapAP(ap netip.AddrPort) netip.AddrPort {
+	return netip.AddrPortFrom(ap.Addr().Unmap().WithZone(""), ap.Port())
+}
+
+// Serve serves the proxy on ln until ctx ends, then stops accepting,
+// waits up to ShutdownTimeout for requests and tunnels to finish, and
+// closes the rest. It returns nil after a shutdown, or the error that
+// stopped serving.
+func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
+	p.addSelf(ln.Addr())
+	base, stop := context.WithCancel(context.WithoutCancel(ctx))
+	defer stop()
+	var inflight atomic.Int64 // handlers running, including tunnels, which Shutdown does not track
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			inflight.Add(1)
+			defer inflight.Add(-1)
+			p.ServeHTTP(w, r)
+		}),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       p.cfg.IdleTimeout,
+		MaxHeaderBytes:    64 << 10,
+		BaseContext:       func(net.Listener) context.Context { return base },
+		ErrorLog:          newStdLog(p.log),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.ShutdownTimeout)
+	defer cancel()
+	_ = srv.Shutdown(sctx) // stops accepting; waits for plain requests
+	drained := func() bool { return inflight.Load() == 0 }
+	for !drained() && sctx.Err() == nil {
+		time.Sleep(10 * time.Millisecond)
+	}
+	stop() // ends every request's context, which closes tunnels
+	_ = srv.Close()
+	for end := time.Now().Add(unregisterWait); !drained() && time.Now().Before(end); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
