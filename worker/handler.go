@@ -70,6 +70,11 @@ type Config struct {
 	// HostOfTask, with the default Commits, names the host of a commit that
 	// is not here. Default: none.
 	HostOfTask HostOfTask
+	// Busy reports whether another live worker process is using a VM of
+	// this name: the same task attempt delivered twice (asynq is
+	// at-least-once). A leftover VM is deleted only when it is not busy.
+	// Default: never busy.
+	Busy func(ctx context.Context, vm string) (bool, error)
 	// Logger gets the handler's lines. Default: none.
 	Logger zerolog.Logger
 	// Hooks observe the pipeline, for metrics. Default: none.
@@ -108,7 +113,7 @@ type Handler struct {
 	log     zerolog.Logger
 
 	mu     sync.Mutex
-	active map[string]bool // VM names this process is using
+	active map[string]int // VM names this process is using, with a count
 	wg     sync.WaitGroup
 }
 
@@ -133,7 +138,7 @@ func NewHandler(cfg Config) (*Handler, error) {
 	if cfg.TeardownTimeout <= 0 {
 		cfg.TeardownTimeout = 2 * time.Minute
 	}
-	h := &Handler{cfg: cfg, log: cfg.Logger, active: map[string]bool{}}
+	h := &Handler{cfg: cfg, log: cfg.Logger, active: map[string]int{}}
 	if cfg.Proxy != "" {
 		p, err := ParseProxy(cfg.Proxy)
 		if err != nil {
@@ -275,6 +280,15 @@ func (h *Handler) Run(ctx context.Context, m Meta, payload []byte, w io.Writer) 
 	return nil
 }
 
+// BusyError is a VM name taken by another live delivery of the same task
+// attempt. The attempt fails and is retried later under a new name; the
+// other delivery's VM is left alone.
+type BusyError struct{ VM string }
+
+func (e *BusyError) Error() string {
+	return "machine " + e.VM + " is in use by another live delivery of this task; retrying later"
+}
+
 // isPermanent tells input this host can never run from a smolvm failure.
 func isPermanent(err error) bool {
 	var ce *CommitError
@@ -299,6 +313,9 @@ type run struct {
 	res    tasks.Result
 	// created is set once smolvm created the VM, for the VM gauge.
 	created bool
+	// foreign is set when the VM of this name belongs to another live
+	// delivery: teardown must leave it alone.
+	foreign bool
 }
 
 func (r *run) pipeline(ctx context.Context) error {
@@ -322,6 +339,16 @@ func (r *run) pipeline(ctx context.Context) error {
 	if err := r.phase(ctx, tasks.PhaseCreate, func(ctx context.Context) error {
 		err := h.cfg.Smolvm.Create(ctx, r.vm, create)
 		if errors.Is(err, smolvm.ErrExists) {
+			if h.cfg.Busy != nil {
+				busy, berr := h.cfg.Busy(ctx, r.vm)
+				if berr != nil {
+					return fmt.Errorf("machine %s exists and its owner cannot be checked: %w", r.vm, berr)
+				}
+				if busy {
+					r.foreign = true
+					return &BusyError{VM: r.vm}
+				}
+			}
 			// Left over from an earlier delivery of this attempt that died.
 			r.log.Warn().Str("phase", tasks.PhaseCreate).Msg("deleting a leftover machine of the same name")
 			if err := h.cfg.Smolvm.Delete(ctx, r.vm); err != nil && !errors.Is(err, smolvm.ErrNotFound) {
@@ -401,6 +428,9 @@ func (r *run) source(ctx context.Context) (smolvm.Pack, error) {
 // the task's cancellation cannot end. A failing delete is retried; if it
 // still fails, the VM is logged and left to the reaper.
 func (r *run) teardown(ctx context.Context) {
+	if r.foreign {
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.h.cfg.TeardownTimeout)
 	defer cancel()
 	_ = r.phase(ctx, tasks.PhaseDelete, func(ctx context.Context) error {
@@ -464,8 +494,8 @@ func (h *Handler) own(vm string, on bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if on {
-		h.active[vm] = true
-	} else {
+		h.active[vm]++
+	} else if h.active[vm]--; h.active[vm] <= 0 {
 		delete(h.active, vm)
 	}
 }

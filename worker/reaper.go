@@ -92,7 +92,7 @@ func (r *Reaper) Sweep(ctx context.Context) ([]string, error) {
 	if len(candidates) == 0 {
 		return nil, nil
 	}
-	live, err := r.liveVMs()
+	live, err := liveVMs(r.Inspector, r.hostname(), 0)
 	if err != nil {
 		return nil, err
 	}
@@ -146,23 +146,28 @@ func cutAttempt(vm string) (stem, attempt string, ok bool) {
 	return vm[:i], vm[i+2:], true
 }
 
-// liveVMs reads the VMs that the live asynq servers on this host are using.
-func (r *Reaper) liveVMs() (liveSet, error) {
-	host := r.Hostname
-	if host == "" {
-		host, _ = os.Hostname()
+func (r *Reaper) hostname() string {
+	if r.Hostname != "" {
+		return r.Hostname
 	}
-	servers, err := r.Inspector.Servers()
+	h, _ := os.Hostname()
+	return h
+}
+
+// liveVMs reads the VMs that the live asynq servers on host are using,
+// leaving out the process skipPID (0: none).
+func liveVMs(insp Inspector, host string, skipPID int) (liveSet, error) {
+	servers, err := insp.Servers()
 	if err != nil {
 		return liveSet{}, err
 	}
 	l := liveSet{names: map[string]bool{}, stems: map[string]bool{}}
 	for _, s := range servers {
-		if s.Host != host {
+		if s.Host != host || (skipPID != 0 && s.PID == skipPID) {
 			continue
 		}
 		for _, w := range s.ActiveWorkers {
-			info, err := r.Inspector.GetTaskInfo(w.Queue, w.TaskID)
+			info, err := insp.GetTaskInfo(w.Queue, w.TaskID)
 			if err != nil {
 				l.stems[vmStem(w.TaskID)] = true
 				continue
@@ -171,4 +176,18 @@ func (r *Reaper) liveVMs() (liveSet, error) {
 		}
 	}
 	return l, nil
+}
+
+// BusyElsewhere returns a Config.Busy that asks asynq whether another live
+// worker process on this host is running the attempt that owns a VM.
+func BusyElsewhere(insp Inspector) func(ctx context.Context, vm string) (bool, error) {
+	host, _ := os.Hostname()
+	pid := os.Getpid()
+	return func(_ context.Context, vm string) (bool, error) {
+		live, err := liveVMs(insp, host, pid)
+		if err != nil {
+			return false, err
+		}
+		return live.has(vm), nil
+	}
 }

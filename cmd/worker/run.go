@@ -249,6 +249,7 @@ func serve(ctx context.Context, c config, log zerolog.Logger) error {
 		PackTTL:               c.packTTL,
 		ReadyTimeout:          c.readyTimeout,
 		HostOfTask:            worker.InspectorHostOf(insp),
+		Busy:                  worker.BusyElsewhere(insp),
 		Logger:                log,
 		Hooks:                 metrics.Hooks(),
 	})
