@@ -1,0 +1,20 @@
+// Command dashboard serves the asynq web UI (asynqmon) for bottleq's queues
+// and Prometheus metrics at /metrics, on 127.0.0.1:8080 unless told
+// otherwise. Every flag has an environment fallback; see -h.
+//
+// It only reads and manages the queues in Redis: it runs no tasks and
+// never talks to smolvm.
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(Run(ctx, os.Args[1:], os.Getenv, os.Stderr))
+}

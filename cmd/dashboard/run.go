@@ -1,0 +1,260 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/hibiken/asynqmon"
+	"github.com/mattn/go-isatty"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/rs/zerolog"
+
+	// The queue collector lives in the separate module
+	// github.com/hibiken/asynq/x, which has no tags, so go.mod pins it by
+	// pseudo-version: v0.0.0-20240506061152-d04888e74845 is the newest
+	// commit we found that both the module proxy and the checksum database
+	// serve (proxy "@latest" resolves to a 2021 commit; a 2023 one has no
+	// sum-database entry). Its go.mod says go 1.20 and needs asynq v0.24.1
+	// and client_golang v1.11.1, so minimal version selection keeps our
+	// asynq v0.26.0, client_golang v1.23.2 and go 1.24 directive, and it
+	// uses only asynq's public Inspector API, which v0.26.0 still has.
+	// asynqmon v0.7.2 names an older 2021 pseudo-version; MVS takes this one.
+	"github.com/hibiken/asynq/x/metrics"
+)
+
+// shutdownTimeout bounds how long in-flight HTTP requests may finish after
+// ctx ends.
+const shutdownTimeout = 5 * time.Second
+
+// config is the dashboard's configuration, from flags and their
+// environment fallbacks.
+type config struct {
+	addr      string
+	redisURL  string
+	readOnly  bool
+	logFormat string
+	logLevel  string
+}
+
+// envFallbacks maps each flag to the environment variable that sets it when
+// the flag is not given.
+var envFallbacks = [][2]string{
+	{"addr", "BOTTLEQ_DASHBOARD_ADDR"},
+	{"redis", "REDIS_URL"},
+	{"read-only", "BOTTLEQ_DASHBOARD_READ_ONLY"},
+	{"log-format", "BOTTLEQ_LOG_FORMAT"},
+	{"log-level", "BOTTLEQ_LOG_LEVEL"},
+}
+
+// newFlagSet defines the flags into c. It prints nothing itself.
+func newFlagSet(c *config) *flag.FlagSet {
+	fs := flag.NewFlagSet("dashboard", flag.ContinueOnError)
+	// Errors are printed by Run as one line; usage only on -h.
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	fs.StringVar(&c.addr, "addr", "127.0.0.1:8080", "HOST:PORT to listen on; anything but loopback exposes the UI, which can delete tasks unless -read-only")
+	fs.StringVar(&c.redisURL, "redis", "redis://127.0.0.1:6379", "Redis URL, redis://[:PASSWORD@]HOST:PORT[/DB] or rediss:// for TLS")
+	fs.BoolVar(&c.readOnly, "read-only", false, "serve the UI read-only: the API refuses every request but GET")
+	fs.StringVar(&c.logFormat, "log-format", "auto", "auto (console on a terminal, else JSON), json or console")
+	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
+	return fs
+}
+
+// usage prints -h: the flags with their environment fallbacks.
+func usage(fs *flag.FlagSet, w io.Writer) {
+	fmt.Fprintf(w, "Usage: dashboard [flags]\n\nServes the asynq web UI for bottleq's queues, and Prometheus metrics at /metrics.\n\nFlags (environment fallback in brackets):\n")
+	fs.VisitAll(func(f *flag.Flag) {
+		env := ""
+		for _, e := range envFallbacks {
+			if e[0] == f.Name {
+				env = " [" + e[1] + "]"
+			}
+		}
+		fmt.Fprintf(w, "  -%s%s\n    \t%s (default %q)\n", f.Name, env, f.Usage, f.DefValue)
+	})
+}
+
+// parseFlags reads flags, then environment fallbacks for flags not given.
+// The error names the flag, or the variable the value came from.
+func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
+	var c config
+	fs := newFlagSet(&c)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			usage(fs, stderr)
+		}
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	origin := map[string]string{}
+	for _, e := range envFallbacks {
+		origin[e[0]] = "-" + e[0]
+		v := getenv(e[1])
+		if given[e[0]] || v == "" {
+			continue
+		}
+		origin[e[0]] = e[1]
+		if err := fs.Set(e[0], v); err != nil {
+			return c, fmt.Errorf("%s: %q is not a valid -%s value", e[1], v, e[0])
+		}
+	}
+	if _, _, err := net.SplitHostPort(c.addr); err != nil {
+		return c, fmt.Errorf("%s: %q is not HOST:PORT", origin["addr"], c.addr)
+	}
+	if _, err := redisOpt(c.redisURL); err != nil {
+		return c, fmt.Errorf("%s: %w", origin["redis"], err)
+	}
+	if _, err := zerolog.ParseLevel(c.logLevel); err != nil || c.logLevel == "" {
+		return c, fmt.Errorf("%s: %q is not one of debug, info, warn, error", origin["log-level"], c.logLevel)
+	}
+	switch c.logFormat {
+	case "auto", "json", "console":
+	default:
+		return c, fmt.Errorf("%s: %q is not one of auto, json, console", origin["log-format"], c.logFormat)
+	}
+	return c, nil
+}
+
+// redisOpt parses a Redis URL. Its errors never repeat the URL, which may
+// hold a password.
+func redisOpt(raw string) (asynq.RedisConnOpt, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, errors.New("not a URL; want redis://[:PASSWORD@]HOST:PORT[/DB] or rediss://")
+	}
+	opt, err := asynq.ParseRedisURI(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%s: want redis://[:PASSWORD@]HOST:PORT[/DB] or rediss://", u.Redacted())
+	}
+	return opt, nil
+}
+
+// redactedURL is raw without its password, for logs.
+func redactedURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(invalid URL)"
+	}
+	return u.Redacted()
+}
+
+// newLogger returns the logger for c, whose level and format parseFlags
+// has checked.
+func newLogger(c config, w io.Writer) zerolog.Logger {
+	level, _ := zerolog.ParseLevel(c.logLevel)
+	switch c.logFormat {
+	case "console":
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly}
+	case "auto":
+		if f, ok := w.(*os.File); ok && isatty.IsTerminal(f.Fd()) {
+			w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly}
+		}
+	}
+	return zerolog.New(w).Level(level).With().Timestamp().Logger()
+}
+
+// Run serves the dashboard until ctx ends and returns the process exit
+// code: 0 after a clean shutdown (and for -h), 2 for bad flags, 1 for
+// anything else.
+func Run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) int {
+	c, err := parseFlags(args, getenv, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "dashboard:", err)
+		return 2
+	}
+	log := newLogger(c, stderr)
+	if err := serve(ctx, c, log); err != nil {
+		log.Error().Err(err).Msg("dashboard stopped")
+		return 1
+	}
+	return 0
+}
+
+// newHandler returns the dashboard's routes: /metrics, and the asynqmon UI
+// and its /api for everything else. close releases its Redis connections.
+func newHandler(c config, opt asynq.RedisConnOpt) (h http.Handler, close func()) {
+	mon := asynqmon.New(asynqmon.Options{
+		RedisConnOpt:    opt,
+		ReadOnly:        c.readOnly,
+		ResultFormatter: asynqmon.ResultFormatterFunc(FormatResult),
+	})
+	insp := asynq.NewInspector(opt)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		// Unchecked, so that registering does not already query Redis.
+		unchecked{metrics.NewQueueMetricsCollector(insp)},
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.Handle("/", mon)
+	return mux, func() {
+		mon.Close()
+		insp.Close()
+	}
+}
+
+// unchecked is a collector that describes nothing up front: the registry
+// then takes its metrics as they come instead of calling Collect (and so
+// Redis) at registration to learn them.
+type unchecked struct{ prometheus.Collector }
+
+// Describe sends no descriptions, which makes the collector unchecked.
+func (unchecked) Describe(chan<- *prometheus.Desc) {}
+
+func serve(ctx context.Context, c config, log zerolog.Logger) error {
+	opt, err := redisOpt(c.redisURL)
+	if err != nil {
+		return fmt.Errorf("-redis: %w", err)
+	}
+	ln, err := net.Listen("tcp", c.addr)
+	if err != nil {
+		return fmt.Errorf("-addr: %w", err)
+	}
+	h, closeHandler := newHandler(c, opt)
+	defer closeHandler()
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	log.Info().
+		Str("addr", ln.Addr().String()).
+		Str("redis", redactedURL(c.redisURL)).
+		Bool("read_only", c.readOnly).
+		Msg("dashboard listening")
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
+	defer cancel()
+	err = srv.Shutdown(sctx)
+	if serr := <-errc; !errors.Is(serr, http.ErrServerClosed) && err == nil {
+		err = serr
+	}
+	log.Info().Msg("dashboard stopped")
+	return err
+}

@@ -1,0 +1,207 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/hibiken/asynq"
+
+	"github.com/bot-bottle/bottleq/internal/testredis"
+)
+
+func TestDashboard(t *testing.T) {
+	redis := testredis.Mini(t)
+	id := completedTask(t, redis.URL())
+	base, _ := startDashboard(t, redis.URL())
+
+	t.Run("UI", func(t *testing.T) {
+		for _, path := range []string{"/", "/queues/default/tasks/" + id} {
+			code, ctype, body := get(t, base+path)
+			if code != 200 || !strings.HasPrefix(ctype, "text/html") {
+				t.Errorf("GET %s: %d %q, want 200 text/html", path, code, ctype)
+			}
+			for _, want := range []string{"<title>Asynq - Monitoring</title>", `<div id="root">`, `window.FLAG_READ_ONLY="false"`} {
+				if !strings.Contains(body, want) {
+					t.Errorf("GET %s: body lacks %q", path, want)
+				}
+			}
+		}
+	})
+
+	t.Run("task API shows the formatted result", func(t *testing.T) {
+		code, _, body := get(t, base+"/api/queues/default/tasks/"+id)
+		if code != 200 {
+			t.Fatalf("GET task: %d %s", code, body)
+		}
+		var task struct {
+			ID     string `json:"id"`
+			State  string `json:"state"`
+			Result string `json:"result"`
+		}
+		if err := json.Unmarshal([]byte(body), &task); err != nil {
+			t.Fatalf("task JSON: %v\n%s", err, body)
+		}
+		if task.ID != id || task.State != "completed" {
+			t.Errorf("task id %q state %q, want %q completed", task.ID, task.State, id)
+		}
+		for _, want := range []string{
+			"done, exit code: 3",
+			"commit: /var/lib/bottleq/commits/" + id + ".smolmachine",
+			"exec       12.0s",
+		} {
+			if !strings.Contains(task.Result, want) {
+				t.Errorf("result lacks %q:\n%s", want, task.Result)
+			}
+		}
+	})
+
+	t.Run("metrics", func(t *testing.T) {
+		code, ctype, body := get(t, base+"/metrics")
+		if code != 200 || !strings.HasPrefix(ctype, "text/plain") {
+			t.Fatalf("GET /metrics: %d %q", code, ctype)
+		}
+		for _, want := range []string{
+			`asynq_tasks_enqueued_total{queue="default",state="completed"} 1`,
+			`asynq_queue_size{queue="default"} 1`,
+			`asynq_tasks_processed_total{queue="default"} 1`,
+			"go_goroutines ",
+			"process_cpu_seconds_total ",
+		} {
+			if !strings.Contains(body, want) {
+				t.Errorf("/metrics lacks %q", want)
+			}
+		}
+	})
+}
+
+func TestReadOnly(t *testing.T) {
+	for _, tt := range []struct {
+		name     string
+		args     []string
+		wantCode int
+		wantGone bool
+	}{
+		{"read-write deletes", nil, 204, true},
+		{"read-only refuses", []string{"-read-only"}, 405, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			redis := testredis.Mini(t)
+			id := completedTask(t, redis.URL())
+			base, _ := startDashboard(t, redis.URL(), tt.args...)
+
+			_, _, page := get(t, base+"/")
+			if want := `window.FLAG_READ_ONLY="` + fmt.Sprint(!tt.wantGone) + `"`; !strings.Contains(page, want) {
+				t.Errorf("UI page lacks %s", want)
+			}
+			code, _, body := do(t, "DELETE", base+"/api/queues/default/completed_tasks/"+id)
+			if code != tt.wantCode {
+				t.Errorf("DELETE: %d %s, want %d", code, body, tt.wantCode)
+			}
+			insp := asynq.NewInspector(asynq.RedisClientOpt{Addr: redis.Addr})
+			defer insp.Close()
+			_, err := insp.GetTaskInfo("default", id)
+			if gone := errors.Is(err, asynq.ErrTaskNotFound); gone != tt.wantGone {
+				t.Errorf("after DELETE, GetTaskInfo err = %v; want gone=%v", err, tt.wantGone)
+			}
+		})
+	}
+}
+
+func TestRedisPasswordNotLogged(t *testing.T) {
+	m := miniredis.NewMiniRedis()
+	if err := m.StartAddr("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.Close)
+	m.RequireAuth("s3cret-pw")
+	url := "redis://:s3cret-pw@" + m.Addr()
+	id := completedTask(t, url)
+	base, log := startDashboard(t, url)
+
+	if code, _, body := get(t, base+"/api/queues/default/tasks/"+id); code != 200 {
+		t.Errorf("GET task with a password: %d %s", code, body)
+	}
+	if !strings.Contains(log.String(), `"redis":"redis://:xxxxx@`+m.Addr()+`"`) {
+		t.Errorf("start line lacks the redacted Redis URL:\n%s", log)
+	}
+	if strings.Contains(log.String(), "s3cret-pw") {
+		t.Errorf("log holds the Redis password:\n%s", log)
+	}
+}
+
+func TestFlagErrors(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string // in the one-line message
+	}{
+		{"unknown flag", []string{"-bogus"}, nil, "-bogus"},
+		{"missing value", []string{"-addr"}, nil, "-addr"},
+		{"addr not host:port", []string{"-addr", "8080"}, nil, "-addr"},
+		{"read-only not a bool", []string{"-read-only=maybe"}, nil, "-read-only"},
+		{"redis scheme", []string{"-redis", "http://:pw@h:1"}, nil, "-redis"},
+		{"log level", []string{"-log-level", "loud"}, nil, "-log-level"},
+		{"log format", []string{"-log-format", "xml"}, nil, "-log-format"},
+		{"argument", []string{"extra"}, nil, `"extra"`},
+		{"env read-only", nil, map[string]string{"BOTTLEQ_DASHBOARD_READ_ONLY": "maybe"}, "BOTTLEQ_DASHBOARD_READ_ONLY"},
+		{"env redis", nil, map[string]string{"REDIS_URL": "http://:pw@h:1"}, "REDIS_URL"},
+		{"env addr", nil, map[string]string{"BOTTLEQ_DASHBOARD_ADDR": "nowhere"}, "BOTTLEQ_DASHBOARD_ADDR"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var stderr syncBuffer
+			getenv := func(k string) string { return tt.env[k] }
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if code := Run(ctx, tt.args, getenv, &stderr); code != 2 {
+				t.Errorf("exit code %d, want 2", code)
+			}
+			out := stderr.String()
+			if strings.Count(out, "\n") != 1 || !strings.HasPrefix(out, "dashboard: ") || !strings.Contains(out, tt.want) {
+				t.Errorf("stderr = %q, want one line \"dashboard: ...\" naming %s", out, tt.want)
+			}
+			if strings.Contains(out, "pw@") {
+				t.Errorf("stderr echoes a Redis password: %q", out)
+			}
+		})
+	}
+}
+
+func TestFlagBeatsEnv(t *testing.T) {
+	env := map[string]string{"BOTTLEQ_DASHBOARD_ADDR": "nowhere", "BOTTLEQ_DASHBOARD_READ_ONLY": "true"}
+	c, err := parseFlags([]string{"-addr", "127.0.0.1:9"}, func(k string) string { return env[k] }, &syncBuffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.addr != "127.0.0.1:9" || !c.readOnly || c.redisURL != "redis://127.0.0.1:6379" {
+		t.Errorf("config = %+v, want addr from the flag, read-only from env, default redis", c)
+	}
+}
+
+func TestHelp(t *testing.T) {
+	var stderr syncBuffer
+	if code := Run(context.Background(), []string{"-h"}, noEnv, &stderr); code != 0 {
+		t.Errorf("-h: exit code %d, want 0", code)
+	}
+	for _, e := range envFallbacks {
+		if !strings.Contains(stderr.String(), "-"+e[0]+" ["+e[1]+"]") {
+			t.Errorf("usage lacks -%s [%s]:\n%s", e[0], e[1], stderr.String())
+		}
+	}
+}
+
+func TestListenError(t *testing.T) {
+	redis := testredis.Mini(t)
+	base, _ := startDashboard(t, redis.URL())
+	var stderr syncBuffer
+	addr := strings.TrimPrefix(base, "http://")
+	if code := Run(context.Background(), []string{"-addr", addr, "-redis", redis.URL()}, noEnv, &stderr); code != 1 {
+		t.Errorf("second dashboard on %s: exit code %d, want 1; stderr:\n%s", addr, code, stderr.String())
+	}
+}
