@@ -31,6 +31,10 @@ demo: ## run a worker on the embedded Redis with the smolvm SIMULATOR (no isolat
 run: build ## run the worker on the embedded Redis with the real smolvm on PATH (or SMOLVM_BIN)
 	$(BIN)/worker
 
+.PHONY: dashboard
+dashboard: build ## serve the asynq dashboard and /metrics on 127.0.0.1:8080 (REDIS_URL applies)
+	$(BIN)/dashboard
+
 .PHONY: lint
 lint: ## gofmt, go vet and staticcheck (pinned, run with go run)
 	@test -z "$$(gofmt -l .)" || { gofmt -l .; exit 1; }
