@@ -4,12 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"net/url"
 	"time"
 
 	"github.com/hibiken/asynq"
 
+	"github.com/bot-bottle/bottleq/internal/redisurl"
 	"github.com/bot-bottle/bottleq/tasks"
 )
 
@@ -71,30 +70,9 @@ func NewFromURL(redisURL string) (*Client, error) {
 // ParseURL reads redis://[user:password@]host[:port][/db], or rediss://
 // for TLS; the port defaults to 6379. Its errors never quote the URL, which may hold a password.
 func ParseURL(redisURL string) (asynq.RedisConnOpt, error) {
-	u, err := url.Parse(redisURL)
+	opt, err := redisurl.Parse(redisURL)
 	if err != nil {
-		return nil, errors.New("redis URL is not a valid URL")
-	}
-	if u.Scheme != "redis" && u.Scheme != "rediss" {
-		return nil, fmt.Errorf("redis URL scheme %q is not redis:// or rediss://", u.Scheme)
-	}
-	if u.Host == "" {
-		return nil, errors.New("redis URL has no host")
-	}
-	r, err := asynq.ParseRedisURI(redisURL)
-	if err != nil {
-		return nil, errors.New("redis URL path must be a database number, such as /0")
-	}
-	opt, ok := r.(asynq.RedisClientOpt)
-	if !ok {
-		return nil, fmt.Errorf("redis URL gives an unexpected connection type %T", r)
-	}
-	if u.Port() == "" {
-		opt.Addr = net.JoinHostPort(u.Hostname(), "6379")
-	}
-	// asynq reads the password but drops the user name Redis ACLs need.
-	if name := u.User.Username(); name != "" && name != "default" {
-		opt.Username = name
+		return nil, err
 	}
 	return opt, nil
 }

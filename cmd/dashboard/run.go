@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"time"
 
@@ -31,6 +30,8 @@ import (
 	// uses only asynq's public Inspector API, which v0.26.0 still has.
 	// asynqmon v0.7.2 names an older 2021 pseudo-version; MVS takes this one.
 	"github.com/hibiken/asynq/x/metrics"
+
+	"github.com/bot-bottle/bottleq/internal/redisurl"
 )
 
 // shutdownTimeout bounds how long in-flight HTTP requests may finish after
@@ -42,6 +43,7 @@ const shutdownTimeout = 5 * time.Second
 type config struct {
 	addr      string
 	redisURL  string
+	redisCA   string
 	readOnly  bool
 	logFormat string
 	logLevel  string
@@ -52,6 +54,7 @@ type config struct {
 var envFallbacks = [][2]string{
 	{"addr", "BOTTLEQ_DASHBOARD_ADDR"},
 	{"redis", "REDIS_URL"},
+	{"redis-ca", "REDIS_CA_FILE"},
 	{"read-only", "BOTTLEQ_DASHBOARD_READ_ONLY"},
 	{"log-format", "BOTTLEQ_LOG_FORMAT"},
 	{"log-level", "BOTTLEQ_LOG_LEVEL"},
@@ -65,6 +68,7 @@ func newFlagSet(c *config) *flag.FlagSet {
 	fs.Usage = func() {}
 	fs.StringVar(&c.addr, "addr", "127.0.0.1:8080", "HOST:PORT to listen on; anything but loopback exposes the UI, which can delete tasks unless -read-only")
 	fs.StringVar(&c.redisURL, "redis", "redis://127.0.0.1:6379", "Redis URL, redis://[:PASSWORD@]HOST:PORT[/DB] or rediss:// for TLS")
+	fs.StringVar(&c.redisCA, "redis-ca", "", "PEM file of CA certificates to trust for rediss://")
 	fs.BoolVar(&c.readOnly, "read-only", false, "serve the UI read-only: the API refuses every request but GET")
 	fs.StringVar(&c.logFormat, "log-format", "auto", "auto (console on a terminal, else JSON), json or console")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -116,8 +120,12 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	if _, _, err := net.SplitHostPort(c.addr); err != nil {
 		return c, fmt.Errorf("%s: %q is not HOST:PORT", origin["addr"], c.addr)
 	}
-	if _, err := redisOpt(c.redisURL); err != nil {
+	opt, err := redisurl.Parse(c.redisURL)
+	if err != nil {
 		return c, fmt.Errorf("%s: %w", origin["redis"], err)
+	}
+	if _, err := redisurl.WithCA(opt, c.redisCA); err != nil {
+		return c, fmt.Errorf("%s: %w", origin["redis-ca"], err)
 	}
 	if _, err := zerolog.ParseLevel(c.logLevel); err != nil || c.logLevel == "" {
 		return c, fmt.Errorf("%s: %q is not one of debug, info, warn, error", origin["log-level"], c.logLevel)
@@ -128,29 +136,6 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 		return c, fmt.Errorf("%s: %q is not one of auto, json, console", origin["log-format"], c.logFormat)
 	}
 	return c, nil
-}
-
-// redisOpt parses a Redis URL. Its errors never repeat the URL, which may
-// hold a password.
-func redisOpt(raw string) (asynq.RedisConnOpt, error) {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return nil, errors.New("not a URL; want redis://[:PASSWORD@]HOST:PORT[/DB] or rediss://")
-	}
-	opt, err := asynq.ParseRedisURI(raw)
-	if err != nil {
-		return nil, fmt.Errorf("%s: want redis://[:PASSWORD@]HOST:PORT[/DB] or rediss://", u.Redacted())
-	}
-	return opt, nil
-}
-
-// redactedURL is raw without its password, for logs.
-func redactedURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "(invalid URL)"
-	}
-	return u.Redacted()
 }
 
 // newLogger returns the logger for c, whose level and format parseFlags
@@ -222,7 +207,10 @@ type unchecked struct{ prometheus.Collector }
 func (unchecked) Describe(chan<- *prometheus.Desc) {}
 
 func serve(ctx context.Context, c config, log zerolog.Logger) error {
-	opt, err := redisOpt(c.redisURL)
+	opt, err := redisurl.Parse(c.redisURL)
+	if err == nil {
+		opt, err = redisurl.WithCA(opt, c.redisCA)
+	}
 	if err != nil {
 		return fmt.Errorf("-redis: %w", err)
 	}
@@ -238,7 +226,7 @@ func serve(ctx context.Context, c config, log zerolog.Logger) error {
 	}
 	log.Info().
 		Str("addr", ln.Addr().String()).
-		Str("redis", redactedURL(c.redisURL)).
+		Str("redis", redisurl.Redacted(c.redisURL)).
 		Bool("read_only", c.readOnly).
 		Msg("dashboard listening")
 

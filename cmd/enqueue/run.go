@@ -12,6 +12,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/bot-bottle/bottleq/enqueue"
+	"github.com/bot-bottle/bottleq/internal/redisurl"
 	"github.com/bot-bottle/bottleq/smolvm"
 	"github.com/bot-bottle/bottleq/tasks"
 )
@@ -59,11 +60,12 @@ type envFlag []string
 func (e *envFlag) String() string     { return "" }
 func (e *envFlag) Set(s string) error { *e = append(*e, s); return nil }
 
-func newFlagSet(c *config, env *envFlag, redisURL, timeout *string, noCommit *bool, maxRetry *int) *flag.FlagSet {
+func newFlagSet(c *config, env *envFlag, redisURL, redisCA, timeout *string, noCommit *bool, maxRetry *int) *flag.FlagSet {
 	fs := flag.NewFlagSet("enqueue", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
 	fs.StringVar(redisURL, "redis", "", "Redis `URL`, redis:// or rediss:// (TLS) (default $REDIS_URL, else "+DefaultRedisURL+")")
+	fs.StringVar(redisCA, "redis-ca", "", "PEM `file` of CA certificates to trust for rediss:// (default $REDIS_CA_FILE)")
 	fs.StringVar(&c.payload.Image, "image", "", "OCI `image` to boot")
 	fs.StringVar(&c.payload.From, "from", "", "boot a pack instead: task:`ID` (the commit an earlier task left) or /abs/path.smolmachine on the worker")
 	fs.Var(env, "env", "set `K=V` for the command; repeatable. --env K alone passes K's value from this process's environment")
@@ -84,11 +86,12 @@ func parse(args []string, getenv func(string) string, help io.Writer) (config, e
 		c        config
 		env      envFlag
 		redisURL string
+		redisCA  string
 		timeout  string
 		noCommit bool
 		maxRetry int
 	)
-	fs := newFlagSet(&c, &env, &redisURL, &timeout, &noCommit, &maxRetry)
+	fs := newFlagSet(&c, &env, &redisURL, &redisCA, &timeout, &noCommit, &maxRetry)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(help, usageHead)
@@ -106,9 +109,16 @@ func parse(args []string, getenv func(string) string, help io.Writer) (config, e
 	if redisURL == "" {
 		redisURL = DefaultRedisURL
 	}
-	r, err := enqueue.ParseURL(redisURL)
+	r, err := redisurl.Parse(redisURL)
 	if err != nil {
 		return c, usagef("%s: %v", redisFrom, err)
+	}
+	caFrom := "--redis-ca"
+	if redisCA == "" {
+		redisCA, caFrom = getenv("REDIS_CA_FILE"), "REDIS_CA_FILE"
+	}
+	if r, err = redisurl.WithCA(r, redisCA); err != nil {
+		return c, usagef("%s: %v", caFrom, err)
 	}
 	c.redis = r
 

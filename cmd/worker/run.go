@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
 
+	"github.com/bot-bottle/bottleq/internal/redisurl"
 	"github.com/bot-bottle/bottleq/smolvm"
 	"github.com/bot-bottle/bottleq/worker"
 )
@@ -30,6 +31,7 @@ import (
 // fallbacks.
 type config struct {
 	redisURL      string
+	redisCA       string
 	embeddedRedis string
 	smolvmBin     string
 	dataDir       string
@@ -56,6 +58,7 @@ type config struct {
 // the flag is not given.
 var envFallbacks = [][2]string{
 	{"redis", "REDIS_URL"},
+	{"redis-ca", "REDIS_CA_FILE"},
 	{"embedded-redis", "BOTTLEQ_EMBEDDED_REDIS"},
 	{"smolvm", "SMOLVM_BIN"},
 	{"data-dir", "BOTTLEQ_DATA_DIR"},
@@ -83,6 +86,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.redisURL, "redis", "", "Redis URL, redis://[:PASSWORD@]HOST:PORT[/DB] or rediss:// for TLS; empty: run an embedded in-memory Redis")
+	fs.StringVar(&c.redisCA, "redis-ca", "", "PEM file of CA certificates to trust for rediss://")
 	fs.StringVar(&c.embeddedRedis, "embedded-redis", "127.0.0.1:6379", "address of the embedded Redis when -redis is empty")
 	fs.StringVar(&c.smolvmBin, "smolvm", "smolvm", "smolvm binary, a path or a name on PATH")
 	fs.StringVar(&c.dataDir, "data-dir", defaultDataDir(getenv), "directory for packs and commits")
@@ -286,10 +290,14 @@ func serve(ctx context.Context, c config, log zerolog.Logger) error {
 // redisConn connects to REDIS_URL, or starts the embedded Redis.
 func redisConn(c config, log zerolog.Logger) (asynq.RedisConnOpt, func(), error) {
 	if c.redisURL != "" {
-		opt, err := asynq.ParseRedisURI(c.redisURL)
+		opt, err := redisurl.Parse(c.redisURL)
 		if err != nil {
 			return nil, nil, fmt.Errorf("-redis: %w", err)
 		}
+		if opt, err = redisurl.WithCA(opt, c.redisCA); err != nil {
+			return nil, nil, fmt.Errorf("-redis-ca: %w", err)
+		}
+		log.Info().Str("redis", redisurl.Redacted(c.redisURL)).Msg("using Redis")
 		return opt, func() {}, nil
 	}
 	m := miniredis.NewMiniRedis()

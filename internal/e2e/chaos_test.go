@@ -13,6 +13,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/bot-bottle/bottleq/internal/redisurl"
 	"github.com/bot-bottle/bottleq/internal/testredis"
 	"github.com/bot-bottle/bottleq/tasks"
 )
@@ -41,7 +42,13 @@ func waitFile(t *testing.T, path string) {
 
 func (s *stack) client() (*asynq.Client, *asynq.Inspector) {
 	s.t.Helper()
-	opt := asynq.RedisClientOpt{Addr: s.redis.Addr}
+	opt, err := redisurl.Parse(s.redisURL())
+	if err == nil {
+		opt, err = redisurl.WithCA(opt, s.caFile)
+	}
+	if err != nil {
+		s.t.Fatal(err)
+	}
 	c, insp := asynq.NewClient(opt), asynq.NewInspector(opt)
 	s.t.Cleanup(func() { c.Close(); insp.Close() })
 	return c, insp

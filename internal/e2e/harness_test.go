@@ -48,14 +48,25 @@ type stack struct {
 	version  string
 	simState string
 	dataDir  string
+	// url overrides the Redis URL (with a password, say); caFile is the CA
+	// of a TLS Redis.
+	url, caFile string
+}
+
+func (s *stack) redisURL() string {
+	if s.url != "" {
+		return s.url
+	}
+	return s.redis.URL()
 }
 
 func newStack(t *testing.T, redisKind, version string) *stack {
 	t.Helper()
 	s := &stack{t: t, version: version, simState: t.TempDir(), dataDir: t.TempDir()}
-	if redisKind == "redis-server" {
+	switch redisKind {
+	case "redis-server":
 		s.redis = testredis.Real(t)
-	} else {
+	case "miniredis":
 		s.redis = testredis.Mini(t)
 	}
 	t.Cleanup(func() {
@@ -114,7 +125,8 @@ func (s *stack) worker(env ...string) *proc {
 	cmd := exec.Command(bins.worker, "-log-format", "json", "-log-level", "debug")
 	cmd.Env = append(os.Environ(), s.simEnv()...)
 	cmd.Env = append(cmd.Env,
-		"REDIS_URL="+s.redis.URL(),
+		"REDIS_URL="+s.redisURL(),
+		"REDIS_CA_FILE="+s.caFile,
 		"SMOLVM_BIN="+bins.sim,
 		"BOTTLEQ_DATA_DIR="+s.dataDir,
 		"BOTTLEQ_POLL_INTERVAL=20ms",
@@ -203,7 +215,10 @@ func (p *proc) stop() error {
 // enqueue runs cmd/enqueue against the stack's Redis.
 func (s *stack) enqueue(args ...string) (stdout, stderr string, code int) {
 	s.t.Helper()
-	return s.enqueueURL(s.redis.URL(), args...)
+	if s.caFile != "" {
+		args = append([]string{"--redis-ca", s.caFile}, args...)
+	}
+	return s.enqueueURL(s.redisURL(), args...)
 }
 
 // enqueueURL runs cmd/enqueue against the Redis at url.
@@ -282,3 +297,12 @@ func vmCalls(c call) bool { return c.Op != "version" && c.Op != "machine ls" }
 
 // imagePacks are `pack create --image` calls.
 func imagePacks(c call) bool { return c.Op == "pack create" && c.Image != "" }
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}

@@ -9,6 +9,8 @@ package testredis
 
 import (
 	"bufio"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net"
 	"os"
@@ -29,14 +31,23 @@ type Server struct {
 	// Kind is "miniredis" or "redis-server".
 	Kind string
 
+	// CAFile is the PEM CA that signed a TLS server's certificate.
+	CAFile string
+
 	mini *miniredis.Miniredis
 	cmd  *exec.Cmd
 	args []string
 	dir  string
+	tls  *tls.Config // set for a TLS server, for PING
 }
 
-// URL returns redis://Addr.
-func (s *Server) URL() string { return "redis://" + s.Addr }
+// URL returns redis://Addr, or rediss://Addr for a TLS server.
+func (s *Server) URL() string {
+	if s.tls != nil {
+		return "rediss://" + s.Addr
+	}
+	return "redis://" + s.Addr
+}
 
 // Mini starts a miniredis on a free loopback port, stopped at cleanup.
 func Mini(t testing.TB) *Server {
@@ -63,6 +74,28 @@ func Binary() (string, error) {
 // the test when redis-server is missing, except under CI.
 func Real(t testing.TB, extra ...string) *Server {
 	t.Helper()
+	return startReal(t, nil, extra...)
+}
+
+// RealTLS starts redis-server speaking only TLS, with a certificate for
+// 127.0.0.1 signed by a CA made for the test (Server.CAFile).
+func RealTLS(t testing.TB, extra ...string) *Server {
+	t.Helper()
+	dir := t.TempDir()
+	ca, err := writeCerts(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return startReal(t, &tlsFiles{dir: dir, ca: ca}, extra...)
+}
+
+type tlsFiles struct {
+	dir string
+	ca  *x509.CertPool
+}
+
+func startReal(t testing.TB, tf *tlsFiles, extra ...string) *Server {
+	t.Helper()
 	bin, err := Binary()
 	if err != nil {
 		if os.Getenv("CI") != "" {
@@ -78,7 +111,15 @@ func Real(t testing.TB, extra ...string) *Server {
 			t.Fatal(err)
 		}
 		s.Addr = fmt.Sprintf("127.0.0.1:%d", port)
-		s.args = append([]string{"--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", s.dir, "--daemonize", "no"}, extra...)
+		s.args = []string{"--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", s.dir, "--daemonize", "no"}
+		if tf != nil {
+			s.args = []string{"--port", "0", "--tls-port", fmt.Sprint(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", s.dir, "--daemonize", "no",
+				"--tls-cert-file", filepath.Join(tf.dir, "server.pem"), "--tls-key-file", filepath.Join(tf.dir, "server.key"),
+				"--tls-ca-cert-file", filepath.Join(tf.dir, "ca.pem"), "--tls-auth-clients", "no"}
+			s.tls = &tls.Config{RootCAs: tf.ca, ServerName: "127.0.0.1"}
+			s.CAFile = filepath.Join(tf.dir, "ca.pem")
+		}
+		s.args = append(s.args, extra...)
 		if last = s.start(bin); last == nil {
 			t.Cleanup(s.Stop)
 			return s
@@ -110,7 +151,7 @@ func (s *Server) start(bin string) error {
 			return fmt.Errorf("redis-server exited: %s", lastLines(string(b), 3))
 		default:
 		}
-		if ping(s.Addr) == nil {
+		if ping(s.Addr, s.tls) == nil {
 			s.cmd = cmd
 			return nil
 		}
@@ -174,8 +215,15 @@ func freePort() (int, error) {
 
 // ping sends a PING in RESP and expects +PONG (or -NOAUTH, which means the
 // server is up and wants a password).
-func ping(addr string) error {
-	c, err := net.DialTimeout("tcp", addr, time.Second)
+func ping(addr string, tc *tls.Config) error {
+	var c net.Conn
+	var err error
+	d := &net.Dialer{Timeout: time.Second}
+	if tc != nil {
+		c, err = tls.DialWithDialer(d, "tcp", addr, tc)
+	} else {
+		c, err = d.Dial("tcp", addr)
+	}
 	if err != nil {
 		return err
 	}

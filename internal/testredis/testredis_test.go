@@ -14,18 +14,18 @@ func TestServers(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			s := start(t)
-			if err := ping(s.Addr); err != nil {
+			if err := ping(s.Addr, s.tls); err != nil {
 				t.Fatalf("%s: %v", s.Kind, err)
 			}
 			if host, _, _ := net.SplitHostPort(s.Addr); host != "127.0.0.1" {
 				t.Errorf("%s listens on %s, want loopback", s.Kind, s.Addr)
 			}
 			s.Restart(t)
-			if err := ping(s.Addr); err != nil {
+			if err := ping(s.Addr, s.tls); err != nil {
 				t.Fatalf("%s after restart: %v", s.Kind, err)
 			}
 			s.Stop()
-			if s.Kind == "redis-server" && ping(s.Addr) == nil {
+			if s.Kind == "redis-server" && ping(s.Addr, s.tls) == nil {
 				t.Errorf("%s still answers after Stop", s.Kind)
 			}
 		})

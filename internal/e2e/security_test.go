@@ -1,0 +1,77 @@
+package e2e
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/bot-bottle/bottleq/internal/testredis"
+	"github.com/bot-bottle/bottleq/tasks"
+)
+
+// TestRedisPasswordAndTLS: REDIS_URL with a password, and rediss:// with
+// REDIS_CA_FILE, work for the worker and enqueue; the password is never
+// logged.
+func TestRedisPasswordAndTLS(t *testing.T) {
+	t.Parallel()
+	const pw = "pw-0f3c9a7e"
+	for name, start := range map[string]func(testing.TB, ...string) *testredis.Server{
+		"password":     testredis.Real,
+		"tls+password": testredis.RealTLS,
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			s := newStack(t, "none", "1.9.3")
+			s.redis = start(t, "--requirepass", pw)
+			s.url = strings.Replace(s.redis.URL(), "://", "://:"+pw+"@", 1)
+			s.caFile = s.redis.CAFile
+			w := s.worker()
+			stdout, stderr, code := s.enqueue("--image", "alpine:3", "--wait", "--", "echo", "over "+name)
+			if code != 0 || stdout != "over "+name+"\n" {
+				t.Fatalf("exit %d %q %q\n%s", code, stdout, stderr, w.logs)
+			}
+			if strings.Contains(w.logs.String(), pw) || strings.Contains(stderr, pw) {
+				t.Error("the Redis password was logged")
+			}
+		})
+	}
+}
+
+// TestSecretsStayOut: an env value never reaches the worker's log (even at
+// debug level), the task's result, its error, or smolvm's call log — on
+// success and on failure.
+func TestSecretsStayOut(t *testing.T) {
+	t.Parallel()
+	const secret = "sk-live-7d1e55c0ffee"
+	s := newStack(t, "miniredis", "1.9.3")
+	c, insp := s.client()
+	w := s.worker("SMOLVM_SIM_FAULTS=create:1:1")
+	ok := s.submit(c, tasks.AgentRun{Image: "alpine:3", Env: map[string]string{"API_KEY": secret},
+		Command: []string{"sh", "-c", `test "$API_KEY" = ` + secret + ` && echo key-present`}}, asynq.MaxRetry(1))
+	done := waitState(t, insp, ok.Queue, ok.ID, asynq.TaskStateCompleted)
+	if r := result(t, done); r.Stdout != "key-present\n" || done.Retried != 1 {
+		t.Fatalf("the agent did not get its env, or the create fault did not fire: %+v", r)
+	}
+	// smolvm cannot spawn this command: a tool failure, archived with its error.
+	bad := s.submit(c, tasks.AgentRun{Image: "alpine:3", Env: map[string]string{"API_KEY": secret},
+		Command: []string{"/nonexistent/agent"}}, asynq.MaxRetry(0))
+	failed := waitState(t, insp, bad.Queue, bad.ID, asynq.TaskStateArchived)
+	if !strings.Contains(failed.LastErr, "failed to spawn") {
+		t.Errorf("archived with %q", failed.LastErr)
+	}
+	for what, text := range map[string]string{
+		"worker log":       w.logs.String(),
+		"result":           string(done.Result),
+		"failed result":    string(failed.Result) + failed.LastErr,
+		"first attempt":    done.LastErr,
+		"smolvm calls log": readFile(t, s.simState+"/calls.jsonl"),
+	} {
+		if strings.Contains(text, secret) {
+			t.Errorf("the secret leaked into the %s", what)
+		}
+	}
+	if !strings.Contains(w.logs.String(), `"task_id":"`+ok.ID+`"`) {
+		t.Error("the log lacks the task's lines (is the grep looking at the right thing?)")
+	}
+}
