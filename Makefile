@@ -23,6 +23,13 @@ test: ## gofmt check, go vet, and every test with -race (installs redis-server i
 	$(GO) vet $(PKGS)
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
 
+FUZZTIME ?= 10s
+.PHONY: fuzz
+fuzz: ## run each fuzz target for FUZZTIME (default 10s) on top of its committed corpus
+	$(GO) test -run '^$$' -fuzz '^FuzzArgv$$' -fuzztime $(FUZZTIME) ./smolvm
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./tasks
+	$(GO) test -run '^$$' -fuzz '^FuzzParseHost$$' -fuzztime $(FUZZTIME) ./egress
+
 .PHONY: demo
 demo: ## run a worker on the embedded Redis with the smolvm SIMULATOR (no isolation) and two sample tasks
 	@scripts/demo
