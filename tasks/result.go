@@ -1,6 +1,10 @@
 package tasks
 
-import "time"
+import (
+	"time"
+
+	"github.com/bot-bottle/bottleq/egress"
+)
 
 // Phases of the pipeline, in order, as they appear in a Result.
 const (
@@ -55,6 +59,10 @@ type Result struct {
 	PackCached bool `json:"pack_cached,omitempty"`
 	// Phases lists the finished phases with their durations.
 	Phases []PhaseTime `json:"phases"`
+	// Egress records where the agent connected, or tried to, through the
+	// bundled egress proxy: each host with counts and bytes, allowed or
+	// refused with the reason.
+	Egress *egress.Record `json:"egress,omitempty"`
 	// Error is the failure that will end this attempt, on a progress
 	// report written just before the handler returns it.
 	Error string `json:"error,omitempty"`

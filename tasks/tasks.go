@@ -18,6 +18,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/bot-bottle/bottleq/egress"
 	"github.com/bot-bottle/bottleq/smolvm"
 )
 
@@ -48,6 +49,7 @@ const (
 
 	maxArgs       = 4096
 	maxEnv        = 256
+	maxAllowHosts = 256
 	maxFieldBytes = 64 << 10  // any single string
 	maxPayload    = 256 << 10 // the encoded payload without files
 )
@@ -81,6 +83,12 @@ type AgentRun struct {
 	// Commit packs the VM's end state for later tasks to start from.
 	// Unset means true.
 	Commit *bool `json:"commit,omitempty"`
+	// AllowHosts lists where the agent may connect through the worker's
+	// bundled egress proxy: exact hosts ("api.example.com"), sub-domain
+	// wildcards ("*.example.com"), each with an optional ":port". Empty
+	// means nowhere. A worker without the bundled proxy refuses a task
+	// that sets it.
+	AllowHosts []string `json:"allow_hosts,omitempty"`
 }
 
 // CommitEnabled reports whether the run commits its end state.
@@ -166,6 +174,13 @@ func (p AgentRun) Validate() error {
 		if !path.IsAbs(p.Workdir) || strings.HasPrefix(p.Workdir, "-") {
 			return invalid("workdir", "%q must be an absolute path", p.Workdir)
 		}
+	}
+	if len(p.AllowHosts) > maxAllowHosts {
+		return invalid("allow_hosts", "has %d entries, more than %d", len(p.AllowHosts), maxAllowHosts)
+	}
+	if err := egress.ValidateHosts(p.AllowHosts); err != nil {
+		field, reason, _ := strings.Cut(err.Error(), ": ")
+		return &ValidationError{Field: field, Reason: reason}
 	}
 	if p.Timeout < 0 {
 		return invalid("timeout", "must not be negative")

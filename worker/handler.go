@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/netip"
 	"net/url"
 	"os"
@@ -17,6 +18,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/rs/zerolog"
 
+	"github.com/bot-bottle/bottleq/egress"
 	"github.com/bot-bottle/bottleq/smolvm"
 	"github.com/bot-bottle/bottleq/tasks"
 )
@@ -70,6 +72,12 @@ type Config struct {
 	// HostOfTask, with the default Commits, names the host of a commit that
 	// is not here. Default: none.
 	HostOfTask HostOfTask
+	// Egress is the bundled egress proxy. When set, Proxy must be its
+	// address as VMs reach it; each task registers its allow_hosts with it
+	// and gets credentials of its own, and the task's egress record goes
+	// into its result. Default: none, and a task with allow_hosts is
+	// refused.
+	Egress *egress.Proxy
 	// Busy reports whether another live worker process is using a VM of
 	// this name: the same task attempt delivered twice (asynq is
 	// at-least-once). A leftover VM is deleted only when it is not busy.
@@ -139,6 +147,9 @@ func NewHandler(cfg Config) (*Handler, error) {
 		cfg.TeardownTimeout = 2 * time.Minute
 	}
 	h := &Handler{cfg: cfg, log: cfg.Logger, active: map[string]int{}}
+	if cfg.Egress != nil && cfg.Proxy == "" {
+		return nil, errors.New("worker: Config.Egress needs Config.Proxy, the address VMs reach it at")
+	}
 	if cfg.Proxy != "" {
 		p, err := ParseProxy(cfg.Proxy)
 		if err != nil {
@@ -186,10 +197,14 @@ func ParseProxy(s string) (Proxy, error) {
 }
 
 // env is what a VM gets so its tools use the proxy.
-func (p *Proxy) env() map[string]string {
+func (p *Proxy) env() map[string]string { return p.envWith(p.URL) }
+
+// envWith is env with another proxy URL, such as one carrying a task's
+// credentials.
+func (p *Proxy) envWith(proxyURL string) map[string]string {
 	const noProxy = "localhost,127.0.0.1,::1"
 	return map[string]string{
-		"HTTP_PROXY": p.URL, "HTTPS_PROXY": p.URL, "http_proxy": p.URL, "https_proxy": p.URL,
+		"HTTP_PROXY": proxyURL, "HTTPS_PROXY": proxyURL, "http_proxy": proxyURL, "https_proxy": proxyURL,
 		"NO_PROXY": noProxy, "no_proxy": noProxy,
 	}
 }
@@ -244,6 +259,12 @@ func (h *Handler) Run(ctx context.Context, m Meta, payload []byte, w io.Writer) 
 	p, err := tasks.Decode(payload)
 	if err != nil {
 		log.Warn().Str("phase", "decode").Err(err).Msg("invalid payload, archived without retry")
+		h.outcome(OutcomeInvalid, "decode")
+		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
+	}
+	if len(p.AllowHosts) > 0 && h.cfg.Egress == nil {
+		err := &tasks.ValidationError{Field: "allow_hosts", Reason: "this worker has no bundled egress proxy (-egress-listen) to enforce it"}
+		log.Warn().Str("phase", "decode").Err(err).Msg("task cannot run here, archived without retry")
 		h.outcome(OutcomeInvalid, "decode")
 		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
 	}
@@ -328,6 +349,20 @@ func (r *run) pipeline(ctx context.Context) error {
 		return err
 	}
 
+	execEnv := r.p.Env
+	if h.cfg.Egress != nil {
+		token, err := h.cfg.Egress.Register(r.vm, egress.Policy{Hosts: r.p.AllowHosts})
+		if err != nil {
+			return &tasks.ValidationError{Field: "allow_hosts", Reason: err.Error()}
+		}
+		defer r.closeEgress()
+		execEnv = maps.Clone(r.p.Env)
+		if execEnv == nil {
+			execEnv = map[string]string{}
+		}
+		maps.Copy(execEnv, h.proxy.envWith(egress.ProxyURL(h.proxy.URL, token)))
+	}
+
 	create := smolvm.CreateOptions{From: from.Machine}
 	if h.proxy != nil {
 		create.AllowCIDRs = []netip.Prefix{h.proxy.Prefix}
@@ -376,8 +411,9 @@ func (r *run) pipeline(ctx context.Context) error {
 	}
 	if err := r.phase(ctx, tasks.PhaseExec, func(ctx context.Context) error {
 		res, err := h.cfg.Smolvm.Exec(ctx, r.vm, r.p.Command, smolvm.ExecOptions{
-			Env: r.p.Env, Workdir: r.p.Workdir, Timeout: r.p.CommandTimeout(), Stream: true,
+			Env: execEnv, Workdir: r.p.Workdir, Timeout: r.p.CommandTimeout(), Stream: true,
 		})
+		r.closeEgress()
 		if err != nil {
 			return err
 		}
@@ -403,6 +439,16 @@ func (r *run) pipeline(ctx context.Context) error {
 		r.res.Commit = p.Machine
 		return err
 	})
+}
+
+// closeEgress ends the task's registration with the bundled proxy, once,
+// and keeps its egress record for the result.
+func (r *run) closeEgress() {
+	if r.res.Egress != nil || r.h.cfg.Egress == nil {
+		return
+	}
+	rec := r.h.cfg.Egress.Unregister(r.vm)
+	r.res.Egress = &rec
 }
 
 // source returns the pack to create the VM from.

@@ -17,6 +17,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/rs/zerolog"
 
+	"github.com/bot-bottle/bottleq/egress"
 	"github.com/bot-bottle/bottleq/smolvm"
 	"github.com/bot-bottle/bottleq/tasks"
 )
@@ -510,5 +511,43 @@ func TestHandlerDuplicateDelivery(t *testing.T) {
 	}
 	if left := f.left(); len(left) != 0 {
 		t.Errorf("machines left: %q", left)
+	}
+}
+
+func TestHandlerBundledEgress(t *testing.T) {
+	t.Parallel()
+	p := basic
+	p.AllowHosts = []string{"api.example.com:443"}
+
+	f := newFake()
+	h, _ := newHandler(t, f, nil)
+	err := h.Run(context.Background(), Meta{ID: "no-proxy"}, payload(t, p), nil)
+	if !errors.Is(err, asynq.SkipRetry) || !strings.Contains(err.Error(), "allow_hosts") || len(f.ops()) != 0 {
+		t.Fatalf("allow_hosts without a bundled proxy: err = %v, calls %q; want archived, no smolvm call", err, f.ops())
+	}
+
+	f = newFake()
+	proxy := egress.New(egress.Config{})
+	h, logs := newHandler(t, f, func(c *Config) { c.Egress = proxy; c.Proxy = "http://10.0.2.2:3128" })
+	var w results
+	if err := h.Run(context.Background(), Meta{ID: "with-proxy"}, payload(t, p), &w); err != nil {
+		t.Fatal(err)
+	}
+	got := f.lastExec.Env["HTTPS_PROXY"]
+	if !strings.HasPrefix(got, "http://task:") || !strings.HasSuffix(got, "@10.0.2.2:3128") {
+		t.Errorf("exec HTTPS_PROXY = %q, want the task's credentials on the proxy", got)
+	}
+	if f.lastExec.Env["TOKEN"] != "sekret-value-42" {
+		t.Error("the payload's env was lost")
+	}
+	if f.lastCreate.Env["HTTPS_PROXY"] != "http://10.0.2.2:3128" {
+		t.Errorf("create env = %v: the VM's own env must carry no credentials", f.lastCreate.Env)
+	}
+	if res := w.result(t); res.Egress == nil {
+		t.Error("no egress record in the result")
+	}
+	token := strings.TrimSuffix(strings.TrimPrefix(got, "http://task:"), "@10.0.2.2:3128")
+	if strings.Contains(logs.String(), token) || strings.Contains(string(w.last), token) {
+		t.Error("the proxy token leaked into the logs or the result")
 	}
 }

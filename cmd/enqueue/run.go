@@ -60,6 +60,12 @@ type envFlag []string
 func (e *envFlag) String() string     { return "" }
 func (e *envFlag) Set(s string) error { *e = append(*e, s); return nil }
 
+// listFlag collects a repeatable flag's values.
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(s string) error { *l = append(*l, s); return nil }
+
 func newFlagSet(c *config, env *envFlag, redisURL, redisCA, timeout *string, noCommit *bool, maxRetry *int) *flag.FlagSet {
 	fs := flag.NewFlagSet("enqueue", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
@@ -69,6 +75,7 @@ func newFlagSet(c *config, env *envFlag, redisURL, redisCA, timeout *string, noC
 	fs.StringVar(&c.payload.Image, "image", "", "OCI `image` to boot")
 	fs.StringVar(&c.payload.From, "from", "", "boot a pack instead: task:`ID` (the commit an earlier task left) or /abs/path.smolmachine on the worker")
 	fs.Var(env, "env", "set `K=V` for the command; repeatable. --env K alone passes K's value from this process's environment")
+	fs.Var((*listFlag)(&c.payload.AllowHosts), "allow-host", "let the agent reach `HOST[:PORT]` (or *.DOMAIN) through the worker's bundled egress proxy; repeatable")
 	fs.StringVar(&c.payload.Workdir, "workdir", "", "absolute working `dir`ectory in the VM")
 	fs.StringVar(timeout, "timeout", "", "the command's `timeout`, such as 90s or 1h (default "+tasks.DefaultTimeout.String()+", at most "+tasks.MaxTimeout.String()+")")
 	fs.BoolVar(noCommit, "no-commit", false, "do not commit the VM's end state for later --from task:ID")
@@ -185,6 +192,8 @@ func flagOf(field string) string {
 		return field
 	case field == "image", field == "from", field == "env", field == "workdir", field == "timeout":
 		return "--" + field
+	case field == "allow_hosts" || strings.HasPrefix(field, "allow_hosts["):
+		return "--allow-host"
 	}
 	return field
 }
@@ -251,6 +260,15 @@ func wait(ctx context.Context, client *enqueue.Client, info *asynq.TaskInfo, std
 	}
 	if r.Commit != "" {
 		fmt.Fprintf(stderr, "bottleq: commit: %s on %s (use --from %s%s)\n", r.Commit, r.Host, tasks.FromTaskPrefix, info.ID)
+	}
+	if r.Egress != nil {
+		for _, e := range r.Egress.Entries {
+			verdict := "allowed"
+			if !e.Allowed {
+				verdict = "refused (" + e.Reason + ")"
+			}
+			fmt.Fprintf(stderr, "bottleq: egress: %s:%d %s, %d connection(s), %d bytes up, %d down\n", e.Host, e.Port, verdict, e.Count, e.BytesUp, e.BytesDown)
+		}
 	}
 	if r.ExitCode < 0 || r.ExitCode > 255 {
 		return exitFail

@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
 
+	"github.com/bot-bottle/bottleq/egress"
 	"github.com/bot-bottle/bottleq/internal/redisurl"
 	"github.com/bot-bottle/bottleq/smolvm"
 	"github.com/bot-bottle/bottleq/worker"
@@ -37,6 +38,9 @@ type config struct {
 	dataDir       string
 	host          string
 	proxy         string
+	egressListen  string
+	egressPrivate bool
+	egressLoop    bool
 	unenforced    bool
 	concurrency   int
 	queues        string
@@ -64,6 +68,9 @@ var envFallbacks = [][2]string{
 	{"data-dir", "BOTTLEQ_DATA_DIR"},
 	{"host", "BOTTLEQ_HOST"},
 	{"proxy", "BOTTLEQ_PROXY"},
+	{"egress-listen", "BOTTLEQ_EGRESS_LISTEN"},
+	{"egress-allow-private", "BOTTLEQ_EGRESS_ALLOW_PRIVATE"},
+	{"egress-allow-loopback-for-tests", "BOTTLEQ_EGRESS_ALLOW_LOOPBACK_FOR_TESTS"},
 	{"allow-unenforced-egress", "BOTTLEQ_ALLOW_UNENFORCED_EGRESS"},
 	{"concurrency", "BOTTLEQ_CONCURRENCY"},
 	{"queues", "BOTTLEQ_QUEUES"},
@@ -92,6 +99,9 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.StringVar(&c.dataDir, "data-dir", defaultDataDir(getenv), "directory for packs and commits")
 	fs.StringVar(&c.host, "host", "", "this host's name in results (default: the hostname)")
 	fs.StringVar(&c.proxy, "proxy", "", "egress proxy http://IP:PORT; VMs may reach only it (default: VMs get no network)")
+	fs.StringVar(&c.egressListen, "egress-listen", "", "run the bundled egress proxy on IP:PORT; VMs may reach only it, each task only its allow_hosts (-proxy defaults to this address)")
+	fs.BoolVar(&c.egressPrivate, "egress-allow-private", false, "let tasks' allow_hosts reach private ranges (10/8, 172.16/12, 192.168/16, CGNAT, fc00::/7)")
+	fs.BoolVar(&c.egressLoop, "egress-allow-loopback-for-tests", false, "TESTS ONLY: let tasks reach loopback addresses through the bundled proxy")
 	fs.BoolVar(&c.unenforced, "allow-unenforced-egress", false, "allow -proxy with smolvm < 1.8.0, which does NOT restrict egress of VMs created from a pack")
 	fs.IntVar(&c.concurrency, "concurrency", 4, "tasks (VMs) at once")
 	fs.StringVar(&c.queues, "queues", "default=1", "queues and priorities, NAME=PRIORITY,...")
@@ -239,6 +249,11 @@ func serve(ctx context.Context, c config, log zerolog.Logger) error {
 	}
 	defer stopRedis()
 
+	egressProxy, stopEgress, err := startEgress(ctx, &c, log)
+	if err != nil {
+		return err
+	}
+	defer stopEgress()
 	if err := os.MkdirAll(c.dataDir, 0o755); err != nil {
 		return fmt.Errorf("-data-dir: %w", err)
 	}
@@ -254,6 +269,7 @@ func serve(ctx context.Context, c config, log zerolog.Logger) error {
 		ReadyTimeout:          c.readyTimeout,
 		HostOfTask:            worker.InspectorHostOf(insp),
 		Busy:                  worker.BusyElsewhere(insp),
+		Egress:                egressProxy,
 		Logger:                log,
 		Hooks:                 metrics.Hooks(),
 	})
@@ -324,4 +340,30 @@ func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, lo
 		defer cancel()
 		srv.Shutdown(shutCtx)
 	}, nil
+}
+
+// startEgress starts the bundled egress proxy when -egress-listen is set,
+// and points c.proxy at it unless -proxy names another address for VMs.
+// The proxy outlives ctx: tasks finishing during a graceful shutdown still
+// need it. stop ends it.
+func startEgress(ctx context.Context, c *config, log zerolog.Logger) (p *egress.Proxy, stop func(), err error) {
+	if c.egressListen == "" {
+		return nil, func() {}, nil
+	}
+	ln, err := net.Listen("tcp", c.egressListen)
+	if err != nil {
+		return nil, nil, fmt.Errorf("-egress-listen: %w", err)
+	}
+	if c.proxy == "" {
+		c.proxy = "http://" + ln.Addr().String()
+	}
+	p = egress.New(egress.Config{AllowPrivate: c.egressPrivate, AllowLoopback: c.egressLoop, Logger: log.With().Str("component", "egress").Logger()})
+	proxyCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	go func() { p.Serve(proxyCtx, ln); close(done) }()
+	if c.egressLoop {
+		log.Warn().Msg("-egress-allow-loopback-for-tests: tasks may reach this host's loopback services through the egress proxy")
+	}
+	log.Info().Str("addr", ln.Addr().String()).Str("proxy", c.proxy).Msg("bundled egress proxy serving")
+	return p, func() { cancel(); <-done }, nil
 }
