@@ -8,6 +8,7 @@ package readme
 
 import (
 	"bufio"
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -126,9 +127,13 @@ func TestReadmeCommands(t *testing.T) {
 
 // checkFlags runs the binary with the README's arguments, pointed at a
 // Redis that is not there, and fails if it rejects them as usage (exit 2).
+// A command that would serve forever (the dashboard) is stopped after 3 s;
+// flags are parsed long before.
 func checkFlags(t *testing.T, bin string, env, args []string, line string) {
 	t.Helper()
-	cmd := exec.Command(bin, args...)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Env = append(os.Environ(), "REDIS_URL=redis://127.0.0.1:1", "SMOLVM_BIN=/nonexistent/smolvm",
 		"BOTTLEQ_DATA_DIR="+t.TempDir(), "BOTTLEQ_DASHBOARD_ADDR=127.0.0.1:0", "BOTTLEQ_METRICS_ADDR=off")
 	for _, e := range env {
@@ -136,17 +141,8 @@ func checkFlags(t *testing.T, bin string, env, args []string, line string) {
 			cmd.Env = append(cmd.Env, e)
 		}
 	}
-	done := make(chan struct{})
-	var out []byte
-	go func() { out, _ = cmd.CombinedOutput(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(3 * time.Second): // the dashboard would serve forever
-
-		cmd.Process.Kill()
-		<-done
-	}
-	if cmd.ProcessState != nil && cmd.ProcessState.ExitCode() == 2 {
+	out, _ := cmd.CombinedOutput()
+	if cmd.ProcessState.ExitCode() == 2 {
 		t.Errorf("README's %q is rejected:\n%s", line, out)
 	}
 }
