@@ -47,3 +47,8 @@ lint: ## gofmt, go vet and staticcheck (pinned, run with go run)
 	@test -z "$$(gofmt -l .)" || { gofmt -l .; exit 1; }
 	$(GO) vet $(PKGS)
 	$(GO) run $(STATICCHECK) $(PKGS)
+
+.PHONY: bench
+bench: ## benchmarks: real worker + smolvm simulator + redis-server; writes BENCHMARKS.md (~3-5 min)
+	@scripts/ensure-redis
+	$(GO) run ./bench -out BENCHMARKS.md
