@@ -16,6 +16,10 @@
 // [ErrDuplicate] and [ErrNotFound]; an invalid payload is a
 // [*tasks.ValidationError] and nothing is enqueued.
 //
+// [AttachFile] adds a local file to a payload's files, within the cap
+// workers accept; [FetchArtifact] copies an artifact the result lists from
+// the worker's data directory when it is readable here, checking its digest.
+//
 // The package must not run agents or talk to smolvm, and it never logs: env
 // values in a payload are secrets and stay out of every error it returns.
 package enqueue

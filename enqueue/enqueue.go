@@ -104,6 +104,10 @@ type Options struct {
 	// readable by Wait. Zero keeps tasks.DefaultRetention; asynq counts
 	// whole seconds, so it must be at least a second.
 	Retention time.Duration
+	// MaxFilesBytes caps the total content of the payload's files. Zero
+	// keeps tasks.DefaultMaxFilesBytes, what a worker accepts unless its
+	// -max-files-bytes says more; raise it only for such workers.
+	MaxFilesBytes int64
 }
 
 func (o Options) asynq(p tasks.AgentRun) ([]asynq.Option, error) {
@@ -128,6 +132,12 @@ func (o Options) asynq(p tasks.AgentRun) ([]asynq.Option, error) {
 	}
 	if o.TaskID != "" {
 		opts = append(opts, asynq.TaskID(o.TaskID))
+	}
+	switch {
+	case o.MaxFilesBytes < 0:
+		return nil, fmt.Errorf("%w: MaxFilesBytes must not be negative", ErrInvalidOptions)
+	case o.MaxFilesBytes > 0:
+		opts = append(opts, tasks.MaxFilesBytes(o.MaxFilesBytes))
 	}
 	switch {
 	case o.Retention == 0:

@@ -26,6 +26,12 @@ func payload() tasks.AgentRun {
 	}
 }
 
+// withFile returns p with one file of n bytes.
+func withFile(p tasks.AgentRun, n int) tasks.AgentRun {
+	p.Files = []tasks.File{{Path: "/in/f", Content: make([]byte, n)}}
+	return p
+}
+
 func newClient(t *testing.T, r asynq.RedisConnOpt) *enqueue.Client {
 	t.Helper()
 	c := enqueue.New(r)
@@ -277,6 +283,9 @@ func TestEnqueueInvalid(t *testing.T) {
 		{name: "sub-second timeout option", p: payload(), o: enqueue.Options{Timeout: 500 * time.Millisecond}},
 		{name: "timeout option shorter than the command's", p: payload(), o: enqueue.Options{Timeout: time.Minute}},
 		{name: "sub-second retention", p: payload(), o: enqueue.Options{Retention: time.Millisecond}},
+		{name: "negative files cap", p: payload(), o: enqueue.Options{MaxFilesBytes: -1}},
+		{name: "files over the default cap", p: withFile(payload(), 1<<20+1), wantField: "files"},
+		{name: "files over a lowered cap", p: withFile(payload(), 100), o: enqueue.Options{MaxFilesBytes: 99}, wantField: "files"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -335,6 +344,16 @@ func TestEnqueueOptions(t *testing.T) {
 			want: asynq.TaskInfo{ID: "t1", Queue: "agents", MaxRetry: 2, Timeout: time.Hour, Retention: time.Hour},
 		},
 		{
+			name: "raised files cap",
+			o:    enqueue.Options{MaxFilesBytes: 2 << 20},
+			want: asynq.TaskInfo{
+				Queue:     tasks.DefaultQueue,
+				MaxRetry:  tasks.DefaultMaxRetry,
+				Timeout:   90*time.Second + tasks.PipelineOverhead,
+				Retention: tasks.DefaultRetention,
+			},
+		},
+		{
 			name: "NoRetry",
 			o:    enqueue.Options{MaxRetry: enqueue.NoRetry},
 			want: asynq.TaskInfo{
@@ -350,6 +369,10 @@ func TestEnqueueOptions(t *testing.T) {
 			r := enqueuetest.Redis(t)
 			c := newClient(t, r)
 
+			p := p
+			if tt.o.MaxFilesBytes > 0 {
+				p = withFile(p, int(tt.o.MaxFilesBytes))
+			}
 			info, err := c.Enqueue(context.Background(), p, tt.o)
 			if err != nil {
 				t.Fatalf("Enqueue: %v", err)

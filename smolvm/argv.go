@@ -2,6 +2,7 @@ package smolvm
 
 import (
 	"fmt"
+	"io/fs"
 	"slices"
 	"strconv"
 	"strings"
@@ -83,6 +84,23 @@ func execArgv(name string, command []string, o ExecOptions) []string {
 }
 
 func cpArgv(src, dst string) []string { return []string{"machine", "cp", src, dst} }
+
+// copyInArgv uploads host to MACHINE:GUEST. smolvm ≥ 1.9.0 sets the file's
+// mode with --mode OCTAL (options before SRC DST); older releases have no
+// such flag and get the plain form.
+func copyInArgv(v Version, name, host, guest string, mode fs.FileMode) []string {
+	if v.AtLeast(V1_9_0) {
+		return []string{"machine", "cp", "--mode", FormatMode(mode), host, name + ":" + guest}
+	}
+	return cpArgv(host, name+":"+guest)
+}
+
+// copyOutArgv downloads MACHINE:GUEST to host.
+func copyOutArgv(name, guest, host string) []string { return cpArgv(name+":"+guest, host) }
+
+// FormatMode writes permission bits as four octal digits, "0644", the form
+// smolvm's --mode and chmod read.
+func FormatMode(m fs.FileMode) string { return fmt.Sprintf("%04o", uint32(m.Perm())) }
 
 func lsArgv() []string { return []string{"machine", "ls", "--json"} }
 

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/netip"
 	"os/exec"
+	"path"
 	"strings"
 	"time"
 
@@ -255,6 +257,69 @@ func (c *Client) Cp(ctx context.Context, src, dst string) error {
 		return err
 	}
 	_, err := c.call(ctx, "machine cp", name, cpArgv(src, dst))
+	return err
+}
+
+// CopyIn uploads the regular file hostPath into the running machine name
+// at guestPath with permission bits mode: `machine cp [--mode OCTAL] HOST
+// NAME:GUEST`. smolvm creates the guest's parent directories and writes the
+// file atomically. smolvm ≥ 1.9.0 sets the mode itself (--mode); on older
+// releases a mode other than 0644 is set by a `chmod MODE PATH` exec after
+// the copy, so the guest needs chmod.
+//
+// hostPath must be absolute and free of ':' (smolvm reads SRC first and a
+// ':' in it would make the copy a download); guestPath must pass
+// [ValidateGuestPath]; mode may hold permission bits only. Bad input is
+// refused before any process starts.
+func (c *Client) CopyIn(ctx context.Context, name, hostPath, guestPath string, mode fs.FileMode) error {
+	if err := ValidateName(name); err != nil {
+		return err
+	}
+	if err := checkHostPath("host_path", hostPath); err != nil {
+		return err
+	}
+	if err := checkCopyGuestPath("guest_path", guestPath); err != nil {
+		return err
+	}
+	if mode&^fs.ModePerm != 0 {
+		return argErr("mode", "%s has bits beyond the permission bits 0777", mode)
+	}
+	if _, err := c.call(ctx, "machine cp", name, copyInArgv(c.version, name, hostPath, guestPath, mode)); err != nil {
+		return err
+	}
+	if c.version.AtLeast(V1_9_0) || mode == 0o644 {
+		return nil
+	}
+	// chmod runs in the file's directory on "./BASE": the same file, and a
+	// base name starting with '-' cannot pass for an option.
+	argv := []string{"chmod", FormatMode(mode), "./" + path.Base(guestPath)}
+	o := ExecOptions{Workdir: path.Dir(guestPath), Timeout: time.Minute}
+	res, err := c.Exec(ctx, name, argv, o)
+	if err != nil {
+		return err
+	}
+	if res.ExitCode != 0 {
+		return &Error{Op: "machine exec", Machine: name, Args: redact(execArgv(name, argv, o)), ExitCode: res.ExitCode,
+			Message: fmt.Sprintf("chmod %s after machine cp failed: %s", FormatMode(mode), tail(res.Stderr, 256))}
+	}
+	return nil
+}
+
+// CopyOut downloads the regular file guestPath from the running machine
+// name to hostPath: `machine cp NAME:GUEST HOST`. A guest file that does not
+// exist is an *Error matching [ErrNoSuchFile]. The paths follow the rules of
+// [Client.CopyIn].
+func (c *Client) CopyOut(ctx context.Context, name, guestPath, hostPath string) error {
+	if err := ValidateName(name); err != nil {
+		return err
+	}
+	if err := checkCopyGuestPath("guest_path", guestPath); err != nil {
+		return err
+	}
+	if err := checkHostPath("host_path", hostPath); err != nil {
+		return err
+	}
+	_, err := c.call(ctx, "machine cp", name, copyOutArgv(name, guestPath, hostPath))
 	return err
 }
 

@@ -26,6 +26,9 @@ var (
 	ErrNotReady = errors.New("machine not ready")
 	// ErrNotInstalled: the smolvm binary was not found.
 	ErrNotInstalled = errors.New("smolvm binary not found")
+	// ErrNoSuchFile: smolvm reported that a file does not exist, such as
+	// the guest file of a `machine cp` download.
+	ErrNoSuchFile = errors.New("no such file or directory")
 	// ErrInvalid: input refused before any process started. It is the one
 	// sentinel that does not come inside an [*Error]: see [*ArgError].
 	ErrInvalid = errors.New("invalid argument")
@@ -105,6 +108,7 @@ var (
 	reNotRunning      = regexp.MustCompile(`(?i)\bis not running\b|\bnot running\. Use\b`)
 	reAlreadyExists   = regexp.MustCompile(`(?i)\balready exists\b`)
 	reOutputTooLarge  = regexp.MustCompile(`(?i)\boutput exceeded\b`)
+	reNoSuchFile      = regexp.MustCompile(`(?i)\bno such file or directory\b`)
 	errOutputTooLarge = errors.New("command output exceeded smolvm's buffer; use streaming exec")
 )
 
@@ -138,6 +142,8 @@ func classify(exitCode int, stderr []byte) (msg string, cause error, own bool) {
 		cause = ErrExists
 	case reOutputTooLarge.MatchString(msg):
 		cause = errOutputTooLarge
+	case reNoSuchFile.MatchString(msg):
+		cause = ErrNoSuchFile
 	}
 	return msg, cause, true
 }

@@ -2,6 +2,9 @@ package smolvm
 
 import (
 	"net/netip"
+	"path"
+	"path/filepath"
+	"slices"
 	"strings"
 )
 
@@ -86,6 +89,56 @@ func checkEnv(env map[string]string) error {
 		if strings.ContainsRune(v, 0) {
 			return argErr("env", "value of %s must not contain a NUL byte", k)
 		}
+	}
+	return nil
+}
+
+// MaxGuestPathLen is the longest guest path [ValidateGuestPath] accepts
+// (Linux's PATH_MAX).
+const MaxGuestPathLen = 4096
+
+// ValidateGuestPath checks a path in the machine for [Client.CopyIn] and
+// [Client.CopyOut]: absolute, already clean (path.Clean leaves it as is, so
+// no "." or ".." segment, no "//" and no trailing '/'), not "/" itself, at
+// most MaxGuestPathLen bytes, and without ':' (smolvm cp reads the first ':'
+// of an argument as the MACHINE:PATH separator) or a NUL byte.
+func ValidateGuestPath(p string) error {
+	return checkCopyGuestPath("guest_path", p)
+}
+
+func checkCopyGuestPath(field, p string) error {
+	switch {
+	case p == "":
+		return argErr(field, "must not be empty")
+	case strings.ContainsRune(p, 0):
+		return argErr(field, "must not contain a NUL byte")
+	case len(p) > MaxGuestPathLen:
+		return argErr(field, "is %d bytes, longer than %d", len(p), MaxGuestPathLen)
+	case !strings.HasPrefix(p, "/"):
+		return argErr(field, "%q must be an absolute guest path", p)
+	case p == "/":
+		return argErr(field, "must name a file, not \"/\"")
+	case strings.Contains(p, ":"):
+		return argErr(field, "%q must not contain ':' (smolvm cp reads it as MACHINE:PATH)", p)
+	case slices.Contains(strings.Split(p, "/"), ".."):
+		return argErr(field, "%q must not contain a \"..\" segment", p)
+	case path.Clean(p) != p:
+		return argErr(field, "%q must be clean (it cleans to %q)", p, path.Clean(p))
+	}
+	return nil
+}
+
+// checkHostPath refuses a host path for smolvm cp that is not absolute or
+// holds a ':' (smolvm would take it for MACHINE:PATH).
+func checkHostPath(field, p string) error {
+	if err := checkArg(field, p); err != nil {
+		return err
+	}
+	switch {
+	case !filepath.IsAbs(p):
+		return argErr(field, "%q must be an absolute host path", p)
+	case strings.Contains(p, ":"):
+		return argErr(field, "%q must not contain ':' (smolvm cp reads it as MACHINE:PATH)", p)
 	}
 	return nil
 }

@@ -73,6 +73,9 @@ var (
 	// V1_8_0 applies --allow-cidr to machines created --from a pack; older
 	// releases silently drop it, leaving such a VM with unrestricted egress.
 	V1_8_0 = Version{1, 8, 0}
+	// V1_9_0 is the first release the wrapper passes `machine cp --mode`
+	// to; older ones get a chmod after the copy.
+	V1_9_0 = Version{1, 9, 0}
 )
 
 // Dialect is the argv style a smolvm release accepts for machine names.

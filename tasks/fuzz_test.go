@@ -19,6 +19,8 @@ func FuzzDecode(f *testing.F) {
 		`{"version":1,"from":"task:abc","command":["a","b"],"env":{"K":"v"},"workdir":"/w","timeout":"90s","commit":false}`,
 		`{"from":"/p/x.smolmachine","command":["x"],"timeout":1.5}`,
 		`{"image":"alpine","command":["true"],"env":{}}`,
+		`{"image":"a","command":["x"],"files":[{"path":"/in/a","content":"aGk=","mode":"0755"}],"artifacts":["/out/a"]}`,
+		`{"image":"a","command":["x"],"files":[],"artifacts":[]}`,
 		`{"image":"-x","command":[""]}`,
 		`null`,
 	} {
@@ -50,10 +52,20 @@ func FuzzDecode(f *testing.F) {
 	})
 }
 
-// normal equates an empty env with none, which omitempty cannot tell apart.
+// normal equates an empty env, list of hosts, files or artifacts with none,
+// which omitempty cannot tell apart.
 func normal(p tasks.AgentRun) tasks.AgentRun {
 	if len(p.Env) == 0 {
 		p.Env = nil
+	}
+	if len(p.AllowHosts) == 0 {
+		p.AllowHosts = nil
+	}
+	if len(p.Files) == 0 {
+		p.Files = nil
+	}
+	if len(p.Artifacts) == 0 {
+		p.Artifacts = nil
 	}
 	return p
 }

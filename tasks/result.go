@@ -12,10 +12,16 @@ const (
 	PhaseCreate = "create"
 	PhaseStart  = "start"
 	PhaseReady  = "ready"
-	PhaseExec   = "exec"
-	PhaseStop   = "stop"
-	PhaseCommit = "commit"
-	PhaseDelete = "delete"
+	// PhaseFiles copies the payload's files in; only tasks with files
+	// have it.
+	PhaseFiles = "files"
+	PhaseExec  = "exec"
+	// PhaseArtifacts copies the payload's artifacts out; only tasks with
+	// artifacts have it.
+	PhaseArtifacts = "artifacts"
+	PhaseStop      = "stop"
+	PhaseCommit    = "commit"
+	PhaseDelete    = "delete"
 )
 
 // Result states.
@@ -63,8 +69,31 @@ type Result struct {
 	// bundled egress proxy: each host with counts and bytes, allowed or
 	// refused with the reason.
 	Egress *egress.Record `json:"egress,omitempty"`
+	// Artifacts lists the payload's artifacts in its order, each copied to
+	// Host or with the reason it was not.
+	Artifacts []Artifact `json:"artifacts,omitempty"`
 	// Error is the failure that will end this attempt, on a progress
 	// report written just before the handler returns it.
+	Error string `json:"error,omitempty"`
+}
+
+// ArtifactMissing is Artifact.Error for a guest file that was not there.
+const ArtifactMissing = "missing"
+
+// Artifact is one file copied out of the VM after the command.
+type Artifact struct {
+	// Path is the guest path the payload named.
+	Path string `json:"path"`
+	// Host is the worker host whose data directory holds HostPath.
+	Host string `json:"host,omitempty"`
+	// HostPath is where the file is on Host; empty when Error is set.
+	HostPath string `json:"host_path,omitempty"`
+	// Size is the file's size in bytes (also set for a file over a cap).
+	Size int64 `json:"size"`
+	// SHA256 is the hex SHA-256 digest of the file's content.
+	SHA256 string `json:"sha256,omitempty"`
+	// Error says why the file was not kept: ArtifactMissing, "over the
+	// cap …", or smolvm's message.
 	Error string `json:"error,omitempty"`
 }
 

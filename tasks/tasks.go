@@ -8,10 +8,14 @@ package tasks
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
+	"math"
 	"path"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -47,11 +51,28 @@ const (
 	// DefaultQueue is the queue agent runs go to unless told otherwise.
 	DefaultQueue = "default"
 
+	// DefaultMaxFilesBytes caps the total decoded content of a payload's
+	// Files in NewAgentRun (see MaxFilesBytes) and, by default, in the
+	// worker (its -max-files-bytes).
+	DefaultMaxFilesBytes = 1 << 20
+	// MaxFilesBytesLimit is the hard limit on the total content of a
+	// payload's Files: Decode refuses more whatever a worker's cap says,
+	// and no worker may be configured above it.
+	MaxFilesBytesLimit = 16 << 20
+	// DefaultFileMode is a File's mode when the payload gives none.
+	DefaultFileMode = "0644"
+	// MaxFiles and MaxArtifacts bound the number of Files and Artifacts.
+	MaxFiles     = 256
+	MaxArtifacts = 256
+
 	maxArgs       = 4096
 	maxEnv        = 256
 	maxAllowHosts = 256
 	maxFieldBytes = 64 << 10  // any single string
-	maxPayload    = 256 << 10 // the encoded payload without files
+	maxPayload    = 256 << 10 // the encoded payload without the files' content
+	// maxEncoded bounds the whole encoded payload before it is decoded:
+	// the rest plus MaxFilesBytesLimit of content in base64.
+	maxEncoded = maxPayload + (MaxFilesBytesLimit+2)/3*4
 )
 
 // FromTaskPrefix marks a payload's From as the commit of an earlier task:
@@ -89,6 +110,84 @@ type AgentRun struct {
 	// means nowhere. A worker without the bundled proxy refuses a task
 	// that sets it.
 	AllowHosts []string `json:"allow_hosts,omitempty"`
+	// Files are written into the VM before the command runs. Their total
+	// content is capped (DefaultMaxFilesBytes unless the worker says
+	// otherwise). A directory travels as a tar file the command unpacks.
+	Files []File `json:"files,omitempty"`
+	// Artifacts are absolute guest paths of regular files copied out of
+	// the VM after the command, whether it exited 0 or not. The result
+	// lists each one; see Result.Artifacts.
+	Artifacts []string `json:"artifacts,omitempty"`
+}
+
+// File is one input file of a payload.
+type File struct {
+	// Path is where the file goes in the VM: absolute and clean, without
+	// ':' or a NUL byte, not "/". Missing parent directories are created.
+	Path string `json:"path"`
+	// Content is the file's bytes, base64 in JSON.
+	Content []byte `json:"content"`
+	// Mode is the file's permission bits as an octal string, "0644" (the
+	// default when empty) or "0755"; at most "0777".
+	Mode string `json:"mode,omitempty"`
+}
+
+// Perm returns the file's permission bits, DefaultFileMode when Mode is
+// empty.
+func (f File) Perm() (fs.FileMode, error) {
+	m := f.Mode
+	if m == "" {
+		m = DefaultFileMode
+	}
+	if len(m) < 3 || len(m) > 4 {
+		return 0, fmt.Errorf("%q must be 3 or 4 octal digits, such as \"0644\"", f.Mode)
+	}
+	n, err := strconv.ParseUint(m, 8, 32)
+	if err != nil {
+		return 0, fmt.Errorf("%q must be 3 or 4 octal digits, such as \"0644\"", f.Mode)
+	}
+	if n > 0o777 {
+		return 0, fmt.Errorf("%q has bits beyond the permission bits 0777", f.Mode)
+	}
+	return fs.FileMode(n), nil
+}
+
+// FilesBytes returns the total size of the payload's files' content.
+func (p AgentRun) FilesBytes() int64 {
+	var n int64
+	for _, f := range p.Files {
+		n += int64(len(f.Content))
+	}
+	return n
+}
+
+// filesEncodedLen is how much of the encoded payload the files' content
+// takes, in base64.
+func (p AgentRun) filesEncodedLen() int {
+	n := 0
+	for _, f := range p.Files {
+		n += base64.StdEncoding.EncodedLen(len(f.Content))
+	}
+	return n
+}
+
+// FormatBytes writes a size for people: "512 bytes", "64 KiB", "1.5 MiB",
+// with the exact count after a rounded one: "1 MiB (1048577 bytes)".
+func FormatBytes(n int64) string {
+	const unit = 1024
+	if n < unit && n > -unit {
+		return fmt.Sprintf("%d bytes", n)
+	}
+	v, i := float64(n), -1
+	for ; (v >= unit || v <= -unit) && i < 4; i++ {
+		v /= unit
+	}
+	s := strconv.FormatFloat(v, 'f', 1, 64)
+	out := strings.TrimSuffix(s, ".0") + " " + [...]string{"KiB", "MiB", "GiB", "TiB", "PiB"}[i]
+	if back, _ := strconv.ParseFloat(s, 64); back*math.Pow(unit, float64(i+1)) != float64(n) {
+		out += fmt.Sprintf(" (%d bytes)", n) // rounded: say exactly
+	}
+	return out
 }
 
 // CommitEnabled reports whether the run commits its end state.
@@ -182,6 +281,12 @@ func (p AgentRun) Validate() error {
 		field, reason, _ := strings.Cut(err.Error(), ": ")
 		return &ValidationError{Field: field, Reason: reason}
 	}
+	if err := p.checkFiles(); err != nil {
+		return err
+	}
+	if err := p.checkArtifacts(); err != nil {
+		return err
+	}
 	if p.Timeout < 0 {
 		return invalid("timeout", "must not be negative")
 	}
@@ -190,6 +295,68 @@ func (p AgentRun) Validate() error {
 	}
 	if p.Timeout > 0 && time.Duration(p.Timeout) < time.Millisecond {
 		return invalid("timeout", "%s is shorter than 1ms", time.Duration(p.Timeout))
+	}
+	return nil
+}
+
+func (p AgentRun) checkFiles() error {
+	if len(p.Files) > MaxFiles {
+		return invalid("files", "has %d entries, more than %d", len(p.Files), MaxFiles)
+	}
+	seen := make(map[string]int, len(p.Files))
+	for i, f := range p.Files {
+		field := fmt.Sprintf("files[%d].path", i)
+		if err := checkGuestPath(field, f.Path); err != nil {
+			return err
+		}
+		if j, dup := seen[f.Path]; dup {
+			return invalid(field, "%q is also files[%d].path", f.Path, j)
+		}
+		seen[f.Path] = i
+		if _, err := f.Perm(); err != nil {
+			return invalid(fmt.Sprintf("files[%d].mode", i), "%s", err)
+		}
+	}
+	if n := p.FilesBytes(); n > MaxFilesBytesLimit {
+		return invalid("files", "%s in total, over the hard limit of %s", FormatBytes(n), FormatBytes(MaxFilesBytesLimit))
+	}
+	return nil
+}
+
+func (p AgentRun) checkArtifacts() error {
+	if len(p.Artifacts) > MaxArtifacts {
+		return invalid("artifacts", "has %d entries, more than %d", len(p.Artifacts), MaxArtifacts)
+	}
+	seen := make(map[string]int, len(p.Artifacts))
+	for i, a := range p.Artifacts {
+		field := fmt.Sprintf("artifacts[%d]", i)
+		if err := checkGuestPath(field, a); err != nil {
+			return err
+		}
+		if j, dup := seen[a]; dup {
+			return invalid(field, "%q is also artifacts[%d]", a, j)
+		}
+		seen[a] = i
+	}
+	return nil
+}
+
+// ValidateGuestPath checks a guest path of a File or an artifact: absolute,
+// clean, without ':' or a NUL byte, not "/", valid UTF-8. A bad one is a
+// *ValidationError for field, such as "files[0].path".
+func ValidateGuestPath(field, p string) error { return checkGuestPath(field, p) }
+
+// checkGuestPath applies smolvm's rules for a path smolvm cp can carry.
+func checkGuestPath(field, p string) error {
+	if err := checkText(field, p); err != nil {
+		return err
+	}
+	if err := smolvm.ValidateGuestPath(p); err != nil {
+		var ae *smolvm.ArgError
+		if errors.As(err, &ae) {
+			return invalid(field, "%s", ae.Reason)
+		}
+		return invalid(field, "%s", err)
 	}
 	return nil
 }
@@ -241,8 +408,8 @@ func checkFrom(from string) error {
 // the payload can never run and must not be retried.
 func Decode(data []byte) (AgentRun, error) {
 	var p AgentRun
-	if len(data) > maxPayload {
-		return p, invalid("payload", "is %d bytes, more than %d", len(data), maxPayload)
+	if len(data) > maxEncoded {
+		return p, invalid("payload", "is %d bytes, more than %d", len(data), maxEncoded)
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
@@ -255,6 +422,9 @@ func Decode(data []byte) (AgentRun, error) {
 	}
 	if dec.More() {
 		return AgentRun{}, invalid("payload", "has data after the JSON object")
+	}
+	if n := len(data) - p.filesEncodedLen(); n > maxPayload {
+		return AgentRun{}, invalid("payload", "is %d bytes without its files' content, more than %d", n, maxPayload)
 	}
 	if err := p.Validate(); err != nil {
 		return AgentRun{}, err
@@ -271,16 +441,46 @@ func jsonReason(err error) string {
 	return strings.ReplaceAll(err.Error(), "\n", " ")
 }
 
+// maxFilesOption is the option MaxFilesBytes returns. NewAgentRun reads it
+// and does not pass it on to asynq.
+type maxFilesOption int64
+
+func (o maxFilesOption) String() string { return fmt.Sprintf("MaxFilesBytes(%d)", int64(o)) }
+
+// Type is outside asynq's own option types; asynq ignores such an option.
+func (o maxFilesOption) Type() asynq.OptionType { return asynq.OptionType(-1) }
+func (o maxFilesOption) Value() any             { return int64(o) }
+
+// MaxFilesBytes is an option of NewAgentRun: it caps the payload's files at
+// n bytes in total instead of DefaultMaxFilesBytes. Raise it only for
+// workers whose -max-files-bytes is as high; it cannot exceed
+// MaxFilesBytesLimit.
+func MaxFilesBytes(n int64) asynq.Option { return maxFilesOption(n) }
+
 // NewAgentRun validates p and returns the task to enqueue, with defaults
 // a producer should not have to think about: the task's asynq timeout covers
 // the whole pipeline (the command's timeout plus PipelineOverhead; asynq's
 // own default is 30 minutes and a sub-second value silently becomes that
 // default), DefaultMaxRetry retries of smolvm failures, DefaultQueue, and
 // DefaultRetention so the result stays readable. opts come after the
-// defaults and override them.
+// defaults and override them. The files' total content is capped at
+// DefaultMaxFilesBytes unless a MaxFilesBytes option says otherwise.
 func NewAgentRun(p AgentRun, opts ...asynq.Option) (*asynq.Task, error) {
+	filesCap := int64(DefaultMaxFilesBytes)
+	var rest []asynq.Option
+	for _, o := range opts {
+		if m, ok := o.(maxFilesOption); ok {
+			filesCap = int64(m)
+			continue
+		}
+		rest = append(rest, o)
+	}
 	if err := p.Validate(); err != nil {
 		return nil, err
+	}
+	if n := p.FilesBytes(); n > filesCap {
+		return nil, invalid("files", "%s in total, over the cap of %s (tasks.MaxFilesBytes raises it for workers whose -max-files-bytes allows more)",
+			FormatBytes(n), FormatBytes(filesCap))
 	}
 	if p.Version == 0 {
 		p.Version = PayloadVersion
@@ -289,8 +489,8 @@ func NewAgentRun(p AgentRun, opts ...asynq.Option) (*asynq.Task, error) {
 	if err != nil {
 		return nil, err
 	}
-	if len(data) > maxPayload {
-		return nil, invalid("payload", "is %d bytes, more than %d", len(data), maxPayload)
+	if n := len(data) - p.filesEncodedLen(); n > maxPayload {
+		return nil, invalid("payload", "is %d bytes without its files' content, more than %d", n, maxPayload)
 	}
 	defaults := []asynq.Option{
 		asynq.Timeout(p.CommandTimeout() + PipelineOverhead),
@@ -298,5 +498,5 @@ func NewAgentRun(p AgentRun, opts ...asynq.Option) (*asynq.Task, error) {
 		asynq.Queue(DefaultQueue),
 		asynq.Retention(DefaultRetention),
 	}
-	return asynq.NewTask(TypeAgentRun, data, append(defaults, opts...)...), nil
+	return asynq.NewTask(TypeAgentRun, data, append(defaults, rest...)...), nil
 }

@@ -1,9 +1,13 @@
 package worker
 
 import (
+	"bytes"
 	"context"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -18,9 +22,10 @@ type fakeSmolvm struct {
 	version smolvm.Version
 
 	mu       sync.Mutex
-	calls    []string          // "op name"
-	machines map[string]string // name → state
-	created  map[string]int64  // name → unix seconds
+	calls    []string                       // "op name"
+	machines map[string]string              // name → state
+	created  map[string]int64               // name → unix seconds
+	files    map[string]map[string]fakeFile // name → guest path → file
 
 	packImage func(ctx context.Context, image, out string) (smolvm.Pack, error)
 	create    func(ctx context.Context, name string, o smolvm.CreateOptions) error
@@ -30,6 +35,8 @@ type fakeSmolvm struct {
 	stop      func(ctx context.Context, name string) error
 	packVM    func(ctx context.Context, name, out string) (smolvm.Pack, error)
 	delete    func(ctx context.Context, name string) error
+	copyIn    func(ctx context.Context, name, host, guest string, mode fs.FileMode) error
+	copyOut   func(ctx context.Context, name, guest, host string) error
 
 	lastCreate smolvm.CreateOptions
 	lastExec   smolvm.ExecOptions
@@ -38,7 +45,7 @@ type fakeSmolvm struct {
 var _ Smolvm = (*fakeSmolvm)(nil)
 
 func newFake() *fakeSmolvm {
-	return &fakeSmolvm{version: smolvm.Version{Major: 1, Minor: 9, Patch: 3}, machines: map[string]string{}, created: map[string]int64{}}
+	return &fakeSmolvm{version: smolvm.Version{Major: 1, Minor: 9, Patch: 3}, machines: map[string]string{}, created: map[string]int64{}, files: map[string]map[string]fakeFile{}}
 }
 
 func (f *fakeSmolvm) record(op, name string) {
@@ -158,11 +165,15 @@ func (f *fakeSmolvm) Start(ctx context.Context, name string) error {
 func (f *fakeSmolvm) running(name string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	return f.runningLocked("machine exec", name)
+}
+
+func (f *fakeSmolvm) runningLocked(op, name string) error {
 	switch state, ok := f.machines[name]; {
 	case !ok:
-		return f.toolErr("machine exec", name, "vm not found: "+name, smolvm.ErrNotFound)
+		return f.toolErr(op, name, "vm not found: "+name, smolvm.ErrNotFound)
 	case state != smolvm.StateRunning:
-		return f.toolErr("machine exec", name, "machine is not running", smolvm.ErrNotRunning)
+		return f.toolErr(op, name, "machine is not running", smolvm.ErrNotRunning)
 	}
 	return nil
 }
@@ -214,7 +225,96 @@ func (f *fakeSmolvm) Delete(ctx context.Context, name string) error {
 		return f.toolErr("machine delete", name, "vm not found: "+name, smolvm.ErrNotFound)
 	}
 	delete(f.machines, name)
+	delete(f.files, name)
 	return nil
+}
+
+// fakeFile is a regular file in a fake machine.
+type fakeFile struct {
+	data []byte
+	mode fs.FileMode
+}
+
+// put writes a guest file, as a command in the machine would.
+func (f *fakeSmolvm) put(name, guest string, data []byte, mode fs.FileMode) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.files[name] == nil {
+		f.files[name] = map[string]fakeFile{}
+	}
+	f.files[name][guest] = fakeFile{data: bytes.Clone(data), mode: mode}
+}
+
+// file reads a guest file.
+func (f *fakeSmolvm) file(name, guest string) (fakeFile, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ff, ok := f.files[name][guest]
+	return ff, ok
+}
+
+// CopyIn copies one regular host file into a running machine, as smolvm cp
+// does, with the client's checks of its input.
+func (f *fakeSmolvm) CopyIn(ctx context.Context, name, host, guest string, mode fs.FileMode) error {
+	f.record("cp-in", name+":"+guest)
+	if err := smolvm.ValidateGuestPath(guest); err != nil {
+		return err
+	}
+	if !filepath.IsAbs(host) || strings.Contains(host, ":") || mode&^fs.ModePerm != 0 {
+		return &smolvm.ArgError{Field: "host_path", Reason: "bad host path or mode"}
+	}
+	if f.copyIn != nil {
+		if err := f.copyIn(ctx, name, host, guest, mode); err != nil {
+			return err
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.runningLocked("machine cp", name); err != nil {
+		return err
+	}
+	info, err := os.Stat(host)
+	if err != nil {
+		return f.toolErr("machine cp", name, "cp: "+err.Error(), smolvm.ErrNoSuchFile)
+	}
+	if !info.Mode().IsRegular() {
+		return f.toolErr("machine cp", name, "cp: "+host+" is not a regular file", nil)
+	}
+	data, err := os.ReadFile(host)
+	if err != nil {
+		return f.toolErr("machine cp", name, "cp: "+err.Error(), nil)
+	}
+	if f.files[name] == nil {
+		f.files[name] = map[string]fakeFile{}
+	}
+	f.files[name][guest] = fakeFile{data: data, mode: mode}
+	return nil
+}
+
+// CopyOut copies one guest file out of a running machine.
+func (f *fakeSmolvm) CopyOut(ctx context.Context, name, guest, host string) error {
+	f.record("cp-out", name+":"+guest)
+	if err := smolvm.ValidateGuestPath(guest); err != nil {
+		return err
+	}
+	if !filepath.IsAbs(host) || strings.Contains(host, ":") {
+		return &smolvm.ArgError{Field: "host_path", Reason: "bad host path"}
+	}
+	if f.copyOut != nil {
+		if err := f.copyOut(ctx, name, guest, host); err != nil {
+			return err
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.runningLocked("machine cp", name); err != nil {
+		return err
+	}
+	ff, ok := f.files[name][guest]
+	if !ok {
+		return f.toolErr("machine cp", name, "cp: open "+guest+": No such file or directory (os error 2)", smolvm.ErrNoSuchFile)
+	}
+	return os.WriteFile(host, ff.data, ff.mode)
 }
 
 func (f *fakeSmolvm) List(context.Context) ([]smolvm.Machine, error) {

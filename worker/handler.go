@@ -6,12 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"maps"
 	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -33,6 +35,8 @@ type Smolvm interface {
 	Start(ctx context.Context, name string) error
 	WaitReady(ctx context.Context, name string, timeout time.Duration) error
 	Exec(ctx context.Context, name string, command []string, o smolvm.ExecOptions) (smolvm.ExecResult, error)
+	CopyIn(ctx context.Context, name, hostPath, guestPath string, mode fs.FileMode) error
+	CopyOut(ctx context.Context, name, guestPath, hostPath string) error
 	Stop(ctx context.Context, name string) error
 	Delete(ctx context.Context, name string) error
 	List(ctx context.Context) ([]smolvm.Machine, error)
@@ -83,6 +87,17 @@ type Config struct {
 	// at-least-once). A leftover VM is deleted only when it is not busy.
 	// Default: never busy.
 	Busy func(ctx context.Context, vm string) (bool, error)
+	// MaxFilesBytes caps the total content of a task's files. A task over
+	// it is archived without retry before any smolvm call. Default
+	// tasks.DefaultMaxFilesBytes; at most tasks.MaxFilesBytesLimit.
+	MaxFilesBytes int64
+	// MaxArtifactBytes caps one artifact: a bigger file is deleted and
+	// recorded as over the cap. Default DefaultMaxArtifactBytes.
+	MaxArtifactBytes int64
+	// MaxArtifactsBytes caps the artifacts of one task together: an
+	// artifact that would pass it is deleted and recorded as over the cap.
+	// Default DefaultMaxArtifactsBytes.
+	MaxArtifactsBytes int64
 	// Logger gets the handler's lines. Default: none.
 	Logger zerolog.Logger
 	// Hooks observe the pipeline, for metrics. Default: none.
@@ -103,6 +118,12 @@ type Hooks struct {
 	// DeleteFailed is called when a VM could not be deleted after retries.
 	DeleteFailed func(vm string)
 }
+
+// Defaults of the artifact caps in [Config].
+const (
+	DefaultMaxArtifactBytes  = 64 << 20
+	DefaultMaxArtifactsBytes = 256 << 20
+)
 
 // Outcomes of a task attempt, for [Hooks].Outcome.
 const (
@@ -134,6 +155,16 @@ func NewHandler(cfg Config) (*Handler, error) {
 	if cfg.DataDir == "" {
 		return nil, errors.New("worker: Config.DataDir is required")
 	}
+	// smolvm cp takes host paths under it: absolute, and a ':' would turn
+	// an upload into a download.
+	if strings.Contains(cfg.DataDir, ":") {
+		return nil, fmt.Errorf("worker: data directory %q must not contain ':' (smolvm cp reads it as MACHINE:PATH)", cfg.DataDir)
+	}
+	dataDir, err := filepath.Abs(cfg.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("worker: data directory: %w", err)
+	}
+	cfg.DataDir = dataDir
 	if cfg.Host == "" {
 		cfg.Host, _ = os.Hostname()
 	}
@@ -145,6 +176,21 @@ func NewHandler(cfg Config) (*Handler, error) {
 	}
 	if cfg.TeardownTimeout <= 0 {
 		cfg.TeardownTimeout = 2 * time.Minute
+	}
+	switch {
+	case cfg.MaxFilesBytes == 0:
+		cfg.MaxFilesBytes = tasks.DefaultMaxFilesBytes
+	case cfg.MaxFilesBytes < 0 || cfg.MaxFilesBytes > tasks.MaxFilesBytesLimit:
+		return nil, fmt.Errorf("max-files-bytes: %d is not between 1 and the hard limit %d (%s)", cfg.MaxFilesBytes, tasks.MaxFilesBytesLimit, tasks.FormatBytes(tasks.MaxFilesBytesLimit))
+	}
+	if cfg.MaxArtifactBytes == 0 {
+		cfg.MaxArtifactBytes = DefaultMaxArtifactBytes
+	}
+	if cfg.MaxArtifactsBytes == 0 {
+		cfg.MaxArtifactsBytes = DefaultMaxArtifactsBytes
+	}
+	if cfg.MaxArtifactBytes < 0 || cfg.MaxArtifactsBytes < 0 {
+		return nil, errors.New("max-artifact-bytes, max-artifacts-bytes: must not be negative")
 	}
 	h := &Handler{cfg: cfg, log: cfg.Logger, active: map[string]int{}}
 	if cfg.Egress != nil && cfg.Proxy == "" {
@@ -168,6 +214,10 @@ func NewHandler(cfg Config) (*Handler, error) {
 	for _, s := range []packStore{h.packs.store, h.commits} {
 		s.sweep(time.Hour)
 	}
+	if err := os.MkdirAll(h.tmpDir(), 0o700); err != nil {
+		return nil, fmt.Errorf("worker: %w", err)
+	}
+	sweepTmp(h.tmpDir(), time.Hour)
 	return h, nil
 }
 
@@ -259,6 +309,13 @@ func (h *Handler) Run(ctx context.Context, m Meta, payload []byte, w io.Writer) 
 	p, err := tasks.Decode(payload)
 	if err != nil {
 		log.Warn().Str("phase", "decode").Err(err).Msg("invalid payload, archived without retry")
+		h.outcome(OutcomeInvalid, "decode")
+		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
+	}
+	if n := p.FilesBytes(); n > h.cfg.MaxFilesBytes {
+		err := &tasks.ValidationError{Field: "files", Reason: fmt.Sprintf("%s in total, over this worker's cap of %s (-max-files-bytes)",
+			tasks.FormatBytes(n), tasks.FormatBytes(h.cfg.MaxFilesBytes))}
+		log.Warn().Str("phase", "decode").Err(err).Msg("task cannot run here, archived without retry")
 		h.outcome(OutcomeInvalid, "decode")
 		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
 	}
@@ -409,6 +466,11 @@ func (r *run) pipeline(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
+	if len(r.p.Files) > 0 {
+		if err := r.phase(ctx, tasks.PhaseFiles, r.copyIn); err != nil {
+			return err
+		}
+	}
 	if err := r.phase(ctx, tasks.PhaseExec, func(ctx context.Context) error {
 		res, err := h.cfg.Smolvm.Exec(ctx, r.vm, r.p.Command, smolvm.ExecOptions{
 			Env: execEnv, Workdir: r.p.Workdir, Timeout: r.p.CommandTimeout(), Stream: true,
@@ -423,6 +485,12 @@ func (r *run) pipeline(ctx context.Context) error {
 		return nil
 	}); err != nil {
 		return err
+	}
+	// Artifacts come out whatever the command's exit code, before stop.
+	if len(r.p.Artifacts) > 0 {
+		if err := r.phase(ctx, tasks.PhaseArtifacts, r.copyOut); err != nil {
+			return err
+		}
 	}
 	if !r.p.CommitEnabled() {
 		return nil

@@ -27,7 +27,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	buckets := []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600}
 	m := &Metrics{
 		phase: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "bottleq_phase_duration_seconds", Help: "Duration of each pipeline phase (pack, create, start, ready, exec, stop, commit, delete).", Buckets: buckets,
+			Name: "bottleq_phase_duration_seconds", Help: "Duration of each pipeline phase (pack, create, start, ready, files, exec, artifacts, stop, commit, delete; files and artifacts only for tasks that have them).", Buckets: buckets,
 		}, []string{"phase"}),
 		tasks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bottleq_tasks_total", Help: "Task attempts by outcome: completed, failed (retried by asynq), invalid (archived without retry), cancelled.",

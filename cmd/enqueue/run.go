@@ -31,7 +31,8 @@ const usageHead = `Usage: enqueue [flags] (--image IMG | --from REF) -- CMD [ARG
 
 Enqueues one bottleq agent:run task. Without --wait it prints the task ID.
 With --wait it reports each phase on stderr, then prints the agent's stdout
-and stderr and exits with the agent's exit code (1 if the task failed).
+and stderr, each artifact's place on the worker's host, and exits with the
+agent's exit code (1 if the task failed).
 
 Flags:
 `
@@ -66,7 +67,7 @@ type listFlag []string
 func (l *listFlag) String() string     { return strings.Join(*l, ",") }
 func (l *listFlag) Set(s string) error { *l = append(*l, s); return nil }
 
-func newFlagSet(c *config, env *envFlag, redisURL, redisCA, timeout *string, noCommit *bool, maxRetry *int) *flag.FlagSet {
+func newFlagSet(c *config, env *envFlag, files *listFlag, redisURL, redisCA, timeout *string, noCommit *bool, maxRetry *int) *flag.FlagSet {
 	fs := flag.NewFlagSet("enqueue", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
@@ -76,6 +77,9 @@ func newFlagSet(c *config, env *envFlag, redisURL, redisCA, timeout *string, noC
 	fs.StringVar(&c.payload.From, "from", "", "boot a pack instead: task:`ID` (the commit an earlier task left) or /abs/path.smolmachine on the worker")
 	fs.Var(env, "env", "set `K=V` for the command; repeatable. --env K alone passes K's value from this process's environment")
 	fs.Var((*listFlag)(&c.payload.AllowHosts), "allow-host", "let the agent reach `HOST[:PORT]` (or *.DOMAIN) through the worker's bundled egress proxy; repeatable")
+	fs.Var(files, "file", "before the command runs, copy a local file into the VM as `LOCAL:GUEST` says (GUEST an absolute path), with LOCAL's permission bits; "+
+		"split at the first ':', so LOCAL may not contain one; repeatable, "+tasks.FormatBytes(tasks.DefaultMaxFilesBytes)+" in total. A directory travels as a tar file the command unpacks")
+	fs.Var((*listFlag)(&c.payload.Artifacts), "artifact", "copy the file at the absolute `GUEST` path out of the VM after the command, whatever its exit code; with --wait its place on the worker's host is printed; repeatable")
 	fs.StringVar(&c.payload.Workdir, "workdir", "", "absolute working `dir`ectory in the VM")
 	fs.StringVar(timeout, "timeout", "", "the command's `timeout`, such as 90s or 1h (default "+tasks.DefaultTimeout.String()+", at most "+tasks.MaxTimeout.String()+")")
 	fs.BoolVar(noCommit, "no-commit", false, "do not commit the VM's end state for later --from task:ID")
@@ -92,13 +96,14 @@ func parse(args []string, getenv func(string) string, help io.Writer) (config, e
 	var (
 		c        config
 		env      envFlag
+		files    listFlag
 		redisURL string
 		redisCA  string
 		timeout  string
 		noCommit bool
 		maxRetry int
 	)
-	fs := newFlagSet(&c, &env, &redisURL, &redisCA, &timeout, &noCommit, &maxRetry)
+	fs := newFlagSet(&c, &env, &files, &redisURL, &redisCA, &timeout, &noCommit, &maxRetry)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(help, usageHead)
@@ -161,6 +166,15 @@ func parse(args []string, getenv func(string) string, help io.Writer) (config, e
 	if noCommit {
 		c.payload.Commit = tasks.Bool(false)
 	}
+	for _, spec := range files {
+		local, guest, ok := strings.Cut(spec, ":")
+		if !ok || local == "" || guest == "" {
+			return c, usagef("--file %s: must be LOCAL:GUEST, such as ./in.txt:/workspace/in.txt (LOCAL may not contain ':')", spec)
+		}
+		if err := enqueue.AttachFile(&c.payload, local, guest, tasks.DefaultMaxFilesBytes); err != nil {
+			return c, usagef("--file %s: %v", spec, err)
+		}
+	}
 	if err := c.payload.Validate(); err != nil {
 		var ve *tasks.ValidationError
 		if errors.As(err, &ve) {
@@ -194,6 +208,10 @@ func flagOf(field string) string {
 		return "--" + field
 	case field == "allow_hosts" || strings.HasPrefix(field, "allow_hosts["):
 		return "--allow-host"
+	case field == "files" || strings.HasPrefix(field, "files["):
+		return "--file"
+	case field == "artifacts" || strings.HasPrefix(field, "artifacts["):
+		return "--artifact"
 	}
 	return field
 }
@@ -268,6 +286,14 @@ func wait(ctx context.Context, client *enqueue.Client, info *asynq.TaskInfo, std
 				verdict = "refused (" + e.Reason + ")"
 			}
 			fmt.Fprintf(stderr, "bottleq: egress: %s:%d %s, %d connection(s), %d bytes up, %d down\n", e.Host, e.Port, verdict, e.Count, e.BytesUp, e.BytesDown)
+		}
+	}
+	for _, a := range r.Artifacts {
+		switch {
+		case a.Error != "":
+			fmt.Fprintf(stderr, "bottleq: artifact %s: %s\n", a.Path, a.Error)
+		default:
+			fmt.Fprintf(stderr, "bottleq: artifact %s: %s (%d bytes, sha256 %s)\n", a.Path, a.HostPath, a.Size, a.SHA256)
 		}
 	}
 	if r.ExitCode < 0 || r.ExitCode > 255 {

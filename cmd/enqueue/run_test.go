@@ -5,6 +5,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -189,6 +191,19 @@ func TestRunWait(t *testing.T) {
 			wantStderr: []string{"boom\n"},
 		},
 		{
+			name: "artifacts",
+			result: tasks.Result{Artifacts: []tasks.Artifact{
+				{Path: "/w/out/A.txt", Host: "w1", HostPath: "/data/artifacts/k/0-A.txt", Size: 6, SHA256: "abc123"},
+				{Path: "/w/out/none.txt", Error: tasks.ArtifactMissing},
+				{Path: "/w/out/big", Size: 9 << 20, Error: "over the cap of 1 MiB per artifact (-max-artifact-bytes): 9 MiB"},
+			}},
+			wantStderr: []string{
+				"bottleq: artifact /w/out/A.txt: /data/artifacts/k/0-A.txt (6 bytes, sha256 abc123)\n",
+				"bottleq: artifact /w/out/none.txt: missing\n",
+				"bottleq: artifact /w/out/big: over the cap of 1 MiB per artifact (-max-artifact-bytes): 9 MiB\n",
+			},
+		},
+		{
 			name:       "timed out",
 			result:     tasks.Result{ExitCode: 124, TimedOut: true},
 			wantCode:   124,
@@ -287,5 +302,87 @@ func TestRunWaitProgress(t *testing.T) {
 		if strings.HasPrefix(line, "bottleq: task p1: ") && !strings.Contains(line, "enqueued") {
 			t.Errorf("phase line %q after the last phase", line)
 		}
+	}
+}
+
+// TestRunFiles: --file reads LOCAL into the payload with its mode, split at
+// the first ':'; --artifact lists guest paths; each mistake is a usage
+// error naming the flag, and nothing is enqueued.
+func TestRunFiles(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	a := filepath.Join(dir, "a.txt")
+	script := filepath.Join(dir, "run.sh")
+	big := filepath.Join(dir, "big")
+	for path, n := range map[string]int{a: 3, script: 10, big: tasks.DefaultMaxFilesBytes + 1} {
+		if err := os.WriteFile(path, bytes.Repeat([]byte("x"), n), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chmod(script, 0o755); err != nil {
+		t.Fatal(err)
+	}
+
+	r := enqueuetest.Redis(t)
+	var stderr bytes.Buffer
+	code, _ := run(t, env(r), &stderr, "--image", "alpine", "--task-id", "f1",
+		"--file", a+":/workspace/in/a.txt", "--file", script+":/workspace/run.sh",
+		"--artifact", "/workspace/out/A.txt", "--artifact", "/workspace/out/none.txt", "--", "true")
+	if code != exitOK {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	i := asynq.NewInspector(r)
+	defer i.Close()
+	info, err := i.GetTaskInfo(tasks.DefaultQueue, "f1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := tasks.Decode(info.Payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := fmt.Sprintf("%s %q %s | %s %q %s | %q", p.Files[0].Path, p.Files[0].Content, p.Files[0].Mode,
+		p.Files[1].Path, p.Files[1].Content, p.Files[1].Mode, p.Artifacts)
+	want := `/workspace/in/a.txt "xxx" 0644 | /workspace/run.sh "xxxxxxxxxx" 0755 | ["/workspace/out/A.txt" "/workspace/out/none.txt"]`
+	if len(p.Files) != 2 || got != want {
+		t.Errorf("payload files = %s\nwant %s", got, want)
+	}
+
+	tests := []struct {
+		name     string
+		args     []string
+		wantText string
+	}{
+		{"no colon", []string{"--file", a}, "--file " + a + ": must be LOCAL:GUEST"},
+		{"no guest", []string{"--file", a + ":"}, "must be LOCAL:GUEST"},
+		{"no local", []string{"--file", ":/g"}, "must be LOCAL:GUEST"},
+		{"missing local", []string{"--file", filepath.Join(dir, "none") + ":/g"}, "no such file"},
+		{"colon in LOCAL splits there", []string{"--file", dir + "/a:b.txt:/g"}, "files[0].path"},
+		{"relative guest", []string{"--file", a + ":g/a"}, "files[0].path: \"g/a\" must be an absolute guest path"},
+		{"duplicate guest", []string{"--file", a + ":/g", "--file", script + ":/g"}, "files[1].path"},
+		{"a directory", []string{"--file", dir + ":/g"}, "not a regular file"},
+		{"oversize", []string{"--file", big + ":/g"}, "1 MiB (1048577 bytes) in total, over the cap of 1 MiB"},
+		{"relative artifact", []string{"--artifact", "out/A.txt"}, `--artifact: "out/A.txt" must be an absolute guest path`},
+		{"colon in artifact", []string{"--artifact", "/out/a:b"}, `--artifact: "/out/a:b" must not contain ':'`},
+		{"duplicate artifact", []string{"--artifact", "/a", "--artifact", "/a"}, `--artifact: "/a" is also artifacts[0]`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			r := enqueuetest.Redis(t)
+			var stderr bytes.Buffer
+			args := append(append([]string{"--image", "alpine"}, tt.args...), "--", "true")
+			code, stdout := run(t, env(r), &stderr, args...)
+			msg := stderr.String()
+			if code != exitUsage || stdout != "" || !strings.HasPrefix(msg, "enqueue: ") || strings.Count(msg, "\n") != 1 || !strings.Contains(msg, tt.wantText) {
+				t.Errorf("exit %d, stdout %q, stderr %q; want exit 2 and one line containing %q", code, stdout, msg, tt.wantText)
+			}
+			if !strings.Contains(msg, "--file") && !strings.Contains(msg, "--artifact") {
+				t.Errorf("stderr %q does not name the flag", msg)
+			}
+			if qs := queues(t, r); len(qs) != 0 {
+				t.Errorf("queues = %q, want none", qs)
+			}
+		})
 	}
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/bot-bottle/bottleq/egress"
 	"github.com/bot-bottle/bottleq/internal/redisurl"
 	"github.com/bot-bottle/bottleq/smolvm"
+	"github.com/bot-bottle/bottleq/tasks"
 	"github.com/bot-bottle/bottleq/worker"
 )
 
@@ -56,6 +57,9 @@ type config struct {
 	reapMinAge    time.Duration
 	logFormat     string
 	logLevel      string
+	maxFiles      byteSize
+	maxArtifact   byteSize
+	maxArtifacts  byteSize
 }
 
 // envFallbacks maps each flag to the environment variable that sets it when
@@ -84,6 +88,9 @@ var envFallbacks = [][2]string{
 	{"reap-interval", "BOTTLEQ_REAP_INTERVAL"},
 	{"metrics-addr", "BOTTLEQ_METRICS_ADDR"},
 	{"reap-min-age", "BOTTLEQ_REAP_MIN_AGE"},
+	{"max-files-bytes", "BOTTLEQ_MAX_FILES_BYTES"},
+	{"max-artifact-bytes", "BOTTLEQ_MAX_ARTIFACT_BYTES"},
+	{"max-artifacts-bytes", "BOTTLEQ_MAX_ARTIFACTS_BYTES"},
 	{"log-format", "BOTTLEQ_LOG_FORMAT"},
 	{"log-level", "BOTTLEQ_LOG_LEVEL"},
 }
@@ -115,6 +122,10 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.DurationVar(&c.reapInterval, "reap-interval", time.Minute, "how often to delete VMs left by crashed workers (0: never)")
 	fs.DurationVar(&c.reapMinAge, "reap-min-age", 30*time.Second, "spare VMs younger than this from the reaper")
 	fs.StringVar(&c.metricsAddr, "metrics-addr", "127.0.0.1:9400", "address of the Prometheus /metrics endpoint (\"off\": none)")
+	c.maxFiles, c.maxArtifact, c.maxArtifacts = tasks.DefaultMaxFilesBytes, worker.DefaultMaxArtifactBytes, worker.DefaultMaxArtifactsBytes
+	fs.Var(&c.maxFiles, "max-files-bytes", "cap on the total content of a task's files, such as 4MiB (at most "+byteSize(tasks.MaxFilesBytesLimit).String()+"); a task over it is archived")
+	fs.Var(&c.maxArtifact, "max-artifact-bytes", "cap on one artifact; a bigger one is deleted and reported")
+	fs.Var(&c.maxArtifacts, "max-artifacts-bytes", "cap on a task's artifacts together; those past it are deleted and reported")
 	fs.StringVar(&c.logFormat, "log-format", "auto", "auto (console on a terminal, else JSON), json or console")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.Usage = func() {
@@ -148,12 +159,47 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	if _, err := parseQueues(c.queues); err != nil {
 		return c, err
 	}
+	if c.maxFiles < 1 || c.maxFiles > tasks.MaxFilesBytesLimit {
+		return c, fmt.Errorf("-max-files-bytes: %s is not between 1 byte and the hard limit of %s", c.maxFiles, byteSize(tasks.MaxFilesBytesLimit))
+	}
+	if c.maxArtifact < 1 || c.maxArtifacts < 1 {
+		return c, fmt.Errorf("-max-artifact-bytes, -max-artifacts-bytes: must be at least 1 byte")
+	}
 	if c.proxy != "" {
 		if _, err := worker.ParseProxy(c.proxy); err != nil {
 			return c, fmt.Errorf("-%w", err)
 		}
 	}
 	return c, nil
+}
+
+// byteSize is a flag of a number of bytes: "1048576", "512KiB", "1MiB",
+// "2GiB" (K, M and G alone are binary units too).
+type byteSize int64
+
+func (b byteSize) String() string {
+	n := int64(b)
+	for _, u := range []struct {
+		name  string
+		shift uint
+	}{{"GiB", 30}, {"MiB", 20}, {"KiB", 10}} {
+		if n != 0 && n%(1<<u.shift) == 0 {
+			return strconv.FormatInt(n>>u.shift, 10) + u.name
+		}
+	}
+	return strconv.FormatInt(n, 10)
+}
+
+func (b *byteSize) Set(s string) error {
+	num := strings.TrimRight(s, "BKMGikb ")
+	unit := strings.TrimSpace(s[len(num):])
+	shift, ok := map[string]uint{"": 0, "B": 0, "K": 10, "KiB": 10, "M": 20, "MiB": 20, "G": 30, "GiB": 30}[unit]
+	n, err := strconv.ParseInt(num, 10, 64)
+	if !ok || err != nil || n < 0 || n > 1<<(62-shift) {
+		return fmt.Errorf("%q is not a size such as 1048576, 512KiB, 64MiB or 1GiB", s)
+	}
+	*b = byteSize(n << shift)
+	return nil
 }
 
 func defaultDataDir(getenv func(string) string) string {
@@ -270,6 +316,9 @@ func serve(ctx context.Context, c config, log zerolog.Logger) error {
 		HostOfTask:            worker.InspectorHostOf(insp),
 		Busy:                  worker.BusyElsewhere(insp),
 		Egress:                egressProxy,
+		MaxFilesBytes:         int64(c.maxFiles),
+		MaxArtifactBytes:      int64(c.maxArtifact),
+		MaxArtifactsBytes:     int64(c.maxArtifacts),
 		Logger:                log,
 		Hooks:                 metrics.Hooks(),
 	})

@@ -47,10 +47,46 @@ func TestParseFlags(t *testing.T) {
 		{[]string{"-queues", "a=0"}, nil, "-queues"},
 		{[]string{"-proxy", "http://10.0.0.1"}, nil, "proxy"},
 		{[]string{"stray"}, nil, "unexpected argument"},
+		{[]string{"-max-files-bytes", "17MiB"}, nil, "-max-files-bytes"},
+		{[]string{"-max-files-bytes", "0"}, nil, "-max-files-bytes"},
+		{nil, map[string]string{"BOTTLEQ_MAX_ARTIFACT_BYTES": "lots"}, "BOTTLEQ_MAX_ARTIFACT_BYTES"},
+		{[]string{"-max-artifacts-bytes", "1TiB"}, nil, "max-artifacts-bytes"},
 	} {
 		_, err := parseFlags(tt.args, env(tt.env), &bytes.Buffer{})
 		if err == nil || !strings.Contains(err.Error(), tt.want) || strings.Contains(err.Error(), "\n") {
 			t.Errorf("parseFlags(%q, %v) = %v, want one line naming %s", tt.args, tt.env, err, tt.want)
+		}
+	}
+}
+
+func TestByteSizeFlags(t *testing.T) {
+	t.Parallel()
+	c, err := parseFlags(nil, env(nil), &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.maxFiles != 1<<20 || c.maxArtifact != 64<<20 || c.maxArtifacts != 256<<20 {
+		t.Errorf("defaults = %d %d %d, want 1 MiB, 64 MiB, 256 MiB", c.maxFiles, c.maxArtifact, c.maxArtifacts)
+	}
+	c, err = parseFlags([]string{"-max-files-bytes", "4MiB", "-max-artifact-bytes", "1000"}, env(map[string]string{
+		"BOTTLEQ_MAX_FILES_BYTES": "2M", "BOTTLEQ_MAX_ARTIFACTS_BYTES": "1G",
+	}), &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.maxFiles != 4<<20 || c.maxArtifact != 1000 || c.maxArtifacts != 1<<30 {
+		t.Errorf("sizes = %d %d %d", c.maxFiles, c.maxArtifact, c.maxArtifacts)
+	}
+	for in, want := range map[string]string{"1048576": "1MiB", "512KiB": "512KiB", "1000": "1000", "3 GiB": "3GiB"} {
+		var b byteSize
+		if err := b.Set(in); err != nil || b.String() != want {
+			t.Errorf("Set(%q) = %v, String %q; want %q", in, err, b.String(), want)
+		}
+	}
+	for _, bad := range []string{"", "-1", "1.5MiB", "1TiB", "MiB", "1 MB", "99999999999G"} {
+		var b byteSize
+		if err := b.Set(bad); err == nil {
+			t.Errorf("Set(%q) accepted", bad)
 		}
 	}
 }
