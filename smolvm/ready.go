@@ -11,7 +11,7 @@ import (
 // within a few milliseconds, and backs off for machines that take long.
 const (
 	readyFirstDelay = 2 * time.Millisecond
-	readyFastCap    = 20 * time.Millisecond  // for the first readyFastFor
+	readyFastCap    = 10 * time.Millisecond  // for the first readyFastFor
 	readySlowCap    = 250 * time.Millisecond // after that
 	readyFastFor    = 2 * time.Second
 )

@@ -72,12 +72,15 @@ func NewServer(cfg ServerConfig) *asynq.Server {
 	}
 	log := cfg.Logger.With().Str("component", "asynq").Logger()
 	return asynq.NewServer(cfg.Redis, asynq.Config{
-		Concurrency:              cfg.Concurrency,
-		Queues:                   cfg.Queues,
-		StrictPriority:           cfg.StrictPriority,
-		ShutdownTimeout:          cfg.ShutdownTimeout,
-		TaskCheckInterval:        cfg.PollInterval,
-		DelayedTaskCheckInterval: max(cfg.PollInterval, 100*time.Millisecond),
+		Concurrency:       cfg.Concurrency,
+		Queues:            cfg.Queues,
+		StrictPriority:    cfg.StrictPriority,
+		ShutdownTimeout:   cfg.ShutdownTimeout,
+		TaskCheckInterval: cfg.PollInterval,
+		// Retries and scheduled tasks wait at least RetryBase anyway; checking
+		// for them once a second halves an idle worker's Redis load
+		// (BENCHMARKS.md, scenario 4).
+		DelayedTaskCheckInterval: max(cfg.PollInterval, time.Second),
 		RetryDelayFunc:           RetryDelay(cfg.RetryBase, cfg.RetryMax),
 		Logger:                   asynqLogger{log},
 		LogLevel:                 asynqLevel(log.GetLevel()),

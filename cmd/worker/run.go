@@ -241,6 +241,7 @@ func newLogger(c config, w io.Writer) (zerolog.Logger, error) {
 	default:
 		return zerolog.Logger{}, fmt.Errorf("-log-format: %q is not one of auto, json, console", c.logFormat)
 	}
+	zerolog.TimeFieldFormat = time.RFC3339Nano // latencies can be read from the log
 	return zerolog.New(w).Level(level).With().Timestamp().Logger(), nil
 }
 

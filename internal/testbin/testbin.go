@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 )
 
 // Dir holds built binaries. It is removed by Close.
@@ -41,9 +40,13 @@ func (d *Dir) Path() string { return d.path }
 // Close removes the directory and its binaries.
 func (d *Dir) Close() error { return os.RemoveAll(d.path) }
 
+// goBin is the go command that runs the tests: `go test` puts its GOROOT
+// in the environment.
 func goBin() string {
-	if p := filepath.Join(runtime.GOROOT(), "bin", "go"); fileExists(p) {
-		return p
+	if root := os.Getenv("GOROOT"); root != "" {
+		if p := filepath.Join(root, "bin", "go"); fileExists(p) {
+			return p
+		}
 	}
 	return "go"
 }
