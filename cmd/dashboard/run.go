@@ -8,12 +8,10 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/hibiken/asynqmon"
-	"github.com/mattn/go-isatty"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -31,6 +29,7 @@ import (
 	// asynqmon v0.7.2 names an older 2021 pseudo-version; MVS takes this one.
 	"github.com/hibiken/asynq/x/metrics"
 
+	"github.com/bot-bottle/bottleq/internal/cliflag"
 	"github.com/bot-bottle/bottleq/internal/redisurl"
 )
 
@@ -51,7 +50,7 @@ type config struct {
 
 // envFallbacks maps each flag to the environment variable that sets it when
 // the flag is not given.
-var envFallbacks = [][2]string{
+var envFallbacks = []cliflag.Env{
 	{"addr", "BOTTLEQ_DASHBOARD_ADDR"},
 	{"redis", "REDIS_URL"},
 	{"redis-ca", "REDIS_CA_FILE"},
@@ -63,9 +62,6 @@ var envFallbacks = [][2]string{
 // newFlagSet defines the flags into c. It prints nothing itself.
 func newFlagSet(c *config) *flag.FlagSet {
 	fs := flag.NewFlagSet("dashboard", flag.ContinueOnError)
-	// Errors are printed by Run as one line; usage only on -h.
-	fs.SetOutput(io.Discard)
-	fs.Usage = func() {}
 	fs.StringVar(&c.addr, "addr", "127.0.0.1:8080", "HOST:PORT to listen on; anything but loopback exposes the UI, which can delete tasks unless -read-only")
 	fs.StringVar(&c.redisURL, "redis", "redis://127.0.0.1:6379", "Redis URL, redis://[:PASSWORD@]HOST:PORT[/DB] or rediss:// for TLS")
 	fs.StringVar(&c.redisCA, "redis-ca", "", "PEM file of CA certificates to trust for rediss://")
@@ -75,47 +71,15 @@ func newFlagSet(c *config) *flag.FlagSet {
 	return fs
 }
 
-// usage prints -h: the flags with their environment fallbacks.
-func usage(fs *flag.FlagSet, w io.Writer) {
-	fmt.Fprintf(w, "Usage: dashboard [flags]\n\nServes the asynq web UI for bottleq's queues, and Prometheus metrics at /metrics.\n\nFlags (environment fallback in brackets):\n")
-	fs.VisitAll(func(f *flag.Flag) {
-		env := ""
-		for _, e := range envFallbacks {
-			if e[0] == f.Name {
-				env = " [" + e[1] + "]"
-			}
-		}
-		fmt.Fprintf(w, "  -%s%s\n    \t%s (default %q)\n", f.Name, env, f.Usage, f.DefValue)
-	})
-}
-
 // parseFlags reads flags, then environment fallbacks for flags not given.
 // The error names the flag, or the variable the value came from.
 func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
 	var c config
 	fs := newFlagSet(&c)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			usage(fs, stderr)
-		}
+	origin, err := cliflag.Parse(fs, args, envFallbacks, getenv,
+		"Usage: dashboard [flags]\n\nServes the asynq web UI for bottleq's queues, and Prometheus metrics at /metrics.", stderr)
+	if err != nil {
 		return c, err
-	}
-	if fs.NArg() > 0 {
-		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
-	}
-	given := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
-	origin := map[string]string{}
-	for _, e := range envFallbacks {
-		origin[e[0]] = "-" + e[0]
-		v := getenv(e[1])
-		if given[e[0]] || v == "" {
-			continue
-		}
-		origin[e[0]] = e[1]
-		if err := fs.Set(e[0], v); err != nil {
-			return c, fmt.Errorf("%s: %q is not a valid -%s value", e[1], v, e[0])
-		}
 	}
 	if _, _, err := net.SplitHostPort(c.addr); err != nil {
 		return c, fmt.Errorf("%s: %q is not HOST:PORT", origin["addr"], c.addr)
@@ -127,13 +91,11 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	if _, err := redisurl.WithCA(opt, c.redisCA); err != nil {
 		return c, fmt.Errorf("%s: %w", origin["redis-ca"], err)
 	}
-	if _, err := zerolog.ParseLevel(c.logLevel); err != nil || c.logLevel == "" {
-		return c, fmt.Errorf("%s: %q is not one of debug, info, warn, error", origin["log-level"], c.logLevel)
+	if _, err := cliflag.Logger(c.logFormat, "info", io.Discard); err != nil {
+		return c, fmt.Errorf("%s: %w", origin["log-format"], err)
 	}
-	switch c.logFormat {
-	case "auto", "json", "console":
-	default:
-		return c, fmt.Errorf("%s: %q is not one of auto, json, console", origin["log-format"], c.logFormat)
+	if _, err := cliflag.Logger("json", c.logLevel, io.Discard); err != nil {
+		return c, fmt.Errorf("%s: %w", origin["log-level"], err)
 	}
 	return c, nil
 }
@@ -141,16 +103,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 // newLogger returns the logger for c, whose level and format parseFlags
 // has checked.
 func newLogger(c config, w io.Writer) zerolog.Logger {
-	level, _ := zerolog.ParseLevel(c.logLevel)
-	switch c.logFormat {
-	case "console":
-		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly}
-	case "auto":
-		if f, ok := w.(*os.File); ok && isatty.IsTerminal(f.Fd()) {
-			w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly}
-		}
-	}
-	return zerolog.New(w).Level(level).With().Timestamp().Logger()
+	log, _ := cliflag.Logger(c.logFormat, c.logLevel, w)
+	return log
 }
 
 // Run serves the dashboard until ctx ends and returns the process exit

@@ -16,13 +16,13 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/hibiken/asynq"
-	"github.com/mattn/go-isatty"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
 
 	"github.com/bot-bottle/bottleq/egress"
+	"github.com/bot-bottle/bottleq/internal/cliflag"
 	"github.com/bot-bottle/bottleq/internal/redisurl"
 	"github.com/bot-bottle/bottleq/smolvm"
 	"github.com/bot-bottle/bottleq/tasks"
@@ -64,7 +64,7 @@ type config struct {
 
 // envFallbacks maps each flag to the environment variable that sets it when
 // the flag is not given.
-var envFallbacks = [][2]string{
+var envFallbacks = []cliflag.Env{
 	{"redis", "REDIS_URL"},
 	{"redis-ca", "REDIS_CA_FILE"},
 	{"embedded-redis", "BOTTLEQ_EMBEDDED_REDIS"},
@@ -128,30 +128,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.Var(&c.maxArtifacts, "max-artifacts-bytes", "cap on a task's artifacts together; those past it are deleted and reported")
 	fs.StringVar(&c.logFormat, "log-format", "auto", "auto (console on a terminal, else JSON), json or console")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: worker [flags]\n\nRuns bottleq's agent:run tasks in smolvm microVMs.\n\nFlags (environment fallback in brackets):\n")
-		fs.VisitAll(func(f *flag.Flag) {
-			env := ""
-			for _, e := range envFallbacks {
-				if e[0] == f.Name {
-					env = " [" + e[1] + "]"
-				}
-			}
-			fmt.Fprintf(stderr, "  -%s%s\n    \t%s (default %q)\n", f.Name, env, f.Usage, f.DefValue)
-		})
-	}
-	for _, e := range envFallbacks {
-		if v := getenv(e[1]); v != "" {
-			if err := fs.Set(e[0], v); err != nil {
-				return c, fmt.Errorf("%s: %w", e[1], err)
-			}
-		}
-	}
-	if err := fs.Parse(args); err != nil {
+	if _, err := cliflag.Parse(fs, args, envFallbacks, getenv, "Usage: worker [flags]\n\nRuns bottleq's agent:run tasks in smolvm microVMs.", stderr); err != nil {
 		return c, err
-	}
-	if fs.NArg() > 0 {
-		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	if c.concurrency < 1 {
 		return c, fmt.Errorf("-concurrency: must be at least 1")
@@ -226,23 +204,11 @@ func parseQueues(s string) (map[string]int, error) {
 }
 
 func newLogger(c config, w io.Writer) (zerolog.Logger, error) {
-	level, err := zerolog.ParseLevel(c.logLevel)
-	if err != nil || c.logLevel == "" {
-		return zerolog.Logger{}, fmt.Errorf("-log-level: %q is not one of debug, info, warn, error", c.logLevel)
+	log, err := cliflag.Logger(c.logFormat, c.logLevel, w)
+	if err != nil {
+		return log, fmt.Errorf("-log-format/-log-level: %w", err)
 	}
-	switch c.logFormat {
-	case "console":
-		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly}
-	case "auto":
-		if f, ok := w.(*os.File); ok && isatty.IsTerminal(f.Fd()) {
-			w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly}
-		}
-	case "json":
-	default:
-		return zerolog.Logger{}, fmt.Errorf("-log-format: %q is not one of auto, json, console", c.logFormat)
-	}
-	zerolog.TimeFieldFormat = time.RFC3339Nano // latencies can be read from the log
-	return zerolog.New(w).Level(level).With().Timestamp().Logger(), nil
+	return log, nil
 }
 
 // Run runs the worker until ctx ends and returns the process exit code:

@@ -1,0 +1,85 @@
+package cliflag
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"strings"
+	"testing"
+	"time"
+)
+
+func newFS() (*flag.FlagSet, *int, *time.Duration) {
+	fs := flag.NewFlagSet("x", flag.ContinueOnError)
+	n := fs.Int("n", 1, "a number")
+	d := fs.Duration("d", time.Second, "a duration")
+	return fs, n, d
+}
+
+var envs = []Env{{"n", "X_N"}, {"d", "X_D"}}
+
+func TestParse(t *testing.T) {
+	t.Parallel()
+	getenv := func(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+	tests := []struct {
+		name   string
+		args   []string
+		env    map[string]string
+		n      int
+		d      time.Duration
+		origin string // origin of -n
+		err    string
+	}{
+		{"defaults", nil, nil, 1, time.Second, "-n", ""},
+		{"env fills", nil, map[string]string{"X_N": "5", "X_D": "2s"}, 5, 2 * time.Second, "X_N", ""},
+		{"flag beats env", []string{"-n", "7"}, map[string]string{"X_N": "5"}, 7, time.Second, "-n", ""},
+		{"bad env names the variable", nil, map[string]string{"X_D": "soon"}, 0, 0, "", "X_D"},
+		{"stray argument", []string{"extra"}, nil, 0, 0, "", "unexpected argument"},
+		{"bad flag", []string{"-n", "x"}, nil, 0, 0, "", "-n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			fs, n, d := newFS()
+			origin, err := Parse(fs, tt.args, envs, getenv(tt.env), "usage", &bytes.Buffer{})
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) || strings.Contains(err.Error(), "\n") {
+					t.Fatalf("err = %v, want one line naming %s", err, tt.err)
+				}
+				return
+			}
+			if err != nil || *n != tt.n || *d != tt.d || origin["n"] != tt.origin {
+				t.Errorf("n=%d d=%v origin=%q err=%v", *n, *d, origin["n"], err)
+			}
+		})
+	}
+}
+
+func TestHelp(t *testing.T) {
+	t.Parallel()
+	fs, _, _ := newFS()
+	var out bytes.Buffer
+	_, err := Parse(fs, []string{"-h"}, envs, func(string) string { return "" }, "Usage: x", &out)
+	if !errors.Is(err, flag.ErrHelp) || !strings.Contains(out.String(), "-n [X_N]") || !strings.HasPrefix(out.String(), "Usage: x") {
+		t.Errorf("err = %v, usage:\n%s", err, out.String())
+	}
+}
+
+func TestLogger(t *testing.T) {
+	t.Parallel()
+	var out bytes.Buffer
+	log, err := Logger("auto", "info", &out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.Debug().Msg("hidden")
+	log.Info().Str("vm", "bq-1").Msg("shown")
+	if s := out.String(); strings.Contains(s, "hidden") || !strings.Contains(s, `"vm":"bq-1"`) {
+		t.Errorf("a buffer is no terminal: want JSON at info level, got %q", s)
+	}
+	for _, bad := range [][2]string{{"xml", "info"}, {"json", "loud"}, {"json", ""}} {
+		if _, err := Logger(bad[0], bad[1], &out); err == nil {
+			t.Errorf("Logger(%q, %q) accepted", bad[0], bad[1])
+		}
+	}
+}
