@@ -1,42 +1,48 @@
-// Package readme keeps README.md honest: every command it shows must still
-// parse. `make X` must be a Makefile target; each bin/worker, bin/enqueue
-// and bin/dashboard line is run against the real binary, which must not
-// reject its flags (exit 2). What the commands do is exercised elsewhere:
-// `make demo` and `make test` run in CI, and internal/e2e runs enqueue
-// --wait through a worker.
+// Package readme keeps README.md honest: it runs the commands README shows.
+// `make X` must be a Makefile target (CI runs `make test`, `make fuzz` and
+// `make demo`); every other line of a ```sh block runs in a scratch
+// directory, with bin/ holding the real commands, against a worker that
+// runs on miniredis with the smolvm simulator. A bin/enqueue line must
+// succeed; a server (bin/worker, bin/dashboard) must accept its flags and
+// is stopped after a few seconds.
 package readme
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/bot-bottle/bottleq/internal/testbin"
+	"github.com/bot-bottle/bottleq/internal/testredis"
 )
 
-var bins = map[string]string{}
+var binDir string
 
 func TestMain(m *testing.M) {
 	os.Exit(testbin.Main(m.Run, func(d *testbin.Dir) error {
-		for _, name := range []string{"worker", "enqueue", "dashboard"} {
-			p, err := d.Build("github.com/bot-bottle/bottleq/cmd/"+name, name)
-			if err != nil {
+		binDir = filepath.Join(d.Path(), "bin")
+		if err := os.Mkdir(binDir, 0o755); err != nil {
+			return err
+		}
+		for name, pkg := range map[string]string{"worker": "worker", "enqueue": "enqueue", "dashboard": "dashboard", "smolvm": "smolvm-sim"} {
+			if _, err := d.Build("github.com/bot-bottle/bottleq/cmd/"+pkg, filepath.Join("bin", name)); err != nil {
 				return err
 			}
-			bins[name] = p
 		}
 		return nil
 	}))
 }
 
-// commands returns the shell lines of README's ```sh blocks, with
-// continuation lines joined and comments dropped.
+// commands returns the lines of README's ```sh blocks, with continuation
+// lines joined and comments dropped.
 func commands(t *testing.T) []string {
 	t.Helper()
 	f, err := os.Open(filepath.Join("..", "..", "README.md"))
@@ -78,7 +84,6 @@ func commands(t *testing.T) []string {
 var target = regexp.MustCompile(`(?m)^([a-z][a-z-]*):`)
 
 func TestReadmeCommands(t *testing.T) {
-	t.Parallel()
 	mk, err := os.ReadFile(filepath.Join("..", "..", "Makefile"))
 	if err != nil {
 		t.Fatal(err)
@@ -88,17 +93,33 @@ func TestReadmeCommands(t *testing.T) {
 		targets[m[1]] = true
 	}
 	cmds := commands(t)
-	if len(cmds) < 5 {
+	if len(cmds) < 8 {
 		t.Fatalf("found only %d commands in README.md: is the parser broken?", len(cmds))
 	}
+
+	redis := testredis.Mini(t)
+	scratch := t.TempDir()
+	if err := os.Symlink(binDir, filepath.Join(scratch, "bin")); err != nil {
+		t.Fatal(err)
+	}
+	env := append(os.Environ(),
+		"REDIS_URL="+redis.URL(), "SMOLVM_BIN="+filepath.Join(binDir, "smolvm"), "SMOLVM_SIM_STATE="+t.TempDir(),
+		"BOTTLEQ_DATA_DIR="+t.TempDir(), "BOTTLEQ_METRICS_ADDR=off", "BOTTLEQ_EMBEDDED_REDIS=127.0.0.1:0", "BOTTLEQ_POLL_INTERVAL=20ms")
+	worker := exec.Command(filepath.Join(binDir, "worker"))
+	worker.Env = env
+	var workerLog bytes.Buffer
+	worker.Stdout, worker.Stderr = &workerLog, &workerLog
+	worker.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := worker.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		worker.Process.Signal(syscall.SIGTERM)
+		worker.Wait()
+	}()
+
 	for _, line := range cmds {
 		fields := strings.Fields(line)
-		// Leading VAR=value assignments.
-		var env []string
-		for len(fields) > 0 && strings.Contains(fields[0], "=") && !strings.HasPrefix(fields[0], "-") {
-			env = append(env, fields[0])
-			fields = fields[1:]
-		}
 		switch prog := fields[0]; {
 		case prog == "make":
 			for _, tgt := range fields[1:] {
@@ -106,43 +127,40 @@ func TestReadmeCommands(t *testing.T) {
 					t.Errorf("README runs `make %s`, which the Makefile lacks", tgt)
 				}
 			}
-		case strings.HasPrefix(prog, "bin/"):
-			name := strings.TrimPrefix(prog, "bin/")
-			bin, ok := bins[name]
-			if !ok {
-				t.Errorf("README runs %s, which no test builds", prog)
-				continue
+		case strings.Contains(line, "bin/enqueue"):
+			out, code := run(t, scratch, env, line, 2*time.Minute)
+			if code != 0 {
+				t.Errorf("README's %q exits %d:\n%s\nworker:\n%s", line, code, out, workerLog.String())
 			}
-			if strings.Contains(line, "[") {
-				continue // a synopsis, not a command
+			if strings.Contains(line, "--artifact") && !strings.Contains(out, "bottleq: artifact /workspace/out/A.txt: ") {
+				t.Errorf("README's artifact example did not bring its artifact back:\n%s", out)
 			}
-			checkFlags(t, bin, env, fields[1:], line)
-		case prog == "go", prog == "docker", prog == "docker-compose":
-			// go run/test lines and compose are covered by CI and composecheck.
+		case strings.Contains(line, "bin/worker"), strings.Contains(line, "bin/dashboard"):
+			// Servers: the README's own REDIS_URL is replaced by the test's.
+			line = regexp.MustCompile(`REDIS_URL=\S+ `).ReplaceAllString(line, "")
+			// It serves a queue of its own, so it takes none of the test's tasks.
+			serverEnv := append(env, "BOTTLEQ_QUEUES=readme-idle=1")
+			if out, code := run(t, scratch, serverEnv, line, 3*time.Second); code == 2 {
+				t.Errorf("README's %q is rejected:\n%s", line, out)
+			}
+		case prog == "printf", prog == "echo":
+			if out, code := run(t, scratch, env, line, 10*time.Second); code != 0 {
+				t.Errorf("README's %q exits %d: %s", line, code, out)
+			}
 		default:
-			t.Errorf("README shows %q, which no test checks", line)
+			t.Errorf("README shows %q, which no test runs", line)
 		}
 	}
 }
 
-// checkFlags runs the binary with the README's arguments, pointed at a
-// Redis that is not there, and fails if it rejects them as usage (exit 2).
-// A command that would serve forever (the dashboard) is stopped after 3 s;
-// flags are parsed long before.
-func checkFlags(t *testing.T, bin string, env, args []string, line string) {
+// run runs line with sh in dir and returns its combined output and exit
+// code; after d it is stopped (exit -1).
+func run(t *testing.T, dir string, env []string, line string, d time.Duration) (string, int) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, args...)
-	cmd.Env = append(os.Environ(), "REDIS_URL=redis://127.0.0.1:1", "SMOLVM_BIN=/nonexistent/smolvm",
-		"BOTTLEQ_DATA_DIR="+t.TempDir(), "BOTTLEQ_DASHBOARD_ADDR=127.0.0.1:0", "BOTTLEQ_METRICS_ADDR=off")
-	for _, e := range env {
-		if !strings.HasPrefix(e, "REDIS_URL=") { // never dial the README's Redis
-			cmd.Env = append(cmd.Env, e)
-		}
-	}
+	cmd := exec.CommandContext(ctx, "sh", "-c", "exec "+line)
+	cmd.Dir, cmd.Env = dir, env
 	out, _ := cmd.CombinedOutput()
-	if cmd.ProcessState.ExitCode() == 2 {
-		t.Errorf("README's %q is rejected:\n%s", line, out)
-	}
+	return string(out), cmd.ProcessState.ExitCode()
 }
