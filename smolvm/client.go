@@ -29,7 +29,8 @@ type Config struct {
 	// and SIGKILL. Default DefaultKillGrace.
 	KillGrace time.Duration
 	// Logger receives one debug line per smolvm call (op, machine, exit
-	// code, duration; never argv or env). Default: no logging.
+	// code, duration; never argv or env). A logger in the call's context
+	// (zerolog.Ctx) takes its place for that call. Default: no logging.
 	Logger *zerolog.Logger
 	// Observe, if set, is called after every smolvm call, from the calling
 	// goroutine. Metrics and benchmarks use it.
@@ -347,8 +348,13 @@ func (c *Client) invoke(ctx context.Context, op, machine string, argv []string, 
 		err = judge(p)
 	}
 	d := time.Since(start)
-	c.log.Debug().Str("op", op).Str("vm", machine).Int("exit", p.exitCode).
-		Dur("duration", d).Err(err).Msg("smolvm")
+	ev := c.log.Debug()
+	if l := zerolog.Ctx(ctx); l.GetLevel() != zerolog.Disabled {
+		ev = l.Debug() // the caller's, whose fields (task, vm) already say what this is about
+	} else if machine != "" {
+		ev = ev.Str("vm", machine)
+	}
+	ev.Str("op", op).Int("exit", p.exitCode).Dur("duration", d).Err(err).Msg("smolvm")
 	if c.observe != nil {
 		c.observe(Call{Op: op, Machine: machine, Duration: d, ExitCode: p.exitCode, Err: err})
 	}

@@ -332,6 +332,7 @@ func (h *Handler) Run(ctx context.Context, m Meta, payload []byte, w io.Writer) 
 		SmolvmVersion: h.cfg.Smolvm.Version().String(),
 	}
 	start := time.Now()
+	ctx = r.log.WithContext(ctx) // smolvm's lines carry the task's fields too
 	r.log.Info().Str("phase", "start").Msg("task started")
 	err = r.pipeline(ctx)
 	if err != nil {

@@ -74,4 +74,17 @@ func TestSecretsStayOut(t *testing.T) {
 	if !strings.Contains(w.logs.String(), `"task_id":"`+ok.ID+`"`) {
 		t.Error("the log lacks the task's lines (is the grep looking at the right thing?)")
 	}
+	// Every line of a task, smolvm's own included, carries its ID and VM.
+	found := false
+	for _, line := range strings.Split(w.logs.String(), "\n") {
+		if strings.Contains(line, `"op":"machine start"`) {
+			found = true
+			if !strings.Contains(line, `"task_id":"`+ok.ID+`"`) || !strings.Contains(line, `"vm":"bq-`) {
+				t.Errorf("smolvm's line lacks the task's fields: %s", line)
+			}
+		}
+	}
+	if !found {
+		t.Error("no smolvm line for machine start in the debug log")
+	}
 }
