@@ -307,21 +307,11 @@ func (h *Handler) Run(ctx context.Context, m Meta, payload []byte, w io.Writer) 
 	log := h.log.With().Str("task_id", m.ID).Int("attempt", attempt).Logger()
 
 	p, err := tasks.Decode(payload)
+	if err == nil {
+		err = h.runnableHere(p)
+	}
 	if err != nil {
-		log.Warn().Str("phase", "decode").Err(err).Msg("invalid payload, archived without retry")
-		h.outcome(OutcomeInvalid, "decode")
-		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
-	}
-	if n := p.FilesBytes(); n > h.cfg.MaxFilesBytes {
-		err := &tasks.ValidationError{Field: "files", Reason: fmt.Sprintf("%s in total, over this worker's cap of %s (-max-files-bytes)",
-			tasks.FormatBytes(n), tasks.FormatBytes(h.cfg.MaxFilesBytes))}
-		log.Warn().Str("phase", "decode").Err(err).Msg("task cannot run here, archived without retry")
-		h.outcome(OutcomeInvalid, "decode")
-		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
-	}
-	if len(p.AllowHosts) > 0 && h.cfg.Egress == nil {
-		err := &tasks.ValidationError{Field: "allow_hosts", Reason: "this worker has no bundled egress proxy (-egress-listen) to enforce it"}
-		log.Warn().Str("phase", "decode").Err(err).Msg("task cannot run here, archived without retry")
+		log.Warn().Str("phase", "decode").Err(err).Msg("task cannot run, archived without retry")
 		h.outcome(OutcomeInvalid, "decode")
 		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
 	}
@@ -356,6 +346,19 @@ func (h *Handler) Run(ctx context.Context, m Meta, payload []byte, w io.Writer) 
 	r.report()
 	r.log.Info().Str("phase", "done").Int("exit_code", r.res.ExitCode).Dur("duration", time.Since(start)).Msg("task finished")
 	h.outcome(OutcomeCompleted, "done")
+	return nil
+}
+
+// runnableHere checks what this worker's configuration adds to a valid
+// payload, before any smolvm call.
+func (h *Handler) runnableHere(p tasks.AgentRun) error {
+	if n := p.FilesBytes(); n > h.cfg.MaxFilesBytes {
+		return &tasks.ValidationError{Field: "files", Reason: fmt.Sprintf("%s in total, over this worker's cap of %s (-max-files-bytes)",
+			tasks.FormatBytes(n), tasks.FormatBytes(h.cfg.MaxFilesBytes))}
+	}
+	if len(p.AllowHosts) > 0 && h.cfg.Egress == nil {
+		return &tasks.ValidationError{Field: "allow_hosts", Reason: "this worker has no bundled egress proxy (-egress-listen) to enforce it"}
+	}
 	return nil
 }
 
