@@ -151,6 +151,8 @@ func (s *stack) startProc(cmd *exec.Cmd) *proc {
 	s.t.Cleanup(func() {
 		if err := p.stop(); err != nil {
 			s.t.Errorf("worker exit: %v\n%s", err, p.logs)
+		} else if s.t.Failed() {
+			s.t.Logf("worker %d log:\n%s", cmd.Process.Pid, lastBytes(p.logs.String(), 20000))
 		}
 	})
 	deadline := time.Now().Add(30 * time.Second)
@@ -305,4 +307,11 @@ func readFile(t *testing.T, path string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+func lastBytes(s string, n int) string {
+	if len(s) > n {
+		return "…" + s[len(s)-n:]
+	}
+	return s
 }
