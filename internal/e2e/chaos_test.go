@@ -20,10 +20,11 @@ import (
 
 // resumable is an agent command for crash tests. The simulator gives no
 // isolation, so the "guest" can leave marks in a host directory: the first
-// run says it started and hangs; a later run finishes at once.
+// run marks itself (then says it started) and hangs; a later run finishes
+// at once.
 func resumable(dir string) []string {
 	return []string{"sh", "-c", fmt.Sprintf(
-		`touch %[1]s/started; if [ -f %[1]s/again ]; then echo second-run; else touch %[1]s/again; sleep 120; fi`, dir)}
+		`if [ -f %[1]s/again ]; then echo second-run; else touch %[1]s/again && touch %[1]s/started && exec sleep 120; fi`, dir)}
 }
 
 func waitFile(t *testing.T, path string) {
