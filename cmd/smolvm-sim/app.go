@@ -247,6 +247,17 @@ func (a *app) logCall(code int, d time.Duration) {
 	_, _ = f.Write(append(line, '\n'))
 }
 
+// begin starts a command about machine name: it records the name in the
+// calls log, applies injected latency and faults for op, and opens the
+// store.
+func (a *app) begin(op, name string) (*store, error) {
+	a.call.Name = name
+	if err := a.gate(op); err != nil {
+		return nil, err
+	}
+	return a.openStore()
+}
+
 // openStore opens the state directory on first use.
 func (a *app) openStore() (*store, error) {
 	if a.st != nil {

@@ -299,11 +299,7 @@ func (a *app) start(args []string) error {
 	if err != nil {
 		return err
 	}
-	a.call.Name = name
-	if err := a.gate("start"); err != nil {
-		return err
-	}
-	st, err := a.openStore()
+	st, err := a.begin("start", name)
 	if err != nil {
 		return err
 	}
@@ -361,11 +357,7 @@ func (a *app) stop(args []string) error {
 	if err != nil {
 		return err
 	}
-	a.call.Name = name
-	if err := a.gate("stop"); err != nil {
-		return err
-	}
-	st, err := a.openStore()
+	st, err := a.begin("stop", name)
 	if err != nil {
 		return err
 	}
@@ -441,11 +433,7 @@ func (a *app) delete(args []string) error {
 }
 
 func (a *app) deleteMachine(name string, force bool) error {
-	a.call.Name = name
-	if err := a.gate("delete"); err != nil {
-		return err
-	}
-	st, err := a.openStore()
+	st, err := a.begin("delete", name)
 	if err != nil {
 		return err
 	}
@@ -626,11 +614,7 @@ func (a *app) status(args []string) error {
 	if err != nil {
 		return err
 	}
-	a.call.Name = name
-	if err := a.gate("status"); err != nil {
-		return err
-	}
-	st, err := a.openStore()
+	st, err := a.begin("status", name)
 	if err != nil {
 		return err
 	}
