@@ -85,11 +85,11 @@ func execArgv(name string, command []string, o ExecOptions) []string {
 
 func cpArgv(src, dst string) []string { return []string{"machine", "cp", src, dst} }
 
-// copyInArgv uploads host to MACHINE:GUEST. smolvm ≥ 1.9.0 sets the file's
+// copyInArgv uploads host to MACHINE:GUEST. smolvm ≥ 1.9.3 sets the file's
 // mode with --mode OCTAL (options before SRC DST); older releases have no
 // such flag and get the plain form.
 func copyInArgv(v Version, name, host, guest string, mode fs.FileMode) []string {
-	if v.AtLeast(V1_9_0) {
+	if v.AtLeast(V1_9_3) {
 		return []string{"machine", "cp", "--mode", FormatMode(mode), host, name + ":" + guest}
 	}
 	return cpArgv(host, name+":"+guest)

@@ -264,7 +264,7 @@ func (c *Client) Cp(ctx context.Context, src, dst string) error {
 // CopyIn uploads the regular file hostPath into the running machine name
 // at guestPath with permission bits mode: `machine cp [--mode OCTAL] HOST
 // NAME:GUEST`. smolvm creates the guest's parent directories and writes the
-// file atomically. smolvm ≥ 1.9.0 sets the mode itself (--mode); on older
+// file atomically. smolvm ≥ 1.9.3 sets the mode itself (--mode); on older
 // releases a mode other than 0644 is set by a `chmod MODE PATH` exec after
 // the copy, so the guest needs chmod.
 //
@@ -288,7 +288,7 @@ func (c *Client) CopyIn(ctx context.Context, name, hostPath, guestPath string, m
 	if _, err := c.call(ctx, "machine cp", name, copyInArgv(c.version, name, hostPath, guestPath, mode)); err != nil {
 		return err
 	}
-	if c.version.AtLeast(V1_9_0) || mode == 0o644 {
+	if c.version.AtLeast(V1_9_3) || mode == 0o644 {
 		return nil
 	}
 	// chmod runs in the file's directory on "./BASE": the same file, and a

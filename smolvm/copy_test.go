@@ -13,7 +13,7 @@ import (
 )
 
 // TestCopyArgv pins the pure argv builders of CopyIn and CopyOut in both
-// dialects and on both sides of 1.9.0, where `machine cp --mode` appeared.
+// dialects and on both sides of 1.9.3, the first release known to take `machine cp --mode`.
 func TestCopyArgv(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -24,8 +24,8 @@ func TestCopyArgv(t *testing.T) {
 		{"in 0.8.0", copyInArgv(v080, "vm1", "/h/a", "/g/a", 0o644), []string{"machine", "cp", "/h/a", "vm1:/g/a"}},
 		{"in 1.0.1 ignores mode", copyInArgv(v101, "vm1", "/h/a", "/g/a", 0o755), []string{"machine", "cp", "/h/a", "vm1:/g/a"}},
 		{"in 1.0.2", copyInArgv(v102, "vm1", "/h/a", "/g/a", 0o600), []string{"machine", "cp", "/h/a", "vm1:/g/a"}},
-		{"in 1.8.9", copyInArgv(Version{1, 8, 9}, "vm1", "/h/a", "/g/a", 0o600), []string{"machine", "cp", "/h/a", "vm1:/g/a"}},
-		{"in 1.9.0 mode before SRC DST", copyInArgv(V1_9_0, "vm1", "/h/a", "/g/a", 0o600), []string{"machine", "cp", "--mode", "0600", "/h/a", "vm1:/g/a"}},
+		{"in 1.9.2", copyInArgv(Version{1, 9, 2}, "vm1", "/h/a", "/g/a", 0o600), []string{"machine", "cp", "/h/a", "vm1:/g/a"}},
+		{"in 1.9.3 mode before SRC DST", copyInArgv(V1_9_3, "vm1", "/h/a", "/g/a", 0o600), []string{"machine", "cp", "--mode", "0600", "/h/a", "vm1:/g/a"}},
 		{"in 1.9.3 default mode", copyInArgv(v193, "vm1", "/h/a", "/g/a", 0o644), []string{"machine", "cp", "--mode", "0644", "/h/a", "vm1:/g/a"}},
 		{"in 1.9.3 mode zero", copyInArgv(v193, "vm1", "/h/a", "/g/a", 0), []string{"machine", "cp", "--mode", "0000", "/h/a", "vm1:/g/a"}},
 		{"out", copyOutArgv("vm1", "/g/out.txt", "/h/out"), []string{"machine", "cp", "vm1:/g/out.txt", "/h/out"}},
@@ -40,7 +40,7 @@ func TestCopyArgv(t *testing.T) {
 	}
 }
 
-// TestCopyCalls: the methods run the builders' argv, and before 1.9.0 a mode
+// TestCopyCalls: the methods run the builders' argv, and before 1.9.3 a mode
 // other than 0644 costs a chmod exec after the copy.
 func TestCopyCalls(t *testing.T) {
 	t.Parallel()

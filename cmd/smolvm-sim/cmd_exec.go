@@ -276,7 +276,9 @@ func guestPath(root, p string) (string, error) {
 // cp handles `machine cp SRC DST`; one side is MACHINE:PATH.
 func (a *app) cp(args []string) error {
 	var specs []flagSpec
-	if a.ver.atLeast(1, 9, 0) {
+	// smolvm-cli.md: "v1.9.3 adds --mode OCTAL, --uid, --gid"; v1.8.0 has
+	// none, and no tag between was read, so the newest documented one rules.
+	if a.ver.atLeast(1, 9, 3) {
 		specs = []flagSpec{{long: "mode", value: "MODE"}, {long: "uid", value: "UID"}, {long: "gid", value: "GID"}}
 	}
 	p, err := parseArgs(args, specs, false)
