@@ -7,11 +7,11 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"strings"
 
 	"github.com/rs/zerolog"
 
 	"github.com/bot-bottle/bottleq/egress"
+	"github.com/bot-bottle/bottleq/internal/cliflag"
 )
 
 // taskID names the one static policy in records and logs.
@@ -34,11 +34,6 @@ type config struct {
 func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
 	var c config
 	fs := flag.NewFlagSet("egress-proxy", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: egress-proxy [flags]\n\nRuns the egress proxy with one static policy. Clients authenticate with\nProxy-Authorization: Basic, any user, the token as password.\n\nflags:")
-		fs.PrintDefaults()
-	}
 	fs.StringVar(&c.listen, "listen", "127.0.0.1:3128", "address to listen on")
 	fs.Func("allow-host", "a host the token may reach, as allow_hosts takes it: example.com, *.example.com, example.com:443 (repeatable)", func(s string) error {
 		if _, err := egress.ParseHost(s); err != nil {
@@ -47,19 +42,16 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 		c.hosts = append(c.hosts, s)
 		return nil
 	})
-	fs.StringVar(&c.token, "token", "", "the proxy password, 16+ characters of A-Z a-z 0-9 ._~- (env "+tokenEnv+"; default: a random one, printed at start)")
+	fs.StringVar(&c.token, "token", "", "the proxy password, 16+ characters of A-Z a-z 0-9 ._~- (default: a random one, printed at start)")
 	fs.IntVar(&c.maxConns, "max-conns", egress.DefaultMaxConns, "concurrent connections cap")
 	fs.BoolVar(&c.allowPrivate, "allow-private", false, "allow private ranges (10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7)")
 	fs.BoolVar(&c.allowLoopback, "allow-loopback-for-tests", false, "TESTS ONLY: allow loopback addresses, which exposes every service on this host")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
-	if err := fs.Parse(args); err != nil {
+	envs := []cliflag.Env{{"token", tokenEnv}, {"log-level", "BOTTLEQ_LOG_LEVEL"}}
+	if _, err := cliflag.Parse(fs, args, envs, getenv, "Usage: egress-proxy [flags]\n\n"+
+		"Runs the egress proxy with one static policy. Clients authenticate with\n"+
+		"Proxy-Authorization: Basic, any user, the token as password.", stderr); err != nil {
 		return c, err
-	}
-	if fs.NArg() > 0 {
-		return c, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
-	}
-	if c.token == "" {
-		c.token = getenv(tokenEnv)
 	}
 	if c.maxConns < 1 {
 		return c, fmt.Errorf("-max-conns %d must be at least 1", c.maxConns)

@@ -125,7 +125,7 @@ func TestRunUsage(t *testing.T) {
 		{[]string{"-token", "short"}, nil, "token must be"},
 		{nil, map[string]string{tokenEnv: "short"}, "token must be"},
 		{[]string{"-log-level", "loud"}, nil, "-log-level"},
-		{[]string{"extra"}, nil, "unexpected arguments: extra"},
+		{[]string{"extra"}, nil, `unexpected argument "extra"`},
 		{[]string{"-nope"}, nil, "flag provided but not defined"},
 	}
 	for _, tt := range tests {
