@@ -81,7 +81,7 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		limit:   cfg.OutputLimit,
 		log:     zerolog.Nop(),
 		observe: cfg.Observe,
-		run:     processRunner(path, cfg.Env, cfg.OutputLimit, grace),
+		run:     processRunner(path, cfg.Env, grace),
 	}
 	if cfg.Logger != nil {
 		c.log = *cfg.Logger
@@ -327,7 +327,12 @@ func (c *Client) CopyOut(ctx context.Context, name, guestPath, hostPath string) 
 // call runs one smolvm invocation and turns its outcome into an *Error
 // unless it exited 0. Every method but Exec goes through it.
 func (c *Client) call(ctx context.Context, op, machine string, argv []string) (proc, error) {
-	p, err := c.invoke(ctx, op, machine, argv, func(p proc) error {
+	return c.callLimit(ctx, op, machine, argv, c.limit)
+}
+
+// callLimit is call keeping limit bytes of each output stream.
+func (c *Client) callLimit(ctx context.Context, op, machine string, argv []string, limit int) (proc, error) {
+	p, err := c.invoke(ctx, op, machine, argv, limit, func(p proc) error {
 		if p.exitCode == 0 {
 			return nil
 		}
@@ -339,11 +344,11 @@ func (c *Client) call(ctx context.Context, op, machine string, argv []string) (p
 
 // invoke runs smolvm, lets judge decide what a finished process means, and
 // reports the call to the logger and the observer.
-func (c *Client) invoke(ctx context.Context, op, machine string, argv []string, judge func(proc) error) (proc, error) {
+func (c *Client) invoke(ctx context.Context, op, machine string, argv []string, limit int, judge func(proc) error) (proc, error) {
 	start := time.Now()
-	p, err := c.run(ctx, argv)
+	p, err := c.run(ctx, argv, limit)
 	if err != nil {
-		err = &Error{Op: op, Machine: machine, Args: redact(argv), ExitCode: -1, Message: stderrMessage(p.stderr), Err: err}
+		err = &Error{Op: op, Machine: machine, Args: redact(argv), ExitCode: -1, Message: ownMessage(p), Err: err}
 	} else {
 		err = judge(p)
 	}
@@ -361,10 +366,13 @@ func (c *Client) invoke(ctx context.Context, op, machine string, argv []string, 
 	return p, err
 }
 
-func stderrMessage(stderr []byte) string {
-	if len(stderr) == 0 {
+// ownMessage is smolvm's own error line in p's stderr, if it printed one.
+// Anything else there may be a guest's output, which must not reach an
+// error message (it can hold anything, secrets included).
+func ownMessage(p proc) string {
+	msg, _, own := classify(1, p.stderr)
+	if !own {
 		return ""
 	}
-	msg, _, _ := classify(1, stderr)
 	return msg
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 )
 
@@ -112,27 +113,32 @@ var (
 	errOutputTooLarge = errors.New("command output exceeded smolvm's buffer; use streaming exec")
 )
 
+// smolvmPrefixes start the Display of every error smolvm's CLI reports
+// (src/data/errors.rs), after its "Error: ".
+var smolvmPrefixes = []string{"vm not found: ", "config operation failed: ", "agent operation failed: ",
+	"kvm not available", "kvm permission denied", "invalid vm state: "}
+
 // classify reads smolvm's own stderr after a non-zero exit. It is the only
 // place in bottleq that interprets smolvm's text. It returns the message to
 // report, the cause, and whether the text is smolvm's own failure (as opposed
 // to a guest command's output, which exec passes through).
 //
-// A guest may print anything, so the patterns are strict: clap's error is
-// recognised only with its closing "try '--help'" hint, smolvm's only as the last line.
-//
 // smolvm prints `Error: <message>` as the last line on its failures (exit 1)
-// and clap prints `error: <message>` on argv errors (exit 2). A guest's own
-// stderr comes before smolvm's line, so only the last non-empty line counts.
+// and clap prints `error: <message>`, a usage line and a --help hint on argv
+// errors (exit 2). A guest may print anything, and exec relays its stderr
+// before smolvm's own line, so "own" is strict: exit 1 with a last line that
+// is one of smolvm's error shapes, or exit 2 with clap's whole shape.
 func classify(exitCode int, stderr []byte) (msg string, cause error, own bool) {
-	last := lastLine(stderr)
-	switch {
-	case exitCode == 2 && strings.HasPrefix(firstLine(stderr), "error: ") && bytes.Contains(stderr, []byte("try '--help'")):
+	if exitCode == 2 && strings.HasPrefix(firstLine(stderr), "error: ") &&
+		bytes.Contains(stderr, []byte("\nUsage: ")) && bytes.Contains(stderr, []byte("try '--help'")) {
 		return strings.TrimPrefix(firstLine(stderr), "error: "), ErrUsage, true
-	case strings.HasPrefix(last, "Error: "):
-		msg = strings.TrimPrefix(last, "Error: ")
-	default:
+	}
+	last := lastLine(stderr)
+	if !strings.HasPrefix(last, "Error: ") {
 		return tail(stderr, 512), nil, false
 	}
+	msg = strings.TrimPrefix(last, "Error: ")
+	own = exitCode == 1 && slices.ContainsFunc(smolvmPrefixes, func(p string) bool { return strings.HasPrefix(msg, p) })
 	switch {
 	case reVMNotFound.MatchString(msg):
 		cause = ErrNotFound
@@ -145,7 +151,7 @@ func classify(exitCode int, stderr []byte) (msg string, cause error, own bool) {
 	case reNoSuchFile.MatchString(msg):
 		cause = ErrNoSuchFile
 	}
-	return msg, cause, true
+	return msg, cause, own
 }
 
 func lastLine(b []byte) string {

@@ -73,6 +73,9 @@ func TestExecTellsToolFromGuest(t *testing.T) {
 	}{
 		{"guest exit 1", fail(1, "grep: no match\n"), nil, false, false},
 		{"guest says Error mid-stream", fail(1, "Error: bad input\nretrying\n"), nil, false, false},
+		{"guest ends with its own Error line", fail(1, "step 1\nError: config file missing\n"), nil, false, false},
+		{"guest's Error line with exit 3", fail(3, "Error: agent operation failed: not smolvm\n"), nil, false, false},
+		{"guest mimics clap without a usage line", fail(2, "error: bad flag\n\nFor more information, try '--help'.\n"), nil, false, false},
 		{"not running", fail(1, "Error: agent operation failed: connect: machine 'vm1' is not running. Use 'smolvm machine start --name vm1' first.\n"), ErrNotRunning, true, false},
 		{"not found after guest-like note", fail(1, "note: no packed assets found for 'smolvm-sim'\nError: vm not found: vm1\n"), ErrNotFound, true, false},
 		{"other tool failure", fail(1, "Error: agent operation failed: vm exec: failed to spawn command: nope\n"), nil, true, false},

@@ -1,6 +1,7 @@
 package smolvm
 
 import (
+	"bytes"
 	"context"
 	"time"
 )
@@ -77,7 +78,8 @@ func (c *Client) Exec(ctx context.Context, name string, command []string, o Exec
 		defer cancel()
 	}
 	argv := execArgv(name, command, o)
-	p, err := c.invoke(ctx, "machine exec", name, argv, func(p proc) error {
+	start := time.Now()
+	p, err := c.invoke(ctx, "machine exec", name, argv, c.limit, func(p proc) error {
 		if p.exitCode == 0 {
 			return nil
 		}
@@ -93,6 +95,9 @@ func (c *Client) Exec(ctx context.Context, name string, command []string, o Exec
 		Stderr:        p.stderr,
 		StdoutOmitted: p.stdoutDropped,
 		StderrOmitted: p.stderrDropped,
-		TimedOut:      o.Timeout > 0 && p.exitCode == 124,
+		// 124 is also an exit code a guest may choose: it is smolvm's
+		// timeout only with smolvm's line, or once the timeout has passed.
+		TimedOut: o.Timeout > 0 && p.exitCode == 124 &&
+			(bytes.Contains(p.stderr, []byte("timed out after")) || time.Since(start) >= o.Timeout),
 	}, err
 }

@@ -3,6 +3,7 @@ package smolvm
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 )
 
 // Machine states as `machine ls --json` reports them, probed live by smolvm.
@@ -31,7 +32,7 @@ type Machine struct {
 
 // List runs `machine ls --json`.
 func (c *Client) List(ctx context.Context) ([]Machine, error) {
-	p, err := c.call(ctx, "machine ls", "", lsArgv())
+	p, err := c.callWhole(ctx, "machine ls", "", lsArgv())
 	if err != nil {
 		return nil, err
 	}
@@ -48,7 +49,7 @@ func (c *Client) Status(ctx context.Context, name string) (Machine, error) {
 	if err := ValidateName(name); err != nil {
 		return Machine{}, err
 	}
-	p, err := c.call(ctx, "machine status", name, statusArgv(name))
+	p, err := c.callWhole(ctx, "machine status", name, statusArgv(name))
 	if err != nil {
 		return Machine{}, err
 	}
@@ -57,4 +58,18 @@ func (c *Client) Status(ctx context.Context, name string) (Machine, error) {
 		return Machine{}, &Error{Op: "machine status", Machine: name, ExitCode: p.exitCode, Message: "decode --json output: " + err.Error()}
 	}
 	return m, nil
+}
+
+// wholeOutputLimit bounds the JSON of ls and status, which must be read
+// whole: the head and tail of a long listing do not decode.
+const wholeOutputLimit = 128 << 20
+
+// callWhole is call for output that is parsed: it keeps up to
+// wholeOutputLimit and fails rather than cut it.
+func (c *Client) callWhole(ctx context.Context, op, machine string, argv []string) (proc, error) {
+	p, err := c.callLimit(ctx, op, machine, argv, wholeOutputLimit)
+	if err == nil && p.stdoutDropped > 0 {
+		err = &Error{Op: op, Machine: machine, ExitCode: p.exitCode, Message: fmt.Sprintf("output over %d bytes", wholeOutputLimit)}
+	}
+	return p, err
 }

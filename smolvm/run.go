@@ -23,10 +23,10 @@ type proc struct {
 	stderrDropped  int64
 }
 
-// runFunc starts smolvm with argv and waits for it. A non-zero exit is not
-// an error; an error means the process could not start or did not end by
-// itself (the context ended).
-type runFunc func(ctx context.Context, argv []string) (proc, error)
+// runFunc starts smolvm with argv and waits for it, keeping limit bytes of
+// each output stream. A non-zero exit is not an error; an error means the
+// process could not start or did not end by itself (the context ended).
+type runFunc func(ctx context.Context, argv []string, limit int) (proc, error)
 
 // processRunner returns the one function in bottleq that starts processes.
 //
@@ -35,8 +35,8 @@ type runFunc func(ctx context.Context, argv []string) (proc, error)
 // it); after grace os/exec kills the leader and stops waiting for its
 // output, and the whole group gets SIGKILL. On Linux the process also gets
 // SIGTERM if the worker dies first (see procAttr).
-func processRunner(bin string, env []string, limit int, grace time.Duration) runFunc {
-	return func(ctx context.Context, argv []string) (proc, error) {
+func processRunner(bin string, env []string, grace time.Duration) runFunc {
+	return func(ctx context.Context, argv []string, limit int) (proc, error) {
 		stdout, stderr := newCapture(limit), newCapture(limit)
 		cmd := exec.CommandContext(ctx, bin, argv...)
 		if env != nil {
@@ -48,10 +48,6 @@ func processRunner(bin string, env []string, limit int, grace time.Duration) run
 		cmd.WaitDelay = grace
 
 		err := cmd.Run()
-		if cmd.Process != nil && ctx.Err() != nil {
-			// Whatever of the group survived the polite signal.
-			_ = signalGroup(cmd.Process, syscall.SIGKILL)
-		}
 		var p proc
 		p.stdout, p.stdoutDropped = stdout.bytes()
 		p.stderr, p.stderrDropped = stderr.bytes()
@@ -59,10 +55,18 @@ func processRunner(bin string, env []string, limit int, grace time.Duration) run
 		if cmd.ProcessState != nil && cmd.ProcessState.Exited() {
 			p.exitCode = cmd.ProcessState.ExitCode()
 		}
+		// A smolvm that finished its work before ctx ended reports that.
+		// Otherwise ctx's end is the outcome (its exit code is then just the
+		// answer to our SIGTERM), and whatever of the group survived the
+		// polite signal gets SIGKILL.
+		if ctx.Err() != nil && p.exitCode != 0 {
+			if cmd.Process != nil {
+				_ = signalGroup(cmd.Process, syscall.SIGKILL)
+			}
+			return p, ctx.Err()
+		}
 		var exitErr *exec.ExitError
 		switch {
-		case ctx.Err() != nil:
-			return p, ctx.Err()
 		case err == nil, errors.As(err, &exitErr) && p.exitCode >= 0:
 			return p, nil
 		case errors.Is(err, exec.ErrWaitDelay):

@@ -3,6 +3,7 @@ package smolvm
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -184,7 +185,7 @@ func TestSimCancelKillsProcessGroup(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		_, err := c.Exec(ctx, "vm1", []string{"sh", "-c", "echo $$ > " + pidFile + "; exec sleep 60"}, ExecOptions{})
+		_, err := c.Exec(ctx, "vm1", []string{"sh", "-c", "echo guest-says-sk-123 >&2; echo $$ > " + pidFile + "; exec sleep 60"}, ExecOptions{Stream: true})
 		done <- err
 	}()
 	pid := waitPID(t, pidFile)
@@ -193,6 +194,9 @@ func TestSimCancelKillsProcessGroup(t *testing.T) {
 	case err := <-done:
 		if !errors.Is(err, context.Canceled) {
 			t.Errorf("err = %v, want context.Canceled", err)
+		}
+		if err != nil && strings.Contains(err.Error(), "guest-says") {
+			t.Errorf("the guest's output reached the error: %v", err)
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("Exec did not return after cancel")
@@ -207,13 +211,15 @@ func TestSimCancelKillsProcessGroup(t *testing.T) {
 }
 
 // TestSimCancelEscalatesToKill: a smolvm that ignores SIGTERM is killed
-// after the grace period.
+// after the grace period, and so is everything in its process group (here a
+// child that ignores SIGTERM too, which os/exec alone would leave behind).
 func TestSimCancelEscalatesToKill(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	stubborn := filepath.Join(dir, "smolvm")
-	pidFile := filepath.Join(dir, "pid")
-	script := "#!/bin/sh\nif [ \"$1\" = --version ]; then echo smolvm 1.9.3; exit 0; fi\ntrap '' TERM\necho $$ > " + pidFile + "\nwhile :; do sleep 0.05; done\n"
+	pidFile, childFile := filepath.Join(dir, "pid"), filepath.Join(dir, "child")
+	script := "#!/bin/sh\nif [ \"$1\" = --version ]; then echo smolvm 1.9.3; exit 0; fi\ntrap '' TERM\n" +
+		"sleep 300 & echo $! > " + childFile + "\necho $$ > " + pidFile + "\nwhile :; do sleep 0.05; done\n"
 	if err := os.WriteFile(stubborn, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -225,6 +231,7 @@ func TestSimCancelEscalatesToKill(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- c.Start(ctx, "vm1") }()
 	pid := waitPID(t, pidFile)
+	child := waitPID(t, childFile)
 	cancel()
 	select {
 	case err := <-done:
@@ -234,9 +241,26 @@ func TestSimCancelEscalatesToKill(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("Start did not return after cancel and grace")
 	}
-	if err := syscall.Kill(pid, 0); err == nil {
-		t.Errorf("smolvm %d survived SIGKILL", pid)
+	for _, p := range []int{pid, child} {
+		deadline := time.Now().Add(5 * time.Second)
+		for alive(p) && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if alive(p) {
+			t.Errorf("process %d of the smolvm group survived", p)
+		}
 	}
+}
+
+// alive reports whether pid runs (a zombie waiting for its reaper does not).
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return syscall.Kill(pid, 0) == nil
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
 }
 
 func startedMachine(t *testing.T, c *Client) {
@@ -267,4 +291,26 @@ func waitPID(t *testing.T, path string) int {
 	}
 	t.Fatalf("no pid in %s", path)
 	return 0
+}
+
+// TestSimListMany: ls is read whole, however many machines there are (its
+// JSON does not survive being cut to a head and a tail).
+func TestSimListMany(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c, _ := simClient(t, "1.9.3")
+	pack, err := c.PackImage(ctx, "alpine:3", filepath.Join(t.TempDir(), "p"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 120 // ~100 KiB of JSON, past the default 64 KiB capture
+	for i := range n {
+		if err := c.Create(ctx, fmt.Sprintf("vm%d", i), CreateOptions{From: pack.Machine}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ms, err := c.List(ctx)
+	if err != nil || len(ms) != n {
+		t.Fatalf("List = %d machines, %v; want %d", len(ms), err, n)
+	}
 }

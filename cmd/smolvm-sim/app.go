@@ -213,7 +213,8 @@ func (a *app) exit(err error) int {
 		fmt.Fprint(a.stdout, helpText)
 		return 0
 	case errors.As(err, &ue):
-		fmt.Fprintf(a.stderr, "error: %s\n\nFor more information, try '--help'.\n", ue)
+		// clap 4's shape: the error, a usage line, the --help hint.
+		fmt.Fprintf(a.stderr, "error: %s\n\nUsage: smolvm [OPTIONS] <COMMAND>\n\nFor more information, try '--help'.\n", ue)
 		return 2
 	case errors.As(err, &fe):
 		fmt.Fprintf(a.stderr, "Error: %s\n", fe.msg)
