@@ -21,6 +21,7 @@ type Commits interface {
 // CommitError is a from "task:ID" that this host cannot serve. It is bad
 // input for this host and is not retried.
 type CommitError struct {
+	// TaskID is the task whose commit was asked for, the ID in "task:ID".
 	TaskID string
 	// Host holds the commit, when it is known and is another host.
 	Host string
@@ -28,6 +29,8 @@ type CommitError struct {
 	Reason string
 }
 
+// Error names the task and either the host that holds its commit or why
+// there is none here. It starts with "from: ", the payload field at fault.
 func (e *CommitError) Error() string {
 	if e.Host != "" {
 		return fmt.Sprintf("from: the commit of task %s is on host %s, not on this one", e.TaskID, e.Host)

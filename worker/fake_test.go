@@ -117,6 +117,8 @@ func (f *fakeSmolvm) PackFromVM(ctx context.Context, name, out string) (smolvm.P
 		return smolvm.Pack{}, f.toolErr("pack create", name, "pack from VM: VM '"+name+"' not found", smolvm.ErrNotFound)
 	case state == smolvm.StateRunning:
 		return smolvm.Pack{}, f.toolErr("pack create", name, "VM is running", nil)
+	case state == smolvm.StateCreated:
+		return smolvm.Pack{}, f.toolErr("pack create", name, "overlay disk not found. The VM may not have been started yet.", nil)
 	}
 	return writePack(out)
 }
@@ -128,13 +130,13 @@ func (f *fakeSmolvm) Create(ctx context.Context, name string, o smolvm.CreateOpt
 			return err
 		}
 	}
-	if _, err := os.Stat(o.From); err != nil {
-		return f.toolErr("machine create", name, "file not found: "+o.From, nil)
-	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if _, ok := f.machines[name]; ok {
 		return f.toolErr("machine create", name, "machine '"+name+"' already exists", smolvm.ErrExists)
+	}
+	if _, err := os.Stat(o.From); err != nil {
+		return f.toolErr("machine create", name, "create from .smolmachine: file not found: "+o.From, nil)
 	}
 	f.machines[name] = smolvm.StateCreated
 	f.created[name] = time.Now().Unix()

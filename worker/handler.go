@@ -62,7 +62,8 @@ type Config struct {
 	// so VMs get unrestricted egress. Default false: refuse.
 	AllowUnenforcedEgress bool
 	// PackTTL is how long the pack of a tagged (not digest-pinned) image is
-	// reused before it is packed again. Default 24h; negative: forever.
+	// reused before it is packed again. Zero means the default, 24h;
+	// negative: forever.
 	PackTTL time.Duration
 	// ReadyTimeout bounds the wait for exec to work after start.
 	// Default 60s.
@@ -412,9 +413,12 @@ func (r *run) pipeline(ctx context.Context) error {
 
 	execEnv := r.p.Env
 	if h.cfg.Egress != nil {
+		// allow_hosts was validated with the payload: what fails here is a
+		// duplicate delivery in this process (its name is registered) or
+		// the token's randomness, both worth a retry.
 		token, err := h.cfg.Egress.Register(r.vm, egress.Policy{Hosts: r.p.AllowHosts})
 		if err != nil {
-			return &tasks.ValidationError{Field: "allow_hosts", Reason: err.Error()}
+			return fmt.Errorf("egress proxy registration: %w", err)
 		}
 		defer r.closeEgress()
 		execEnv = maps.Clone(r.p.Env)
@@ -435,15 +439,20 @@ func (r *run) pipeline(ctx context.Context) error {
 	if err := r.phase(ctx, tasks.PhaseCreate, func(ctx context.Context) error {
 		err := h.cfg.Smolvm.Create(ctx, r.vm, create)
 		if errors.Is(err, smolvm.ErrExists) {
-			if h.cfg.Busy != nil {
-				busy, berr := h.cfg.Busy(ctx, r.vm)
-				if berr != nil {
+			// Whose is it? Another delivery in this process, or a live one
+			// elsewhere on this host, keeps it; and when that cannot be
+			// told, it is left alone too (the reaper decides later).
+			busy := h.users(r.vm) > 1
+			if !busy && h.cfg.Busy != nil {
+				var berr error
+				if busy, berr = h.cfg.Busy(ctx, r.vm); berr != nil {
+					r.foreign = true
 					return fmt.Errorf("machine %s exists and its owner cannot be checked: %w", r.vm, berr)
 				}
-				if busy {
-					r.foreign = true
-					return &BusyError{VM: r.vm}
-				}
+			}
+			if busy {
+				r.foreign = true
+				return &BusyError{VM: r.vm}
 			}
 			// Left over from an earlier delivery of this attempt that died.
 			r.log.Warn().Str("phase", tasks.PhaseCreate).Msg("deleting a leftover machine of the same name")
@@ -572,6 +581,9 @@ func (r *run) teardown(ctx context.Context) {
 		if r.h.cfg.Hooks.DeleteFailed != nil {
 			r.h.cfg.Hooks.DeleteFailed(r.vm)
 		}
+		if r.created {
+			r.h.vms(-1) // handed to the reaper: no longer this worker's
+		}
 		return err
 	})
 }
@@ -606,6 +618,13 @@ func (r *run) report() {
 	if err != nil {
 		r.log.Debug().Err(err).Msg("result not written")
 	}
+}
+
+// users counts this process's deliveries using vm.
+func (h *Handler) users(vm string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.active[vm]
 }
 
 func (h *Handler) own(vm string, on bool) {

@@ -452,65 +452,81 @@ func TestVMName(t *testing.T) {
 	}
 }
 
-// TestHandlerDuplicateDelivery: at-least-once delivery runs one attempt
-// twice. While the first delivery is live, the second must not touch its
-// VM; run after it, the second replaces the commit atomically.
+// TestHandlerDuplicateDelivery: at-least-once delivery can run one attempt
+// twice. While the first delivery is live — in this process, or in another
+// one on the host — the second must not touch its VM; run after it, the
+// second replaces the commit atomically.
 func TestHandlerDuplicateDelivery(t *testing.T) {
 	t.Parallel()
+	for _, tt := range []struct {
+		name string
+		busy func(context.Context, string) (bool, error) // the second handler's
+		same bool                                         // both deliveries in one handler
+	}{
+		{"same process", nil, true},
+		{"another process", func(context.Context, string) (bool, error) { return true, nil }, false},
+		{"owner unknown", func(context.Context, string) (bool, error) { return false, errors.New("redis down") }, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFake()
+			h1, _ := newHandler(t, f, nil)
+			h2 := h1
+			if !tt.same {
+				h2, _ = newHandler(t, f, func(c *Config) { c.Busy = tt.busy; c.DataDir = h1.cfg.DataDir })
+			}
+			vm := VMName("dup", 1)
+			inExec := make(chan struct{})
+			release := make(chan struct{})
+			f.exec = func(_ context.Context, _ string, cmd []string, _ smolvm.ExecOptions) (smolvm.ExecResult, error) {
+				if cmd[0] == "first" {
+					close(inExec)
+					<-release
+				}
+				return smolvm.ExecResult{Stdout: []byte(cmd[0])}, nil
+			}
+			first, second := basic, basic
+			first.Command, second.Command = []string{"first"}, []string{"second"}
+			done := make(chan error, 1)
+			go func() { done <- h1.Run(context.Background(), Meta{ID: "dup"}, payload(t, first), nil) }()
+			<-inExec
+			err := h2.Run(context.Background(), Meta{ID: "dup"}, payload(t, second), nil)
+			if err == nil || errors.Is(err, asynq.SkipRetry) {
+				t.Fatalf("duplicate delivery: err = %v, want a retryable error", err)
+			}
+			if n := f.count("delete " + vm); n != 0 {
+				t.Fatalf("the duplicate deleted the live delivery's VM (%d deletes)", n)
+			}
+			close(release)
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			if left := f.left(); len(left) != 0 {
+				t.Errorf("machines left: %q", left)
+			}
+		})
+	}
+}
+
+// TestHandlerRunTwiceReplacesCommit: the same attempt run again after the
+// first finished (asynq's at-least-once) leaves one whole commit: the
+// second run's, renamed over the first.
+func TestHandlerRunTwiceReplacesCommit(t *testing.T) {
+	t.Parallel()
 	f := newFake()
-	busy := true
-	h, _ := newHandler(t, f, func(c *Config) {
-		c.Busy = func(context.Context, string) (bool, error) { return busy, nil }
-	})
-	vm := VMName("dup", 1)
-	inExec := make(chan struct{})
-	release := make(chan struct{})
-	f.exec = func(_ context.Context, _ string, cmd []string, _ smolvm.ExecOptions) (smolvm.ExecResult, error) {
-		if cmd[0] == "first" {
-			close(inExec)
-			<-release
+	h, _ := newHandler(t, f, nil)
+	for i := range 2 {
+		var w results
+		if err := h.Run(context.Background(), Meta{ID: "twice"}, payload(t, basic), &w); err != nil {
+			t.Fatalf("run %d: %v", i, err)
 		}
-		return smolvm.ExecResult{Stdout: []byte(cmd[0])}, nil
-	}
-	first := basic
-	first.Command = []string{"first"}
-	done := make(chan error, 1)
-	go func() { done <- h.Run(context.Background(), Meta{ID: "dup"}, payload(t, first), nil) }()
-	<-inExec
-	second := basic
-	second.Command = []string{"second"}
-	err := h.Run(context.Background(), Meta{ID: "dup"}, payload(t, second), nil)
-	var be *BusyError
-	if !errors.As(err, &be) || errors.Is(err, asynq.SkipRetry) {
-		t.Fatalf("duplicate delivery: err = %v, want a retryable BusyError", err)
-	}
-	if n := f.count("delete " + vm); n != 0 {
-		t.Fatalf("the duplicate deleted the live delivery's VM (%d deletes)", n)
-	}
-	close(release)
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	firstCommit, err := os.ReadFile(filepath.Join(h.cfg.DataDir, "commits", fileKey("dup")+".smolmachine"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	busy = false
-	var w results
-	if err := h.Run(context.Background(), Meta{ID: "dup"}, payload(t, second), &w); err != nil {
-		t.Fatal(err)
-	}
-	res := w.result(t)
-	second2, err := os.ReadFile(res.Commit)
-	if err != nil || len(second2) == 0 || len(firstCommit) == 0 {
-		t.Fatalf("commit unreadable after the second run: %v", err)
+		if b, err := os.ReadFile(w.result(t).Commit); err != nil || len(b) == 0 {
+			t.Fatalf("run %d: commit unreadable: %v", i, err)
+		}
 	}
 	entries, _ := os.ReadDir(filepath.Join(h.cfg.DataDir, "commits"))
 	if len(entries) != 2 { // the stub and the .smolmachine, no temporaries
 		t.Errorf("commit dir holds %d entries, want 2", len(entries))
-	}
-	if left := f.left(); len(left) != 0 {
-		t.Errorf("machines left: %q", left)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -39,12 +40,20 @@ type Reaper struct {
 	// MinAge spares machines younger than this: another process's new task
 	// may not be in its heartbeat yet (asynq beats every 5 s). Default 30s.
 	MinAge time.Duration
+	// Confirm is how long a machine must stay an orphan, over successive
+	// sweeps, before it is deleted: long enough for a live process that
+	// missed a heartbeat (asynq's expire after 10 s) or a restarted Redis
+	// to show up again. Default 15s.
+	Confirm time.Duration
 	// Interval between sweeps in Run. Default 1m.
 	Interval time.Duration
 	// Logger gets one line per reaped VM. Default: none.
 	Logger zerolog.Logger
 	// Reaped, if set, is called for each deleted orphan.
 	Reaped func(vm string)
+
+	mu       sync.Mutex
+	suspects map[string]time.Time // orphan VM → when first seen as one
 }
 
 // Run sweeps now and then every Interval until ctx ends.
@@ -90,12 +99,23 @@ func (r *Reaper) Sweep(ctx context.Context) ([]string, error) {
 		candidates = append(candidates, m)
 	}
 	if len(candidates) == 0 {
+		r.mu.Lock()
+		r.suspects = nil
+		r.mu.Unlock()
 		return nil, nil
 	}
 	live, err := liveVMs(r.Inspector, r.hostname(), 0)
 	if err != nil {
 		return nil, err
 	}
+	confirm := r.Confirm
+	if confirm <= 0 {
+		confirm = 15 * time.Second
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	seen := r.suspects
+	r.suspects = map[string]time.Time{}
 	var reaped []string
 	var errs []error
 	for _, m := range candidates {
@@ -104,6 +124,14 @@ func (r *Reaper) Sweep(ctx context.Context) ([]string, error) {
 		}
 		if mine = r.handlerActive(); mine[m.Name] {
 			continue // a handler of ours picked it up since
+		}
+		first, ok := seen[m.Name]
+		if !ok {
+			first = time.Now()
+		}
+		if time.Since(first) < confirm {
+			r.suspects[m.Name] = first // an orphan for now: confirm on a later sweep
+			continue
 		}
 		if err := r.Smolvm.Delete(ctx, m.Name); err != nil && !errors.Is(err, smolvm.ErrNotFound) {
 			errs = append(errs, err)

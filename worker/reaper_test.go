@@ -15,9 +15,9 @@ type fakeInspector struct {
 	retried map[string]int // task ID → retries; missing: GetTaskInfo fails
 }
 
-func (f fakeInspector) Servers() ([]*asynq.ServerInfo, error) { return f.servers, nil }
+func (f *fakeInspector) Servers() ([]*asynq.ServerInfo, error) { return f.servers, nil }
 
-func (f fakeInspector) GetTaskInfo(_, id string) (*asynq.TaskInfo, error) {
+func (f *fakeInspector) GetTaskInfo(_, id string) (*asynq.TaskInfo, error) {
 	n, ok := f.retried[id]
 	if !ok {
 		return nil, errors.New("task not found")
@@ -62,12 +62,18 @@ func TestReaperSweep(t *testing.T) {
 	var reapedHook []string
 	r := &Reaper{
 		Smolvm: f, Handler: h, Hostname: "host-a",
-		Inspector: fakeInspector{
+		Inspector: &fakeInspector{
 			servers: []*asynq.ServerInfo{server("host-a", "running", "mystery"), server("host-b", "elsewhere")},
 			retried: map[string]int{"running": 1, "elsewhere": 0},
 		},
 		Reaped: func(vm string) { reapedHook = append(reapedHook, vm) },
 	}
+	r.Confirm = 30 * time.Millisecond
+	first, err := r.Sweep(context.Background())
+	if err != nil || len(first) != 0 {
+		t.Fatalf("the first sweep reaped %q, %v: an orphan must be confirmed on a later sweep", first, err)
+	}
+	time.Sleep(2 * r.Confirm)
 	reaped, err := r.Sweep(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -88,5 +94,33 @@ func TestReaperSweep(t *testing.T) {
 	}
 	if again, err := r.Sweep(context.Background()); err != nil || len(again) != 0 {
 		t.Errorf("second sweep reaped %q, %v", again, err)
+	}
+}
+
+// TestReaperForgetsWhatCameBack: a VM that looked orphaned (its worker's
+// heartbeat missed) but shows up live on the next sweep is spared, and its
+// confirmation starts over.
+func TestReaperForgetsWhatCameBack(t *testing.T) {
+	t.Parallel()
+	f := newFake()
+	vm := VMName("flaky", 1)
+	f.machines[vm] = "running"
+	f.created[vm] = time.Now().Add(-time.Hour).Unix()
+	insp := &fakeInspector{retried: map[string]int{"flaky": 0}}
+	r := &Reaper{Smolvm: f, Inspector: insp, Hostname: "host-a", Confirm: 30 * time.Millisecond}
+	ctx := context.Background()
+	r.Sweep(ctx) // heartbeat missing: a suspect
+	time.Sleep(2 * r.Confirm)
+	insp.servers = []*asynq.ServerInfo{server("host-a", "flaky")}
+	if got, _ := r.Sweep(ctx); len(got) != 0 {
+		t.Fatalf("reaped %q although its worker is back", got)
+	}
+	insp.servers = nil
+	if got, _ := r.Sweep(ctx); len(got) != 0 {
+		t.Fatalf("reaped %q without a fresh confirmation", got)
+	}
+	time.Sleep(2 * r.Confirm)
+	if got, _ := r.Sweep(ctx); len(got) != 1 {
+		t.Fatalf("reaped %q, want the VM once it stayed an orphan", got)
 	}
 }
