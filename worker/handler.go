@@ -215,6 +215,11 @@ func NewHandler(cfg Config) (*Handler, error) {
 	for _, s := range []packStore{h.packs.store, h.commits} {
 		s.sweep(time.Hour)
 	}
+	// Artifacts half-copied when a worker crashed.
+	dirs, _ := filepath.Glob(filepath.Join(cfg.DataDir, "artifacts", "*"))
+	for _, d := range dirs {
+		packStore{dir: d}.sweep(time.Hour)
+	}
 	if err := os.MkdirAll(h.tmpDir(), 0o700); err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
 	}

@@ -461,7 +461,7 @@ func TestHandlerDuplicateDelivery(t *testing.T) {
 	for _, tt := range []struct {
 		name string
 		busy func(context.Context, string) (bool, error) // the second handler's
-		same bool                                         // both deliveries in one handler
+		same bool                                        // both deliveries in one handler
 	}{
 		{"same process", nil, true},
 		{"another process", func(context.Context, string) (bool, error) { return true, nil }, false},

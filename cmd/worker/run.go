@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -142,6 +143,9 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	}
 	if c.maxArtifact < 1 || c.maxArtifacts < 1 {
 		return c, fmt.Errorf("-max-artifact-bytes, -max-artifacts-bytes: must be at least 1 byte")
+	}
+	if c.packTTL == 0 {
+		return c, fmt.Errorf("-pack-ttl: 0 is ambiguous; give a duration, or a negative one to keep packs for good")
 	}
 	if c.proxy != "" {
 		if _, err := worker.ParseProxy(c.proxy); err != nil {
@@ -349,7 +353,11 @@ func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, lo
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go srv.Serve(ln)
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error().Err(err).Msg("metrics listener stopped")
+		}
+	}()
 	log.Info().Str("addr", ln.Addr().String()).Msg("metrics at /metrics")
 	return func() {
 		shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
@@ -371,12 +379,21 @@ func startEgress(ctx context.Context, c *config, log zerolog.Logger) (p *egress.
 		return nil, nil, fmt.Errorf("-egress-listen: %w", err)
 	}
 	if c.proxy == "" {
+		if ap, err := netip.ParseAddrPort(ln.Addr().String()); err != nil || ap.Addr().IsUnspecified() {
+			ln.Close()
+			return nil, nil, fmt.Errorf("-egress-listen %s: VMs need an address to reach; listen on one, or say which with -proxy", c.egressListen)
+		}
 		c.proxy = "http://" + ln.Addr().String()
 	}
 	p = egress.New(egress.Config{AllowPrivate: c.egressPrivate, AllowLoopback: c.egressLoop, Logger: log.With().Str("component", "egress").Logger()})
 	proxyCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	done := make(chan struct{})
-	go func() { p.Serve(proxyCtx, ln); close(done) }()
+	go func() {
+		if err := p.Serve(proxyCtx, ln); err != nil {
+			log.Error().Err(err).Msg("bundled egress proxy stopped: tasks have no egress")
+		}
+		close(done)
+	}()
 	if c.egressLoop {
 		log.Warn().Msg("-egress-allow-loopback-for-tests: tasks may reach this host's loopback services through the egress proxy")
 	}

@@ -47,6 +47,7 @@ func TestParseFlags(t *testing.T) {
 		{[]string{"-queues", "a=0"}, nil, "-queues"},
 		{[]string{"-proxy", "http://10.0.0.1"}, nil, "proxy"},
 		{[]string{"stray"}, nil, "unexpected argument"},
+		{[]string{"-pack-ttl", "0"}, nil, "-pack-ttl"},
 		{[]string{"-max-files-bytes", "17MiB"}, nil, "-max-files-bytes"},
 		{[]string{"-max-files-bytes", "0"}, nil, "-max-files-bytes"},
 		{nil, map[string]string{"BOTTLEQ_MAX_ARTIFACT_BYTES": "lots"}, "BOTTLEQ_MAX_ARTIFACT_BYTES"},

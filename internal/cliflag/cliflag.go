@@ -56,7 +56,8 @@ func Parse(fs *flag.FlagSet, args []string, envs []Env, getenv func(string) stri
 		}
 		origin[e.Flag()] = e.Var()
 		if err := fs.Set(e.Flag(), v); err != nil {
-			return nil, fmt.Errorf("%s: %q is not a valid -%s value: %w", e.Var(), v, e.Flag(), err)
+			// The value is not quoted: a variable may hold a secret.
+			return nil, fmt.Errorf("%s: not a valid -%s value: %w", e.Var(), e.Flag(), err)
 		}
 	}
 	return origin, nil

@@ -52,6 +52,7 @@ func TestWorkerBadConfig(t *testing.T) {
 		{"bad concurrency env", []string{"BOTTLEQ_CONCURRENCY=lots"}, nil, 2, "BOTTLEQ_CONCURRENCY"},
 		{"bad queues", nil, []string{"-queues", "default"}, 2, "-queues"},
 		{"proxy by name", nil, []string{"-proxy", "http://proxy.local:3128"}, 2, "must be an IP address"},
+		{"egress proxy on all addresses", []string{"BOTTLEQ_EGRESS_LISTEN=0.0.0.0:0"}, []string{"-redis", "redis://127.0.0.1:1"}, 1, "VMs need an address"},
 		{"old smolvm with proxy", []string{"SMOLVM_SIM_VERSION=1.7.0"}, []string{"-proxy", "http://10.0.2.2:3128", "-redis", "redis://127.0.0.1:1"}, 1, "unrestricted egress"},
 	}
 	for _, tt := range tests {
