@@ -18,16 +18,25 @@ const (
 // Machine is one entry of `machine ls --json` or `machine status --json`.
 // Only the fields bottleq uses are decoded.
 type Machine struct {
-	Name      string            `json:"name"`
-	State     string            `json:"state"`
-	PID       int               `json:"pid"`
-	CPUs      int               `json:"cpus"`
-	MemoryMiB int               `json:"memory_mib"`
-	CreatedAt int64             `json:"created_at"` // unix seconds
-	Image     string            `json:"image"`
-	Network   bool              `json:"network"`
-	Ephemeral bool              `json:"ephemeral"`
-	Labels    map[string]string `json:"labels"` // smolvm ≥ 1.8.0
+	// Name is the machine's name.
+	Name string `json:"name"`
+	// State is one of the State constants, probed live by smolvm.
+	State string `json:"state"`
+	// PID is the VM process, when it runs.
+	PID int `json:"pid"`
+	// CPUs and MemoryMiB are the machine's resources.
+	CPUs      int `json:"cpus"`
+	MemoryMiB int `json:"memory_mib"`
+	// CreatedAt is when the machine was created, in unix seconds.
+	CreatedAt int64 `json:"created_at"`
+	// Image is the OCI image it was created from, if any.
+	Image string `json:"image"`
+	// Network tells whether the machine has a network device.
+	Network bool `json:"network"`
+	// Ephemeral marks machines of `smolvm machine run`.
+	Ephemeral bool `json:"ephemeral"`
+	// Labels are the machine's --label K=V (smolvm ≥ 1.8.0).
+	Labels map[string]string `json:"labels"`
 }
 
 // List runs `machine ls --json`.

@@ -267,9 +267,13 @@ func (p *Proxy) envWith(proxyURL string) map[string]string {
 
 // Meta is what the handler knows of a task besides its payload.
 type Meta struct {
-	ID       string
-	Queue    string
-	Retried  int // deliveries before this one that failed
+	// ID is the task's ID.
+	ID string
+	// Queue is the queue it came from.
+	Queue string
+	// Retried counts the deliveries before this one that failed.
+	Retried int
+	// MaxRetry is how many retries the task allows.
 	MaxRetry int
 }
 
@@ -371,8 +375,12 @@ func (h *Handler) runnableHere(p tasks.AgentRun) error {
 // BusyError is a VM name taken by another live delivery of the same task
 // attempt. The attempt fails and is retried later under a new name; the
 // other delivery's VM is left alone.
-type BusyError struct{ VM string }
+type BusyError struct {
+	// VM is the machine the other delivery uses.
+	VM string
+}
 
+// Error says whose the machine is and that the attempt will be retried.
 func (e *BusyError) Error() string {
 	return "machine " + e.VM + " is in use by another live delivery of this task; retrying later"
 }
