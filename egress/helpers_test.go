@@ -2,6 +2,7 @@ package egress_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/base64"
@@ -259,4 +260,23 @@ func oneLine(t *testing.T, s string) {
 	if strings.Contains(strings.TrimSuffix(s, "\n"), "\n") {
 		t.Errorf("%q is more than one line", s)
 	}
+}
+
+// lockedBuffer is a bytes.Buffer the proxy's goroutines may log to while
+// the test reads it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

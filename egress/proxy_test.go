@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"github.com/bot-bottle/bottleq/egress"
 )
 
@@ -287,11 +289,14 @@ func TestRecord(t *testing.T) {
 	}
 }
 
-// TestUnregisterClosesTunnels checks that Unregister ends open tunnels and
-// returns a record that includes their bytes.
+// TestUnregisterClosesTunnels checks that Unregister closes open tunnels
+// itself, rather than waiting out its bound (5 s) for them to end, and
+// returns a record that includes their bytes. It asserts on what happened,
+// not on how long it took, so a loaded machine cannot fail it.
 func TestUnregisterClosesTunnels(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, nil)
+	var log lockedBuffer
+	h := newHarness(t, func(c *egress.Config) { c.Logger = zerolog.New(&log).Level(zerolog.WarnLevel) })
 	tok := h.register(t, "t", egress.Policy{Hosts: []string{"allowed.test"}})
 	_, _, tunnel := h.connect(t, tok, "allowed.test:"+port(t, h.plain))
 	if _, err := io.WriteString(tunnel, "GET / HTTP/1.1\r\nHost: allowed.test\r\n\r\n"); err != nil {
@@ -301,15 +306,17 @@ func TestUnregisterClosesTunnels(t *testing.T) {
 	if _, err := tunnel.Read(buf); err != nil {
 		t.Fatal(err)
 	}
-	start := time.Now()
 	rec := h.p.Unregister("t")
-	if d := time.Since(start); d > 2*time.Second {
-		t.Errorf("Unregister took %v", d)
+	if strings.Contains(log.String(), "still open after unregister") {
+		t.Errorf("Unregister waited out its bound instead of closing the tunnel; log:\n%s", log.String())
 	}
 	if len(rec.Entries) != 1 || rec.Entries[0].BytesDown == 0 {
 		t.Errorf("record %+v, want the tunnel's bytes", rec)
 	}
-	_ = tunnel.SetReadDeadline(time.Now().Add(5 * time.Second))
+	// The upstream keeps the connection alive and the idle timeout is 5
+	// minutes: only Unregister can have closed the tunnel. The deadline
+	// just keeps a regression from hanging the test.
+	_ = tunnel.SetReadDeadline(time.Now().Add(30 * time.Second))
 	if _, err := io.ReadAll(tunnel); err != nil {
 		t.Errorf("tunnel after Unregister: %v, want EOF", err)
 	}

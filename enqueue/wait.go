@@ -33,12 +33,15 @@ type Outcome struct {
 // its last retry, or at once for a failure that cannot succeed on retry
 // (such as an invalid payload).
 type TaskFailedError struct {
+	// TaskID is the ID of the task that failed.
 	TaskID string
-	State  asynq.TaskState
+	// State is where the task ended: asynq.TaskStateArchived.
+	State asynq.TaskState
 	// LastErr is the error of the last delivery, as the worker returned it.
 	LastErr string
 }
 
+// Error names the task and quotes its last error.
 func (e *TaskFailedError) Error() string {
 	return fmt.Sprintf("task %s failed: %s", e.TaskID, e.LastErr)
 }

@@ -42,11 +42,11 @@ type Config struct {
 
 // Call describes one finished smolvm invocation, for [Config.Observe].
 type Call struct {
-	Op       string // "machine start", "pack create", …
-	Machine  string // the machine, if the call names one
-	Duration time.Duration
-	ExitCode int   // -1 if smolvm did not exit by itself
-	Err      error // nil, or the *Error the call returned
+	Op       string        // "machine start", "pack create", …
+	Machine  string        // the machine, if the call names one
+	Duration time.Duration // how long the process ran
+	ExitCode int           // -1 if smolvm did not exit by itself
+	Err      error         // nil, or the *Error the call returned
 }
 
 // Client runs smolvm. It is safe for concurrent use.

@@ -8,6 +8,7 @@ import (
 
 // Version is a smolvm release number.
 type Version struct {
+	// Major, Minor and Patch are the numbers of "X.Y.Z".
 	Major, Minor, Patch int
 }
 

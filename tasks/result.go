@@ -99,7 +99,9 @@ type Artifact struct {
 
 // PhaseTime is one finished phase.
 type PhaseTime struct {
-	Name    string  `json:"name"`
+	// Name is the phase, one of the Phase constants.
+	Name string `json:"name"`
+	// Seconds is how long the phase took.
 	Seconds float64 `json:"seconds"`
 }
 

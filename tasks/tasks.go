@@ -212,10 +212,14 @@ func Bool(b bool) *bool { return &b }
 // ValidationError is a payload that can never run. It names the field and
 // never quotes an env value.
 type ValidationError struct {
-	Field  string
+	// Field is the payload field at fault, as in its JSON ("env",
+	// "files[0].path"), or "payload" for the payload as a whole.
+	Field string
+	// Reason says what is wrong with Field, without quoting an env value.
 	Reason string
 }
 
+// Error returns "Field: Reason".
 func (e *ValidationError) Error() string { return e.Field + ": " + e.Reason }
 
 func invalid(field, format string, a ...any) error {

@@ -28,6 +28,9 @@ import (
 // Smolvm is what the handler needs of smolvm. *smolvm.Client implements it;
 // tests pass a fake.
 type Smolvm interface {
+	// Version, PackImage, PackFromVM, Create, Start, WaitReady, Exec,
+	// CopyIn, CopyOut, Stop, Delete and List are *smolvm.Client's methods
+	// of those names.
 	Version() smolvm.Version
 	PackImage(ctx context.Context, image, out string) (smolvm.Pack, error)
 	PackFromVM(ctx context.Context, name, out string) (smolvm.Pack, error)

@@ -16,6 +16,7 @@ import (
 
 // Inspector is what the reaper needs of asynq's Inspector.
 type Inspector interface {
+	// Servers and GetTaskInfo are *asynq.Inspector's methods.
 	Servers() ([]*asynq.ServerInfo, error)
 	GetTaskInfo(queue, id string) (*asynq.TaskInfo, error)
 }

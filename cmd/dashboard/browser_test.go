@@ -5,6 +5,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
+	"html"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -57,9 +59,14 @@ func TestBrowserTaskDetail(t *testing.T) {
 	// The result's syntax highlighting splits text into spans: compare the
 	// text without tags.
 	text := regexp.MustCompile(`<[^>]*>`).ReplaceAllString(dom, "")
-	for _, want := range []string{id, "agent:run", "exit code: 3", "commits/" + id + ".smolmachine"} {
-		if !strings.Contains(text, want) {
+	for _, want := range []string{id, "agent:run", "exit code: 3", "commits/" + id + ".smolmachine", "API_KEY", "<redacted>"} {
+		if !strings.Contains(html.UnescapeString(text), want) {
 			t.Errorf("rendered page lacks %q; its text:\n%s", want, text)
+		}
+	}
+	for _, leak := range []string{testSecret, testFileContent, base64.StdEncoding.EncodeToString([]byte(testFileContent))} {
+		if strings.Contains(dom, leak) {
+			t.Errorf("rendered page shows %q", leak)
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -101,4 +102,80 @@ func output(name, text string, omitted int64, line func(string, ...any)) {
 		line("%s:", name)
 	}
 	line("%s", strings.TrimSuffix(text, "\n"))
+}
+
+// hiddenPayload is what FormatPayload shows for a payload that is not an
+// agent:run payload: it may hold anything, so none of it is shown.
+const hiddenPayload = "<payload hidden: not an agent:run payload>"
+
+// FormatPayload renders a task's payload for the UI and its /api without
+// secrets. An agent:run payload is shown as its JSON with each env value
+// replaced by "<redacted>" (the keys are kept) and each file's content by
+// its size ("<12 bytes>"); bottleq treats every env value as a secret, and
+// file content is bulky and may be one too. Anything else, including a
+// payload of another task type and an agent:run payload that does not
+// decode, is shown as hiddenPayload, never as is.
+//
+// As with FormatResult, an empty taskType is taken as "maybe agent:run":
+// the payload is shown redacted when it decodes as one with a command.
+func FormatPayload(taskType string, payload []byte) string {
+	if taskType != tasks.TypeAgentRun && taskType != "" {
+		return hiddenPayload
+	}
+	p, ok := parsePayload(payload)
+	if !ok || (taskType == "" && len(p.Command) == 0) {
+		return hiddenPayload
+	}
+	var shown redactedPayload
+	if len(p.Env) > 0 {
+		shown.Env = make(map[string]string, len(p.Env))
+		for k := range p.Env {
+			shown.Env[k] = "<redacted>"
+		}
+	}
+	for _, f := range p.Files {
+		shown.Files = append(shown.Files, redactedFile{Path: f.Path, Content: fmt.Sprintf("<%d bytes>", len(f.Content)), Mode: f.Mode})
+	}
+	// The embedded payload keeps no secret even if a method of AgentRun
+	// ever took over its JSON.
+	p.Env, p.Files = nil, nil
+	shown.AgentRun = p
+	var b strings.Builder
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false) // "<redacted>", not "\u003credacted\u003e"
+	if err := enc.Encode(shown); err != nil {
+		return hiddenPayload
+	}
+	return strings.TrimSuffix(b.String(), "\n")
+}
+
+// parsePayload decodes payload as an agent:run payload the way the worker
+// does (one JSON object, unknown fields rejected) but without validating
+// it, so that an archived invalid task still shows what it asked for.
+func parsePayload(payload []byte) (tasks.AgentRun, bool) {
+	var p tasks.AgentRun
+	if trimmed := bytes.TrimSpace(payload); len(trimmed) == 0 || trimmed[0] != '{' {
+		return p, false
+	}
+	dec := json.NewDecoder(bytes.NewReader(payload))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&p); err != nil || dec.More() {
+		return tasks.AgentRun{}, false
+	}
+	return p, true
+}
+
+// redactedPayload is an agent:run payload as FormatPayload shows it. Its
+// Env and Files hide those of the embedded AgentRun in JSON.
+type redactedPayload struct {
+	tasks.AgentRun
+	Env   map[string]string `json:"env,omitempty"`
+	Files []redactedFile    `json:"files,omitempty"`
+}
+
+// redactedFile is a tasks.File with its content replaced by its size.
+type redactedFile struct {
+	Path    string `json:"path"`
+	Content string `json:"content"`
+	Mode    string `json:"mode,omitempty"`
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -67,5 +68,55 @@ func TestFormatResult(t *testing.T) {
 	}
 	if got := FormatResult(tasks.TypeAgentRun, []byte{0xff, 0x00}); got != "non-printable bytes" {
 		t.Errorf("binary result: got %q, want asynqmon's default", got)
+	}
+}
+
+func TestFormatPayload(t *testing.T) {
+	const secret = "sk-secret-format-test"
+	content := []byte("file content, not for the UI")
+	withSecrets := `{"image":"alpine:3","command":["sh","-c","echo hi"],"timeout":"90s",` +
+		`"env":{"API_KEY":"` + secret + `","B":"<b>"},` +
+		`"files":[{"path":"/in/a.txt","content":"` + base64.StdEncoding.EncodeToString(content) + `","mode":"0600"},{"path":"/in/empty","content":""}]}`
+	const redacted = `{"image":"alpine:3","command":["sh","-c","echo hi"],"timeout":"1m30s",` +
+		`"env":{"API_KEY":"<redacted>","B":"<redacted>"},` +
+		`"files":[{"path":"/in/a.txt","content":"<28 bytes>","mode":"0600"},{"path":"/in/empty","content":"<0 bytes>"}]}`
+
+	for _, tt := range []struct {
+		name     string
+		taskType string
+		payload  string
+		want     string
+	}{
+		{"agent:run", tasks.TypeAgentRun, withSecrets, redacted},
+		{"no type, an agent:run payload", "", withSecrets, redacted},
+		{"no env, no files", tasks.TypeAgentRun, `{"from":"task:t1","command":["true"],"commit":false}`,
+			`{"from":"task:t1","command":["true"],"commit":false}`},
+		{"decodes but invalid: shown, so its archived error makes sense", tasks.TypeAgentRun,
+			`{"image":"alpine:3","command":["x"],"env":{"K":"` + secret + `"},"files":[{"path":"relative","content":""}]}`,
+			`{"image":"alpine:3","command":["x"],"env":{"K":"<redacted>"},"files":[{"path":"relative","content":"<0 bytes>"}]}`},
+		{"other task type", "email:send", withSecrets, hiddenPayload},
+		{"no type, JSON without a command", "", `{"env":{"K":"` + secret + `"}}`, hiddenPayload},
+		{"no type, other JSON", "", `{"password":"` + secret + `"}`, hiddenPayload},
+		{"unknown field", tasks.TypeAgentRun, `{"command":["x"],"token":"` + secret + `"}`, hiddenPayload},
+		{"data after the object", tasks.TypeAgentRun, `{"command":["x"]} {"env":{"K":"` + secret + `"}}`, hiddenPayload},
+		{"bad timeout", tasks.TypeAgentRun, `{"command":["x"],"env":{"K":"` + secret + `"},"timeout":"soon"}`, hiddenPayload},
+		{"env value not a string", tasks.TypeAgentRun, `{"command":["x"],"env":{"K":["` + secret + `"]}}`, hiddenPayload},
+		{"not JSON", tasks.TypeAgentRun, secret, hiddenPayload},
+		{"JSON null", tasks.TypeAgentRun, "null", hiddenPayload},
+		{"JSON string", tasks.TypeAgentRun, `"` + secret + `"`, hiddenPayload},
+		{"empty", tasks.TypeAgentRun, "", hiddenPayload},
+		{"binary", tasks.TypeAgentRun, "\xff\x00" + secret, hiddenPayload},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			got := FormatPayload(tt.taskType, []byte(tt.payload))
+			if got != tt.want {
+				t.Errorf("FormatPayload(%q, %s)\n got: %s\nwant: %s", tt.taskType, tt.payload, got, tt.want)
+			}
+			for _, leak := range []string{secret, string(content), base64.StdEncoding.EncodeToString(content)} {
+				if strings.Contains(got, leak) {
+					t.Errorf("shows %q: %s", leak, got)
+				}
+			}
+		})
 	}
 }

@@ -81,6 +81,25 @@ func startDashboard(t *testing.T, redisURL string, args ...string) (base string,
 	return "", nil
 }
 
+// testSecret is the env value of completedTask's payload, which the
+// dashboard must never show.
+const testSecret = "sk-secret-dashboard-7f3a9c"
+
+// testFileContent is the content of completedTask's input file, which the
+// dashboard shows only as its size.
+const testFileContent = "file content the dashboard must not show"
+
+// testPayload is the payload completedTask enqueues: an env value and a
+// file, as a producer would send them.
+func testPayload() tasks.AgentRun {
+	return tasks.AgentRun{
+		Image:   "alpine:3",
+		Command: []string{"sh", "-c", "echo hello"},
+		Env:     map[string]string{"API_KEY": testSecret},
+		Files:   []tasks.File{{Path: "/in/notes.txt", Content: []byte(testFileContent)}},
+	}
+}
+
 // testResult is the result completedTask's handler writes.
 func testResult(id string) tasks.Result {
 	r := tasks.Result{
@@ -102,9 +121,9 @@ func testResult(id string) tasks.Result {
 	return r
 }
 
-// completedTask enqueues an agent:run task, runs it with a tiny asynq
-// server whose handler writes testResult, and returns its ID once the task
-// is completed (and retained).
+// completedTask enqueues an agent:run task with testPayload, runs it with a
+// tiny asynq server whose handler writes testResult, and returns its ID
+// once the task is completed (and retained).
 func completedTask(t *testing.T, redisURL string) string {
 	t.Helper()
 	opt, err := asynq.ParseRedisURI(redisURL)
@@ -113,8 +132,11 @@ func completedTask(t *testing.T, redisURL string) string {
 	}
 	client := asynq.NewClient(opt)
 	defer client.Close()
-	info, err := client.Enqueue(asynq.NewTask(tasks.TypeAgentRun, []byte(`{"version":1}`)),
-		asynq.Retention(time.Hour), asynq.MaxRetry(0))
+	task, err := tasks.NewAgentRun(testPayload(), asynq.Retention(time.Hour), asynq.MaxRetry(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := client.Enqueue(task)
 	if err != nil {
 		t.Fatal(err)
 	}

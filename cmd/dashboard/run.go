@@ -134,6 +134,8 @@ func newHandler(c config, opt asynq.RedisConnOpt) (h http.Handler, close func())
 		RedisConnOpt:    opt,
 		ReadOnly:        c.readOnly,
 		ResultFormatter: asynqmon.ResultFormatterFunc(FormatResult),
+		// asynqmon's default shows payloads raw, env values and all.
+		PayloadFormatter: asynqmon.PayloadFormatterFunc(FormatPayload),
 	})
 	insp := asynq.NewInspector(opt)
 	reg := prometheus.NewRegistry()

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -57,6 +58,50 @@ func TestDashboard(t *testing.T) {
 		} {
 			if !strings.Contains(task.Result, want) {
 				t.Errorf("result lacks %q:\n%s", want, task.Result)
+			}
+		}
+	})
+
+	t.Run("task API hides env values and file content", func(t *testing.T) {
+		leaks := []string{testSecret, testFileContent, base64.StdEncoding.EncodeToString([]byte(testFileContent))}
+		code, _, detail := get(t, base+"/api/queues/default/tasks/"+id)
+		if code != 200 {
+			t.Fatalf("GET task: %d %s", code, detail)
+		}
+		var task struct {
+			Payload string `json:"payload"`
+		}
+		if err := json.Unmarshal([]byte(detail), &task); err != nil {
+			t.Fatalf("task JSON: %v\n%s", err, detail)
+		}
+		code, _, list := get(t, base+"/api/queues/default/completed_tasks")
+		if code != 200 {
+			t.Fatalf("GET completed tasks: %d %s", code, list)
+		}
+		var listed struct {
+			Tasks []struct {
+				ID      string `json:"id"`
+				Payload string `json:"payload"`
+			} `json:"tasks"`
+		}
+		if err := json.Unmarshal([]byte(list), &listed); err != nil {
+			t.Fatalf("list JSON: %v\n%s", err, list)
+		}
+		if len(listed.Tasks) != 1 || listed.Tasks[0].ID != id {
+			t.Fatalf("completed tasks %+v, want just %s", listed.Tasks, id)
+		}
+		for name, body := range map[string]string{"task": detail, "list": list} {
+			for _, leak := range leaks {
+				if strings.Contains(body, leak) {
+					t.Errorf("%s JSON shows %q:\n%s", name, leak, body)
+				}
+			}
+		}
+		for name, payload := range map[string]string{"task": task.Payload, "list": listed.Tasks[0].Payload} {
+			for _, want := range []string{`"API_KEY":"<redacted>"`, `"path":"/in/notes.txt","content":"<40 bytes>"`, `"image":"alpine:3"`} {
+				if !strings.Contains(payload, want) {
+					t.Errorf("%s payload lacks %s: %s", name, want, payload)
+				}
 			}
 		}
 	})

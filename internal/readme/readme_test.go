@@ -4,7 +4,9 @@
 // directory, with bin/ holding the real commands, against a worker that
 // runs on miniredis with the smolvm simulator. A bin/enqueue line must
 // succeed; a server (bin/worker, bin/dashboard) must accept its flags and
-// is stopped after a few seconds.
+// is stopped after a few seconds. Its Dependencies table must list each
+// module go.mod requires directly, once, at go.mod's version where it
+// names one.
 package readme
 
 import (
@@ -163,4 +165,74 @@ func run(t *testing.T, dir string, env []string, line string, d time.Duration) (
 	cmd.Dir, cmd.Env = dir, env
 	out, _ := cmd.CombinedOutput()
 	return string(out), cmd.ProcessState.ExitCode()
+}
+
+// depRow is a row of README's Dependencies table: "| `module` [version] | why |",
+// where version is vX.Y.Z or "(pseudo-version)".
+var depRow = regexp.MustCompile("^\\| `([^`]+)`(?: (v\\S+|\\(pseudo-version\\)))? \\|")
+
+func TestDependencies(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, table, ok := strings.Cut(string(readme), "\n## Dependencies\n")
+	if !ok {
+		t.Fatal("README.md has no \"## Dependencies\" section")
+	}
+	table, _, _ = strings.Cut(table, "\n## ")
+	listed := map[string]string{} // module -> version, "" when the row names none
+	for _, line := range strings.Split(table, "\n") {
+		m := depRow.FindStringSubmatch(line)
+		if m == nil {
+			continue
+		}
+		mod := m[1]
+		if _, dup := listed[mod]; dup {
+			t.Errorf("README's Dependencies table lists %s twice: merge the rows", mod)
+		}
+		listed[mod] = strings.TrimPrefix(m[2], "(pseudo-version)")
+	}
+
+	gomod, err := os.ReadFile(filepath.Join("..", "..", "go.mod"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	direct := map[string]string{}
+	in := false
+	for _, line := range strings.Split(string(gomod), "\n") {
+		line = strings.TrimSpace(line)
+		switch {
+		case line == "require (":
+			in = true
+			continue
+		case line == ")":
+			in = false
+			continue
+		case strings.HasPrefix(line, "require "):
+			line = strings.TrimPrefix(line, "require ")
+		case !in:
+			continue
+		}
+		if f := strings.Fields(line); len(f) == 2 {
+			direct[f[0]] = f[1] // "// indirect" makes more fields
+		}
+	}
+	if len(direct) < 5 {
+		t.Fatalf("found only %d direct requirements in go.mod: is the parser broken?", len(direct))
+	}
+	for mod, v := range direct {
+		lv, ok := listed[mod]
+		switch {
+		case !ok:
+			t.Errorf("go.mod requires %s, which README's Dependencies table lacks", mod)
+		case lv != "" && lv != v:
+			t.Errorf("README's Dependencies table says %s %s; go.mod requires %s", mod, lv, v)
+		}
+	}
+	for mod := range listed {
+		if _, ok := direct[mod]; !ok {
+			t.Errorf("README's Dependencies table lists %s, which go.mod does not require directly", mod)
+		}
+	}
 }
