@@ -100,26 +100,15 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	return c, nil
 }
 
-// newLogger returns the logger for c, whose level and format parseFlags
-// has checked.
-func newLogger(c config, w io.Writer) zerolog.Logger {
-	log, _ := cliflag.Logger(c.logFormat, c.logLevel, w)
-	return log
-}
-
 // Run serves the dashboard until ctx ends and returns the process exit
 // code: 0 after a clean shutdown (and for -h), 2 for bad flags, 1 for
 // anything else.
 func Run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) int {
 	c, err := parseFlags(args, getenv, stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
 	if err != nil {
-		fmt.Fprintln(stderr, "dashboard:", err)
-		return 2
+		return cliflag.ExitCode(stderr, "dashboard", err)
 	}
-	log := newLogger(c, stderr)
+	log, _ := cliflag.Logger(c.logFormat, c.logLevel, stderr) // checked by parseFlags
 	if err := serve(ctx, c, log); err != nil {
 		log.Error().Err(err).Msg("dashboard stopped")
 		return 1

@@ -2,13 +2,10 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net"
-
-	"github.com/rs/zerolog"
 
 	"github.com/bot-bottle/bottleq/egress"
 	"github.com/bot-bottle/bottleq/internal/cliflag"
@@ -63,19 +60,13 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 // returns the exit code: 0, 1 on failure, 2 on bad usage.
 func Run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) int {
 	c, err := parseFlags(args, getenv, stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
 	if err != nil {
-		fmt.Fprintf(stderr, "egress-proxy: %v\n", err)
-		return 2
+		return cliflag.ExitCode(stderr, "egress-proxy", err)
 	}
-	level, err := zerolog.ParseLevel(c.logLevel)
+	log, err := cliflag.Logger("json", c.logLevel, stderr)
 	if err != nil {
-		fmt.Fprintf(stderr, "egress-proxy: -log-level: %v\n", err)
-		return 2
+		return cliflag.ExitCode(stderr, "egress-proxy", fmt.Errorf("-log-level: %w", err))
 	}
-	log := zerolog.New(stderr).Level(level).With().Timestamp().Logger()
 	if c.allowLoopback {
 		log.Warn().Msg("egress-proxy: -allow-loopback-for-tests is set: clients can reach every service on this host")
 	}

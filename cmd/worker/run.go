@@ -144,6 +144,9 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	if c.maxArtifact < 1 || c.maxArtifacts < 1 {
 		return c, fmt.Errorf("-max-artifact-bytes, -max-artifacts-bytes: must be at least 1 byte")
 	}
+	if _, err := cliflag.Logger(c.logFormat, c.logLevel, io.Discard); err != nil {
+		return c, fmt.Errorf("-log-format/-log-level: %w", err)
+	}
 	if c.packTTL == 0 {
 		return c, fmt.Errorf("-pack-ttl: 0 is ambiguous; give a duration, or a negative one to keep packs for good")
 	}
@@ -207,30 +210,14 @@ func parseQueues(s string) (map[string]int, error) {
 	return qs, nil
 }
 
-func newLogger(c config, w io.Writer) (zerolog.Logger, error) {
-	log, err := cliflag.Logger(c.logFormat, c.logLevel, w)
-	if err != nil {
-		return log, fmt.Errorf("-log-format/-log-level: %w", err)
-	}
-	return log, nil
-}
-
 // Run runs the worker until ctx ends and returns the process exit code:
 // 0 after a clean shutdown, 2 for bad flags, 1 for anything else.
 func Run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) int {
 	c, err := parseFlags(args, getenv, stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
 	if err != nil {
-		fmt.Fprintln(stderr, "worker:", err)
-		return 2
+		return cliflag.ExitCode(stderr, "worker", err)
 	}
-	log, err := newLogger(c, stderr)
-	if err != nil {
-		fmt.Fprintln(stderr, "worker:", err)
-		return 2
-	}
+	log, _ := cliflag.Logger(c.logFormat, c.logLevel, stderr) // checked by parseFlags
 	if err := serve(ctx, c, log); err != nil {
 		log.Error().Err(err).Msg("worker stopped")
 		fmt.Fprintln(stderr, "worker:", err)

@@ -63,6 +63,17 @@ func Parse(fs *flag.FlagSet, args []string, envs []Env, getenv func(string) stri
 	return origin, nil
 }
 
+// ExitCode is the exit code of a command whose flags failed to parse with
+// err: 0 after -h (Parse printed the usage), else 2, with err on one line
+// after the command's name.
+func ExitCode(stderr io.Writer, command string, err error) int {
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	fmt.Fprintf(stderr, "%s: %v\n", command, err)
+	return 2
+}
+
 // Usage prints head, then each flag with its variable and default.
 func Usage(w io.Writer, head string, fs *flag.FlagSet, envs []Env) {
 	fmt.Fprintf(w, "%s\n\nFlags (environment fallback in brackets):\n", head)
@@ -96,6 +107,9 @@ func Logger(format, level string, w io.Writer) (zerolog.Logger, error) {
 	default:
 		return zerolog.Logger{}, fmt.Errorf("%q is not one of auto, json, console", format)
 	}
-	zerolog.TimeFieldFormat = time.RFC3339Nano
-	return zerolog.New(w).Level(lvl).With().Timestamp().Logger(), nil
+	// Not Timestamp(): its format is a zerolog global.
+	stamp := zerolog.HookFunc(func(e *zerolog.Event, _ zerolog.Level, _ string) {
+		e.Str(zerolog.TimestampFieldName, time.Now().UTC().Format(time.RFC3339Nano))
+	})
+	return zerolog.New(w).Level(lvl).Hook(stamp), nil
 }

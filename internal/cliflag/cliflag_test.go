@@ -2,6 +2,7 @@ package cliflag
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"flag"
 	"strings"
@@ -74,6 +75,11 @@ func TestLogger(t *testing.T) {
 	}
 	log.Debug().Msg("hidden")
 	log.Info().Str("vm", "bq-1").Msg("shown")
+	var line struct{ Time string }
+	json.Unmarshal([]byte(strings.TrimSpace(out.String())), &line)
+	if ts, err := time.Parse(time.RFC3339Nano, line.Time); err != nil || ts.Nanosecond() == 0 && !strings.Contains(line.Time, ".") {
+		t.Errorf("time %q should be RFC 3339 with sub-second digits: %v", line.Time, err)
+	}
 	if s := out.String(); strings.Contains(s, "hidden") || !strings.Contains(s, `"vm":"bq-1"`) {
 		t.Errorf("a buffer is no terminal: want JSON at info level, got %q", s)
 	}
@@ -81,5 +87,16 @@ func TestLogger(t *testing.T) {
 		if _, err := Logger(bad[0], bad[1], &out); err == nil {
 			t.Errorf("Logger(%q, %q) accepted", bad[0], bad[1])
 		}
+	}
+}
+
+func TestExitCode(t *testing.T) {
+	t.Parallel()
+	var out bytes.Buffer
+	if code := ExitCode(&out, "x", flag.ErrHelp); code != 0 || out.Len() != 0 {
+		t.Errorf("-h: code %d, printed %q", code, out.String())
+	}
+	if code := ExitCode(&out, "x", errors.New("-n: bad")); code != 2 || out.String() != "x: -n: bad\n" {
+		t.Errorf("bad flag: code %d, printed %q", code, out.String())
 	}
 }
