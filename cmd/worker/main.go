@@ -11,6 +11,7 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	os.Exit(Run(ctx, os.Args[1:], os.Getenv, os.Stderr))
+	code := Run(ctx, os.Args[1:], os.Getenv, os.Stderr)
+	stop() // before os.Exit, which runs no deferred call
+	os.Exit(code)
 }
