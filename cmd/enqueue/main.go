@@ -1,9 +1,10 @@
 // Command enqueue puts one agent:run task on bottleq's queue and, with
 // --wait, follows it to the end and exits with the agent's exit code.
 //
-//	enqueue [--redis URL] (--image IMG | --from REF) [--env K=V]... [--workdir DIR]
-//	        [--timeout DUR] [--no-commit] [--task-id ID] [--queue Q] [--max-retry N]
-//	        [--wait] -- CMD [ARG...]
+//	enqueue [--redis URL] [--redis-ca FILE] (--image IMG | --from REF)
+//	        [--env K=V]... [--allow-host HOST[:PORT]]... [--file LOCAL:GUEST]...
+//	        [--artifact GUEST]... [--workdir DIR] [--timeout DUR] [--no-commit]
+//	        [--task-id ID] [--queue Q] [--max-retry N] [--wait] -- CMD [ARG...]
 //
 // Everything is validated before it connects to Redis. A usage error exits
 // 2, any other failure 1, each with one line on stderr that never quotes an
