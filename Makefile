@@ -12,7 +12,7 @@ help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 .PHONY: build
-build: ## build worker, enqueue and the smolvm simulator into bin/
+build: ## build every command in cmd/ into bin/ (worker, enqueue, dashboard, egress-proxy, smolvm-sim)
 	$(GO) build -o $(BIN)/ ./cmd/...
 
 .PHONY: test
