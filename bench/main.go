@@ -1,9 +1,10 @@
 // Command bench is bottleq's benchmark harness, run by `make bench`.
 //
 // It builds the real cmd/worker and cmd/smolvm-sim (as "smolvm"), starts a
-// redis-server on a free loopback port, runs the scenarios of issue 6 with
-// the unmodified worker binary against the simulator, prints a table and
-// writes it, with the method of each scenario, to BENCHMARKS.md.
+// redis-server on a free loopback port, runs the numbered scenarios below
+// (worker overhead, throughput, readiness lag, idle pickup, pack dedup,
+// memory) with the unmodified worker binary against the simulator, prints a
+// table and writes it, with the method of each scenario, to BENCHMARKS.md.
 //
 // Every figure that has a baseline is measured in the same run as it. The
 // harness only measures: it configures the worker with flags and

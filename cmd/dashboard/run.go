@@ -17,16 +17,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
 
-	// The queue collector lives in the separate module
-	// github.com/hibiken/asynq/x, which has no tags, so go.mod pins it by
-	// pseudo-version: v0.0.0-20240506061152-d04888e74845 is the newest
-	// commit we found that both the module proxy and the checksum database
-	// serve (proxy "@latest" resolves to a 2021 commit; a 2023 one has no
-	// sum-database entry). Its go.mod says go 1.20 and needs asynq v0.24.1
-	// and client_golang v1.11.1, so minimal version selection keeps our
-	// asynq v0.26.0, client_golang v1.23.2 and go 1.24 directive, and it
-	// uses only asynq's public Inspector API, which v0.26.0 still has.
-	// asynqmon v0.7.2 names an older 2021 pseudo-version; MVS takes this one.
+	// asynq's queue collector, from the untagged module asynq/x: go.mod
+	// pins the newest commit that both the module proxy and the checksum
+	// database serve. It needs only asynq's public Inspector API and older
+	// asynq and client_golang than ours, so it leaves our versions and our
+	// go directive as they are.
 	"github.com/hibiken/asynq/x/metrics"
 
 	"github.com/bot-bottle/bottleq/internal/cliflag"
