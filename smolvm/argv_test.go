@@ -16,8 +16,8 @@ var (
 	v193 = Version{1, 9, 3}
 )
 
-// TestSeedArgv ports TestArgvShapes of the Python wrapper's unit tests
-// (shared/seed): the argv of each call, to the letter, on smolvm 0.x.
+// TestSeedArgv pins the argv of each call, to the letter, on smolvm 0.x
+// (the positional dialect of docs/smolvm.md).
 func TestSeedArgv(t *testing.T) {
 	t.Parallel()
 	proxy := netip.MustParsePrefix("192.168.50.2/32")

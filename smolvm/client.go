@@ -230,7 +230,7 @@ func (c *Client) Delete(ctx context.Context, name string) error {
 }
 
 // Cp runs `machine cp SRC DST`; exactly one side is MACHINE:PATH. An empty
-// side makes it a no-op, as in the Python wrapper it replaces. smolvm copies
+// side makes it a no-op: there is nothing to copy. smolvm copies
 // one regular file per call into or out of a running machine.
 func (c *Client) Cp(ctx context.Context, src, dst string) error {
 	if src == "" || dst == "" {

@@ -11,7 +11,8 @@
 // smolvm changed its argv across releases. Versions up to 1.0.1 take
 // positional machine names for create and delete; from 1.0.2 every name is a
 // --name flag. [New] runs `smolvm --version` once and the client speaks the
-// matching [Dialect].
+// matching [Dialect]. docs/smolvm.md is the contract this package relies on:
+// the argv it sends, smolvm's exit codes and messages, per release.
 //
 // Every failure of smolvm itself is an [*Error] carrying the operation, the
 // exit code and smolvm's own message. Callers match it with errors.As, and

@@ -113,8 +113,8 @@ var (
 	errOutputTooLarge = errors.New("command output exceeded smolvm's buffer; use streaming exec")
 )
 
-// smolvmPrefixes start the Display of every error smolvm's CLI reports
-// (src/data/errors.rs), after its "Error: ".
+// smolvmPrefixes start every error message smolvm's CLI reports, after its
+// "Error: " (docs/smolvm.md, Exit codes and errors).
 var smolvmPrefixes = []string{"vm not found: ", "config operation failed: ", "agent operation failed: ",
 	"kvm not available", "kvm permission denied", "invalid vm state: "}
 

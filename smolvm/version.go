@@ -74,9 +74,9 @@ var (
 	// V1_8_0 applies --allow-cidr to machines created --from a pack; older
 	// releases silently drop it, leaving such a VM with unrestricted egress.
 	V1_8_0 = Version{1, 8, 0}
-	// V1_9_3 is the first release known to take `machine cp --mode` (the
-	// spec read v1.8.0 without it and v1.9.3 with it); older ones get a
-	// chmod after the copy.
+	// V1_9_3 is the first release known to take `machine cp --mode` (it
+	// appeared after v1.8.0; see docs/smolvm.md, machine cp); older ones
+	// get a chmod after the copy.
 	V1_9_3 = Version{1, 9, 3}
 )
 

@@ -120,7 +120,7 @@ func (a *app) configure(exe string) error {
 	}
 	stem := strings.TrimSuffix(filepath.Base(exe), filepath.Ext(exe))
 	// v1.7.0 printed the note for every executable name; later versions only
-	// for names other than smolvm/smolvm-bin (spec §1).
+	// for names other than smolvm/smolvm-bin (docs/smolvm.md, Global behaviour).
 	if a.ver.atLeast(1, 7, 0) && (!a.ver.atLeast(1, 7, 1) || (stem != "smolvm" && stem != "smolvm-bin")) {
 		fmt.Fprintf(a.stderr, "note: no packed assets found for '%s'\n", stem)
 	}

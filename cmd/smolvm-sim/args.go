@@ -255,7 +255,7 @@ func parseCIDR(s string) (string, error) {
 	return netip.PrefixFrom(addr, addr.BitLen()).String(), nil
 }
 
-// validateName applies smolvm's validate_vm_name rules (spec §5).
+// validateName applies smolvm's name rules (docs/smolvm.md, Pack files and names).
 func validateName(name string) error {
 	switch {
 	case name == "":

@@ -276,8 +276,9 @@ func guestPath(root, p string) (string, error) {
 // cp handles `machine cp SRC DST`; one side is MACHINE:PATH.
 func (a *app) cp(args []string) error {
 	var specs []flagSpec
-	// smolvm-cli.md: "v1.9.3 adds --mode OCTAL, --uid, --gid"; v1.8.0 has
-	// none, and no tag between was read, so the newest documented one rules.
+	// --mode, --uid and --gid appeared between v1.8.0 and v1.9.3
+	// (docs/smolvm.md, machine cp); the simulator, like the wrapper, takes
+	// v1.9.3 as the boundary.
 	if a.ver.atLeast(1, 9, 3) {
 		specs = []flagSpec{{long: "mode", value: "MODE"}, {long: "uid", value: "UID"}, {long: "gid", value: "GID"}}
 	}

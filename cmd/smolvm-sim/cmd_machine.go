@@ -177,7 +177,8 @@ func (a *app) create(args []string) error {
 			m.AllowedCIDRs, m.AllowHosts = cidrs, hosts
 		} else {
 			// v0.8.0–v1.7.x: the --from path hard-codes an empty allow-list, so
-			// --allow-cidr/--allow-host are silently dropped (spec §4).
+			// --allow-cidr/--allow-host are silently dropped (docs/smolvm.md,
+			// Network policy).
 			m.Network = src.Network || p.has("net")
 		}
 	} else {
@@ -206,7 +207,8 @@ func (a *app) create(args []string) error {
 			if err != nil {
 				return err
 			}
-			// The spec shows v0.8.0 and v1.9.3 wording; 1.9.0 is our chosen boundary.
+			// smolvm's wording is known for v0.8.0 and v1.9.3 (docs/smolvm.md,
+			// machine create); 1.9.0 is our chosen boundary.
 			suffix := "already exists"
 			if a.ver.atLeast(1, 9, 0) {
 				suffix = "already exists or is being created"
@@ -449,7 +451,7 @@ func (a *app) deleteMachine(name string, force bool) error {
 			return err
 		}
 		if a.ver.atLeast(1, 17, 0) && !isTerminal(a.stdin) {
-			// v1.17.0+ (docs only); the exact wording is not in the spec.
+			// v1.17.0+ (documented only); smolvm's exact wording is not known.
 			return configErr("delete machine", fmt.Sprintf("confirmation required to delete '%s' but stdin is not a terminal; pass --force", name))
 		}
 		fmt.Fprintf(a.stderr, "Delete machine '%s'? [y/N] ", name)
@@ -482,7 +484,8 @@ func (a *app) deleteMachine(name string, force bool) error {
 	})
 }
 
-// machineView is the JSON object of `ls --json` and `status --json` (spec §2).
+// machineView is the JSON object of `ls --json` and `status --json`
+// (docs/smolvm.md, machine ls and status).
 type machineView struct {
 	Name                   string   `json:"name"`
 	State                  string   `json:"state"`

@@ -73,7 +73,8 @@ func (a *app) pack(args []string) error {
 		return err
 	}
 	if a.ver.atLeast(1, 7, 0) && strings.HasSuffix(out, ".smolmachine") {
-		// v1.7.0 (QA BUG-139); exact upstream wording not in the spec.
+		// v1.7.0 refuses it (docs/smolvm.md, pack create); smolvm's exact
+		// wording is not known.
 		return configErr("pack", fmt.Sprintf("output path '%s' must not end in .smolmachine: -o names the executable and '%s.smolmachine' is written next to it", out, out))
 	}
 	if sf := p.get("smolfile"); sf != "" {

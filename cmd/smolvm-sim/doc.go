@@ -7,10 +7,11 @@
 // code. It exists so that bottleq's wrapper, worker and end-to-end tests can
 // run on machines where smolvm cannot be installed.
 //
-// The simulator follows /work/shared/smolvm-cli.md: the same argv grammar
-// per version (positional names up to 1.0.1, -n/--name from 1.0.2), the same
-// stdout/stderr lines, the same exit codes (2 for parse errors, 1 for
-// `Error: ...` failures, the guest's code for exec, 124 for --timeout).
+// The simulator implements docs/smolvm.md, the smolvm contract bottleq
+// relies on: the same argv grammar per version (positional names up to
+// 1.0.1, -n/--name from 1.0.2), the same stdout/stderr lines, the same exit
+// codes (2 for parse errors, 1 for `Error: ...` failures, the guest's code
+// for exec, 124 for --timeout).
 //
 // # Environment
 //

@@ -70,8 +70,9 @@ func TestLifecycle(t *testing.T) {
 	}
 }
 
-// TestFromAllowCIDR pins spec §4: --allow-cidr/--allow-host are dropped on
-// the --from path before v1.8.0 and applied (implying network) from v1.8.0.
+// TestFromAllowCIDR pins docs/smolvm.md, Network policy: --allow-cidr and
+// --allow-host are dropped on the --from path before v1.8.0 and applied
+// (implying network) from v1.8.0.
 func TestFromAllowCIDR(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
