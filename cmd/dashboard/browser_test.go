@@ -6,15 +6,22 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"fmt"
 	"html"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hibiken/asynq"
 
 	"github.com/bot-bottle/bottleq/internal/testredis"
 )
@@ -71,19 +78,86 @@ func TestBrowserTaskDetail(t *testing.T) {
 	}
 }
 
+// TestBrowserCrossOrigin attacks a -writable dashboard from a page of
+// another origin in headless Chromium, as a site the operator visits
+// would: it makes the browser POST to the run and archive endpoints in
+// every way a page may without asking first, and reads a task's result
+// through a name re-pointed at the dashboard (DNS rebinding). The tasks
+// must stay as they were and the result unread.
+func TestBrowserCrossOrigin(t *testing.T) {
+	bin, err := exec.LookPath("chromium")
+	if err != nil {
+		t.Skipf("skipping the browser check: chromium is not on PATH (apt-get install chromium): %v", err)
+	}
+	redis := testredis.Mini(t)
+	archived := archivedTask(t, redis.URL())
+	scheduled := scheduledTask(t, redis.URL())
+	completed := completedTask(t, redis.URL())
+	insp := inspector(t, redis.URL())
+	base, log := startDashboard(t, redis.URL(), "-writable", "-log-level", "debug")
+	api := base + "/api/queues/default"
+
+	attacker := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/html")
+		fmt.Fprintf(w, `<!doctype html><title>attack</title><body>
+<iframe name="sink"></iframe>
+<form id="f" method="POST" enctype="text/plain" action="%[1]s/archived_tasks:run_all" target="sink"><input name="a" value="b"></form>
+<script>
+document.getElementById("f").submit();
+Promise.allSettled([
+  fetch("%[1]s/archived_tasks/%[2]s:run", {method: "POST", mode: "no-cors", headers: {"Content-Type": "text/plain"}, body: "{}"}),
+  fetch("%[1]s/archived_tasks:batch_run", {method: "POST", mode: "no-cors", body: '{"task_ids":["%[2]s"]}'}),
+  fetch("%[1]s/scheduled_tasks/%[3]s:archive", {method: "POST", mode: "no-cors"}),
+]).then(() => { document.body.append("attack-done"); });
+</script>`, api, archived, scheduled)
+	}))
+	defer attacker.Close()
+
+	dir := t.TempDir()
+	dom := chromium(t, bin, dir, "--dump-dom", attacker.URL)
+	if !strings.Contains(dom, "attack-done") {
+		t.Fatalf("the attack page did not finish its requests:\n%s", dom)
+	}
+	if got := taskState(t, insp, archived); got != asynq.TaskStateArchived {
+		t.Errorf("archived task is now %v", got)
+	}
+	if got := taskState(t, insp, scheduled); got != asynq.TaskStateScheduled {
+		t.Errorf("scheduled task is now %v", got)
+	}
+	// Refused, not lost on the way: the dashboard saw each request.
+	if n := strings.Count(log.String(), `"status":403`); n < 4 {
+		t.Errorf("dashboard refused %d cross-origin requests with 403, want 4; log:\n%s", n, log)
+	}
+
+	_, port, _ := net.SplitHostPort(strings.TrimPrefix(base, "http://"))
+	rebound := "http://rebind.test:" + port + "/api/queues/default/tasks/" + completed
+	dom = chromium(t, bin, dir, "--host-resolver-rules=MAP rebind.test 127.0.0.1, MAP * ~NOTFOUND, EXCLUDE 127.0.0.1", "--dump-dom", rebound)
+	if strings.Contains(dom, "exit code") || !strings.Contains(dom, "not a name of this dashboard") {
+		t.Errorf("%s through a rebound name shows:\n%s", rebound, dom)
+	}
+}
+
 // chromium runs headless Chromium on url with extra flags and returns its
 // stdout. It resolves no host name but loopback (the UI links web fonts,
-// which must not leave the machine) and is killed, with its helpers, after
-// a minute.
+// which must not leave the machine) unless args hold other
+// --host-resolver-rules, and is killed, with its helpers, after a minute.
 func chromium(t *testing.T, bin, dir string, args ...string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
+	rules := "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"
+	args = slices.DeleteFunc(args, func(a string) bool {
+		if strings.HasPrefix(a, "--host-resolver-rules=") {
+			rules = a
+			return true
+		}
+		return false
+	})
 	argv := append([]string{
 		"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
 		"--disable-background-networking", "--disable-component-update", "--disable-sync",
 		"--disable-extensions", "--disable-default-apps", "--no-default-browser-check",
-		"--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+		rules,
 		"--user-data-dir=" + filepath.Join(dir, "profile"),
 		"--window-size=1400,1000", "--virtual-time-budget=5000",
 	}, args...)

@@ -43,11 +43,17 @@ func noEnv(string) string { return "" }
 // and fails the test unless Run returns 0 promptly.
 func startDashboard(t *testing.T, redisURL string, args ...string) (base string, log *syncBuffer) {
 	t.Helper()
+	return startDashboardEnv(t, noEnv, redisURL, args...)
+}
+
+// startDashboardEnv is startDashboard with getenv as the environment.
+func startDashboardEnv(t *testing.T, getenv func(string) string, redisURL string, args ...string) (base string, log *syncBuffer) {
+	t.Helper()
 	log = &syncBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
 	argv := append([]string{"-addr", "127.0.0.1:0", "-redis", redisURL, "-log-format", "json"}, args...)
-	go func() { done <- Run(ctx, argv, noEnv, log) }()
+	go func() { done <- Run(ctx, argv, getenv, log) }()
 	t.Cleanup(func() {
 		cancel()
 		select {
@@ -184,9 +190,33 @@ func get(t *testing.T, url string) (int, string, string) {
 // body.
 func do(t *testing.T, method, url string) (int, string, string) {
 	t.Helper()
-	req, err := http.NewRequest(method, url, nil)
+	return send(t, request{method: method, url: url})
+}
+
+// request is an HTTP request as a test sends it, browser headers and all.
+type request struct {
+	method, url string
+	host        string            // the Host header; "" for the URL's
+	header      map[string]string // Origin, Sec-Fetch-Site, Content-Type, ...
+	body        string            // sent only when not ""
+}
+
+// send sends r and returns the status, Content-Type and body.
+func send(t *testing.T, r request) (int, string, string) {
+	t.Helper()
+	var body io.Reader
+	if r.body != "" {
+		body = strings.NewReader(r.body)
+	}
+	req, err := http.NewRequest(r.method, r.url, body)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if r.host != "" {
+		req.Host = r.host
+	}
+	for k, v := range r.header {
+		req.Header.Set(k, v)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -195,9 +225,72 @@ func do(t *testing.T, method, url string) (int, string, string) {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
+	got, err := io.ReadAll(resp.Body)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return resp.StatusCode, resp.Header.Get("Content-Type"), string(body)
+	return resp.StatusCode, resp.Header.Get("Content-Type"), string(got)
+}
+
+// archivedTask enqueues an agent:run task with testPayload and archives
+// it, as asynq does with a task out of retries, and returns its ID.
+func archivedTask(t *testing.T, redisURL string) string {
+	t.Helper()
+	id := enqueue(t, redisURL)
+	insp := inspector(t, redisURL)
+	if err := insp.ArchiveTask("default", id); err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// scheduledTask enqueues an agent:run task with testPayload to run in an
+// hour and returns its ID.
+func scheduledTask(t *testing.T, redisURL string) string {
+	t.Helper()
+	return enqueue(t, redisURL, asynq.ProcessIn(time.Hour))
+}
+
+// enqueue enqueues an agent:run task with testPayload and opts and returns
+// its ID.
+func enqueue(t *testing.T, redisURL string, opts ...asynq.Option) string {
+	t.Helper()
+	opt, err := asynq.ParseRedisURI(redisURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := asynq.NewClient(opt)
+	defer client.Close()
+	task, err := tasks.NewAgentRun(testPayload(), opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := client.Enqueue(task)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.ID
+}
+
+// inspector returns an asynq Inspector on redisURL, closed at cleanup.
+func inspector(t *testing.T, redisURL string) *asynq.Inspector {
+	t.Helper()
+	opt, err := asynq.ParseRedisURI(redisURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	insp := asynq.NewInspector(opt)
+	t.Cleanup(func() { insp.Close() })
+	return insp
+}
+
+// taskState returns the state of task id in the default queue, or fails
+// the test.
+func taskState(t *testing.T, insp *asynq.Inspector, id string) asynq.TaskState {
+	t.Helper()
+	info, err := insp.GetTaskInfo("default", id)
+	if err != nil {
+		t.Fatalf("task %s: %v", id, err)
+	}
+	return info.State
 }

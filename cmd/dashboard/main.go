@@ -1,6 +1,8 @@
 // Command dashboard serves the asynq web UI (asynqmon) for bottleq's queues
 // and Prometheus metrics at /metrics, on 127.0.0.1:8080 unless told
-// otherwise. Every flag has an environment fallback; see -h.
+// otherwise, read-only unless -writable. It answers only to its own host
+// names and takes writes only from its own pages. Every flag has an
+// environment fallback; see -h.
 //
 // It only reads and manages the queues in Redis: it runs no tasks and
 // never talks to smolvm.

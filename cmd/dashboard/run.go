@@ -6,8 +6,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -35,21 +37,23 @@ const shutdownTimeout = 5 * time.Second
 // config is the dashboard's configuration, from flags and their
 // environment fallbacks.
 type config struct {
-	addr      string
-	redisURL  string
-	redisCA   string
-	readOnly  bool
-	logFormat string
-	logLevel  string
+	addr         string
+	allowedHosts hostList
+	redisURL     string
+	redisCA      string
+	writable     bool
+	logFormat    string
+	logLevel     string
 }
 
 // envFallbacks maps each flag to the environment variable that sets it when
 // the flag is not given.
 var envFallbacks = []cliflag.Env{
 	{"addr", "BOTTLEQ_DASHBOARD_ADDR"},
+	{"allowed-hosts", "BOTTLEQ_DASHBOARD_HOSTS"},
 	{"redis", "REDIS_URL"},
 	{"redis-ca", "REDIS_CA_FILE"},
-	{"read-only", "BOTTLEQ_DASHBOARD_READ_ONLY"},
+	{"writable", "BOTTLEQ_DASHBOARD_WRITABLE"},
 	{"log-format", "BOTTLEQ_LOG_FORMAT"},
 	{"log-level", "BOTTLEQ_LOG_LEVEL"},
 }
@@ -57,10 +61,15 @@ var envFallbacks = []cliflag.Env{
 // newFlagSet defines the flags into c. It prints nothing itself.
 func newFlagSet(c *config) *flag.FlagSet {
 	fs := flag.NewFlagSet("dashboard", flag.ContinueOnError)
-	fs.StringVar(&c.addr, "addr", "127.0.0.1:8080", "HOST:PORT to listen on; anything but loopback exposes the UI, which can delete tasks unless -read-only")
+	fs.StringVar(&c.addr, "addr", "127.0.0.1:8080", "HOST:PORT to listen on; anything but loopback exposes the UI, which has no authentication, to the network")
+	fs.Var(&c.allowedHosts, "allowed-hosts", "host names, comma-separated (ports ignored), that browsers may use for the dashboard besides -addr's host "+
+		"(and localhost, 127.0.0.1, ::1 when -addr is loopback or every interface); any other Host header is refused (421), which stops DNS rebinding. "+
+		"Behind a reverse proxy, list the name users browse to and have the proxy pass their Host header unchanged (nginx: proxy_set_header Host $http_host); "+
+		"a proxy that rewrites Host to -addr gets reads but not -writable's changes, whose Origin must match Host")
 	fs.StringVar(&c.redisURL, "redis", "redis://127.0.0.1:6379", "Redis URL, redis://[:PASSWORD@]HOST:PORT[/DB] or rediss:// for TLS")
 	fs.StringVar(&c.redisCA, "redis-ca", "", "PEM file of CA certificates to trust for rediss://")
-	fs.BoolVar(&c.readOnly, "read-only", false, "serve the UI read-only: the API refuses every request but GET")
+	fs.BoolVar(&c.writable, "writable", false, "allow the UI's changes (run, archive, delete, cancel, pause tasks and queues); without it every request but GET, HEAD and OPTIONS is refused. "+
+		"Even then a change must come from the dashboard's own pages (Origin, else Sec-Fetch-Site or Referer, matching Host) or from no browser at all, with a JSON body or none")
 	fs.StringVar(&c.logFormat, "log-format", "auto", "auto (console on a terminal, else JSON), json or console")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	return fs
@@ -111,12 +120,14 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	return 0
 }
 
-// newHandler returns the dashboard's routes: /metrics, and the asynqmon UI
-// and its /api for everything else. close releases its Redis connections.
-func newHandler(c config, opt asynq.RedisConnOpt) (h http.Handler, close func()) {
+// newHandler returns the dashboard's routes, behind guard: /metrics, and
+// the asynqmon UI and its /api for everything else. close releases its
+// Redis connections.
+func newHandler(c config, opt asynq.RedisConnOpt, log zerolog.Logger) (h http.Handler, close func()) {
 	mon := asynqmon.New(asynqmon.Options{
-		RedisConnOpt:    opt,
-		ReadOnly:        c.readOnly,
+		RedisConnOpt: opt,
+		// Hides the UI's buttons; guard refuses the requests either way.
+		ReadOnly:        !c.writable,
 		ResultFormatter: asynqmon.ResultFormatterFunc(FormatResult),
 		// asynqmon's default shows payloads raw, env values and all.
 		PayloadFormatter: asynqmon.PayloadFormatterFunc(FormatPayload),
@@ -132,7 +143,7 @@ func newHandler(c config, opt asynq.RedisConnOpt) (h http.Handler, close func())
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.Handle("/", mon)
-	return mux, func() {
+	return guard(mux, newHostPolicy(c.addr, c.allowedHosts), c.writable, log), func() {
 		mon.Close()
 		insp.Close()
 	}
@@ -158,7 +169,7 @@ func serve(ctx context.Context, c config, log zerolog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("-addr: %w", err)
 	}
-	h, closeHandler := newHandler(c, opt)
+	h, closeHandler := newHandler(c, opt, log)
 	defer closeHandler()
 	srv := &http.Server{
 		Handler:           h,
@@ -167,7 +178,8 @@ func serve(ctx context.Context, c config, log zerolog.Logger) error {
 	log.Info().
 		Str("addr", ln.Addr().String()).
 		Str("redis", redisurl.Redacted(c.redisURL)).
-		Bool("read_only", c.readOnly).
+		Strs("allowed_hosts", slices.Sorted(maps.Keys(newHostPolicy(c.addr, c.allowedHosts)))).
+		Bool("writable", c.writable).
 		Msg("dashboard listening")
 
 	errc := make(chan error, 1)

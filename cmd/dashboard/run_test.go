@@ -4,14 +4,12 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
-	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
-	"github.com/hibiken/asynq"
 
 	"github.com/bot-bottle/bottleq/internal/testredis"
 )
@@ -27,7 +25,7 @@ func TestDashboard(t *testing.T) {
 			if code != 200 || !strings.HasPrefix(ctype, "text/html") {
 				t.Errorf("GET %s: %d %q, want 200 text/html", path, code, ctype)
 			}
-			for _, want := range []string{"<title>Asynq - Monitoring</title>", `<div id="root">`, `window.FLAG_READ_ONLY="false"`} {
+			for _, want := range []string{"<title>Asynq - Monitoring</title>", `<div id="root">`, `window.FLAG_READ_ONLY="true"`} {
 				if !strings.Contains(body, want) {
 					t.Errorf("GET %s: body lacks %q", path, want)
 				}
@@ -125,39 +123,6 @@ func TestDashboard(t *testing.T) {
 	})
 }
 
-func TestReadOnly(t *testing.T) {
-	for _, tt := range []struct {
-		name     string
-		args     []string
-		wantCode int
-		wantGone bool
-	}{
-		{"read-write deletes", nil, 204, true},
-		{"read-only refuses", []string{"-read-only"}, 405, false},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
-			redis := testredis.Mini(t)
-			id := completedTask(t, redis.URL())
-			base, _ := startDashboard(t, redis.URL(), tt.args...)
-
-			_, _, page := get(t, base+"/")
-			if want := `window.FLAG_READ_ONLY="` + fmt.Sprint(!tt.wantGone) + `"`; !strings.Contains(page, want) {
-				t.Errorf("UI page lacks %s", want)
-			}
-			code, _, body := do(t, "DELETE", base+"/api/queues/default/completed_tasks/"+id)
-			if code != tt.wantCode {
-				t.Errorf("DELETE: %d %s, want %d", code, body, tt.wantCode)
-			}
-			insp := asynq.NewInspector(asynq.RedisClientOpt{Addr: redis.Addr})
-			defer insp.Close()
-			_, err := insp.GetTaskInfo("default", id)
-			if gone := errors.Is(err, asynq.ErrTaskNotFound); gone != tt.wantGone {
-				t.Errorf("after DELETE, GetTaskInfo err = %v; want gone=%v", err, tt.wantGone)
-			}
-		})
-	}
-}
-
 func TestRedisPasswordNotLogged(t *testing.T) {
 	m := miniredis.NewMiniRedis()
 	if err := m.StartAddr("127.0.0.1:0"); err != nil {
@@ -190,12 +155,17 @@ func TestFlagErrors(t *testing.T) {
 		{"unknown flag", []string{"-bogus"}, nil, "-bogus"},
 		{"missing value", []string{"-addr"}, nil, "-addr"},
 		{"addr not host:port", []string{"-addr", "8080"}, nil, "-addr"},
-		{"read-only not a bool", []string{"-read-only=maybe"}, nil, "-read-only"},
+		{"writable not a bool", []string{"-writable=maybe"}, nil, "-writable"},
+		{"read-only is gone", []string{"-read-only"}, nil, "-read-only"},
+		{"allowed host a URL", []string{"-allowed-hosts", "https://dash.example.com/"}, nil, "-allowed-hosts"},
+		{"allowed host a wildcard", []string{"-allowed-hosts", "localhost,*.example.com"}, nil, `"*.example.com"`},
+		{"allowed host with a space", []string{"-allowed-hosts", "dash example"}, nil, "-allowed-hosts"},
 		{"redis scheme", []string{"-redis", "http://:pw@h:1"}, nil, "-redis"},
 		{"log level", []string{"-log-level", "loud"}, nil, "-log-level"},
 		{"log format", []string{"-log-format", "xml"}, nil, "-log-format"},
 		{"argument", []string{"extra"}, nil, `"extra"`},
-		{"env read-only", nil, map[string]string{"BOTTLEQ_DASHBOARD_READ_ONLY": "maybe"}, "BOTTLEQ_DASHBOARD_READ_ONLY"},
+		{"env writable", nil, map[string]string{"BOTTLEQ_DASHBOARD_WRITABLE": "maybe"}, "BOTTLEQ_DASHBOARD_WRITABLE"},
+		{"env allowed hosts", nil, map[string]string{"BOTTLEQ_DASHBOARD_HOSTS": "http://x"}, "BOTTLEQ_DASHBOARD_HOSTS"},
 		{"env redis", nil, map[string]string{"REDIS_URL": "http://:pw@h:1"}, "REDIS_URL"},
 		{"env addr", nil, map[string]string{"BOTTLEQ_DASHBOARD_ADDR": "nowhere"}, "BOTTLEQ_DASHBOARD_ADDR"},
 	} {
@@ -219,13 +189,17 @@ func TestFlagErrors(t *testing.T) {
 }
 
 func TestFlagBeatsEnv(t *testing.T) {
-	env := map[string]string{"BOTTLEQ_DASHBOARD_ADDR": "nowhere", "BOTTLEQ_DASHBOARD_READ_ONLY": "true"}
-	c, err := parseFlags([]string{"-addr", "127.0.0.1:9"}, func(k string) string { return env[k] }, &syncBuffer{})
+	env := map[string]string{"BOTTLEQ_DASHBOARD_ADDR": "nowhere", "BOTTLEQ_DASHBOARD_WRITABLE": "true", "BOTTLEQ_DASHBOARD_HOSTS": "env.example"}
+	c, err := parseFlags([]string{"-addr", "127.0.0.1:9", "-allowed-hosts", "a.example,B.example:443", "-allowed-hosts", "[fd00::1]"},
+		func(k string) string { return env[k] }, &syncBuffer{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.addr != "127.0.0.1:9" || !c.readOnly || c.redisURL != "redis://127.0.0.1:6379" {
-		t.Errorf("config = %+v, want addr from the flag, read-only from env, default redis", c)
+	if c.addr != "127.0.0.1:9" || !c.writable || c.redisURL != "redis://127.0.0.1:6379" {
+		t.Errorf("config = %+v, want addr from the flag, writable from env, default redis", c)
+	}
+	if want := []string{"a.example", "b.example", "fd00::1"}; !slices.Equal(c.allowedHosts, want) {
+		t.Errorf("allowed hosts = %q, want %q from the flags, not the env", c.allowedHosts, want)
 	}
 }
 

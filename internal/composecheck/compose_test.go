@@ -111,6 +111,14 @@ func problems(p *types.Project, envRead map[string][]string) []string {
 			bad("redis keeps /data in no named volume")
 		}
 	}
+	if d, ok := p.Services["dashboard"]; ok {
+		if _, set := d.Environment["BOTTLEQ_DASHBOARD_WRITABLE"]; set || slices.ContainsFunc(d.Command, func(a string) bool {
+			f := strings.TrimLeft(a, "-")
+			return f != a && (f == "writable" || strings.HasPrefix(f, "writable="))
+		}) {
+			bad("dashboard sets -writable or BOTTLEQ_DASHBOARD_WRITABLE: compose serves it read-only")
+		}
+	}
 	if w, ok := p.Services["worker"]; ok {
 		if !slices.ContainsFunc(w.Devices, func(d types.DeviceMapping) bool { return d.Source == "/dev/kvm" }) {
 			bad("worker does not get /dev/kvm")
@@ -200,6 +208,8 @@ func TestComposeChecksCatch(t *testing.T) {
 		{"no kvm", "devices:\n      - /dev/kvm", "devices:\n      - /dev/null", "worker does not get /dev/kvm"},
 		{"started, not healthy", "condition: service_healthy", "condition: service_started", "worker does not depend on redis being healthy"},
 		{"unknown variable", "BOTTLEQ_HOST:", "BOTTLEQ_HOSTNAME:", "worker sets BOTTLEQ_HOSTNAME, which cmd/worker does not read"},
+		{"dashboard writable by env", "BOTTLEQ_DASHBOARD_ADDR: 0.0.0.0:8080\n", "BOTTLEQ_DASHBOARD_ADDR: 0.0.0.0:8080\n      BOTTLEQ_DASHBOARD_WRITABLE: \"true\"\n", "dashboard sets -writable"},
+		{"dashboard writable by flag", `command: ["dashboard"]`, `command: ["dashboard", "-writable"]`, "dashboard sets -writable"},
 		{"smolvm writable", "/usr/local/bin/smolvm:ro", "/usr/local/bin/smolvm", "worker does not mount smolvm read-only"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
