@@ -22,8 +22,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
-	"github.com/bot-bottle/bottleq/egress"
-	"github.com/bot-bottle/bottleq/smolvm"
+	"github.com/bot-bottle/bottleq/internal/validate"
 )
 
 // TypeAgentRun is the asynq task type of an agent run.
@@ -263,7 +262,7 @@ func (p AgentRun) Validate() error {
 		return invalid("env", "has %d entries, more than %d", len(p.Env), maxEnv)
 	}
 	for k, v := range p.Env {
-		if err := smolvm.ValidateEnvKey(k); err != nil {
+		if err := validate.EnvKey(k); err != nil {
 			return invalid("env", "key %q is not a valid name", k)
 		}
 		if strings.ContainsRune(v, 0) || len(v) > maxFieldBytes {
@@ -281,9 +280,10 @@ func (p AgentRun) Validate() error {
 	if len(p.AllowHosts) > maxAllowHosts {
 		return invalid("allow_hosts", "has %d entries, more than %d", len(p.AllowHosts), maxAllowHosts)
 	}
-	if err := egress.ValidateHosts(p.AllowHosts); err != nil {
-		field, reason, _ := strings.Cut(err.Error(), ": ")
-		return &ValidationError{Field: field, Reason: reason}
+	for i, h := range p.AllowHosts {
+		if _, err := validate.Host(h); err != nil {
+			return invalid(fmt.Sprintf("allow_hosts[%d]", i), "%q %s", h, err)
+		}
 	}
 	if err := p.checkFiles(); err != nil {
 		return err
@@ -355,11 +355,7 @@ func checkGuestPath(field, p string) error {
 	if err := checkText(field, p); err != nil {
 		return err
 	}
-	if err := smolvm.ValidateGuestPath(p); err != nil {
-		var ae *smolvm.ArgError
-		if errors.As(err, &ae) {
-			return invalid(field, "%s", ae.Reason)
-		}
+	if err := validate.GuestPath(p); err != nil {
 		return invalid(field, "%s", err)
 	}
 	return nil
