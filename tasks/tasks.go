@@ -3,7 +3,9 @@
 // result the worker writes back.
 //
 // It holds data and rules only. It must not talk to Redis or smolvm, so that
-// a producer can import it without pulling in the worker.
+// a producer can import it without pulling in the worker: of bottleq it
+// imports only internal/validate, the rules it shares with the smolvm client
+// and the egress proxy (enqueue's TestProducerDeps checks it).
 package tasks
 
 import (
