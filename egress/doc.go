@@ -6,7 +6,7 @@
 // calls [Proxy.Register] when a task starts, which returns a random token
 // for the VM's HTTP_PROXY and HTTPS_PROXY (see [ProxyURL]), and
 // [Proxy.Unregister] when the task ends, which returns the task's egress
-// [Record]. cmd/egress-proxy runs one standalone with a static policy.
+// record, a [tasks.EgressRecord] for its result. cmd/egress-proxy runs one standalone with a static policy.
 //
 // Each request must carry Proxy-Authorization: Basic with the task's token
 // as the password. HTTPS goes through CONNECT host:port and is spliced

@@ -21,7 +21,7 @@ import (
 // refusal is a request the proxy will not carry out.
 type refusal struct {
 	status int
-	reason string // short, for the Record
+	reason string // short, for the record
 	msg    string // one line, for the client
 }
 

@@ -1,11 +1,12 @@
 package egress
 
 import (
-	"errors"
 	"fmt"
 	"net/netip"
 	"strconv"
 	"strings"
+
+	"github.com/bot-bottle/bottleq/internal/validate"
 )
 
 // DefaultMaxConns is the per-task cap on concurrent connections when
@@ -82,149 +83,21 @@ func canonicalHost(host string) (canon string, isIP bool) {
 // ParseHost reads one allow_hosts entry; see [Policy.Hosts]. Its errors are
 // one line naming the field allow_hosts.
 func ParseHost(s string) (HostRule, error) {
-	r, reason := parseHost(s)
-	if reason != "" {
-		return HostRule{}, fmt.Errorf("allow_hosts: %q %s", s, reason)
+	r, err := validate.Host(s)
+	if err != nil {
+		return HostRule{}, fmt.Errorf("allow_hosts: %q %v", s, err)
 	}
-	return r, nil
-}
-
-// ValidateHosts checks every entry of an allow_hosts list with
-// [ParseHost]. Its error names the first bad entry by index.
-func ValidateHosts(hosts []string) error {
-	_, err := parseHosts(hosts)
-	return err
+	return HostRule(r), nil
 }
 
 func parseHosts(hosts []string) ([]HostRule, error) {
 	rules := make([]HostRule, 0, len(hosts))
 	for i, s := range hosts {
-		r, reason := parseHost(s)
-		if reason != "" {
-			return nil, fmt.Errorf("allow_hosts[%d]: %q %s", i, s, reason)
+		r, err := validate.Host(s)
+		if err != nil {
+			return nil, fmt.Errorf("allow_hosts[%d]: %q %v", i, s, err)
 		}
-		rules = append(rules, r)
+		rules = append(rules, HostRule(r))
 	}
 	return rules, nil
-}
-
-// parseHost returns the rule, or a reason that completes `"s" ...`.
-func parseHost(s string) (HostRule, string) {
-	const form = "must be a host name, *.domain or IP address, optionally with :port"
-	switch {
-	case s == "":
-		return HostRule{}, "is empty"
-	case s == "*" || strings.HasPrefix(s, "*:"):
-		return HostRule{}, "would allow every host; list the hosts instead"
-	case strings.Contains(s, "://") || strings.ContainsAny(s, "/?#@"):
-		return HostRule{}, "is a URL; " + form
-	}
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c <= ' ' || c >= 0x7f {
-			return HostRule{}, "contains a space, control or non-ASCII character; " + form + " (IDNs in punycode)"
-		}
-	}
-	host, port, hasPort := s, "", false
-	bracketed := strings.HasPrefix(s, "[")
-	switch {
-	case bracketed:
-		end := strings.IndexByte(s, ']')
-		if end < 0 {
-			return HostRule{}, "has no closing ]"
-		}
-		host = s[1:end]
-		if rest := s[end+1:]; rest != "" {
-			if rest[0] != ':' {
-				return HostRule{}, "has text after ]; " + form
-			}
-			port, hasPort = rest[1:], true
-		}
-	case strings.Count(s, ":") > 1: // bare IPv6, no port
-	default:
-		if i := strings.LastIndexByte(s, ':'); i >= 0 {
-			host, port, hasPort = s[:i], s[i+1:], true
-		}
-	}
-	var r HostRule
-	if hasPort {
-		p, err := parsePort(port)
-		if err != nil {
-			return HostRule{}, err.Error()
-		}
-		r.Port = p
-	}
-	if strings.HasPrefix(host, "*.") {
-		r.Wildcard, host = true, host[2:]
-	}
-	if strings.Contains(host, "*") {
-		return HostRule{}, "has a * that is not a whole first label, as in *.example.com"
-	}
-	if host == "" {
-		return HostRule{}, "has no host; " + form
-	}
-	if a, err := netip.ParseAddr(host); err == nil {
-		switch {
-		case a.Zone() != "":
-			return HostRule{}, "has an IPv6 zone, which is not allowed"
-		case r.Wildcard:
-			return HostRule{}, "is a wildcard of an IP address; " + form
-		case bracketed && !a.Is6():
-			return HostRule{}, "puts an IPv4 address in brackets; brackets are for IPv6, as in [2001:db8::1]:443"
-		}
-		r.Host = a.Unmap().String()
-		return r, ""
-	}
-	if bracketed || strings.Contains(host, ":") {
-		return HostRule{}, "is not a valid IP address"
-	}
-	name, reason := parseName(host)
-	if reason != "" {
-		return HostRule{}, reason
-	}
-	if r.Wildcard && !strings.Contains(name, ".") {
-		return HostRule{}, "is a wildcard of a top-level domain; use *.example.com or narrower"
-	}
-	r.Host = name
-	return r, ""
-}
-
-// parseName checks a DNS host name (labels of letters, digits, '-' and
-// '_') and returns it in lower case.
-func parseName(s string) (string, string) {
-	if len(s) > 253 {
-		return "", "is longer than 253 characters"
-	}
-	labels := strings.Split(s, ".")
-	for _, l := range labels {
-		if l == "" {
-			return "", "has an empty label (.. or a leading or trailing dot)"
-		}
-		if len(l) > 63 {
-			return "", "has a label longer than 63 characters"
-		}
-		if l[0] == '-' || l[len(l)-1] == '-' {
-			return "", "has a label that starts or ends with '-'"
-		}
-		for i := 0; i < len(l); i++ {
-			c := l[i]
-			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-				return "", fmt.Sprintf("has %q, which is not allowed in a host name", string(c))
-			}
-		}
-	}
-	if last := labels[len(labels)-1]; strings.Trim(last, "0123456789") == "" {
-		return "", "is neither a valid IP address nor a host name (its last label is numeric)"
-	}
-	return strings.ToLower(s), ""
-}
-
-func parsePort(s string) (int, error) {
-	if s == "" || len(s) > 5 || strings.Trim(s, "0123456789") != "" {
-		return 0, errors.New("has a port that is not a number from 1 to 65535")
-	}
-	p, _ := strconv.Atoi(s)
-	if p < 1 || p > 65535 {
-		return 0, errors.New("has a port that is not a number from 1 to 65535")
-	}
-	return p, nil
 }

@@ -87,20 +87,6 @@ func TestParseHost(t *testing.T) {
 	}
 }
 
-func TestValidateHosts(t *testing.T) {
-	t.Parallel()
-	if err := egress.ValidateHosts(nil); err != nil {
-		t.Errorf("ValidateHosts(nil) = %v", err)
-	}
-	if err := egress.ValidateHosts([]string{"a.com", "*.b.com:443"}); err != nil {
-		t.Errorf("ValidateHosts(good) = %v", err)
-	}
-	err := egress.ValidateHosts([]string{"a.com", "a..b", ""})
-	if want := `allow_hosts[1]: "a..b" has an empty label`; err == nil || !strings.HasPrefix(err.Error(), want) {
-		t.Errorf("ValidateHosts = %v, want %s...", err, want)
-	}
-}
-
 func TestHostRuleMatch(t *testing.T) {
 	t.Parallel()
 	tests := []struct {

@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/bot-bottle/bottleq/tasks"
 )
 
 // Config configures a [Proxy]. The zero value is a working production
@@ -160,8 +162,8 @@ const unregisterWait = 5 * time.Second
 
 // Unregister removes a task's policy, so later requests with its token
 // get 407, closes the task's open tunnels and requests, and returns its
-// egress record. An unknown task gets an empty Record.
-func (p *Proxy) Unregister(taskID string) Record {
+// egress record. An unknown task gets an empty record.
+func (p *Proxy) Unregister(taskID string) tasks.EgressRecord {
 	p.mu.Lock()
 	t := p.byID[taskID]
 	if t != nil {
@@ -170,7 +172,7 @@ func (p *Proxy) Unregister(taskID string) Record {
 	}
 	p.mu.Unlock()
 	if t == nil {
-		return Record{}
+		return tasks.EgressRecord{}
 	}
 	t.mu.Lock()
 	t.closed = true

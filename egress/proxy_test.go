@@ -14,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/bot-bottle/bottleq/egress"
+	"github.com/bot-bottle/bottleq/tasks"
 )
 
 func TestAllowedHTTPS(t *testing.T) {
@@ -278,7 +279,7 @@ func TestRecord(t *testing.T) {
 			t.Errorf("allowed entry %+v, want allowed.test, allowed, count 1, bytes both ways", e)
 		}
 	}
-	if e := rec.Entries[2]; e != (egress.Entry{Host: "other.test", Port: 443, Allowed: false, Reason: "not in allow_hosts", Count: 2}) {
+	if e := rec.Entries[2]; e != (tasks.EgressEntry{Host: "other.test", Port: 443, Allowed: false, Reason: "not in allow_hosts", Count: 2}) {
 		t.Errorf("refused entry %+v", e)
 	}
 	if !strings.Contains(string(b), `"bytes_up":`) || !strings.Contains(string(b), `"allowed":false`) {

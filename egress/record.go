@@ -4,40 +4,13 @@ import (
 	"cmp"
 	"slices"
 	"sync/atomic"
+
+	"github.com/bot-bottle/bottleq/tasks"
 )
 
 // maxEntries caps a task's record; attempts beyond it are only counted in
-// Record.Truncated.
-const maxEntries = 1024
-
-// Record is what a task reached, and tried to reach, through the proxy.
-type Record struct {
-	// Entries has one entry per host:port and outcome, sorted by host,
-	// then port, allowed first.
-	Entries []Entry `json:"entries"`
-	// Truncated counts attempts left out because the record had reached
-	// 1024 entries.
-	Truncated int `json:"truncated,omitempty"`
-}
-
-// Entry is a task's traffic to one host:port with one outcome.
-type Entry struct {
-	// Host is the name or IP address the task asked for, in lower case.
-	Host string `json:"host"`
-	// Port is the port the task asked for.
-	Port int `json:"port"`
-	// Allowed is true for connections the proxy carried (some may then
-	// have failed to connect) and false for refusals.
-	Allowed bool `json:"allowed"`
-	// Reason says why the last refusal was made; empty when Allowed.
-	Reason string `json:"reason,omitempty"`
-	// Count is the number of CONNECT tunnels and plain HTTP requests.
-	Count int `json:"count"`
-	// BytesUp and BytesDown are the bytes sent to and received from the
-	// host, as on the wire (TLS and HTTP framing included).
-	BytesUp   int64 `json:"bytes_up"`
-	BytesDown int64 `json:"bytes_down"`
-}
+// its Truncated.
+const maxEntries = tasks.MaxEgressEntries
 
 type entryKey struct {
 	host    string
@@ -70,17 +43,17 @@ func (t *task) note(host string, port int, allowed bool, reason string) *entry {
 	return e
 }
 
-func (t *task) record() Record {
+func (t *task) record() tasks.EgressRecord {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	rec := Record{Entries: make([]Entry, 0, len(t.entries)), Truncated: t.truncated}
+	rec := tasks.EgressRecord{Entries: make([]tasks.EgressEntry, 0, len(t.entries)), Truncated: t.truncated}
 	for k, e := range t.entries {
-		rec.Entries = append(rec.Entries, Entry{
+		rec.Entries = append(rec.Entries, tasks.EgressEntry{
 			Host: k.host, Port: k.port, Allowed: k.allowed, Reason: e.reason,
 			Count: e.count, BytesUp: e.up.Load(), BytesDown: e.down.Load(),
 		})
 	}
-	slices.SortFunc(rec.Entries, func(a, b Entry) int {
+	slices.SortFunc(rec.Entries, func(a, b tasks.EgressEntry) int {
 		if c := cmp.Compare(a.Host, b.Host); c != 0 {
 			return c
 		}

@@ -133,11 +133,8 @@ func (o Options) asynq(p tasks.AgentRun) ([]asynq.Option, error) {
 	if o.TaskID != "" {
 		opts = append(opts, asynq.TaskID(o.TaskID))
 	}
-	switch {
-	case o.MaxFilesBytes < 0:
+	if o.MaxFilesBytes < 0 {
 		return nil, fmt.Errorf("%w: MaxFilesBytes must not be negative", ErrInvalidOptions)
-	case o.MaxFilesBytes > 0:
-		opts = append(opts, tasks.MaxFilesBytes(o.MaxFilesBytes))
 	}
 	switch {
 	case o.Retention == 0:
@@ -158,7 +155,7 @@ func (c *Client) Enqueue(ctx context.Context, p tasks.AgentRun, o Options) (*asy
 	if err != nil {
 		return nil, err
 	}
-	task, err := tasks.NewAgentRun(p, opts...)
+	task, err := tasks.NewAgentRunWithMaxFilesBytes(p, o.MaxFilesBytes, opts...)
 	if err != nil {
 		return nil, err
 	}

@@ -2,10 +2,10 @@ package smolvm
 
 import (
 	"net/netip"
-	"path"
 	"path/filepath"
-	"slices"
 	"strings"
+
+	"github.com/bot-bottle/bottleq/internal/validate"
 )
 
 // MaxNameLen is the longest machine name smolvm accepts.
@@ -38,15 +38,8 @@ func ValidateName(name string) error {
 // ValidateEnvKey checks that key is a portable environment variable name:
 // a letter or '_' first, then letters, digits and '_'.
 func ValidateEnvKey(key string) error {
-	if key == "" {
-		return argErr("env", "key must not be empty")
-	}
-	for i := 0; i < len(key); i++ {
-		c := key[i]
-		if c == '_' || isAlpha(c) || (i > 0 && isDigit(c)) {
-			continue
-		}
-		return argErr("env", "key %q is not a valid name", key)
+	if err := validate.EnvKey(key); err != nil {
+		return argErr("env", "%s", err)
 	}
 	return nil
 }
@@ -95,7 +88,7 @@ func checkEnv(env map[string]string) error {
 
 // MaxGuestPathLen is the longest guest path [ValidateGuestPath] accepts
 // (Linux's PATH_MAX).
-const MaxGuestPathLen = 4096
+const MaxGuestPathLen = validate.MaxGuestPathLen
 
 // ValidateGuestPath checks a path in the machine for [Client.CopyIn] and
 // [Client.CopyOut]: absolute, already clean (path.Clean leaves it as is, so
@@ -107,23 +100,8 @@ func ValidateGuestPath(p string) error {
 }
 
 func checkCopyGuestPath(field, p string) error {
-	switch {
-	case p == "":
-		return argErr(field, "must not be empty")
-	case strings.ContainsRune(p, 0):
-		return argErr(field, "must not contain a NUL byte")
-	case len(p) > MaxGuestPathLen:
-		return argErr(field, "is %d bytes, longer than %d", len(p), MaxGuestPathLen)
-	case !strings.HasPrefix(p, "/"):
-		return argErr(field, "%q must be an absolute guest path", p)
-	case p == "/":
-		return argErr(field, "must name a file, not \"/\"")
-	case strings.Contains(p, ":"):
-		return argErr(field, "%q must not contain ':' (smolvm cp reads it as MACHINE:PATH)", p)
-	case slices.Contains(strings.Split(p, "/"), ".."):
-		return argErr(field, "%q must not contain a \"..\" segment", p)
-	case path.Clean(p) != p:
-		return argErr(field, "%q must be clean (it cleans to %q)", p, path.Clean(p))
+	if err := validate.GuestPath(p); err != nil {
+		return argErr(field, "%s", err)
 	}
 	return nil
 }

@@ -73,7 +73,7 @@ func TestFilesValidation(t *testing.T) {
 				}
 			}
 			check("Validate", tt.p.Validate())
-			_, err := tasks.NewAgentRun(tt.p, tasks.MaxFilesBytes(tasks.MaxFilesBytesLimit))
+			_, err := tasks.NewAgentRunWithMaxFilesBytes(tt.p, tasks.MaxFilesBytesLimit)
 			check("NewAgentRun", err)
 			if tt.name == "invalid UTF-8" {
 				return // JSON cannot carry it: it becomes U+FFFD
@@ -88,29 +88,40 @@ func TestFilesValidation(t *testing.T) {
 	}
 }
 
-// TestFilesCap: NewAgentRun caps the files' total at DefaultMaxFilesBytes
-// unless the MaxFilesBytes option says otherwise; Decode takes up to the
-// hard limit, leaving the cap to the worker.
+// TestFilesCap: NewAgentRun caps the files' total at DefaultMaxFilesBytes,
+// NewAgentRunWithMaxFilesBytes at its cap (zero keeps the default); Decode
+// takes up to the hard limit, leaving the cap to the worker.
 func TestFilesCap(t *testing.T) {
 	t.Parallel()
 	mib := 1 << 20
+	const useDefault = -1 // NewAgentRun rather than NewAgentRunWithMaxFilesBytes
 	tests := []struct {
 		name    string
 		files   []tasks.File
-		opts    []asynq.Option
+		cap     int64
 		wantErr string
 	}{
-		{"exactly the default cap", []tasks.File{file("/a", mib/2, ""), file("/b", mib/2, "0755")}, nil, ""},
-		{"over the default cap", []tasks.File{file("/a", mib, ""), file("/b", mib/2, "")}, nil,
-			"files: 1.5 MiB in total, over the cap of 1 MiB (tasks.MaxFilesBytes raises it for workers whose -max-files-bytes allows more)"},
-		{"raised cap", []tasks.File{file("/a", 3*mib, "")}, []asynq.Option{tasks.MaxFilesBytes(4 << 20)}, ""},
-		{"lowered cap", []tasks.File{file("/a", 2000, "")}, []asynq.Option{tasks.MaxFilesBytes(1000)}, "files: 2 KiB (2000 bytes) in total, over the cap of 1000 bytes"},
+		{"exactly the default cap", []tasks.File{file("/a", mib/2, ""), file("/b", mib/2, "0755")}, useDefault, ""},
+		{"over the default cap", []tasks.File{file("/a", mib, ""), file("/b", mib/2, "")}, useDefault,
+			"files: 1.5 MiB in total, over the cap of 1 MiB (tasks.NewAgentRunWithMaxFilesBytes raises it for workers whose -max-files-bytes allows more)"},
+		{"zero cap is the default", []tasks.File{file("/a", mib, ""), file("/b", 1, "")}, 0,
+			"files: 1 MiB (1048577 bytes) in total, over the cap of 1 MiB"},
+		{"raised cap", []tasks.File{file("/a", 3*mib, "")}, 4 << 20, ""},
+		{"lowered cap", []tasks.File{file("/a", 2000, "")}, 1000, "files: 2 KiB (2000 bytes) in total, over the cap of 1000 bytes"},
+		{"cap over the hard limit", []tasks.File{file("/a", tasks.MaxFilesBytesLimit, ""), file("/b", 1, "")}, 2 * tasks.MaxFilesBytesLimit,
+			"files: 16 MiB (16777217 bytes) in total, over the hard limit of 16 MiB"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			p := withFiles(tt.files, "/out/a")
-			task, err := tasks.NewAgentRun(p, tt.opts...)
+			var task *asynq.Task
+			var err error
+			if tt.cap == useDefault {
+				task, err = tasks.NewAgentRun(p)
+			} else {
+				task, err = tasks.NewAgentRunWithMaxFilesBytes(p, tt.cap)
+			}
 			if tt.wantErr != "" {
 				var ve *tasks.ValidationError
 				if task != nil || !errors.As(err, &ve) || !strings.HasPrefix(err.Error(), tt.wantErr) {
@@ -128,7 +139,7 @@ func TestFilesCap(t *testing.T) {
 			if got.FilesBytes() != p.FilesBytes() || len(got.Files) != len(p.Files) || got.Artifacts[0] != "/out/a" {
 				t.Errorf("decoded %d bytes in %d files, want %d in %d", got.FilesBytes(), len(got.Files), p.FilesBytes(), len(p.Files))
 			}
-			info := enqueued(t, task) // the MaxFilesBytes option does not reach asynq
+			info := enqueued(t, task)
 			if info.Queue != tasks.DefaultQueue {
 				t.Errorf("queue = %q", info.Queue)
 			}

@@ -2,8 +2,6 @@ package tasks
 
 import (
 	"time"
-
-	"github.com/bot-bottle/bottleq/egress"
 )
 
 // Phases of the pipeline, in order, as they appear in a Result.
@@ -68,7 +66,7 @@ type Result struct {
 	// Egress records where the agent connected, or tried to, through the
 	// bundled egress proxy: each host with counts and bytes, allowed or
 	// refused with the reason.
-	Egress *egress.Record `json:"egress,omitempty"`
+	Egress *EgressRecord `json:"egress,omitempty"`
 	// Artifacts lists the payload's artifacts in its order, each copied to
 	// Host or with the reason it was not.
 	Artifacts []Artifact `json:"artifacts,omitempty"`
@@ -95,6 +93,40 @@ type Artifact struct {
 	// Error says why the file was not kept: ArtifactMissing, "over the
 	// cap …", or smolvm's message.
 	Error string `json:"error,omitempty"`
+}
+
+// MaxEgressEntries caps an EgressRecord's Entries; attempts beyond it are
+// only counted in EgressRecord.Truncated.
+const MaxEgressEntries = 1024
+
+// EgressRecord is what a task reached, and tried to reach, through the
+// worker's bundled egress proxy.
+type EgressRecord struct {
+	// Entries has one entry per host:port and outcome, sorted by host,
+	// then port, allowed first.
+	Entries []EgressEntry `json:"entries"`
+	// Truncated counts attempts left out because the record had reached
+	// MaxEgressEntries entries.
+	Truncated int `json:"truncated,omitempty"`
+}
+
+// EgressEntry is a task's traffic to one host:port with one outcome.
+type EgressEntry struct {
+	// Host is the name or IP address the task asked for, in lower case.
+	Host string `json:"host"`
+	// Port is the port the task asked for.
+	Port int `json:"port"`
+	// Allowed is true for connections the proxy carried (some may then
+	// have failed to connect) and false for refusals.
+	Allowed bool `json:"allowed"`
+	// Reason says why the last refusal was made; empty when Allowed.
+	Reason string `json:"reason,omitempty"`
+	// Count is the number of CONNECT tunnels and plain HTTP requests.
+	Count int `json:"count"`
+	// BytesUp and BytesDown are the bytes sent to and received from the
+	// host, as on the wire (TLS and HTTP framing included).
+	BytesUp   int64 `json:"bytes_up"`
+	BytesDown int64 `json:"bytes_down"`
 }
 
 // PhaseTime is one finished phase.

@@ -3,7 +3,9 @@
 // result the worker writes back.
 //
 // It holds data and rules only. It must not talk to Redis or smolvm, so that
-// a producer can import it without pulling in the worker.
+// a producer can import it without pulling in the worker: of bottleq it
+// imports only internal/validate, the rules it shares with the smolvm client
+// and the egress proxy (enqueue's TestProducerDeps checks it).
 package tasks
 
 import (
@@ -22,8 +24,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
-	"github.com/bot-bottle/bottleq/egress"
-	"github.com/bot-bottle/bottleq/smolvm"
+	"github.com/bot-bottle/bottleq/internal/validate"
 )
 
 // TypeAgentRun is the asynq task type of an agent run.
@@ -52,8 +53,8 @@ const (
 	DefaultQueue = "default"
 
 	// DefaultMaxFilesBytes caps the total decoded content of a payload's
-	// Files in NewAgentRun (see MaxFilesBytes) and, by default, in the
-	// worker (its -max-files-bytes).
+	// Files in NewAgentRun (NewAgentRunWithMaxFilesBytes takes another
+	// cap) and, by default, in the worker (its -max-files-bytes).
 	DefaultMaxFilesBytes = 1 << 20
 	// MaxFilesBytesLimit is the hard limit on the total content of a
 	// payload's Files: Decode refuses more whatever a worker's cap says,
@@ -263,7 +264,7 @@ func (p AgentRun) Validate() error {
 		return invalid("env", "has %d entries, more than %d", len(p.Env), maxEnv)
 	}
 	for k, v := range p.Env {
-		if err := smolvm.ValidateEnvKey(k); err != nil {
+		if err := validate.EnvKey(k); err != nil {
 			return invalid("env", "key %q is not a valid name", k)
 		}
 		if strings.ContainsRune(v, 0) || len(v) > maxFieldBytes {
@@ -281,9 +282,10 @@ func (p AgentRun) Validate() error {
 	if len(p.AllowHosts) > maxAllowHosts {
 		return invalid("allow_hosts", "has %d entries, more than %d", len(p.AllowHosts), maxAllowHosts)
 	}
-	if err := egress.ValidateHosts(p.AllowHosts); err != nil {
-		field, reason, _ := strings.Cut(err.Error(), ": ")
-		return &ValidationError{Field: field, Reason: reason}
+	for i, h := range p.AllowHosts {
+		if _, err := validate.Host(h); err != nil {
+			return invalid(fmt.Sprintf("allow_hosts[%d]", i), "%q %s", h, err)
+		}
 	}
 	if err := p.checkFiles(); err != nil {
 		return err
@@ -355,11 +357,7 @@ func checkGuestPath(field, p string) error {
 	if err := checkText(field, p); err != nil {
 		return err
 	}
-	if err := smolvm.ValidateGuestPath(p); err != nil {
-		var ae *smolvm.ArgError
-		if errors.As(err, &ae) {
-			return invalid(field, "%s", ae.Reason)
-		}
+	if err := validate.GuestPath(p); err != nil {
 		return invalid(field, "%s", err)
 	}
 	return nil
@@ -445,22 +443,6 @@ func jsonReason(err error) string {
 	return strings.ReplaceAll(err.Error(), "\n", " ")
 }
 
-// maxFilesOption is the option MaxFilesBytes returns. NewAgentRun reads it
-// and does not pass it on to asynq.
-type maxFilesOption int64
-
-func (o maxFilesOption) String() string { return fmt.Sprintf("MaxFilesBytes(%d)", int64(o)) }
-
-// Type is outside asynq's own option types; asynq ignores such an option.
-func (o maxFilesOption) Type() asynq.OptionType { return asynq.OptionType(-1) }
-func (o maxFilesOption) Value() any             { return int64(o) }
-
-// MaxFilesBytes is an option of NewAgentRun: it caps the payload's files at
-// n bytes in total instead of DefaultMaxFilesBytes. Raise it only for
-// workers whose -max-files-bytes is as high; it cannot exceed
-// MaxFilesBytesLimit.
-func MaxFilesBytes(n int64) asynq.Option { return maxFilesOption(n) }
-
 // NewAgentRun validates p and returns the task to enqueue, with defaults
 // a producer should not have to think about: the task's asynq timeout covers
 // the whole pipeline (the command's timeout plus PipelineOverhead; asynq's
@@ -468,22 +450,25 @@ func MaxFilesBytes(n int64) asynq.Option { return maxFilesOption(n) }
 // default), DefaultMaxRetry retries of smolvm failures, DefaultQueue, and
 // DefaultRetention so the result stays readable. opts come after the
 // defaults and override them. The files' total content is capped at
-// DefaultMaxFilesBytes unless a MaxFilesBytes option says otherwise.
+// DefaultMaxFilesBytes; [NewAgentRunWithMaxFilesBytes] takes another cap.
 func NewAgentRun(p AgentRun, opts ...asynq.Option) (*asynq.Task, error) {
-	filesCap := int64(DefaultMaxFilesBytes)
-	var rest []asynq.Option
-	for _, o := range opts {
-		if m, ok := o.(maxFilesOption); ok {
-			filesCap = int64(m)
-			continue
-		}
-		rest = append(rest, o)
+	return NewAgentRunWithMaxFilesBytes(p, DefaultMaxFilesBytes, opts...)
+}
+
+// NewAgentRunWithMaxFilesBytes is [NewAgentRun] with the payload's files
+// capped at maxFilesBytes in total instead of DefaultMaxFilesBytes (zero or
+// less keeps that default). Raise it only for workers whose
+// -max-files-bytes is as high; no cap lifts MaxFilesBytesLimit.
+func NewAgentRunWithMaxFilesBytes(p AgentRun, maxFilesBytes int64, opts ...asynq.Option) (*asynq.Task, error) {
+	filesCap := maxFilesBytes
+	if filesCap <= 0 {
+		filesCap = DefaultMaxFilesBytes
 	}
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
 	if n := p.FilesBytes(); n > filesCap {
-		return nil, invalid("files", "%s in total, over the cap of %s (tasks.MaxFilesBytes raises it for workers whose -max-files-bytes allows more)",
+		return nil, invalid("files", "%s in total, over the cap of %s (tasks.NewAgentRunWithMaxFilesBytes raises it for workers whose -max-files-bytes allows more)",
 			FormatBytes(n), FormatBytes(filesCap))
 	}
 	if p.Version == 0 {
@@ -502,5 +487,5 @@ func NewAgentRun(p AgentRun, opts ...asynq.Option) (*asynq.Task, error) {
 		asynq.Queue(DefaultQueue),
 		asynq.Retention(DefaultRetention),
 	}
-	return asynq.NewTask(TypeAgentRun, data, append(defaults, rest...)...), nil
+	return asynq.NewTask(TypeAgentRun, data, append(defaults, opts...)...), nil
 }

@@ -92,6 +92,9 @@ func TestDecodeInvalid(t *testing.T) {
 		{"env value not a string", `{` + ok + `,"env":{"K":["` + secret + `"]}}`, "payload"},
 		{"env value not JSON", `{` + ok + `,"env":{"K":` + secret + `}}`, "payload"},
 		{"bad escape in env value", `{` + ok + `,"env":{"K":"` + secret + `\q"}}`, "payload"},
+		{"empty allow_hosts entry", `{` + ok + `,"allow_hosts":["a.com",""]}`, "allow_hosts[1]"},
+		{"allow_hosts entry a URL", `{` + ok + `,"allow_hosts":["https://a.com"]}`, "allow_hosts[0]"},
+		{"allow_hosts wildcard of a TLD", `{` + ok + `,"allow_hosts":["a.com","b.com:443","*.com"]}`, "allow_hosts[2]"},
 		{"image starting with -", `{"image":"--privileged","command":["true"]}`, "image"},
 		{"image with a space", `{"image":"alpine latest","command":["true"]}`, "image"},
 		{"image and from", `{"image":"alpine","from":"task:x","command":["true"]}`, "from"},
@@ -147,6 +150,24 @@ func TestDecodeInvalid(t *testing.T) {
 				t.Errorf("Decode returned a payload with its error: %#v", got)
 			}
 		})
+	}
+}
+
+// TestAllowHosts: allow_hosts entries follow the egress proxy's grammar;
+// the first bad one is named by index, with the reason after its quote.
+func TestAllowHosts(t *testing.T) {
+	t.Parallel()
+	ok := tasks.AgentRun{Image: "alpine", Command: []string{"true"},
+		AllowHosts: []string{"api.example.com", "*.example.org:443", "[2001:db8::1]:8443", "10.0.0.1"}}
+	if err := ok.Validate(); err != nil {
+		t.Errorf("Validate(%q) = %v, want nil", ok.AllowHosts, err)
+	}
+	bad := ok
+	bad.AllowHosts = []string{"a.com", "a..b", ""}
+	err := bad.Validate()
+	var ve *tasks.ValidationError
+	if !errors.As(err, &ve) || ve.Field != "allow_hosts[1]" || ve.Reason != `"a..b" has an empty label (.. or a leading or trailing dot)` {
+		t.Errorf("Validate(%q) = %#v, want allow_hosts[1]: \"a..b\" has an empty label …", bad.AllowHosts, err)
 	}
 }
 

@@ -13,7 +13,7 @@ import (
 
 	"github.com/bot-bottle/bottleq/enqueue"
 	"github.com/bot-bottle/bottleq/internal/redisurl"
-	"github.com/bot-bottle/bottleq/smolvm"
+	"github.com/bot-bottle/bottleq/internal/validate"
 	"github.com/bot-bottle/bottleq/tasks"
 )
 
@@ -145,7 +145,7 @@ func parse(args []string, getenv func(string) string, help io.Writer) (config, e
 	}
 	for _, e := range env {
 		k, v, ok := strings.Cut(e, "=")
-		if !ok && smolvm.ValidateEnvKey(k) == nil {
+		if !ok && validate.EnvKey(k) == nil {
 			v = getenv(k)
 			if v == "" {
 				return c, usagef("--env: %q is not set in this environment (give %s= for an empty value)", k, k)

@@ -20,6 +20,7 @@ var checked = []string{
 	"worker",
 	"internal/cliflag",
 	"internal/redisurl",
+	"internal/validate",
 	"internal/testredis",
 	"internal/testbin",
 	"cmd/dashboard",
