@@ -113,6 +113,14 @@ func problems(p *project, envRead map[string][]string) []string {
 			bad("redis keeps /data in no named volume")
 		}
 	}
+	if d, ok := p.Services["dashboard"]; ok {
+		if _, set := d.Environment["BOTTLEQ_DASHBOARD_WRITABLE"]; set || slices.ContainsFunc(d.Command, func(a string) bool {
+			f := strings.TrimLeft(a, "-")
+			return f != a && (f == "writable" || strings.HasPrefix(f, "writable="))
+		}) {
+			bad("dashboard sets -writable or BOTTLEQ_DASHBOARD_WRITABLE: compose serves it read-only")
+		}
+	}
 	if w, ok := p.Services["worker"]; ok {
 		if !slices.ContainsFunc(w.Devices, func(d string) bool { return strings.Split(d, ":")[0] == "/dev/kvm" }) {
 			bad("worker does not get /dev/kvm")
@@ -208,6 +216,9 @@ func TestComposeChecksCatch(t *testing.T) {
 		{"unknown variable", "BOTTLEQ_HOST:", "BOTTLEQ_HOSTNAME:", "worker sets BOTTLEQ_HOSTNAME, which cmd/worker does not read"},
 		{"wrong Redis", "REDIS_URL: redis://redis:6379\n      # Inside", "REDIS_URL: redis://localhost:6379\n      # Inside", "dashboard: REDIS_URL is not redis://redis:6379"},
 		{"not a bottleq command", `command: ["dashboard"]`, `command: ["asynqmon"]`, `dashboard runs "asynqmon", not a bottleq command`},
+		{"dashboard writable by env", "BOTTLEQ_DASHBOARD_ADDR: 0.0.0.0:8080\n", "BOTTLEQ_DASHBOARD_ADDR: 0.0.0.0:8080\n      BOTTLEQ_DASHBOARD_WRITABLE: \"true\"\n", "dashboard sets -writable"},
+		{"dashboard writable by flag", `command: ["dashboard"]`, `command: ["dashboard", "-writable"]`, "dashboard sets -writable"},
+		{"dashboard writable by a bare name", "      BOTTLEQ_DASHBOARD_ADDR: 0.0.0.0:8080\n", "      BOTTLEQ_DASHBOARD_ADDR: 0.0.0.0:8080\n      BOTTLEQ_DASHBOARD_WRITABLE:\n", "dashboard sets -writable"},
 		{"smolvm writable", "/usr/local/bin/smolvm:ro", "/usr/local/bin/smolvm", "worker does not mount smolvm read-only"},
 		{"data dir in the container", "- bottleq-data:/var/lib/bottleq", "- /var/lib/bottleq", "worker keeps its data dir in no named volume"},
 		{"Redis data in the container", "- redis-data:/data", "- /data", "redis keeps /data in no named volume"},
@@ -254,9 +265,8 @@ func TestComposeChecksCatch(t *testing.T) {
 func TestComposeInterpolation(t *testing.T) {
 	t.Parallel()
 	p, err := loadFile(root, map[string]string{
-		"SMOLVM_BIN_HOST":             "/opt/smolvm/bin/smolvm",
-		"KVM_GID":                     "993",
-		"BOTTLEQ_DASHBOARD_READ_ONLY": "true",
+		"SMOLVM_BIN_HOST": "/opt/smolvm/bin/smolvm",
+		"KVM_GID":         "993",
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -269,9 +279,6 @@ func TestComposeInterpolation(t *testing.T) {
 	}
 	if !slices.Equal(w.GroupAdd, []string{"993"}) {
 		t.Errorf("group_add = %q, want KVM_GID's [993]", w.GroupAdd)
-	}
-	if ro := p.Services["dashboard"].Environment["BOTTLEQ_DASHBOARD_READ_ONLY"]; ro == nil || *ro != "true" {
-		t.Errorf("BOTTLEQ_DASHBOARD_READ_ONLY=true does not reach the dashboard: %v", ro)
 	}
 }
 
@@ -346,10 +353,9 @@ func TestDockerComposeConfig(t *testing.T) {
 		t.Errorf("docker-compose accepted a misspelt key:\n%s", out)
 	}
 	for _, env := range []map[string]string{nil, {
-		"SMOLVM_BIN_HOST":             "/opt/smolvm/bin/smolvm",
-		"KVM_GID":                     "993",
-		"BOTTLEQ_HOST":                "host-1",
-		"BOTTLEQ_DASHBOARD_READ_ONLY": "true",
+		"SMOLVM_BIN_HOST": "/opt/smolvm/bin/smolvm",
+		"KVM_GID":         "993",
+		"BOTTLEQ_HOST":    "host-1",
 	}} {
 		t.Run(fmt.Sprintf("%d variables set", len(env)), func(t *testing.T) {
 			dir := scratch(t, good)

@@ -4,10 +4,10 @@
 // forms, by a small reader built on the YAML module the Prometheus client
 // already brings in (load_test.go), then checked for what bottleq relies on
 // (loopback-only ports, a healthy Redis before the worker, /dev/kvm, named
-// volumes, environment variables bottleq reads). Where Debian's
-// docker-compose is installed (CI installs it), it validates the file
-// against the Compose schema, and the reader must resolve the file exactly
-// as docker-compose does.
+// volumes, a read-only dashboard, environment variables bottleq reads).
+// Where Debian's docker-compose is installed (CI installs it), it validates
+// the file against the Compose schema, and the reader must resolve the file
+// exactly as docker-compose does.
 //
 // It has no code of its own and must not be imported.
 package composecheck
