@@ -1,22 +1,22 @@
 package composecheck
 
 import (
-	"context"
 	"fmt"
 	"go/ast"
 	"go/parser"
 	"go/token"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 
-	"github.com/compose-spec/compose-go/v2/loader"
-	"github.com/compose-spec/compose-go/v2/types"
+	"go.yaml.in/yaml/v2"
 )
 
 // root is the repository root, where docker-compose.yml and Dockerfile are.
@@ -31,19 +31,22 @@ func readCompose(t *testing.T) string {
 	return string(b)
 }
 
-// load parses compose YAML as `docker compose` would, with env as the
-// environment for interpolation.
-func load(t *testing.T, yaml string, env map[string]string) (*types.Project, error) {
+// scratch writes yml as docker-compose.yml, beside a copy of the
+// repository's Dockerfile, into a new temporary directory and returns it.
+func scratch(t *testing.T, yml string) string {
 	t.Helper()
-	abs, err := filepath.Abs(root)
+	dir := t.TempDir()
+	df, err := os.ReadFile(filepath.Join(root, "Dockerfile"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return loader.LoadWithContext(context.Background(), types.ConfigDetails{
-		WorkingDir:  abs,
-		ConfigFiles: []types.ConfigFile{{Filename: filepath.Join(abs, "docker-compose.yml"), Content: []byte(yaml)}},
-		Environment: env,
-	}, func(o *loader.Options) { o.SetProjectName("bottleq", true) })
+	if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), df, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "docker-compose.yml"), []byte(yml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }
 
 // cmdOf maps a service's command to the bottleq command whose environment
@@ -51,7 +54,7 @@ func load(t *testing.T, yaml string, env map[string]string) (*types.Project, err
 var cmdOf = map[string]string{"worker": "worker", "dashboard": "dashboard"}
 
 // problems returns what is wrong with p for bottleq, one string each.
-func problems(p *types.Project, envRead map[string][]string) []string {
+func problems(p *project, envRead map[string][]string) []string {
 	var out []string
 	bad := func(format string, args ...any) { out = append(out, fmt.Sprintf(format, args...)) }
 	for _, name := range []string{"redis", "worker", "dashboard"} {
@@ -59,17 +62,16 @@ func problems(p *types.Project, envRead map[string][]string) []string {
 			bad("no service %s", name)
 		}
 	}
-	for _, name := range slices.Sorted(func(yield func(string) bool) {
-		for n := range p.Services {
-			if !yield(n) {
-				return
-			}
-		}
-	}) {
+	for _, name := range slices.Sorted(maps.Keys(p.Services)) {
 		s := p.Services[name]
 		for _, port := range s.Ports {
 			if port.HostIP != "127.0.0.1" {
-				bad("%s publishes port %d on %q, want 127.0.0.1", name, port.Target, port.HostIP)
+				bad("%s publishes port %s on %q, want 127.0.0.1", name, port.Target, port.HostIP)
+			}
+		}
+		for _, v := range s.Volumes {
+			if _, ok := p.Volumes[v.Source]; v.Type == "volume" && v.Source != "" && !ok {
+				bad("%s mounts volume %s, which the top-level volumes do not declare", name, v.Source)
 			}
 		}
 		if name == "redis" {
@@ -80,7 +82,7 @@ func problems(p *types.Project, envRead map[string][]string) []string {
 		} else if _, err := os.Stat(filepath.Join(s.Build.Context, s.Build.Dockerfile)); err != nil {
 			bad("%s: %v", name, err)
 		}
-		if dep, ok := s.DependsOn["redis"]; !ok || dep.Condition != types.ServiceConditionHealthy {
+		if dep, ok := s.DependsOn["redis"]; !ok || dep.Condition != "service_healthy" {
 			bad("%s does not depend on redis being healthy", name)
 		}
 		if len(s.Command) == 0 {
@@ -102,11 +104,11 @@ func problems(p *types.Project, envRead map[string][]string) []string {
 		}
 	}
 	if r, ok := p.Services["redis"]; ok {
-		if r.HealthCheck == nil || !slices.Equal(r.HealthCheck.Test, types.HealthCheckTest{"CMD", "redis-cli", "ping"}) {
+		if r.HealthCheck == nil || !slices.Equal(r.HealthCheck.Test, healthTest{"CMD", "redis-cli", "ping"}) {
 			bad("redis has no `redis-cli ping` healthcheck")
 		}
-		if !slices.ContainsFunc(r.Volumes, func(v types.ServiceVolumeConfig) bool {
-			return v.Type == types.VolumeTypeVolume && v.Target == "/data"
+		if !slices.ContainsFunc(r.Volumes, func(v *volume) bool {
+			return v.Type == "volume" && v.Source != "" && v.Target == "/data"
 		}) {
 			bad("redis keeps /data in no named volume")
 		}
@@ -120,16 +122,16 @@ func problems(p *types.Project, envRead map[string][]string) []string {
 		}
 	}
 	if w, ok := p.Services["worker"]; ok {
-		if !slices.ContainsFunc(w.Devices, func(d types.DeviceMapping) bool { return d.Source == "/dev/kvm" }) {
+		if !slices.ContainsFunc(w.Devices, func(d string) bool { return strings.Split(d, ":")[0] == "/dev/kvm" }) {
 			bad("worker does not get /dev/kvm")
 		}
-		if !slices.ContainsFunc(w.Volumes, func(v types.ServiceVolumeConfig) bool {
-			return v.Type == types.VolumeTypeBind && v.Target == "/usr/local/bin/smolvm" && v.ReadOnly
+		if !slices.ContainsFunc(w.Volumes, func(v *volume) bool {
+			return v.Type == "bind" && v.Target == "/usr/local/bin/smolvm" && v.ReadOnly
 		}) {
 			bad("worker does not mount smolvm read-only at /usr/local/bin/smolvm")
 		}
-		if !slices.ContainsFunc(w.Volumes, func(v types.ServiceVolumeConfig) bool {
-			return v.Type == types.VolumeTypeVolume && v.Target == "/var/lib/bottleq"
+		if !slices.ContainsFunc(w.Volumes, func(v *volume) bool {
+			return v.Type == "volume" && v.Source != "" && v.Target == "/var/lib/bottleq"
 		}) {
 			bad("worker keeps its data dir in no named volume")
 		}
@@ -185,7 +187,7 @@ func envRead(t *testing.T) map[string][]string {
 }
 
 func TestComposeFile(t *testing.T) {
-	p, err := load(t, readCompose(t), nil)
+	p, err := loadFile(root, nil)
 	if err != nil {
 		t.Fatalf("docker-compose.yml does not load: %v", err)
 	}
@@ -194,9 +196,11 @@ func TestComposeFile(t *testing.T) {
 	}
 }
 
-// TestComposeChecksCatch breaks docker-compose.yml in the ways the checks
-// are for, and expects each to be caught.
+// TestComposeChecksCatch breaks docker-compose.yml, in a copy in a
+// temporary directory, in the ways the checks are for, and expects each to
+// be caught.
 func TestComposeChecksCatch(t *testing.T) {
+	t.Parallel()
 	good := readCompose(t)
 	env := envRead(t)
 	for _, tt := range []struct {
@@ -204,19 +208,30 @@ func TestComposeChecksCatch(t *testing.T) {
 	}{
 		{"port on every interface", `"127.0.0.1:8080:8080"`, `"8080:8080"`, `dashboard publishes port 8080 on ""`},
 		{"port on a public address", `"127.0.0.1:6379:6379"`, `"0.0.0.0:6379:6379"`, `redis publishes port 6379 on "0.0.0.0"`},
+		{"long-form port on a public address", `- "127.0.0.1:8080:8080"`, "- target: 8080\n        published: \"8080\"\n        host_ip: 0.0.0.0", `dashboard publishes port 8080 on "0.0.0.0"`},
 		{"no healthcheck", `test: ["CMD", "redis-cli", "ping"]`, `test: ["CMD", "true"]`, "redis has no `redis-cli ping` healthcheck"},
 		{"no kvm", "devices:\n      - /dev/kvm", "devices:\n      - /dev/null", "worker does not get /dev/kvm"},
 		{"started, not healthy", "condition: service_healthy", "condition: service_started", "worker does not depend on redis being healthy"},
+		{"depends_on as a list", "depends_on:\n      redis:\n        condition: service_healthy", "depends_on: [redis]", "worker does not depend on redis being healthy"},
 		{"unknown variable", "BOTTLEQ_HOST:", "BOTTLEQ_HOSTNAME:", "worker sets BOTTLEQ_HOSTNAME, which cmd/worker does not read"},
+		{"wrong Redis", "REDIS_URL: redis://redis:6379\n      # Inside", "REDIS_URL: redis://localhost:6379\n      # Inside", "dashboard: REDIS_URL is not redis://redis:6379"},
+		{"not a bottleq command", `command: ["dashboard"]`, `command: ["asynqmon"]`, `dashboard runs "asynqmon", not a bottleq command`},
 		{"dashboard writable by env", "BOTTLEQ_DASHBOARD_ADDR: 0.0.0.0:8080\n", "BOTTLEQ_DASHBOARD_ADDR: 0.0.0.0:8080\n      BOTTLEQ_DASHBOARD_WRITABLE: \"true\"\n", "dashboard sets -writable"},
 		{"dashboard writable by flag", `command: ["dashboard"]`, `command: ["dashboard", "-writable"]`, "dashboard sets -writable"},
+		{"dashboard writable by a bare name", "      BOTTLEQ_DASHBOARD_ADDR: 0.0.0.0:8080\n", "      BOTTLEQ_DASHBOARD_ADDR: 0.0.0.0:8080\n      BOTTLEQ_DASHBOARD_WRITABLE:\n", "dashboard sets -writable"},
 		{"smolvm writable", "/usr/local/bin/smolvm:ro", "/usr/local/bin/smolvm", "worker does not mount smolvm read-only"},
+		{"data dir in the container", "- bottleq-data:/var/lib/bottleq", "- /var/lib/bottleq", "worker keeps its data dir in no named volume"},
+		{"Redis data in the container", "- redis-data:/data", "- /data", "redis keeps /data in no named volume"},
+		{"undeclared volume", "\n  bottleq-data:", "\n  bottleq-date:", "worker mounts volume bottleq-data, which the top-level volumes do not declare"},
+		{"no Dockerfile", "dockerfile: Dockerfile\n    image: bottleq:latest\n    command: [\"worker\"]", "dockerfile: Dockerfile.worker\n    image: bottleq:latest\n    command: [\"worker\"]", "worker is not built from the Dockerfile"},
+		{"no dashboard", "\n  dashboard:\n", "\n  dashbaord:\n", "no service dashboard"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			if !strings.Contains(good, tt.old) {
 				t.Fatalf("docker-compose.yml no longer has %q: update this case", tt.old)
 			}
-			p, err := load(t, strings.Replace(good, tt.old, tt.new, 1), nil)
+			p, err := loadFile(scratch(t, strings.Replace(good, tt.old, tt.new, 1)), nil)
 			if err != nil {
 				t.Fatalf("broken file does not load: %v", err)
 			}
@@ -226,15 +241,30 @@ func TestComposeChecksCatch(t *testing.T) {
 			}
 		})
 	}
-	t.Run("not compose", func(t *testing.T) {
-		if _, err := load(t, strings.Replace(good, "    devices:", "    device:", 1), nil); err == nil {
-			t.Error("a misspelt key loaded without error")
-		}
-	})
+	for _, tt := range []struct{ name, old, new, want string }{
+		{"misspelt key", "    devices:", "    device:", "field device not found"},
+		{"misspelt top-level key", "\nvolumes:\n", "\nvolume:\n", "field volume not found"},
+		{"key twice", "    init: true\n    devices:", "    init: true\n    init: false\n    devices:", "field init already set"},
+		{"lone $", "${KVM_GID:-kvm}", "$-kvm", "a $ that starts no variable"},
+		{"required variable unset", "${KVM_GID:-kvm}", "${KVM_GID:?set it to the kvm group's id}", "KVM_GID is required"},
+		{"bad port", `"127.0.0.1:8080:8080"`, `"127.0.0.1:8080:8080:1"`, "is not [HOST_IP:][PUBLISHED:]TARGET"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			if !strings.Contains(good, tt.old) {
+				t.Fatalf("docker-compose.yml no longer has %q: update this case", tt.old)
+			}
+			_, err := loadFile(scratch(t, strings.Replace(good, tt.old, tt.new, 1)), nil)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("load: %v, want an error with %q", err, tt.want)
+			}
+		})
+	}
 }
 
 func TestComposeInterpolation(t *testing.T) {
-	p, err := load(t, readCompose(t), map[string]string{
+	t.Parallel()
+	p, err := loadFile(root, map[string]string{
 		"SMOLVM_BIN_HOST": "/opt/smolvm/bin/smolvm",
 		"KVM_GID":         "993",
 	})
@@ -242,50 +272,114 @@ func TestComposeInterpolation(t *testing.T) {
 		t.Fatal(err)
 	}
 	w := p.Services["worker"]
-	if !slices.ContainsFunc(w.Volumes, func(v types.ServiceVolumeConfig) bool {
-		return v.Source == "/opt/smolvm/bin/smolvm" && v.Target == "/usr/local/bin/smolvm"
+	if !slices.ContainsFunc(w.Volumes, func(v *volume) bool {
+		return v.Source == "/opt/smolvm/bin/smolvm" && v.Target == "/usr/local/bin/smolvm" && v.ReadOnly
 	}) {
-		t.Errorf("SMOLVM_BIN_HOST is not the smolvm mount's source: %+v", w.Volumes)
+		t.Errorf("SMOLVM_BIN_HOST is not the read-only smolvm mount's source:\n%s", dump(t, w.Volumes))
 	}
 	if !slices.Equal(w.GroupAdd, []string{"993"}) {
 		t.Errorf("group_add = %q, want KVM_GID's [993]", w.GroupAdd)
 	}
 }
 
+func TestExpand(t *testing.T) {
+	t.Parallel()
+	env := map[string]string{"SET": "v", "EMPTY": ""}
+	for _, tt := range []struct{ in, want, err string }{
+		{in: "plain", want: "plain"},
+		{in: "$SET/${SET}", want: "v/v"},
+		{in: "a$$b $$SET", want: "a$b $SET"},
+		{in: "${UNSET}|$UNSET", want: "|"},
+		{in: "${SET:-d} ${EMPTY:-d} ${UNSET:-d}", want: "v d d"},
+		{in: "${SET-d} ${EMPTY-d} ${UNSET-d}", want: "v  d"},
+		{in: "${SET:+r} ${EMPTY:+r} ${UNSET:+r}", want: "r  "},
+		{in: "${SET+r} ${EMPTY+r} ${UNSET+r}", want: "r r "},
+		{in: "${SET:?m} ${EMPTY?m}", want: "v "},
+		{in: "${EMPTY:?set EMPTY}", err: "EMPTY is required: set EMPTY"},
+		{in: "${UNSET?m}", err: "UNSET is required"},
+		{in: "${UNSET:-${SET}}", err: "a variable inside a default"},
+		{in: "${SET", err: "${ without }"},
+		{in: "${}", err: "no variable name"},
+		{in: "${SET/a/b}", err: "unknown operator"},
+		{in: "cost: 5$", err: "a $ that starts no variable"},
+	} {
+		t.Run(tt.in, func(t *testing.T) {
+			got, err := expand(tt.in, env)
+			switch {
+			case tt.err != "" && (err == nil || !strings.Contains(err.Error(), tt.err)):
+				t.Errorf("expand(%q) = %q, %v; want an error with %q", tt.in, got, err, tt.err)
+			case tt.err == "" && (err != nil || got != tt.want):
+				t.Errorf("expand(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
+			}
+		})
+	}
+}
+
+// dump returns v as YAML, to show in a failure.
+func dump(t *testing.T, v any) string {
+	t.Helper()
+	b, err := yaml.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
 // TestDockerComposeConfig runs Debian's docker-compose (apt-get install
-// docker-compose), which validates a file without a Docker engine, on
-// docker-compose.yml and on a broken copy.
+// docker-compose), which validates a file against the Compose schema
+// without a Docker engine: on docker-compose.yml, on a broken copy, and,
+// with and without variables set, to check that load reads the file as
+// docker-compose resolves it.
 func TestDockerComposeConfig(t *testing.T) {
 	bin, err := exec.LookPath("docker-compose")
 	if err != nil {
 		t.Skipf("skipping: docker-compose is not installed (apt-get install docker-compose): %v", err)
 	}
-	run := func(yaml string) (string, error) {
-		dir := t.TempDir()
-		for _, f := range []string{"Dockerfile"} {
-			b, err := os.ReadFile(filepath.Join(root, f))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(filepath.Join(dir, f), b, 0o644); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if err := os.WriteFile(filepath.Join(dir, "docker-compose.yml"), []byte(yaml), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		cmd := exec.Command(bin, "-f", filepath.Join(dir, "docker-compose.yml"), "config", "-q")
+	config := func(dir string, env map[string]string, args ...string) (string, error) {
+		cmd := exec.Command(bin, append([]string{"-f", filepath.Join(dir, "docker-compose.yml"), "config"}, args...)...)
 		cmd.Dir = dir
 		cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir}
+		for k, v := range env {
+			cmd.Env = append(cmd.Env, k+"="+v)
+		}
 		out, err := cmd.CombinedOutput()
 		return string(out), err
 	}
 	good := readCompose(t)
-	if out, err := run(good); err != nil {
+	if out, err := config(scratch(t, good), nil, "-q"); err != nil {
 		t.Errorf("docker-compose config -q: %v\n%s", err, out)
 	}
-	if out, err := run(strings.Replace(good, "    devices:", "    device:", 1)); err == nil {
+	if out, err := config(scratch(t, strings.Replace(good, "    devices:", "    device:", 1)), nil, "-q"); err == nil {
 		t.Errorf("docker-compose accepted a misspelt key:\n%s", out)
+	}
+	for _, env := range []map[string]string{nil, {
+		"SMOLVM_BIN_HOST": "/opt/smolvm/bin/smolvm",
+		"KVM_GID":         "993",
+		"BOTTLEQ_HOST":    "host-1",
+	}} {
+		t.Run(fmt.Sprintf("%d variables set", len(env)), func(t *testing.T) {
+			dir := scratch(t, good)
+			resolved, err := config(dir, env)
+			if err != nil {
+				t.Fatalf("docker-compose config: %v\n%s", err, resolved)
+			}
+			theirs, err := load([]byte(resolved), dir, nil)
+			if err != nil {
+				t.Fatalf("docker-compose's resolved file does not load: %v\n%s", err, resolved)
+			}
+			ours, err := loadFile(dir, env)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, name := range slices.Sorted(maps.Keys(theirs.Services)) {
+				if !reflect.DeepEqual(ours.Services[name], theirs.Services[name]) {
+					t.Errorf("service %s: load reads\n%sdocker-compose resolves\n%s", name, dump(t, ours.Services[name]), dump(t, theirs.Services[name]))
+				}
+			}
+			if len(ours.Services) != len(theirs.Services) {
+				t.Errorf("load reads %d services, docker-compose %d", len(ours.Services), len(theirs.Services))
+			}
+		})
 	}
 }
 

@@ -1,9 +1,13 @@
 // Package composecheck holds the tests that validate the repository's
-// docker-compose.yml and Dockerfile without a Docker engine: the file is
-// loaded with the Compose Specification's own Go loader (compose-go), then
-// checked for what bottleq relies on (loopback-only ports, a healthy Redis
-// before the worker, /dev/kvm, environment variables bottleq reads). Where
-// Debian's docker-compose is installed, it validates the file too.
+// docker-compose.yml and Dockerfile without a Docker engine. The compose
+// file is read strictly, with Compose's variable interpolation and short
+// forms, by a small reader built on the YAML module the Prometheus client
+// already brings in (load_test.go), then checked for what bottleq relies on
+// (loopback-only ports, a healthy Redis before the worker, /dev/kvm, named
+// volumes, a read-only dashboard, environment variables bottleq reads).
+// Where Debian's docker-compose is installed (CI installs it), it validates
+// the file against the Compose schema, and the reader must resolve the file
+// exactly as docker-compose does.
 //
 // It has no code of its own and must not be imported.
 package composecheck
