@@ -196,17 +196,18 @@ func (h *Handler) Run(ctx context.Context, m Meta, payload []byte, w io.Writer) 
 	if err != nil {
 		r.res.Error = err.Error()
 		r.report()
-		switch {
-		case isPermanent(err):
+		o := outcomeOf(ctx, err)
+		switch o {
+		case OutcomeInvalid:
 			r.log.Warn().Str("phase", r.res.Phase).Err(err).Msg("task cannot run, archived without retry")
-			h.outcome(OutcomeInvalid, r.res.Phase)
-			return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
-		case ctx.Err() != nil:
+		case OutcomeCancelled:
 			r.log.Warn().Str("phase", r.res.Phase).Err(err).Msg("task cancelled")
-			h.outcome(OutcomeCancelled, r.res.Phase)
 		default:
 			r.log.Error().Str("phase", r.res.Phase).Err(err).Msg("task failed, asynq will retry it")
-			h.outcome(OutcomeFailed, r.res.Phase)
+		}
+		h.outcome(o, r.res.Phase)
+		if o == OutcomeInvalid {
+			return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
 		}
 		return err
 	}

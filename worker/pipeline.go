@@ -70,35 +70,7 @@ func (r *run) pipeline(ctx context.Context) error {
 	defer h.own(r.vm, false)
 	defer r.teardown(ctx)
 	if err := r.phase(ctx, tasks.PhaseCreate, func(ctx context.Context) error {
-		err := h.cfg.Smolvm.Create(ctx, r.vm, create)
-		if errors.Is(err, smolvm.ErrExists) {
-			// Whose is it? Another delivery in this process, or a live one
-			// elsewhere on this host, keeps it; and when that cannot be
-			// told, it is left alone too (the reaper decides later).
-			busy := h.users(r.vm) > 1
-			if !busy && h.cfg.Busy != nil {
-				var berr error
-				if busy, berr = h.cfg.Busy(ctx, r.vm); berr != nil {
-					r.foreign = true
-					return fmt.Errorf("machine %s exists and its owner cannot be checked: %w", r.vm, berr)
-				}
-			}
-			if busy {
-				r.foreign = true
-				return &BusyError{VM: r.vm}
-			}
-			// Left over from an earlier delivery of this attempt that died.
-			r.log.Warn().Str("phase", tasks.PhaseCreate).Msg("deleting a leftover machine of the same name")
-			if err := h.cfg.Smolvm.Delete(ctx, r.vm); err != nil && !errors.Is(err, smolvm.ErrNotFound) {
-				return err
-			}
-			err = h.cfg.Smolvm.Create(ctx, r.vm, create)
-		}
-		if err == nil {
-			r.created = true
-			h.vms(+1)
-		}
-		return err
+		return r.create(ctx, create)
 	}); err != nil {
 		return err
 	}
@@ -153,6 +125,50 @@ func (r *run) pipeline(ctx context.Context) error {
 		r.res.Commit = p.Machine
 		return err
 	})
+}
+
+// create is the create phase: it creates the VM and, when a machine of its
+// name exists already, settles whose it is with reclaim first.
+func (r *run) create(ctx context.Context, o smolvm.CreateOptions) error {
+	err := r.h.cfg.Smolvm.Create(ctx, r.vm, o)
+	if errors.Is(err, smolvm.ErrExists) {
+		if err := r.reclaim(ctx); err != nil {
+			return err
+		}
+		err = r.h.cfg.Smolvm.Create(ctx, r.vm, o)
+	}
+	if err == nil {
+		r.created = true
+		r.h.vms(+1)
+	}
+	return err
+}
+
+// reclaim handles a duplicate delivery: a machine named after this attempt
+// exists. Another delivery in this process, or a live one elsewhere on this
+// host, keeps it, and so does one whose owner cannot be told (the reaper
+// decides later): the run is then foreign and fails. A machine left over
+// from an earlier delivery of this attempt that died is deleted, so the
+// caller can create it again.
+func (r *run) reclaim(ctx context.Context) error {
+	h := r.h
+	busy := h.users(r.vm) > 1
+	if !busy && h.cfg.Busy != nil {
+		var err error
+		if busy, err = h.cfg.Busy(ctx, r.vm); err != nil {
+			r.foreign = true
+			return fmt.Errorf("machine %s exists and its owner cannot be checked: %w", r.vm, err)
+		}
+	}
+	if busy {
+		r.foreign = true
+		return &BusyError{VM: r.vm}
+	}
+	r.log.Warn().Str("phase", tasks.PhaseCreate).Msg("deleting a leftover machine of the same name")
+	if err := h.cfg.Smolvm.Delete(ctx, r.vm); err != nil && !errors.Is(err, smolvm.ErrNotFound) {
+		return err
+	}
+	return nil
 }
 
 // closeEgress ends the task's registration with the bundled proxy, once,
