@@ -18,11 +18,12 @@ type Config struct {
 	DataDir string
 	// Host names this host in results. Default: os.Hostname.
 	Host string
-	// Proxy is the egress proxy, "http://IP:PORT". VMs may then reach that
+	// ProxyURL is the address of the egress proxy as VMs reach it,
+	// "http://IP:PORT" (see [ParseProxyAddr]). VMs may then reach that
 	// address only, and get HTTP(S)_PROXY pointing at it. Default: none,
 	// and VMs get no network at all.
-	Proxy string
-	// AllowUnenforcedEgress lets a Proxy be used with a smolvm older than
+	ProxyURL string
+	// AllowUnenforcedEgress lets a ProxyURL be used with a smolvm older than
 	// 1.8.0, which ignores --allow-cidr for machines created from a pack,
 	// so VMs get unrestricted egress. Default false: refuse.
 	AllowUnenforcedEgress bool
@@ -42,12 +43,12 @@ type Config struct {
 	// HostOfTask, with the default Commits, names the host of a commit that
 	// is not here. Default: none.
 	HostOfTask HostOfTask
-	// Egress is the bundled egress proxy. When set, Proxy must be its
-	// address as VMs reach it; each task registers its allow_hosts with it
-	// and gets credentials of its own, and the task's egress record goes
-	// into its result. Default: none, and a task with allow_hosts is
-	// refused.
-	Egress *egress.Proxy
+	// BundledProxy is the egress proxy server this process runs. When set,
+	// ProxyURL must be its address as VMs reach it; each task registers its
+	// allow_hosts with it and gets credentials of its own, and the task's
+	// egress record goes into its result. Default: none, and a task with
+	// allow_hosts is refused.
+	BundledProxy *egress.Proxy
 	// Busy reports whether another live worker process is using a VM of
 	// this name: the same task attempt delivered twice (asynq is
 	// at-least-once). A leftover VM is deleted only when it is not busy.

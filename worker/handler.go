@@ -44,7 +44,7 @@ var _ Smolvm = (*smolvm.Client)(nil)
 // Handler is the asynq handler of agent:run tasks.
 type Handler struct {
 	cfg     Config
-	proxy   *Proxy
+	proxy   *ProxyAddr
 	packs   *PackCache
 	commits packStore
 	log     zerolog.Logger
@@ -54,7 +54,7 @@ type Handler struct {
 	wg     sync.WaitGroup
 }
 
-// NewHandler checks cfg and returns a handler. With a Proxy on a smolvm
+// NewHandler checks cfg and returns a handler. With a ProxyURL on a smolvm
 // that would not enforce it, it refuses unless AllowUnenforcedEgress is set.
 func NewHandler(cfg Config) (*Handler, error) {
 	if cfg.Smolvm == nil {
@@ -101,11 +101,11 @@ func NewHandler(cfg Config) (*Handler, error) {
 		return nil, errors.New("max-artifact-bytes, max-artifacts-bytes: must not be negative")
 	}
 	h := &Handler{cfg: cfg, log: cfg.Logger, active: map[string]int{}}
-	if cfg.Egress != nil && cfg.Proxy == "" {
-		return nil, errors.New("worker: Config.Egress needs Config.Proxy, the address VMs reach it at")
+	if cfg.BundledProxy != nil && cfg.ProxyURL == "" {
+		return nil, errors.New("worker: Config.BundledProxy needs Config.ProxyURL, the address VMs reach it at")
 	}
-	if cfg.Proxy != "" {
-		p, err := ParseProxy(cfg.Proxy)
+	if cfg.ProxyURL != "" {
+		p, err := ParseProxyAddr(cfg.ProxyURL)
 		if err != nil {
 			return nil, err
 		}
@@ -225,7 +225,7 @@ func (h *Handler) runnableHere(p tasks.AgentRun) error {
 		return &tasks.ValidationError{Field: "files", Reason: fmt.Sprintf("%s in total, over this worker's cap of %s (-max-files-bytes)",
 			tasks.FormatBytes(n), tasks.FormatBytes(h.cfg.MaxFilesBytes))}
 	}
-	if len(p.AllowHosts) > 0 && h.cfg.Egress == nil {
+	if len(p.AllowHosts) > 0 && h.cfg.BundledProxy == nil {
 		return &tasks.ValidationError{Field: "allow_hosts", Reason: "this worker has no bundled egress proxy (-egress-listen) to enforce it"}
 	}
 	return nil

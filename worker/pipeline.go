@@ -45,11 +45,11 @@ func (r *run) pipeline(ctx context.Context) error {
 	}
 
 	execEnv := r.p.Env
-	if h.cfg.Egress != nil {
+	if h.cfg.BundledProxy != nil {
 		// allow_hosts was validated with the payload: what fails here is a
 		// duplicate delivery in this process (its name is registered) or
 		// the token's randomness, both worth a retry.
-		token, err := h.cfg.Egress.Register(r.vm, egress.Policy{Hosts: r.p.AllowHosts})
+		token, err := h.cfg.BundledProxy.Register(r.vm, egress.Policy{Hosts: r.p.AllowHosts})
 		if err != nil {
 			return fmt.Errorf("egress proxy registration: %w", err)
 		}
@@ -174,10 +174,10 @@ func (r *run) reclaim(ctx context.Context) error {
 // closeEgress ends the task's registration with the bundled proxy, once,
 // and keeps its egress record for the result.
 func (r *run) closeEgress() {
-	if r.res.Egress != nil || r.h.cfg.Egress == nil {
+	if r.res.Egress != nil || r.h.cfg.BundledProxy == nil {
 		return
 	}
-	rec := r.h.cfg.Egress.Unregister(r.vm)
+	rec := r.h.cfg.BundledProxy.Unregister(r.vm)
 	r.res.Egress = &rec
 }
 

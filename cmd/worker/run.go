@@ -151,7 +151,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 		return c, fmt.Errorf("-pack-ttl: 0 is ambiguous; give a duration, or a negative one to keep packs for good")
 	}
 	if c.proxy != "" {
-		if _, err := worker.ParseProxy(c.proxy); err != nil {
+		if _, err := worker.ParseProxyAddr(c.proxy); err != nil {
 			return c, fmt.Errorf("-%w", err)
 		}
 	}
@@ -267,13 +267,13 @@ func serve(ctx context.Context, c config, log zerolog.Logger) error {
 		Smolvm:                sm,
 		DataDir:               c.dataDir,
 		Host:                  c.host,
-		Proxy:                 c.proxy,
+		ProxyURL:              c.proxy,
 		AllowUnenforcedEgress: c.unenforced,
 		PackTTL:               c.packTTL,
 		ReadyTimeout:          c.readyTimeout,
 		HostOfTask:            worker.InspectorHostOf(insp),
 		Busy:                  worker.BusyElsewhere(insp),
-		Egress:                egressProxy,
+		BundledProxy:          egressProxy,
 		MaxFilesBytes:         int64(c.maxFiles),
 		MaxArtifactBytes:      int64(c.maxArtifact),
 		MaxArtifactsBytes:     int64(c.maxArtifacts),
