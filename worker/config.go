@@ -28,14 +28,14 @@ type Config struct {
 	// so VMs get unrestricted egress. Default false: refuse.
 	AllowUnenforcedEgress bool
 	// PackTTL is how long the pack of a tagged (not digest-pinned) image is
-	// reused before it is packed again. Zero means the default, 24h;
-	// negative: forever.
+	// reused before it is packed again. Zero: DefaultPackTTL; negative:
+	// forever.
 	PackTTL time.Duration
-	// ReadyTimeout bounds the wait for exec to work after start.
-	// Default 60s.
+	// ReadyTimeout bounds the wait for exec to work after start. Zero or
+	// negative: DefaultReadyTimeout.
 	ReadyTimeout time.Duration
 	// TeardownTimeout bounds deleting the VM, which runs even when the task
-	// was cancelled. Default 2m.
+	// was cancelled. Zero or negative: DefaultTeardownTimeout.
 	TeardownTimeout time.Duration
 	// Commits finds earlier tasks' commits. Default: this host's data
 	// directory only.
@@ -55,17 +55,19 @@ type Config struct {
 	// Default: never busy.
 	Busy func(ctx context.Context, vm string) (bool, error)
 	// MaxFilesBytes caps the total content of a task's files. A task over
-	// it is archived without retry before any smolvm call. Default
-	// tasks.DefaultMaxFilesBytes; at most tasks.MaxFilesBytesLimit.
+	// it is archived without retry before any smolvm call. Zero:
+	// tasks.DefaultMaxFilesBytes; negative or over tasks.MaxFilesBytesLimit
+	// is refused.
 	MaxFilesBytes int64
 	// MaxArtifactBytes caps one artifact: a bigger file is deleted and
-	// recorded as over the cap. Default DefaultMaxArtifactBytes.
+	// recorded as over the cap. Zero: DefaultMaxArtifactBytes; negative is
+	// refused.
 	MaxArtifactBytes int64
 	// MaxArtifactsBytes caps the artifacts of one task together: an
 	// artifact that would pass it is deleted and recorded as over the cap.
-	// Default DefaultMaxArtifactsBytes.
+	// Zero: DefaultMaxArtifactsBytes; negative is refused.
 	MaxArtifactsBytes int64
-	// Logger gets the handler's lines. Default: none.
+	// Logger gets the handler's lines. Zero: no lines.
 	Logger zerolog.Logger
 	// Hooks observe the pipeline, for metrics. Default: none.
 	Hooks Hooks
@@ -86,8 +88,35 @@ type Hooks struct {
 	DeleteFailed func(vm string)
 }
 
-// Defaults of the artifact caps in [Config].
+// Defaults of [Config], [ServerConfig] and [Reaper]: a field left zero gets
+// its constant, and cmd/worker's flags default to the same constants.
 const (
-	DefaultMaxArtifactBytes  = 64 << 20
+	// DefaultPackTTL is Config.PackTTL's default.
+	DefaultPackTTL = 24 * time.Hour
+	// DefaultReadyTimeout is Config.ReadyTimeout's default.
+	DefaultReadyTimeout = 60 * time.Second
+	// DefaultTeardownTimeout is Config.TeardownTimeout's default.
+	DefaultTeardownTimeout = 2 * time.Minute
+	// DefaultMaxArtifactBytes is Config.MaxArtifactBytes's default.
+	DefaultMaxArtifactBytes = 64 << 20
+	// DefaultMaxArtifactsBytes is Config.MaxArtifactsBytes's default.
 	DefaultMaxArtifactsBytes = 256 << 20
+
+	// DefaultConcurrency is ServerConfig.Concurrency's default.
+	DefaultConcurrency = 4
+	// DefaultShutdownTimeout is ServerConfig.ShutdownTimeout's default.
+	DefaultShutdownTimeout = 10 * time.Second
+	// DefaultPollInterval is ServerConfig.PollInterval's default.
+	DefaultPollInterval = 100 * time.Millisecond
+	// DefaultRetryBase is ServerConfig.RetryBase's default.
+	DefaultRetryBase = 2 * time.Second
+	// DefaultRetryMax is ServerConfig.RetryMax's default.
+	DefaultRetryMax = 5 * time.Minute
+
+	// DefaultReapInterval is Reaper.Interval's default.
+	DefaultReapInterval = time.Minute
+	// DefaultReapMinAge is Reaper.MinAge's default.
+	DefaultReapMinAge = 30 * time.Second
+	// DefaultReapConfirm is Reaper.Confirm's default.
+	DefaultReapConfirm = 15 * time.Second
 )

@@ -77,13 +77,13 @@ func NewHandler(cfg Config) (*Handler, error) {
 		cfg.Host, _ = os.Hostname()
 	}
 	if cfg.PackTTL == 0 {
-		cfg.PackTTL = 24 * time.Hour
+		cfg.PackTTL = DefaultPackTTL
 	}
 	if cfg.ReadyTimeout <= 0 {
-		cfg.ReadyTimeout = 60 * time.Second
+		cfg.ReadyTimeout = DefaultReadyTimeout
 	}
 	if cfg.TeardownTimeout <= 0 {
-		cfg.TeardownTimeout = 2 * time.Minute
+		cfg.TeardownTimeout = DefaultTeardownTimeout
 	}
 	switch {
 	case cfg.MaxFilesBytes == 0:

@@ -6,6 +6,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/bot-bottle/bottleq/tasks"
+	"github.com/bot-bottle/bottleq/worker"
 )
 
 func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
@@ -56,6 +59,38 @@ func TestParseFlags(t *testing.T) {
 		_, err := parseFlags(tt.args, env(tt.env), &bytes.Buffer{})
 		if err == nil || !strings.Contains(err.Error(), tt.want) || strings.Contains(err.Error(), "\n") {
 			t.Errorf("parseFlags(%q, %v) = %v, want one line naming %s", tt.args, tt.env, err, tt.want)
+		}
+	}
+}
+
+// TestFlagDefaultsAreTheLibrarys: a flag left unset gives the worker
+// package's default, so the two cannot drift apart.
+func TestFlagDefaultsAreTheLibrarys(t *testing.T) {
+	t.Parallel()
+	c, err := parseFlags(nil, env(nil), &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		flag      string
+		got, want any
+	}{
+		{"concurrency", c.concurrency, worker.DefaultConcurrency},
+		{"queues", c.queues, tasks.DefaultQueue + "=1"},
+		{"poll-interval", c.pollInterval, worker.DefaultPollInterval},
+		{"shutdown-timeout", c.shutdown, worker.DefaultShutdownTimeout},
+		{"ready-timeout", c.readyTimeout, worker.DefaultReadyTimeout},
+		{"retry-base", c.retryBase, worker.DefaultRetryBase},
+		{"retry-max", c.retryMax, worker.DefaultRetryMax},
+		{"pack-ttl", c.packTTL, worker.DefaultPackTTL},
+		{"reap-interval", c.reapInterval, worker.DefaultReapInterval},
+		{"reap-min-age", c.reapMinAge, worker.DefaultReapMinAge},
+		{"max-files-bytes", int64(c.maxFiles), int64(tasks.DefaultMaxFilesBytes)},
+		{"max-artifact-bytes", int64(c.maxArtifact), int64(worker.DefaultMaxArtifactBytes)},
+		{"max-artifacts-bytes", int64(c.maxArtifacts), int64(worker.DefaultMaxArtifactsBytes)},
+	} {
+		if tt.got != tt.want {
+			t.Errorf("-%s defaults to %v, want %v", tt.flag, tt.got, tt.want)
 		}
 	}
 }
