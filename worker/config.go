@@ -28,8 +28,8 @@ type Config struct {
 	// so VMs get unrestricted egress. Default false: refuse.
 	AllowUnenforcedEgress bool
 	// PackTTL is how long the pack of a tagged (not digest-pinned) image is
-	// reused before it is packed again. Zero: DefaultPackTTL; negative:
-	// forever.
+	// reused before it is packed again. Zero: DefaultPackTTL; negative, such
+	// as PackTTLForever: reused forever, like a digest-pinned image's.
 	PackTTL time.Duration
 	// ReadyTimeout bounds the wait for exec to work after start. Zero or
 	// negative: DefaultReadyTimeout.
@@ -93,6 +93,9 @@ type Hooks struct {
 const (
 	// DefaultPackTTL is Config.PackTTL's default.
 	DefaultPackTTL = 24 * time.Hour
+	// PackTTLForever, or any negative Config.PackTTL, reuses a tagged
+	// image's pack forever. It is not a default.
+	PackTTLForever time.Duration = -1
 	// DefaultReadyTimeout is Config.ReadyTimeout's default.
 	DefaultReadyTimeout = 60 * time.Second
 	// DefaultTeardownTimeout is Config.TeardownTimeout's default.

@@ -76,9 +76,6 @@ func NewHandler(cfg Config) (*Handler, error) {
 	if cfg.Host == "" {
 		cfg.Host, _ = os.Hostname()
 	}
-	if cfg.PackTTL == 0 {
-		cfg.PackTTL = DefaultPackTTL
-	}
 	if cfg.ReadyTimeout <= 0 {
 		cfg.ReadyTimeout = DefaultReadyTimeout
 	}

@@ -119,7 +119,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.DurationVar(&c.readyTimeout, "ready-timeout", worker.DefaultReadyTimeout, "how long a started VM has to accept exec")
 	fs.DurationVar(&c.retryBase, "retry-base", worker.DefaultRetryBase, "first retry delay of a failed task; doubles per retry")
 	fs.DurationVar(&c.retryMax, "retry-max", worker.DefaultRetryMax, "longest retry delay")
-	fs.DurationVar(&c.packTTL, "pack-ttl", worker.DefaultPackTTL, "how long a tagged image's pack is reused (digest-pinned: forever; negative: forever)")
+	fs.DurationVar(&c.packTTL, "pack-ttl", worker.DefaultPackTTL, "how long a tagged image's pack is reused before it is packed again (0: the default; negative, such as -1s: forever; digest-pinned images: forever)")
 	fs.DurationVar(&c.reapInterval, "reap-interval", worker.DefaultReapInterval, "how often to delete VMs left by crashed workers (0: never)")
 	fs.DurationVar(&c.reapMinAge, "reap-min-age", worker.DefaultReapMinAge, "spare VMs younger than this from the reaper")
 	fs.StringVar(&c.metricsAddr, "metrics-addr", "127.0.0.1:9400", "address of the Prometheus /metrics endpoint (\"off\": none)")
@@ -146,9 +146,6 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	}
 	if _, err := cliflag.Logger(c.logFormat, c.logLevel, io.Discard); err != nil {
 		return c, fmt.Errorf("-log-format/-log-level: %w", err)
-	}
-	if c.packTTL == 0 {
-		return c, fmt.Errorf("-pack-ttl: 0 is ambiguous; give a duration, or a negative one to keep packs for good")
 	}
 	if c.proxy != "" {
 		if _, err := worker.ParseProxyAddr(c.proxy); err != nil {

@@ -50,7 +50,6 @@ func TestParseFlags(t *testing.T) {
 		{[]string{"-queues", "a=0"}, nil, "-queues"},
 		{[]string{"-proxy", "http://10.0.0.1"}, nil, "proxy"},
 		{[]string{"stray"}, nil, "unexpected argument"},
-		{[]string{"-pack-ttl", "0"}, nil, "-pack-ttl"},
 		{[]string{"-max-files-bytes", "17MiB"}, nil, "-max-files-bytes"},
 		{[]string{"-max-files-bytes", "0"}, nil, "-max-files-bytes"},
 		{nil, map[string]string{"BOTTLEQ_MAX_ARTIFACT_BYTES": "lots"}, "BOTTLEQ_MAX_ARTIFACT_BYTES"},
@@ -91,6 +90,18 @@ func TestFlagDefaultsAreTheLibrarys(t *testing.T) {
 	} {
 		if tt.got != tt.want {
 			t.Errorf("-%s defaults to %v, want %v", tt.flag, tt.got, tt.want)
+		}
+	}
+}
+
+// TestPackTTLFlag: -pack-ttl passes 0 (the default) and negative values
+// (forever) to the worker package, which gives them those meanings.
+func TestPackTTLFlag(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]time.Duration{"0": 0, "-1s": -time.Second, "2h": 2 * time.Hour} {
+		c, err := parseFlags([]string{"-pack-ttl", in}, env(nil), &bytes.Buffer{})
+		if err != nil || c.packTTL != want {
+			t.Errorf("-pack-ttl %s = %v, %v; want %v", in, c.packTTL, err, want)
 		}
 	}
 }
