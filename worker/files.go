@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/bot-bottle/bottleq/smolvm"
 	"github.com/bot-bottle/bottleq/tasks"
@@ -31,6 +30,9 @@ func (h *Handler) artifactDir(taskID string) string {
 // private temporary directory with its mode and copies it into the VM. The
 // directory is removed whatever happens.
 func (r *run) copyIn(ctx context.Context) error {
+	if err := os.MkdirAll(r.h.tmpDir(), 0o700); err != nil {
+		return fmt.Errorf("files: %w", err)
+	}
 	dir, err := os.MkdirTemp(r.h.tmpDir(), "files-")
 	if err != nil {
 		return fmt.Errorf("files: %w", err)
@@ -207,14 +209,4 @@ func artifactName(i int, guest string) string {
 		base = "file"
 	}
 	return strconv.Itoa(i) + "-" + base
-}
-
-// sweepTmp removes what a crashed worker left in dir, older than age.
-func sweepTmp(dir string, age time.Duration) {
-	ents, _ := os.ReadDir(dir)
-	for _, e := range ents {
-		if info, err := e.Info(); err == nil && time.Since(info.ModTime()) > age {
-			os.RemoveAll(filepath.Join(dir, e.Name()))
-		}
-	}
 }

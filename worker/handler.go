@@ -56,6 +56,7 @@ type Handler struct {
 
 // NewHandler checks cfg and returns a handler. With a ProxyURL on a smolvm
 // that would not enforce it, it refuses unless AllowUnenforcedEgress is set.
+// It touches no file: a worker calls [Handler.Sweep] before serving.
 func NewHandler(cfg Config) (*Handler, error) {
 	if cfg.Smolvm == nil {
 		return nil, errors.New("worker: Config.Smolvm is required")
@@ -116,18 +117,6 @@ func NewHandler(cfg Config) (*Handler, error) {
 	if h.cfg.Commits == nil {
 		h.cfg.Commits = localCommits{store: h.commits, host: cfg.Host, hostOf: cfg.HostOfTask}
 	}
-	for _, s := range []packStore{h.packs.store, h.commits} {
-		s.sweep(time.Hour)
-	}
-	// Artifacts half-copied when a worker crashed.
-	dirs, _ := filepath.Glob(filepath.Join(cfg.DataDir, "artifacts", "*"))
-	for _, d := range dirs {
-		packStore{dir: d}.sweep(time.Hour)
-	}
-	if err := os.MkdirAll(h.tmpDir(), 0o700); err != nil {
-		return nil, fmt.Errorf("worker: %w", err)
-	}
-	sweepTmp(h.tmpDir(), time.Hour)
 	return h, nil
 }
 

@@ -280,6 +280,9 @@ func serve(ctx context.Context, c config, log zerolog.Logger) error {
 	if err != nil {
 		return err
 	}
+	if err := h.Sweep(ctx); err != nil {
+		return fmt.Errorf("-data-dir: %w", err)
+	}
 	if c.proxy != "" && !sm.Version().EnforcesAllowCIDROnFrom() {
 		log.Error().Str("smolvm", sm.Version().String()).Msg("EGRESS IS NOT RESTRICTED: this smolvm ignores --allow-cidr for VMs created from a pack, and -allow-unenforced-egress is set")
 	}
