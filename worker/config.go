@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -71,6 +72,26 @@ type Config struct {
 	Logger zerolog.Logger
 	// Hooks observe the pipeline, for metrics. Default: none.
 	Hooks Hooks
+}
+
+// ConfigError is a [Config] that [NewHandler] refuses: the field at fault
+// and what is wrong with it. A program that fills Config from its own flags
+// can name the flag instead with Field.
+type ConfigError struct {
+	// Field is the Config field at fault, such as "ProxyURL".
+	Field string
+	// Err says what is wrong with it.
+	Err error
+}
+
+// Error returns "worker: Config.FIELD: what is wrong".
+func (e *ConfigError) Error() string { return "worker: Config." + e.Field + ": " + e.Err.Error() }
+
+// Unwrap returns Err.
+func (e *ConfigError) Unwrap() error { return e.Err }
+
+func configErr(field, format string, a ...any) error {
+	return &ConfigError{Field: field, Err: fmt.Errorf(format, a...)}
 }
 
 // Hooks are called by the handler as tasks run. Any may be nil.

@@ -137,10 +137,10 @@ func (r *run) copyArtifact(ctx context.Context, dir string, i int, guest string,
 	case !info.Mode().IsRegular():
 		return drop("not a regular file")
 	case a.Size > r.h.cfg.MaxArtifactBytes:
-		return drop(fmt.Sprintf("over the cap of %s per artifact (-max-artifact-bytes): %s",
+		return drop(fmt.Sprintf("over this worker's cap of %s per artifact: %s",
 			tasks.FormatBytes(r.h.cfg.MaxArtifactBytes), tasks.FormatBytes(a.Size)))
 	case *total+a.Size > r.h.cfg.MaxArtifactsBytes:
-		return drop(fmt.Sprintf("over the cap of %s for a task's artifacts together (-max-artifacts-bytes): %s after %s kept",
+		return drop(fmt.Sprintf("over this worker's cap of %s for a task's artifacts together: %s after %s kept",
 			tasks.FormatBytes(r.h.cfg.MaxArtifactsBytes), tasks.FormatBytes(a.Size), tasks.FormatBytes(*total)))
 	}
 	sum := sha256.New()

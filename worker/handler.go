@@ -2,7 +2,6 @@ package worker
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -54,24 +53,25 @@ type Handler struct {
 	wg     sync.WaitGroup
 }
 
-// NewHandler checks cfg and returns a handler. With a ProxyURL on a smolvm
-// that would not enforce it, it refuses unless AllowUnenforcedEgress is set.
+// NewHandler checks cfg and returns a handler, or a [*ConfigError] naming
+// the field at fault. With a ProxyURL on a smolvm that would not enforce it,
+// it refuses unless AllowUnenforcedEgress is set.
 // It touches no file: a worker calls [Handler.Sweep] before serving.
 func NewHandler(cfg Config) (*Handler, error) {
 	if cfg.Smolvm == nil {
-		return nil, errors.New("worker: Config.Smolvm is required")
+		return nil, configErr("Smolvm", "required")
 	}
 	if cfg.DataDir == "" {
-		return nil, errors.New("worker: Config.DataDir is required")
+		return nil, configErr("DataDir", "required")
 	}
 	// smolvm cp takes host paths under it: absolute, and a ':' would turn
 	// an upload into a download.
 	if strings.Contains(cfg.DataDir, ":") {
-		return nil, fmt.Errorf("worker: data directory %q must not contain ':' (smolvm cp reads it as MACHINE:PATH)", cfg.DataDir)
+		return nil, configErr("DataDir", "%q must not contain ':' (smolvm cp reads it as MACHINE:PATH)", cfg.DataDir)
 	}
 	dataDir, err := filepath.Abs(cfg.DataDir)
 	if err != nil {
-		return nil, fmt.Errorf("worker: data directory: %w", err)
+		return nil, &ConfigError{Field: "DataDir", Err: err}
 	}
 	cfg.DataDir = dataDir
 	if cfg.Host == "" {
@@ -87,7 +87,7 @@ func NewHandler(cfg Config) (*Handler, error) {
 	case cfg.MaxFilesBytes == 0:
 		cfg.MaxFilesBytes = tasks.DefaultMaxFilesBytes
 	case cfg.MaxFilesBytes < 0 || cfg.MaxFilesBytes > tasks.MaxFilesBytesLimit:
-		return nil, fmt.Errorf("max-files-bytes: %d is not between 1 and the hard limit %d (%s)", cfg.MaxFilesBytes, tasks.MaxFilesBytesLimit, tasks.FormatBytes(tasks.MaxFilesBytesLimit))
+		return nil, configErr("MaxFilesBytes", "%d is not between 1 and the hard limit %d (%s)", cfg.MaxFilesBytes, tasks.MaxFilesBytesLimit, tasks.FormatBytes(tasks.MaxFilesBytesLimit))
 	}
 	if cfg.MaxArtifactBytes == 0 {
 		cfg.MaxArtifactBytes = DefaultMaxArtifactBytes
@@ -95,20 +95,23 @@ func NewHandler(cfg Config) (*Handler, error) {
 	if cfg.MaxArtifactsBytes == 0 {
 		cfg.MaxArtifactsBytes = DefaultMaxArtifactsBytes
 	}
-	if cfg.MaxArtifactBytes < 0 || cfg.MaxArtifactsBytes < 0 {
-		return nil, errors.New("max-artifact-bytes, max-artifacts-bytes: must not be negative")
+	if cfg.MaxArtifactBytes < 0 {
+		return nil, configErr("MaxArtifactBytes", "must not be negative")
+	}
+	if cfg.MaxArtifactsBytes < 0 {
+		return nil, configErr("MaxArtifactsBytes", "must not be negative")
 	}
 	h := &Handler{cfg: cfg, log: cfg.Logger, active: map[string]int{}}
 	if cfg.BundledProxy != nil && cfg.ProxyURL == "" {
-		return nil, errors.New("worker: Config.BundledProxy needs Config.ProxyURL, the address VMs reach it at")
+		return nil, configErr("ProxyURL", "required with a BundledProxy: the address VMs reach it at")
 	}
 	if cfg.ProxyURL != "" {
 		p, err := ParseProxyAddr(cfg.ProxyURL)
 		if err != nil {
-			return nil, err
+			return nil, &ConfigError{Field: "ProxyURL", Err: err}
 		}
 		if v := cfg.Smolvm.Version(); !v.EnforcesAllowCIDROnFrom() && !cfg.AllowUnenforcedEgress {
-			return nil, fmt.Errorf("proxy: smolvm %s ignores --allow-cidr on machines created from a pack (fixed in %s), so VMs would get unrestricted egress; upgrade smolvm, or accept that with --allow-unenforced-egress", v, smolvm.V1_8_0)
+			return nil, configErr("AllowUnenforcedEgress", "not set, but smolvm %s ignores --allow-cidr on machines created from a pack (fixed in %s), so VMs would get unrestricted egress through the proxy; upgrade smolvm, or set it to accept that", v, smolvm.V1_8_0)
 		}
 		h.proxy = &p
 	}
@@ -208,11 +211,11 @@ func (h *Handler) Run(ctx context.Context, m Meta, payload []byte, w io.Writer) 
 // payload, before any smolvm call.
 func (h *Handler) runnableHere(p tasks.AgentRun) error {
 	if n := p.FilesBytes(); n > h.cfg.MaxFilesBytes {
-		return &tasks.ValidationError{Field: "files", Reason: fmt.Sprintf("%s in total, over this worker's cap of %s (-max-files-bytes)",
+		return &tasks.ValidationError{Field: "files", Reason: fmt.Sprintf("%s in total, over this worker's cap of %s",
 			tasks.FormatBytes(n), tasks.FormatBytes(h.cfg.MaxFilesBytes))}
 	}
 	if len(p.AllowHosts) > 0 && h.cfg.BundledProxy == nil {
-		return &tasks.ValidationError{Field: "allow_hosts", Reason: "this worker has no bundled egress proxy (-egress-listen) to enforce it"}
+		return &tasks.ValidationError{Field: "allow_hosts", Reason: "this worker has no bundled egress proxy to enforce it"}
 	}
 	return nil
 }

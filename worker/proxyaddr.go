@@ -21,14 +21,14 @@ type ProxyAddr struct {
 func ParseProxyAddr(s string) (ProxyAddr, error) {
 	u, err := url.Parse(s)
 	if err != nil || u.Scheme != "http" || u.Host == "" || u.Port() == "" || (u.Path != "" && u.Path != "/") || u.User != nil {
-		return ProxyAddr{}, fmt.Errorf("proxy: %q must be http://IP:PORT", s)
+		return ProxyAddr{}, fmt.Errorf("%q must be http://IP:PORT", s)
 	}
 	a, err := netip.ParseAddr(u.Hostname())
 	if err != nil {
-		return ProxyAddr{}, fmt.Errorf("proxy: host of %q must be an IP address, not a name", s)
+		return ProxyAddr{}, fmt.Errorf("host of %q must be an IP address, not a name", s)
 	}
 	if port, err := strconv.Atoi(u.Port()); err != nil || port < 1 || port > 65535 {
-		return ProxyAddr{}, fmt.Errorf("proxy: port of %q is out of range", s)
+		return ProxyAddr{}, fmt.Errorf("port of %q is out of range", s)
 	}
 	return ProxyAddr{URL: "http://" + u.Host, Prefix: netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())}, nil
 }

@@ -149,7 +149,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	}
 	if c.proxy != "" {
 		if _, err := worker.ParseProxyAddr(c.proxy); err != nil {
-			return c, fmt.Errorf("-%w", err)
+			return c, fmt.Errorf("-proxy: %w", err)
 		}
 	}
 	return c, nil
@@ -255,9 +255,6 @@ func serve(ctx context.Context, c config, log zerolog.Logger) error {
 		return err
 	}
 	defer stopEgress()
-	if err := os.MkdirAll(c.dataDir, 0o755); err != nil {
-		return fmt.Errorf("-data-dir: %w", err)
-	}
 	insp := asynq.NewInspector(redisOpt)
 	defer insp.Close()
 	h, err := worker.NewHandler(worker.Config{
@@ -278,7 +275,10 @@ func serve(ctx context.Context, c config, log zerolog.Logger) error {
 		Hooks:                 metrics.Hooks(),
 	})
 	if err != nil {
-		return err
+		return flagError(err)
+	}
+	if err := os.MkdirAll(c.dataDir, 0o755); err != nil {
+		return fmt.Errorf("-data-dir: %w", err)
 	}
 	if err := h.Sweep(ctx); err != nil {
 		return fmt.Errorf("-data-dir: %w", err)
@@ -307,6 +307,32 @@ func serve(ctx context.Context, c config, log zerolog.Logger) error {
 		Logger:          log,
 	})
 	log.Info().Msg("worker stopped")
+	return err
+}
+
+// flagOfField names the flag that sets each worker.Config field.
+var flagOfField = map[string]string{
+	"DataDir":               "-data-dir",
+	"Host":                  "-host",
+	"ProxyURL":              "-proxy",
+	"BundledProxy":          "-egress-listen",
+	"AllowUnenforcedEgress": "-allow-unenforced-egress",
+	"PackTTL":               "-pack-ttl",
+	"ReadyTimeout":          "-ready-timeout",
+	"MaxFilesBytes":         "-max-files-bytes",
+	"MaxArtifactBytes":      "-max-artifact-bytes",
+	"MaxArtifactsBytes":     "-max-artifacts-bytes",
+}
+
+// flagError reports a *worker.ConfigError under the name of the flag that
+// sets its field, as the worker's other flag errors are.
+func flagError(err error) error {
+	var ce *worker.ConfigError
+	if errors.As(err, &ce) {
+		if name, ok := flagOfField[ce.Field]; ok {
+			return fmt.Errorf("%s: %w", name, ce.Err)
+		}
+	}
 	return err
 }
 

@@ -2,7 +2,10 @@ package main
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
 	"net"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -135,5 +138,32 @@ func TestByteSizeFlags(t *testing.T) {
 		if err := b.Set(bad); err == nil {
 			t.Errorf("Set(%q) accepted", bad)
 		}
+	}
+}
+
+// TestFlagError: a worker.ConfigError, however wrapped, is reported under
+// the flag that sets its field; one of a field no flag sets is left as is.
+func TestFlagError(t *testing.T) {
+	t.Parallel()
+	var usage bytes.Buffer
+	if _, err := parseFlags([]string{"-h"}, env(nil), &usage); err == nil {
+		t.Fatal("-h did not stop parsing")
+	}
+	fields := reflect.TypeFor[worker.Config]()
+	for field, flag := range flagOfField {
+		if _, ok := fields.FieldByName(field); !ok {
+			t.Errorf("flagOfField names %s, which is no worker.Config field", field)
+		}
+		if !strings.Contains(usage.String(), "  "+flag+" ") {
+			t.Errorf("flagOfField maps %s to %s, which -h does not list", field, flag)
+		}
+		err := fmt.Errorf("wrapped: %w", &worker.ConfigError{Field: field, Err: errors.New("is wrong")})
+		if got, want := flagError(err).Error(), flag+": is wrong"; got != want {
+			t.Errorf("flagError(%s) = %q, want %q", field, got, want)
+		}
+	}
+	unmapped := &worker.ConfigError{Field: "Smolvm", Err: errors.New("required")}
+	if got := flagError(unmapped); got != error(unmapped) {
+		t.Errorf("flagError(Smolvm) = %v, want it unchanged", got)
 	}
 }
