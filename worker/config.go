@@ -15,7 +15,9 @@ import (
 type Config struct {
 	// Smolvm runs smolvm. Required.
 	Smolvm Smolvm
-	// DataDir holds packs (packs/) and commits (commits/). Required.
+	// DataDir holds packs (packs/), commits (commits/), artifacts
+	// (artifacts/) and task input files while they are copied in (tmp/).
+	// Required.
 	DataDir string
 	// Host names this host in results. Default: os.Hostname.
 	Host string

@@ -31,6 +31,9 @@ func (h *Handler) users(vm string) int {
 	return h.active[vm]
 }
 
+// own registers (on) or releases a delivery's use of vm. The reaper spares
+// a registered VM, and a second delivery of the same attempt in this process
+// finds it busy.
 func (h *Handler) own(vm string, on bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -41,6 +44,8 @@ func (h *Handler) own(vm string, on bool) {
 	}
 }
 
+// vms tells the VMs hook that a VM of this worker was created (+1) or
+// is no longer its own (-1).
 func (h *Handler) vms(delta int) {
 	if h.cfg.Hooks.VMs != nil {
 		h.cfg.Hooks.VMs(delta)

@@ -34,6 +34,8 @@ type run struct {
 	foreign bool
 }
 
+// pipeline runs the attempt's phases in order, from pack to commit; once a
+// VM may exist, its teardown is deferred so that it always runs.
 func (r *run) pipeline(ctx context.Context) error {
 	h := r.h
 	var from smolvm.Pack
