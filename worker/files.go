@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/bot-bottle/bottleq/smolvm"
 	"github.com/bot-bottle/bottleq/tasks"
@@ -31,6 +30,9 @@ func (h *Handler) artifactDir(taskID string) string {
 // private temporary directory with its mode and copies it into the VM. The
 // directory is removed whatever happens.
 func (r *run) copyIn(ctx context.Context) error {
+	if err := os.MkdirAll(r.h.tmpDir(), 0o700); err != nil {
+		return fmt.Errorf("files: %w", err)
+	}
 	dir, err := os.MkdirTemp(r.h.tmpDir(), "files-")
 	if err != nil {
 		return fmt.Errorf("files: %w", err)
@@ -135,10 +137,10 @@ func (r *run) copyArtifact(ctx context.Context, dir string, i int, guest string,
 	case !info.Mode().IsRegular():
 		return drop("not a regular file")
 	case a.Size > r.h.cfg.MaxArtifactBytes:
-		return drop(fmt.Sprintf("over the cap of %s per artifact (-max-artifact-bytes): %s",
+		return drop(fmt.Sprintf("over this worker's cap of %s per artifact: %s",
 			tasks.FormatBytes(r.h.cfg.MaxArtifactBytes), tasks.FormatBytes(a.Size)))
 	case *total+a.Size > r.h.cfg.MaxArtifactsBytes:
-		return drop(fmt.Sprintf("over the cap of %s for a task's artifacts together (-max-artifacts-bytes): %s after %s kept",
+		return drop(fmt.Sprintf("over this worker's cap of %s for a task's artifacts together: %s after %s kept",
 			tasks.FormatBytes(r.h.cfg.MaxArtifactsBytes), tasks.FormatBytes(a.Size), tasks.FormatBytes(*total)))
 	}
 	sum := sha256.New()
@@ -207,14 +209,4 @@ func artifactName(i int, guest string) string {
 		base = "file"
 	}
 	return strconv.Itoa(i) + "-" + base
-}
-
-// sweepTmp removes what a crashed worker left in dir, older than age.
-func sweepTmp(dir string, age time.Duration) {
-	ents, _ := os.ReadDir(dir)
-	for _, e := range ents {
-		if info, err := e.Info(); err == nil && time.Since(info.ModTime()) > age {
-			os.RemoveAll(filepath.Join(dir, e.Name()))
-		}
-	}
 }

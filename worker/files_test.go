@@ -9,12 +9,14 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/hibiken/asynq"
 
+	"github.com/bot-bottle/bottleq/egress"
 	"github.com/bot-bottle/bottleq/smolvm"
 	"github.com/bot-bottle/bottleq/tasks"
 )
@@ -184,9 +186,9 @@ func TestHandlerArtifactCaps(t *testing.T) {
 		size  int64
 		error string
 	}{
-		{false, 2000, "over the cap of 1000 bytes per artifact (-max-artifact-bytes): 2 KiB (2000 bytes)"},
+		{false, 2000, "over this worker's cap of 1000 bytes per artifact: 2 KiB (2000 bytes)"},
 		{true, 600, ""},
-		{false, 600, "over the cap of 1000 bytes for a task's artifacts together (-max-artifacts-bytes): 600 bytes after 600 bytes kept"},
+		{false, 600, "over this worker's cap of 1000 bytes for a task's artifacts together: 600 bytes after 600 bytes kept"},
 		{true, 300, ""},
 	}
 	if len(res.Artifacts) != len(want) {
@@ -221,7 +223,7 @@ func TestHandlerFilesOverWorkerCap(t *testing.T) {
 	if !errors.Is(err, asynq.SkipRetry) || !errors.As(err, &ve) {
 		t.Fatalf("err = %v, want a SkipRetry validation error", err)
 	}
-	if want := "files: 1.5 MiB in total, over this worker's cap of 1 MiB (-max-files-bytes)"; ve.Error() != want {
+	if want := "files: 1.5 MiB in total, over this worker's cap of 1 MiB"; ve.Error() != want {
 		t.Errorf("error = %q, want %q", ve.Error(), want)
 	}
 	if n := len(f.ops()); n != 0 {
@@ -355,23 +357,44 @@ func TestArtifactName(t *testing.T) {
 	}
 }
 
-func TestNewHandlerFileLimits(t *testing.T) {
+// workerFlag matches the name of a flag of cmd/worker.
+var workerFlag = regexp.MustCompile(`-(data-dir|proxy|egress-listen|allow-unenforced-egress|pack-ttl|max-files-bytes|max-artifacts?-bytes)\b`)
+
+// TestNewHandlerRefuses: a Config NewHandler refuses gets a *ConfigError
+// naming the field at fault, and never a command-line flag.
+func TestNewHandlerRefuses(t *testing.T) {
 	t.Parallel()
 	for _, tt := range []struct {
-		name string
-		mod  func(*Config)
+		name  string
+		mod   func(*Config)
+		field string
 	}{
-		{"files cap over the hard limit", func(c *Config) { c.MaxFilesBytes = tasks.MaxFilesBytesLimit + 1 }},
-		{"negative files cap", func(c *Config) { c.MaxFilesBytes = -1 }},
-		{"negative artifact cap", func(c *Config) { c.MaxArtifactBytes = -1 }},
-		{"colon in data dir", func(c *Config) { c.DataDir += "/a:b" }},
+		{"no smolvm", func(c *Config) { c.Smolvm = nil }, "Smolvm"},
+		{"no data dir", func(c *Config) { c.DataDir = "" }, "DataDir"},
+		{"colon in data dir", func(c *Config) { c.DataDir += "/a:b" }, "DataDir"},
+		{"files cap over the hard limit", func(c *Config) { c.MaxFilesBytes = tasks.MaxFilesBytesLimit + 1 }, "MaxFilesBytes"},
+		{"negative files cap", func(c *Config) { c.MaxFilesBytes = -1 }, "MaxFilesBytes"},
+		{"negative artifact cap", func(c *Config) { c.MaxArtifactBytes = -1 }, "MaxArtifactBytes"},
+		{"negative artifacts cap", func(c *Config) { c.MaxArtifactsBytes = -1 }, "MaxArtifactsBytes"},
+		{"proxy by name", func(c *Config) { c.ProxyURL = "http://proxy.local:3128" }, "ProxyURL"},
+		{"bundled proxy without its address", func(c *Config) { c.BundledProxy = egress.New(egress.Config{}) }, "ProxyURL"},
+		{"proxy on a smolvm that ignores it", func(c *Config) {
+			f := newFake()
+			f.version = smolvm.Version{Major: 1, Minor: 7}
+			c.Smolvm, c.ProxyURL = f, "http://10.0.2.2:3128"
+		}, "AllowUnenforcedEgress"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			cfg := Config{Smolvm: newFake(), DataDir: t.TempDir()}
 			tt.mod(&cfg)
-			if _, err := NewHandler(cfg); err == nil {
-				t.Error("NewHandler accepted it")
+			_, err := NewHandler(cfg)
+			var ce *ConfigError
+			if !errors.As(err, &ce) || ce.Field != tt.field {
+				t.Fatalf("err = %v, want a ConfigError of %s", err, tt.field)
+			}
+			if msg := err.Error(); !strings.HasPrefix(msg, "worker: Config."+tt.field+": ") || workerFlag.MatchString(msg) {
+				t.Errorf("error %q: want it to name Config.%s and no flag", msg, tt.field)
 			}
 		})
 	}

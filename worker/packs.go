@@ -87,7 +87,7 @@ func randHex(n int) string {
 //
 // An image pinned by digest (name@sha256:…) is immutable and cached for
 // good. A tag such as :latest may move, so its pack is rebuilt once it is
-// older than TTL (zero: never).
+// older than its TTL, which means what [Config].PackTTL does.
 type PackCache struct {
 	store packStore
 	ttl   time.Duration
@@ -96,8 +96,12 @@ type PackCache struct {
 }
 
 // NewPackCache returns a cache in dir that packs with pack (normally
-// (*smolvm.Client).PackImage).
+// (*smolvm.Client).PackImage). A ttl of zero is DefaultPackTTL; a negative
+// one, such as PackTTLForever, keeps packs forever.
 func NewPackCache(dir string, ttl time.Duration, pack func(ctx context.Context, image, out string) (smolvm.Pack, error)) *PackCache {
+	if ttl == 0 {
+		ttl = DefaultPackTTL
+	}
 	return &PackCache{store: packStore{dir: dir}, ttl: ttl, pack: pack}
 }
 
@@ -144,7 +148,7 @@ func (c *PackCache) fresh(image, key string) bool {
 	if err != nil {
 		return false
 	}
-	return pinned(image) || c.ttl <= 0 || time.Since(info.ModTime()) < c.ttl
+	return pinned(image) || c.ttl < 0 || time.Since(info.ModTime()) < c.ttl
 }
 
 // pinned reports whether an image reference names a digest.

@@ -34,23 +34,25 @@ type Reaper struct {
 	Smolvm Smolvm
 	// Inspector reads asynq's servers and tasks. Required.
 	Inspector Inspector
-	// Handler is this process's handler; its VMs are never reaped. Optional.
+	// Handler is this process's handler; its VMs are never reaped. Default:
+	// nil, none.
 	Handler *Handler
 	// Hostname is this host as asynq records it. Default: os.Hostname.
 	Hostname string
 	// MinAge spares machines younger than this: another process's new task
-	// may not be in its heartbeat yet (asynq beats every 5 s). Default 30s.
+	// may not be in its heartbeat yet (asynq beats every 5 s). Zero or
+	// negative: DefaultReapMinAge.
 	MinAge time.Duration
 	// Confirm is how long a machine must stay an orphan, over successive
 	// sweeps, before it is deleted: long enough for a live process that
 	// missed a heartbeat (asynq's expire after 10 s) or a restarted Redis
-	// to show up again. Default 15s.
+	// to show up again. Zero or negative: DefaultReapConfirm.
 	Confirm time.Duration
-	// Interval between sweeps in Run. Default 1m.
+	// Interval between sweeps in Run. Zero or negative: DefaultReapInterval.
 	Interval time.Duration
-	// Logger gets one line per reaped VM. Default: none.
+	// Logger gets one line per reaped VM. Zero: no lines.
 	Logger zerolog.Logger
-	// Reaped, if set, is called for each deleted orphan.
+	// Reaped, if set, is called for each deleted orphan. Default: nil.
 	Reaped func(vm string)
 
 	mu       sync.Mutex
@@ -61,7 +63,7 @@ type Reaper struct {
 func (r *Reaper) Run(ctx context.Context) {
 	interval := r.Interval
 	if interval <= 0 {
-		interval = time.Minute
+		interval = DefaultReapInterval
 	}
 	for {
 		if _, err := r.Sweep(ctx); err != nil && ctx.Err() == nil {
@@ -84,7 +86,7 @@ func (r *Reaper) Sweep(ctx context.Context) ([]string, error) {
 	var candidates []smolvm.Machine
 	minAge := r.MinAge
 	if minAge <= 0 {
-		minAge = 30 * time.Second
+		minAge = DefaultReapMinAge
 	}
 	var mine map[string]bool
 	if r.Handler != nil {
@@ -111,7 +113,7 @@ func (r *Reaper) Sweep(ctx context.Context) ([]string, error) {
 	}
 	confirm := r.Confirm
 	if confirm <= 0 {
-		confirm = 15 * time.Second
+		confirm = DefaultReapConfirm
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -18,9 +18,10 @@ import (
 type ServerConfig struct {
 	// Redis is where the queues are. Required.
 	Redis asynq.RedisConnOpt
-	// Concurrency is how many tasks, so VMs, run at once. Default 4.
+	// Concurrency is how many tasks, so VMs, run at once. Zero or negative:
+	// DefaultConcurrency.
 	Concurrency int
-	// Queues maps queue names to priorities. Default {"default": 1}.
+	// Queues maps queue names to priorities. Empty: {tasks.DefaultQueue: 1}.
 	Queues map[string]int
 	// StrictPriority empties higher-priority queues first. Default false:
 	// weighted.
@@ -28,16 +29,16 @@ type ServerConfig struct {
 	// ShutdownTimeout is how long running tasks may finish after a
 	// shutdown starts; asynq then puts the others back in their queue
 	// without burning a retry, and their VMs are torn down before Serve
-	// returns. Default 10s.
+	// returns. Zero or negative: DefaultShutdownTimeout.
 	ShutdownTimeout time.Duration
 	// PollInterval is how often an idle worker checks for new tasks
-	// (asynq's TaskCheckInterval). Default 100ms.
+	// (asynq's TaskCheckInterval). Zero or negative: DefaultPollInterval.
 	PollInterval time.Duration
 	// RetryBase and RetryMax shape the backoff of a retried task: the n-th
-	// retry waits RetryBase·2ⁿ, capped at RetryMax, with jitter. Defaults
-	// 2s and 5m.
+	// retry waits RetryBase·2ⁿ, capped at RetryMax, with jitter. Zero or
+	// negative: DefaultRetryBase and DefaultRetryMax.
 	RetryBase, RetryMax time.Duration
-	// Logger gets asynq's lines. Default: none.
+	// Logger gets asynq's lines. Zero: no lines.
 	Logger zerolog.Logger
 }
 
@@ -59,16 +60,16 @@ func Serve(ctx context.Context, h *Handler, cfg ServerConfig) error {
 // NewServer returns the asynq server Serve runs, configured from cfg.
 func NewServer(cfg ServerConfig) *asynq.Server {
 	if cfg.Concurrency <= 0 {
-		cfg.Concurrency = 4
+		cfg.Concurrency = DefaultConcurrency
 	}
 	if len(cfg.Queues) == 0 {
 		cfg.Queues = map[string]int{tasks.DefaultQueue: 1}
 	}
 	if cfg.ShutdownTimeout <= 0 {
-		cfg.ShutdownTimeout = 10 * time.Second
+		cfg.ShutdownTimeout = DefaultShutdownTimeout
 	}
 	if cfg.PollInterval <= 0 {
-		cfg.PollInterval = 100 * time.Millisecond
+		cfg.PollInterval = DefaultPollInterval
 	}
 	log := cfg.Logger.With().Str("component", "asynq").Logger()
 	return asynq.NewServer(cfg.Redis, asynq.Config{
@@ -89,13 +90,14 @@ func NewServer(cfg ServerConfig) *asynq.Server {
 
 // RetryDelay returns an asynq.RetryDelayFunc: exponential backoff from base,
 // capped at maxDelay, with "equal jitter" (between half and all of it) so a
-// burst of failures does not retry in lockstep.
+// burst of failures does not retry in lockstep. A base or maxDelay of zero
+// or less is DefaultRetryBase or DefaultRetryMax.
 func RetryDelay(base, maxDelay time.Duration) asynq.RetryDelayFunc {
 	if base <= 0 {
-		base = 2 * time.Second
+		base = DefaultRetryBase
 	}
 	if maxDelay <= 0 {
-		maxDelay = 5 * time.Minute
+		maxDelay = DefaultRetryMax
 	}
 	return func(n int, _ error, _ *asynq.Task) time.Duration {
 		d := maxDelay

@@ -111,17 +111,17 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.BoolVar(&c.egressPrivate, "egress-allow-private", false, "let tasks' allow_hosts reach private ranges (10/8, 172.16/12, 192.168/16, CGNAT, fc00::/7)")
 	fs.BoolVar(&c.egressLoop, "egress-allow-loopback-for-tests", false, "TESTS ONLY: let tasks reach loopback addresses through the bundled proxy")
 	fs.BoolVar(&c.unenforced, "allow-unenforced-egress", false, "allow -proxy with smolvm < 1.8.0, which does NOT restrict egress of VMs created from a pack")
-	fs.IntVar(&c.concurrency, "concurrency", 4, "tasks (VMs) at once")
-	fs.StringVar(&c.queues, "queues", "default=1", "queues and priorities, NAME=PRIORITY,...")
+	fs.IntVar(&c.concurrency, "concurrency", worker.DefaultConcurrency, "tasks (VMs) at once")
+	fs.StringVar(&c.queues, "queues", tasks.DefaultQueue+"=1", "queues and priorities, NAME=PRIORITY,...")
 	fs.BoolVar(&c.strict, "strict-priority", false, "drain higher-priority queues first instead of weighting")
-	fs.DurationVar(&c.pollInterval, "poll-interval", 100*time.Millisecond, "how often an idle worker looks for tasks")
-	fs.DurationVar(&c.shutdown, "shutdown-timeout", 10*time.Second, "on SIGTERM, how long running tasks may finish before they are requeued")
-	fs.DurationVar(&c.readyTimeout, "ready-timeout", 60*time.Second, "how long a started VM has to accept exec")
-	fs.DurationVar(&c.retryBase, "retry-base", 2*time.Second, "first retry delay of a failed task; doubles per retry")
-	fs.DurationVar(&c.retryMax, "retry-max", 5*time.Minute, "longest retry delay")
-	fs.DurationVar(&c.packTTL, "pack-ttl", 24*time.Hour, "how long a tagged image's pack is reused (digest-pinned: forever; negative: forever)")
-	fs.DurationVar(&c.reapInterval, "reap-interval", time.Minute, "how often to delete VMs left by crashed workers (0: never)")
-	fs.DurationVar(&c.reapMinAge, "reap-min-age", 30*time.Second, "spare VMs younger than this from the reaper")
+	fs.DurationVar(&c.pollInterval, "poll-interval", worker.DefaultPollInterval, "how often an idle worker looks for tasks")
+	fs.DurationVar(&c.shutdown, "shutdown-timeout", worker.DefaultShutdownTimeout, "on SIGTERM, how long running tasks may finish before they are requeued")
+	fs.DurationVar(&c.readyTimeout, "ready-timeout", worker.DefaultReadyTimeout, "how long a started VM has to accept exec")
+	fs.DurationVar(&c.retryBase, "retry-base", worker.DefaultRetryBase, "first retry delay of a failed task; doubles per retry")
+	fs.DurationVar(&c.retryMax, "retry-max", worker.DefaultRetryMax, "longest retry delay")
+	fs.DurationVar(&c.packTTL, "pack-ttl", worker.DefaultPackTTL, "how long a tagged image's pack is reused before it is packed again (0: the default; negative, such as -1s: forever; digest-pinned images: forever)")
+	fs.DurationVar(&c.reapInterval, "reap-interval", worker.DefaultReapInterval, "how often to delete VMs left by crashed workers (0: never)")
+	fs.DurationVar(&c.reapMinAge, "reap-min-age", worker.DefaultReapMinAge, "spare VMs younger than this from the reaper")
 	fs.StringVar(&c.metricsAddr, "metrics-addr", "127.0.0.1:9400", "address of the Prometheus /metrics endpoint (\"off\": none)")
 	c.maxFiles, c.maxArtifact, c.maxArtifacts = tasks.DefaultMaxFilesBytes, worker.DefaultMaxArtifactBytes, worker.DefaultMaxArtifactsBytes
 	fs.Var(&c.maxFiles, "max-files-bytes", "cap on the total content of a task's files, such as 4MiB (at most "+byteSize(tasks.MaxFilesBytesLimit).String()+"); a task over it is archived")
@@ -147,12 +147,9 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	if _, err := cliflag.Logger(c.logFormat, c.logLevel, io.Discard); err != nil {
 		return c, fmt.Errorf("-log-format/-log-level: %w", err)
 	}
-	if c.packTTL == 0 {
-		return c, fmt.Errorf("-pack-ttl: 0 is ambiguous; give a duration, or a negative one to keep packs for good")
-	}
 	if c.proxy != "" {
-		if _, err := worker.ParseProxy(c.proxy); err != nil {
-			return c, fmt.Errorf("-%w", err)
+		if _, err := worker.ParseProxyAddr(c.proxy); err != nil {
+			return c, fmt.Errorf("-proxy: %w", err)
 		}
 	}
 	return c, nil
@@ -258,22 +255,19 @@ func serve(ctx context.Context, c config, log zerolog.Logger) error {
 		return err
 	}
 	defer stopEgress()
-	if err := os.MkdirAll(c.dataDir, 0o755); err != nil {
-		return fmt.Errorf("-data-dir: %w", err)
-	}
 	insp := asynq.NewInspector(redisOpt)
 	defer insp.Close()
 	h, err := worker.NewHandler(worker.Config{
 		Smolvm:                sm,
 		DataDir:               c.dataDir,
 		Host:                  c.host,
-		Proxy:                 c.proxy,
+		ProxyURL:              c.proxy,
 		AllowUnenforcedEgress: c.unenforced,
 		PackTTL:               c.packTTL,
 		ReadyTimeout:          c.readyTimeout,
 		HostOfTask:            worker.InspectorHostOf(insp),
 		Busy:                  worker.BusyElsewhere(insp),
-		Egress:                egressProxy,
+		BundledProxy:          egressProxy,
 		MaxFilesBytes:         int64(c.maxFiles),
 		MaxArtifactBytes:      int64(c.maxArtifact),
 		MaxArtifactsBytes:     int64(c.maxArtifacts),
@@ -281,7 +275,13 @@ func serve(ctx context.Context, c config, log zerolog.Logger) error {
 		Hooks:                 metrics.Hooks(),
 	})
 	if err != nil {
-		return err
+		return flagError(err)
+	}
+	if err := os.MkdirAll(c.dataDir, 0o755); err != nil {
+		return fmt.Errorf("-data-dir: %w", err)
+	}
+	if err := h.Sweep(ctx); err != nil {
+		return fmt.Errorf("-data-dir: %w", err)
 	}
 	if c.proxy != "" && !sm.Version().EnforcesAllowCIDROnFrom() {
 		log.Error().Str("smolvm", sm.Version().String()).Msg("EGRESS IS NOT RESTRICTED: this smolvm ignores --allow-cidr for VMs created from a pack, and -allow-unenforced-egress is set")
@@ -307,6 +307,32 @@ func serve(ctx context.Context, c config, log zerolog.Logger) error {
 		Logger:          log,
 	})
 	log.Info().Msg("worker stopped")
+	return err
+}
+
+// flagOfField names the flag that sets each worker.Config field.
+var flagOfField = map[string]string{
+	"DataDir":               "-data-dir",
+	"Host":                  "-host",
+	"ProxyURL":              "-proxy",
+	"BundledProxy":          "-egress-listen",
+	"AllowUnenforcedEgress": "-allow-unenforced-egress",
+	"PackTTL":               "-pack-ttl",
+	"ReadyTimeout":          "-ready-timeout",
+	"MaxFilesBytes":         "-max-files-bytes",
+	"MaxArtifactBytes":      "-max-artifact-bytes",
+	"MaxArtifactsBytes":     "-max-artifacts-bytes",
+}
+
+// flagError reports a *worker.ConfigError under the name of the flag that
+// sets its field, as the worker's other flag errors are.
+func flagError(err error) error {
+	var ce *worker.ConfigError
+	if errors.As(err, &ce) {
+		if name, ok := flagOfField[ce.Field]; ok {
+			return fmt.Errorf("%s: %w", name, ce.Err)
+		}
+	}
 	return err
 }
 

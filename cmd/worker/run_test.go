@@ -2,10 +2,16 @@ package main
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
 	"net"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/bot-bottle/bottleq/tasks"
+	"github.com/bot-bottle/bottleq/worker"
 )
 
 func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
@@ -47,7 +53,6 @@ func TestParseFlags(t *testing.T) {
 		{[]string{"-queues", "a=0"}, nil, "-queues"},
 		{[]string{"-proxy", "http://10.0.0.1"}, nil, "proxy"},
 		{[]string{"stray"}, nil, "unexpected argument"},
-		{[]string{"-pack-ttl", "0"}, nil, "-pack-ttl"},
 		{[]string{"-max-files-bytes", "17MiB"}, nil, "-max-files-bytes"},
 		{[]string{"-max-files-bytes", "0"}, nil, "-max-files-bytes"},
 		{nil, map[string]string{"BOTTLEQ_MAX_ARTIFACT_BYTES": "lots"}, "BOTTLEQ_MAX_ARTIFACT_BYTES"},
@@ -56,6 +61,50 @@ func TestParseFlags(t *testing.T) {
 		_, err := parseFlags(tt.args, env(tt.env), &bytes.Buffer{})
 		if err == nil || !strings.Contains(err.Error(), tt.want) || strings.Contains(err.Error(), "\n") {
 			t.Errorf("parseFlags(%q, %v) = %v, want one line naming %s", tt.args, tt.env, err, tt.want)
+		}
+	}
+}
+
+// TestFlagDefaultsAreTheLibrarys: a flag left unset gives the worker
+// package's default, so the two cannot drift apart.
+func TestFlagDefaultsAreTheLibrarys(t *testing.T) {
+	t.Parallel()
+	c, err := parseFlags(nil, env(nil), &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		flag      string
+		got, want any
+	}{
+		{"concurrency", c.concurrency, worker.DefaultConcurrency},
+		{"queues", c.queues, tasks.DefaultQueue + "=1"},
+		{"poll-interval", c.pollInterval, worker.DefaultPollInterval},
+		{"shutdown-timeout", c.shutdown, worker.DefaultShutdownTimeout},
+		{"ready-timeout", c.readyTimeout, worker.DefaultReadyTimeout},
+		{"retry-base", c.retryBase, worker.DefaultRetryBase},
+		{"retry-max", c.retryMax, worker.DefaultRetryMax},
+		{"pack-ttl", c.packTTL, worker.DefaultPackTTL},
+		{"reap-interval", c.reapInterval, worker.DefaultReapInterval},
+		{"reap-min-age", c.reapMinAge, worker.DefaultReapMinAge},
+		{"max-files-bytes", int64(c.maxFiles), int64(tasks.DefaultMaxFilesBytes)},
+		{"max-artifact-bytes", int64(c.maxArtifact), int64(worker.DefaultMaxArtifactBytes)},
+		{"max-artifacts-bytes", int64(c.maxArtifacts), int64(worker.DefaultMaxArtifactsBytes)},
+	} {
+		if tt.got != tt.want {
+			t.Errorf("-%s defaults to %v, want %v", tt.flag, tt.got, tt.want)
+		}
+	}
+}
+
+// TestPackTTLFlag: -pack-ttl passes 0 (the default) and negative values
+// (forever) to the worker package, which gives them those meanings.
+func TestPackTTLFlag(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]time.Duration{"0": 0, "-1s": -time.Second, "2h": 2 * time.Hour} {
+		c, err := parseFlags([]string{"-pack-ttl", in}, env(nil), &bytes.Buffer{})
+		if err != nil || c.packTTL != want {
+			t.Errorf("-pack-ttl %s = %v, %v; want %v", in, c.packTTL, err, want)
 		}
 	}
 }
@@ -89,5 +138,32 @@ func TestByteSizeFlags(t *testing.T) {
 		if err := b.Set(bad); err == nil {
 			t.Errorf("Set(%q) accepted", bad)
 		}
+	}
+}
+
+// TestFlagError: a worker.ConfigError, however wrapped, is reported under
+// the flag that sets its field; one of a field no flag sets is left as is.
+func TestFlagError(t *testing.T) {
+	t.Parallel()
+	var usage bytes.Buffer
+	if _, err := parseFlags([]string{"-h"}, env(nil), &usage); err == nil {
+		t.Fatal("-h did not stop parsing")
+	}
+	fields := reflect.TypeFor[worker.Config]()
+	for field, flag := range flagOfField {
+		if _, ok := fields.FieldByName(field); !ok {
+			t.Errorf("flagOfField names %s, which is no worker.Config field", field)
+		}
+		if !strings.Contains(usage.String(), "  "+flag+" ") {
+			t.Errorf("flagOfField maps %s to %s, which -h does not list", field, flag)
+		}
+		err := fmt.Errorf("wrapped: %w", &worker.ConfigError{Field: field, Err: errors.New("is wrong")})
+		if got, want := flagError(err).Error(), flag+": is wrong"; got != want {
+			t.Errorf("flagError(%s) = %q, want %q", field, got, want)
+		}
+	}
+	unmapped := &worker.ConfigError{Field: "Smolvm", Err: errors.New("required")}
+	if got := flagError(unmapped); got != error(unmapped) {
+		t.Errorf("flagError(Smolvm) = %v, want it unchanged", got)
 	}
 }

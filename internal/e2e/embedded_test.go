@@ -4,6 +4,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -53,12 +54,18 @@ func TestWorkerBadConfig(t *testing.T) {
 		{"bad queues", nil, []string{"-queues", "default"}, 2, "-queues"},
 		{"proxy by name", nil, []string{"-proxy", "http://proxy.local:3128"}, 2, "must be an IP address"},
 		{"egress proxy on all addresses", []string{"BOTTLEQ_EGRESS_LISTEN=0.0.0.0:0"}, []string{"-redis", "redis://127.0.0.1:1"}, 1, "VMs need an address"},
-		{"old smolvm with proxy", []string{"SMOLVM_SIM_VERSION=1.7.0"}, []string{"-proxy", "http://10.0.2.2:3128", "-redis", "redis://127.0.0.1:1"}, 1, "unrestricted egress"},
+		{"old smolvm with proxy", []string{"SMOLVM_SIM_VERSION=1.7.0"}, []string{"-proxy", "http://10.0.2.2:3128", "-redis", "redis://127.0.0.1:1"}, 1, "-allow-unenforced-egress: not set, but smolvm 1.7.0 ignores --allow-cidr"},
+		{"colon in data dir", nil, []string{"-data-dir", "TMP/a:b", "-redis", "redis://127.0.0.1:1"}, 1, "a:b\" must not contain ':'"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			cmd := exec.Command(bins.worker, tt.args...)
+			tmp := t.TempDir()
+			args := slices.Clone(tt.args)
+			for i := range args {
+				args[i] = strings.Replace(args[i], "TMP/", tmp+"/", 1)
+			}
+			cmd := exec.Command(bins.worker, args...)
 			cmd.Env = append(os.Environ(), "SMOLVM_BIN="+bins.sim, "SMOLVM_SIM_STATE="+t.TempDir(), "BOTTLEQ_DATA_DIR="+t.TempDir(), "BOTTLEQ_LOG_FORMAT=json")
 			cmd.Env = append(cmd.Env, tt.env...)
 			out, _ := cmd.CombinedOutput()
@@ -68,6 +75,9 @@ func TestWorkerBadConfig(t *testing.T) {
 			}
 			if strings.Contains(string(out), "goroutine ") {
 				t.Errorf("stack trace:\n%s", out)
+			}
+			if ents, _ := os.ReadDir(tmp); len(ents) != 0 {
+				t.Errorf("the refused worker created %s in its -data-dir's parent", ents[0].Name())
 			}
 		})
 	}

@@ -141,7 +141,7 @@ func TestFilesAndArtifacts(t *testing.T) {
 				t.Fatal(err)
 			}
 			archived := waitState(t, insp, rawInfo.Queue, rawInfo.ID, asynq.TaskStateArchived)
-			if !strings.Contains(archived.LastErr, "files: 2 MiB in total, over this worker's cap of 1 MiB (-max-files-bytes)") || archived.Retried != 0 {
+			if !strings.Contains(archived.LastErr, "files: 2 MiB in total, over this worker's cap of 1 MiB") || archived.Retried != 0 {
 				t.Errorf("archived with %q after %d retries", archived.LastErr, archived.Retried)
 			}
 			if after := s.calls(vmCalls); len(after) != before {

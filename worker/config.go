@@ -1,0 +1,148 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/bot-bottle/bottleq/egress"
+)
+
+// Config configures a [Handler]. Zero values have working defaults except
+// where a field says it is required.
+type Config struct {
+	// Smolvm runs smolvm. Required.
+	Smolvm Smolvm
+	// DataDir holds packs (packs/), commits (commits/), artifacts
+	// (artifacts/) and task input files while they are copied in (tmp/).
+	// Required.
+	DataDir string
+	// Host names this host in results. Default: os.Hostname.
+	Host string
+	// ProxyURL is the address of the egress proxy as VMs reach it,
+	// "http://IP:PORT" (see [ParseProxyAddr]). VMs may then reach that
+	// address only, and get HTTP(S)_PROXY pointing at it. Default: none,
+	// and VMs get no network at all.
+	ProxyURL string
+	// AllowUnenforcedEgress lets a ProxyURL be used with a smolvm older than
+	// 1.8.0, which ignores --allow-cidr for machines created from a pack,
+	// so VMs get unrestricted egress. Default false: refuse.
+	AllowUnenforcedEgress bool
+	// PackTTL is how long the pack of a tagged (not digest-pinned) image is
+	// reused before it is packed again. Zero: DefaultPackTTL; negative, such
+	// as PackTTLForever: reused forever, like a digest-pinned image's.
+	PackTTL time.Duration
+	// ReadyTimeout bounds the wait for exec to work after start. Zero or
+	// negative: DefaultReadyTimeout.
+	ReadyTimeout time.Duration
+	// TeardownTimeout bounds deleting the VM, which runs even when the task
+	// was cancelled. Zero or negative: DefaultTeardownTimeout.
+	TeardownTimeout time.Duration
+	// Commits finds earlier tasks' commits. Default: this host's data
+	// directory only.
+	Commits Commits
+	// HostOfTask, with the default Commits, names the host of a commit that
+	// is not here. Default: none.
+	HostOfTask HostOfTask
+	// BundledProxy is the egress proxy server this process runs. When set,
+	// ProxyURL must be its address as VMs reach it; each task registers its
+	// allow_hosts with it and gets credentials of its own, and the task's
+	// egress record goes into its result. Default: none, and a task with
+	// allow_hosts is refused.
+	BundledProxy *egress.Proxy
+	// Busy reports whether another live worker process is using a VM of
+	// this name: the same task attempt delivered twice (asynq is
+	// at-least-once). A leftover VM is deleted only when it is not busy.
+	// Default: never busy.
+	Busy func(ctx context.Context, vm string) (bool, error)
+	// MaxFilesBytes caps the total content of a task's files. A task over
+	// it is archived without retry before any smolvm call. Zero:
+	// tasks.DefaultMaxFilesBytes; negative or over tasks.MaxFilesBytesLimit
+	// is refused.
+	MaxFilesBytes int64
+	// MaxArtifactBytes caps one artifact: a bigger file is deleted and
+	// recorded as over the cap. Zero: DefaultMaxArtifactBytes; negative is
+	// refused.
+	MaxArtifactBytes int64
+	// MaxArtifactsBytes caps the artifacts of one task together: an
+	// artifact that would pass it is deleted and recorded as over the cap.
+	// Zero: DefaultMaxArtifactsBytes; negative is refused.
+	MaxArtifactsBytes int64
+	// Logger gets the handler's lines. Zero: no lines.
+	Logger zerolog.Logger
+	// Hooks observe the pipeline, for metrics. Default: none.
+	Hooks Hooks
+}
+
+// ConfigError is a [Config] that [NewHandler] refuses: the field at fault
+// and what is wrong with it. A program that fills Config from its own flags
+// can name the flag instead with Field.
+type ConfigError struct {
+	// Field is the Config field at fault, such as "ProxyURL".
+	Field string
+	// Err says what is wrong with it.
+	Err error
+}
+
+// Error returns "worker: Config.FIELD: what is wrong".
+func (e *ConfigError) Error() string { return "worker: Config." + e.Field + ": " + e.Err.Error() }
+
+// Unwrap returns Err.
+func (e *ConfigError) Unwrap() error { return e.Err }
+
+func configErr(field, format string, a ...any) error {
+	return &ConfigError{Field: field, Err: fmt.Errorf(format, a...)}
+}
+
+// Hooks are called by the handler as tasks run. Any may be nil.
+type Hooks struct {
+	// Phase is called after each phase with its duration and error.
+	Phase func(phase string, d time.Duration, err error)
+	// Outcome is called once per task attempt with one of the Outcome
+	// constants and the phase it ended in.
+	Outcome func(outcome, phase string)
+	// PackCache is called with whether an image pack was reused.
+	PackCache func(hit bool)
+	// VMs is called with +1 when a VM is created and -1 when it is deleted.
+	VMs func(delta int)
+	// DeleteFailed is called when a VM could not be deleted after retries.
+	DeleteFailed func(vm string)
+}
+
+// Defaults of [Config], [ServerConfig] and [Reaper]: a field left zero gets
+// its constant, and cmd/worker's flags default to the same constants.
+const (
+	// DefaultPackTTL is Config.PackTTL's default.
+	DefaultPackTTL = 24 * time.Hour
+	// PackTTLForever, or any negative Config.PackTTL, reuses a tagged
+	// image's pack forever. It is not a default.
+	PackTTLForever time.Duration = -1
+	// DefaultReadyTimeout is Config.ReadyTimeout's default.
+	DefaultReadyTimeout = 60 * time.Second
+	// DefaultTeardownTimeout is Config.TeardownTimeout's default.
+	DefaultTeardownTimeout = 2 * time.Minute
+	// DefaultMaxArtifactBytes is Config.MaxArtifactBytes's default.
+	DefaultMaxArtifactBytes = 64 << 20
+	// DefaultMaxArtifactsBytes is Config.MaxArtifactsBytes's default.
+	DefaultMaxArtifactsBytes = 256 << 20
+
+	// DefaultConcurrency is ServerConfig.Concurrency's default.
+	DefaultConcurrency = 4
+	// DefaultShutdownTimeout is ServerConfig.ShutdownTimeout's default.
+	DefaultShutdownTimeout = 10 * time.Second
+	// DefaultPollInterval is ServerConfig.PollInterval's default.
+	DefaultPollInterval = 100 * time.Millisecond
+	// DefaultRetryBase is ServerConfig.RetryBase's default.
+	DefaultRetryBase = 2 * time.Second
+	// DefaultRetryMax is ServerConfig.RetryMax's default.
+	DefaultRetryMax = 5 * time.Minute
+
+	// DefaultReapInterval is Reaper.Interval's default.
+	DefaultReapInterval = time.Minute
+	// DefaultReapMinAge is Reaper.MinAge's default.
+	DefaultReapMinAge = 30 * time.Second
+	// DefaultReapConfirm is Reaper.Confirm's default.
+	DefaultReapConfirm = 15 * time.Second
+)

@@ -1,0 +1,272 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"net/netip"
+	"os"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/bot-bottle/bottleq/egress"
+	"github.com/bot-bottle/bottleq/smolvm"
+	"github.com/bot-bottle/bottleq/tasks"
+)
+
+// run is one attempt of one task.
+type run struct {
+	h      *Handler
+	p      tasks.AgentRun
+	taskID string
+	vm     string
+	w      io.Writer
+	log    zerolog.Logger
+	res    tasks.Result
+	// created is set once smolvm created the VM, for the VM gauge.
+	created bool
+	// foreign is set when the VM of this name belongs to another live
+	// delivery: teardown must leave it alone.
+	foreign bool
+}
+
+// pipeline runs the attempt's phases in order, from pack to commit; once a
+// VM may exist, its teardown is deferred so that it always runs.
+func (r *run) pipeline(ctx context.Context) error {
+	h := r.h
+	var from smolvm.Pack
+	if err := r.phase(ctx, tasks.PhasePack, func(ctx context.Context) (err error) {
+		from, err = r.source(ctx)
+		return err
+	}); err != nil {
+		return err
+	}
+
+	execEnv := r.p.Env
+	if h.cfg.BundledProxy != nil {
+		// allow_hosts was validated with the payload: what fails here is a
+		// duplicate delivery in this process (its name is registered) or
+		// the token's randomness, both worth a retry.
+		token, err := h.cfg.BundledProxy.Register(r.vm, egress.Policy{Hosts: r.p.AllowHosts})
+		if err != nil {
+			return fmt.Errorf("egress proxy registration: %w", err)
+		}
+		defer r.closeEgress()
+		execEnv = maps.Clone(r.p.Env)
+		if execEnv == nil {
+			execEnv = map[string]string{}
+		}
+		maps.Copy(execEnv, h.proxy.envWith(egress.ProxyURL(h.proxy.URL, token)))
+	}
+
+	create := smolvm.CreateOptions{From: from.Machine}
+	if h.proxy != nil {
+		create.AllowCIDRs = []netip.Prefix{h.proxy.Prefix}
+		create.Env = h.proxy.env()
+	}
+	h.own(r.vm, true)
+	defer h.own(r.vm, false)
+	defer r.teardown(ctx)
+	if err := r.phase(ctx, tasks.PhaseCreate, func(ctx context.Context) error {
+		return r.create(ctx, create)
+	}); err != nil {
+		return err
+	}
+	if err := r.phase(ctx, tasks.PhaseStart, func(ctx context.Context) error {
+		return h.cfg.Smolvm.Start(ctx, r.vm)
+	}); err != nil {
+		return err
+	}
+	if err := r.phase(ctx, tasks.PhaseReady, func(ctx context.Context) error {
+		return h.cfg.Smolvm.WaitReady(ctx, r.vm, h.cfg.ReadyTimeout)
+	}); err != nil {
+		return err
+	}
+	if len(r.p.Files) > 0 {
+		if err := r.phase(ctx, tasks.PhaseFiles, r.copyIn); err != nil {
+			return err
+		}
+	}
+	if err := r.phase(ctx, tasks.PhaseExec, func(ctx context.Context) error {
+		res, err := h.cfg.Smolvm.Exec(ctx, r.vm, r.p.Command, smolvm.ExecOptions{
+			Env: execEnv, Workdir: r.p.Workdir, Timeout: r.p.CommandTimeout(), Stream: true,
+		})
+		r.closeEgress()
+		if err != nil {
+			return err
+		}
+		r.res.ExitCode, r.res.TimedOut = res.ExitCode, res.TimedOut
+		r.res.Stdout, r.res.Stderr = string(res.Stdout), string(res.Stderr)
+		r.res.StdoutOmitted, r.res.StderrOmitted = res.StdoutOmitted, res.StderrOmitted
+		return nil
+	}); err != nil {
+		return err
+	}
+	// Artifacts come out whatever the command's exit code, before stop.
+	if len(r.p.Artifacts) > 0 {
+		if err := r.phase(ctx, tasks.PhaseArtifacts, r.copyOut); err != nil {
+			return err
+		}
+	}
+	if !r.p.CommitEnabled() {
+		return nil
+	}
+	if err := r.phase(ctx, tasks.PhaseStop, func(ctx context.Context) error {
+		return h.cfg.Smolvm.Stop(ctx, r.vm)
+	}); err != nil {
+		return err
+	}
+	return r.phase(ctx, tasks.PhaseCommit, func(ctx context.Context) error {
+		p, err := h.commits.write(ctx, fileKey(r.taskID), func(ctx context.Context, out string) (smolvm.Pack, error) {
+			return h.cfg.Smolvm.PackFromVM(ctx, r.vm, out)
+		})
+		r.res.Commit = p.Machine
+		return err
+	})
+}
+
+// create is the create phase: it creates the VM and, when a machine of its
+// name exists already, settles whose it is with reclaim first.
+func (r *run) create(ctx context.Context, o smolvm.CreateOptions) error {
+	err := r.h.cfg.Smolvm.Create(ctx, r.vm, o)
+	if errors.Is(err, smolvm.ErrExists) {
+		if err := r.reclaim(ctx); err != nil {
+			return err
+		}
+		err = r.h.cfg.Smolvm.Create(ctx, r.vm, o)
+	}
+	if err == nil {
+		r.created = true
+		r.h.vms(+1)
+	}
+	return err
+}
+
+// reclaim handles a duplicate delivery: a machine named after this attempt
+// exists. Another delivery in this process, or a live one elsewhere on this
+// host, keeps it, and so does one whose owner cannot be told (the reaper
+// decides later): the run is then foreign and fails. A machine left over
+// from an earlier delivery of this attempt that died is deleted, so the
+// caller can create it again.
+func (r *run) reclaim(ctx context.Context) error {
+	h := r.h
+	busy := h.users(r.vm) > 1
+	if !busy && h.cfg.Busy != nil {
+		var err error
+		if busy, err = h.cfg.Busy(ctx, r.vm); err != nil {
+			r.foreign = true
+			return fmt.Errorf("machine %s exists and its owner cannot be checked: %w", r.vm, err)
+		}
+	}
+	if busy {
+		r.foreign = true
+		return &BusyError{VM: r.vm}
+	}
+	r.log.Warn().Str("phase", tasks.PhaseCreate).Msg("deleting a leftover machine of the same name")
+	if err := h.cfg.Smolvm.Delete(ctx, r.vm); err != nil && !errors.Is(err, smolvm.ErrNotFound) {
+		return err
+	}
+	return nil
+}
+
+// closeEgress ends the task's registration with the bundled proxy, once,
+// and keeps its egress record for the result.
+func (r *run) closeEgress() {
+	if r.res.Egress != nil || r.h.cfg.BundledProxy == nil {
+		return
+	}
+	rec := r.h.cfg.BundledProxy.Unregister(r.vm)
+	r.res.Egress = &rec
+}
+
+// source returns the pack to create the VM from.
+func (r *run) source(ctx context.Context) (smolvm.Pack, error) {
+	if r.p.Image != "" {
+		p, hit, err := r.h.packs.Get(ctx, r.p.Image)
+		r.res.PackCached = hit
+		if err == nil && r.h.cfg.Hooks.PackCache != nil {
+			r.h.cfg.Hooks.PackCache(hit)
+		}
+		return p, err
+	}
+	if id, ok := r.p.FromTask(); ok {
+		return r.h.cfg.Commits.Lookup(ctx, id)
+	}
+	if _, err := os.Stat(r.p.From); err != nil {
+		return smolvm.Pack{}, &tasks.ValidationError{Field: "from", Reason: fmt.Sprintf("%s is not readable on host %s", r.p.From, r.h.cfg.Host)}
+	}
+	return smolvm.Pack{Machine: r.p.From}, nil
+}
+
+// teardown deletes the VM whatever happened before, under a context that
+// the task's cancellation cannot end. A failing delete is retried; if it
+// still fails, the VM is logged and left to the reaper.
+func (r *run) teardown(ctx context.Context) {
+	if r.foreign {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.h.cfg.TeardownTimeout)
+	defer cancel()
+	_ = r.phase(ctx, tasks.PhaseDelete, func(ctx context.Context) error {
+		var err error
+		for try := 1; try <= 3; try++ {
+			err = r.h.cfg.Smolvm.Delete(ctx, r.vm)
+			if err == nil || errors.Is(err, smolvm.ErrNotFound) {
+				if r.created {
+					r.h.vms(-1)
+				}
+				return nil
+			}
+			r.log.Warn().Str("phase", tasks.PhaseDelete).Int("try", try).Err(err).Msg("delete failed")
+			select {
+			case <-ctx.Done():
+				try = 3
+			case <-time.After(time.Duration(try) * 250 * time.Millisecond):
+			}
+		}
+		r.log.Error().Str("phase", tasks.PhaseDelete).Err(err).Msg("VM left behind; the reaper will delete it")
+		if r.h.cfg.Hooks.DeleteFailed != nil {
+			r.h.cfg.Hooks.DeleteFailed(r.vm)
+		}
+		if r.created {
+			r.h.vms(-1) // handed to the reaper: no longer this worker's
+		}
+		return err
+	})
+}
+
+// phase runs one step: it reports progress, times the step and tells the
+// hooks.
+func (r *run) phase(ctx context.Context, name string, f func(context.Context) error) error {
+	if name != tasks.PhaseDelete {
+		r.res.State, r.res.Phase = tasks.StateRunning, name
+		r.report()
+	}
+	start := time.Now()
+	err := f(ctx)
+	d := time.Since(start)
+	r.res.Add(name, d)
+	r.log.Debug().Str("phase", name).Dur("duration", d).Err(err).Msg("phase done")
+	if r.h.cfg.Hooks.Phase != nil {
+		r.h.cfg.Hooks.Phase(name, d, err)
+	}
+	return err
+}
+
+// report writes the result so far; a failed write only costs progress.
+func (r *run) report() {
+	if r.w == nil {
+		return
+	}
+	b, err := json.Marshal(r.res)
+	if err == nil {
+		_, err = r.w.Write(b)
+	}
+	if err != nil {
+		r.log.Debug().Err(err).Msg("result not written")
+	}
+}

@@ -1,0 +1,44 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// leftoverAge is how old a temporary must be for Sweep to remove it; those
+// of a task running now are younger.
+const leftoverAge = time.Hour
+
+// Sweep removes what a crashed worker left in the data directory, older
+// than an hour: half-written packs and commits, half-copied artifacts, and
+// task input files. It creates the directory of those input files (DATA/tmp)
+// first, so a data directory this process cannot write fails here. Call it
+// once at start-up, before tasks run; it stops early when ctx ends.
+func (h *Handler) Sweep(ctx context.Context) error {
+	if err := os.MkdirAll(h.tmpDir(), 0o700); err != nil {
+		return fmt.Errorf("worker: %w", err)
+	}
+	dirs := []string{h.packs.store.dir, h.commits.dir}
+	artifacts, _ := filepath.Glob(filepath.Join(h.cfg.DataDir, "artifacts", "*"))
+	for _, d := range append(dirs, artifacts...) {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		packStore{dir: d}.sweep(leftoverAge)
+	}
+	sweepTmp(h.tmpDir(), leftoverAge)
+	return nil
+}
+
+// sweepTmp removes what a crashed worker left in dir, older than age.
+func sweepTmp(dir string, age time.Duration) {
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		if info, err := e.Info(); err == nil && time.Since(info.ModTime()) > age {
+			os.RemoveAll(filepath.Join(dir, e.Name()))
+		}
+	}
+}
