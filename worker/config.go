@@ -19,6 +19,11 @@ type Config struct {
 	// (artifacts/) and task input files while they are copied in (tmp/).
 	// Required.
 	DataDir string
+	// FromDirs are the directories an absolute payload "from" path may
+	// name a pack in, after its symlinks are resolved. None may be, hold
+	// or lie inside DataDir, where agents' artifacts land. Default: none,
+	// and every absolute "from" path is refused.
+	FromDirs []string
 	// Host names this host in results. Default: os.Hostname.
 	Host string
 	// ProxyURL is the address of the egress proxy as VMs reach it,

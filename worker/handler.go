@@ -46,6 +46,7 @@ type Handler struct {
 	proxy   *ProxyAddr
 	packs   *PackCache
 	commits packStore
+	from    fromPolicy
 	log     zerolog.Logger
 
 	mu     sync.Mutex
@@ -56,7 +57,8 @@ type Handler struct {
 // NewHandler checks cfg and returns a handler, or a [*ConfigError] naming
 // the field at fault. With a ProxyURL on a smolvm that would not enforce it,
 // it refuses unless AllowUnenforcedEgress is set.
-// It touches no file: a worker calls [Handler.Sweep] before serving.
+// It writes no file (it resolves FromDirs): a worker calls [Handler.Sweep]
+// before serving.
 func NewHandler(cfg Config) (*Handler, error) {
 	if cfg.Smolvm == nil {
 		return nil, configErr("Smolvm", "required")
@@ -102,6 +104,9 @@ func NewHandler(cfg Config) (*Handler, error) {
 		return nil, configErr("MaxArtifactsBytes", "must not be negative")
 	}
 	h := &Handler{cfg: cfg, log: cfg.Logger, active: map[string]int{}}
+	if h.from, err = newFromPolicy(cfg.FromDirs, cfg.DataDir); err != nil {
+		return nil, err
+	}
 	if cfg.BundledProxy != nil && cfg.ProxyURL == "" {
 		return nil, configErr("ProxyURL", "required with a BundledProxy: the address VMs reach it at")
 	}

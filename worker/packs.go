@@ -7,14 +7,17 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
 	"golang.org/x/sync/singleflight"
 
 	"github.com/bot-bottle/bottleq/smolvm"
+	"github.com/bot-bottle/bottleq/tasks"
 )
 
 // packStore lays out packs under a directory and writes them atomically:
@@ -157,4 +160,109 @@ func pinned(image string) bool { return strings.Contains(image, "@sha256:") }
 func imageKey(image string) string {
 	sum := sha256.Sum256([]byte(image))
 	return "img-" + hex.EncodeToString(sum[:16])
+}
+
+// fromPolicy says which absolute "from" paths a task may boot: regular
+// files that, once their symlinks are resolved, lie under one of dirs and
+// not under data, the data directory agents' artifacts land in.
+type fromPolicy struct {
+	dirs []string // resolved, absolute
+	data string   // the data directory, resolved as far as it exists
+}
+
+// newFromPolicy resolves the operator's directories and refuses one that
+// is missing, not a directory, or is, holds or lies inside dataDir.
+func newFromPolicy(dirs []string, dataDir string) (fromPolicy, error) {
+	data, err := resolveExisting(dataDir)
+	if err != nil {
+		return fromPolicy{}, &ConfigError{Field: "DataDir", Err: err}
+	}
+	fp := fromPolicy{data: data}
+	for _, d := range dirs {
+		if d == "" {
+			return fromPolicy{}, configErr("FromDirs", "an empty directory name")
+		}
+		abs, err := filepath.Abs(d)
+		if err != nil {
+			return fromPolicy{}, &ConfigError{Field: "FromDirs", Err: err}
+		}
+		real, err := filepath.EvalSymlinks(abs)
+		if err != nil {
+			return fromPolicy{}, configErr("FromDirs", "%s: %w", d, unwrapPath(err))
+		}
+		if info, err := os.Stat(real); err != nil || !info.IsDir() {
+			return fromPolicy{}, configErr("FromDirs", "%s is not a directory", d)
+		}
+		switch {
+		case within(real, data):
+			return fromPolicy{}, configErr("FromDirs", "%s holds the data directory %s, where agents' artifacts land", d, dataDir)
+		case within(data, real):
+			return fromPolicy{}, configErr("FromDirs", "%s lies in the data directory %s, where agents' artifacts land", d, dataDir)
+		}
+		fp.dirs = append(fp.dirs, real)
+	}
+	return fp, nil
+}
+
+// resolve returns the file an absolute "from" path boots, with its
+// symlinks resolved, or one refusal whatever the reason: a missing file
+// and a forbidden one read the same, so a task cannot probe the host.
+func (fp fromPolicy) resolve(from string) (string, error) {
+	refused := &tasks.ValidationError{Field: "from", Reason: from + " is not a pack this worker may boot: an absolute path must name a readable file under a directory its operator allows"}
+	if len(fp.dirs) == 0 {
+		return "", refused
+	}
+	real, err := filepath.EvalSymlinks(from)
+	if err != nil || within(fp.data, real) || !slices.ContainsFunc(fp.dirs, func(d string) bool { return within(d, real) }) {
+		return "", refused
+	}
+	f, err := os.Open(real)
+	if err != nil {
+		return "", refused
+	}
+	defer f.Close()
+	if info, err := f.Stat(); err != nil || !info.Mode().IsRegular() {
+		return "", refused
+	}
+	return real, nil
+}
+
+// within reports whether path is dir or lies under it; both are clean and
+// absolute.
+func within(dir, path string) bool {
+	if dir == path {
+		return true
+	}
+	if !strings.HasSuffix(dir, string(filepath.Separator)) {
+		dir += string(filepath.Separator)
+	}
+	return strings.HasPrefix(path, dir)
+}
+
+// resolveExisting resolves the symlinks of the longest part of an absolute
+// path that exists and appends the rest, so that a data directory not
+// created yet compares as it will be.
+func resolveExisting(path string) (string, error) {
+	real, err := filepath.EvalSymlinks(path)
+	if err == nil {
+		return real, nil
+	}
+	parent := filepath.Dir(path)
+	if !errors.Is(err, os.ErrNotExist) || parent == path {
+		return "", err
+	}
+	real, err = resolveExisting(parent)
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(real, filepath.Base(path)), nil
+}
+
+// unwrapPath drops the *fs.PathError's path, which the caller names.
+func unwrapPath(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
 }

@@ -8,7 +8,6 @@ import (
 	"io"
 	"maps"
 	"net/netip"
-	"os"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -196,10 +195,8 @@ func (r *run) source(ctx context.Context) (smolvm.Pack, error) {
 	if id, ok := r.p.FromTask(); ok {
 		return r.h.cfg.Commits.Lookup(ctx, id)
 	}
-	if _, err := os.Stat(r.p.From); err != nil {
-		return smolvm.Pack{}, &tasks.ValidationError{Field: "from", Reason: fmt.Sprintf("%s is not readable on host %s", r.p.From, r.h.cfg.Host)}
-	}
-	return smolvm.Pack{Machine: r.p.From}, nil
+	path, err := r.h.from.resolve(r.p.From)
+	return smolvm.Pack{Machine: path}, err
 }
 
 // teardown deletes the VM whatever happened before, under a context that

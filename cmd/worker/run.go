@@ -38,6 +38,7 @@ type config struct {
 	embeddedRedis string
 	smolvmBin     string
 	dataDir       string
+	fromDirs      dirList
 	host          string
 	proxy         string
 	egressListen  string
@@ -71,6 +72,7 @@ var envFallbacks = []cliflag.Env{
 	{"embedded-redis", "BOTTLEQ_EMBEDDED_REDIS"},
 	{"smolvm", "SMOLVM_BIN"},
 	{"data-dir", "BOTTLEQ_DATA_DIR"},
+	{"from-dir", "BOTTLEQ_FROM_DIRS"},
 	{"host", "BOTTLEQ_HOST"},
 	{"proxy", "BOTTLEQ_PROXY"},
 	{"egress-listen", "BOTTLEQ_EGRESS_LISTEN"},
@@ -105,6 +107,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.StringVar(&c.embeddedRedis, "embedded-redis", "127.0.0.1:6379", "address of the embedded Redis when -redis is empty")
 	fs.StringVar(&c.smolvmBin, "smolvm", "smolvm", "smolvm binary, a path or a name on PATH")
 	fs.StringVar(&c.dataDir, "data-dir", defaultDataDir(getenv), "directory for packs and commits")
+	fs.Var(&c.fromDirs, "from-dir", "directory a task's absolute from path may name a pack in; repeatable, or several separated by "+strconv.Quote(string(os.PathListSeparator))+" (default: none, so such paths are refused)")
 	fs.StringVar(&c.host, "host", "", "this host's name in results (default: the hostname)")
 	fs.StringVar(&c.proxy, "proxy", "", "egress proxy http://IP:PORT; VMs may reach only it (default: VMs get no network)")
 	fs.StringVar(&c.egressListen, "egress-listen", "", "run the bundled egress proxy on IP:PORT; VMs may reach only it, each task only its allow_hosts (-proxy defaults to this address)")
@@ -153,6 +156,26 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 		}
 	}
 	return c, nil
+}
+
+// dirList is a repeatable flag of directories; one value may also list
+// several separated by os.PathListSeparator, as its environment variable
+// does.
+type dirList []string
+
+func (d *dirList) String() string { return strings.Join(*d, string(os.PathListSeparator)) }
+
+func (d *dirList) Set(s string) error {
+	if s == "" {
+		return fmt.Errorf("an empty directory name")
+	}
+	for _, dir := range filepath.SplitList(s) {
+		if dir == "" {
+			return fmt.Errorf("%q holds an empty directory name", s)
+		}
+		*d = append(*d, dir)
+	}
+	return nil
 }
 
 // byteSize is a flag of a number of bytes: "1048576", "512KiB", "1MiB",
@@ -260,6 +283,7 @@ func serve(ctx context.Context, c config, log zerolog.Logger) error {
 	h, err := worker.NewHandler(worker.Config{
 		Smolvm:                sm,
 		DataDir:               c.dataDir,
+		FromDirs:              c.fromDirs,
 		Host:                  c.host,
 		ProxyURL:              c.proxy,
 		AllowUnenforcedEgress: c.unenforced,
@@ -313,6 +337,7 @@ func serve(ctx context.Context, c config, log zerolog.Logger) error {
 // flagOfField names the flag that sets each worker.Config field.
 var flagOfField = map[string]string{
 	"DataDir":               "-data-dir",
+	"FromDirs":              "-from-dir",
 	"Host":                  "-host",
 	"ProxyURL":              "-proxy",
 	"BundledProxy":          "-egress-listen",

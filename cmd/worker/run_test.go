@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -165,5 +167,33 @@ func TestFlagError(t *testing.T) {
 	unmapped := &worker.ConfigError{Field: "Smolvm", Err: errors.New("required")}
 	if got := flagError(unmapped); got != error(unmapped) {
 		t.Errorf("flagError(Smolvm) = %v, want it unchanged", got)
+	}
+}
+
+// TestFromDirFlag: -from-dir repeats, each value may list several
+// directories, and BOTTLEQ_FROM_DIRS lists them with the OS's separator;
+// an empty name is refused; none is the default.
+func TestFromDirFlag(t *testing.T) {
+	t.Parallel()
+	sep := string(os.PathListSeparator)
+	for _, tt := range []struct {
+		args []string
+		env  map[string]string
+		want []string
+	}{
+		{nil, nil, nil},
+		{[]string{"-from-dir", "/a", "-from-dir", "/b" + sep + "/c"}, nil, []string{"/a", "/b", "/c"}},
+		{nil, map[string]string{"BOTTLEQ_FROM_DIRS": "/x" + sep + "/y"}, []string{"/x", "/y"}},
+		{[]string{"-from-dir", "/a"}, map[string]string{"BOTTLEQ_FROM_DIRS": "/x"}, []string{"/a"}},
+	} {
+		c, err := parseFlags(tt.args, env(tt.env), &bytes.Buffer{})
+		if err != nil || !slices.Equal(c.fromDirs, tt.want) {
+			t.Errorf("parseFlags(%q, %v): from dirs %q, %v; want %q", tt.args, tt.env, c.fromDirs, err, tt.want)
+		}
+	}
+	for _, bad := range [][]string{{"-from-dir", ""}, {"-from-dir", "/a" + sep + sep + "/b"}} {
+		if _, err := parseFlags(bad, env(nil), &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), "-from-dir") {
+			t.Errorf("parseFlags(%q) = %v, want an error naming -from-dir", bad, err)
+		}
 	}
 }
