@@ -28,7 +28,7 @@ ARG UID=10001
 ARG KVM_GID=994
 RUN groupadd --system --gid "${KVM_GID}" kvm 2>/dev/null || groupadd --system kvm; \
     useradd --uid "${UID}" --create-home --home-dir /home/bottleq --shell /usr/sbin/nologin --groups kvm bottleq \
- && mkdir -p /var/lib/bottleq \
+ && mkdir -p -m 0700 /var/lib/bottleq \
  && chown bottleq:bottleq /var/lib/bottleq
 COPY --from=build /out/ /usr/local/bin/
 USER bottleq

@@ -17,6 +17,33 @@ import (
 	"github.com/bot-bottle/bottleq/tasks"
 )
 
+// Modes of what the worker keeps in its data directory: private to the
+// worker's user. A producer reads an artifact by running as that user.
+const (
+	privateDir  os.FileMode = 0o700
+	privateFile os.FileMode = 0o600
+)
+
+// makeDataDir creates the data directory private to this user, and makes
+// an existing one that others may enter private, with a warning: what it
+// holds is the tenants' (commits, artifacts).
+func (h *Handler) makeDataDir() error {
+	if err := os.MkdirAll(h.cfg.DataDir, privateDir); err != nil {
+		return err
+	}
+	info, err := os.Stat(h.cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	if perm := info.Mode().Perm(); perm&0o077 != 0 {
+		if err := os.Chmod(h.cfg.DataDir, privateDir); err != nil {
+			return fmt.Errorf("%s is open to other users (%#o) and cannot be made private: %w", h.cfg.DataDir, perm, err)
+		}
+		h.log.Warn().Str("data_dir", h.cfg.DataDir).Str("was", fmt.Sprintf("%#o", perm)).Msg("data directory was open to other users; made it 0700")
+	}
+	return nil
+}
+
 // tmpDir holds each task's input files while they are copied in
 // (DATA/tmp); nothing in it outlives the files phase.
 func (h *Handler) tmpDir() string { return filepath.Join(h.cfg.DataDir, "tmp") }
@@ -30,7 +57,7 @@ func (h *Handler) artifactDir(taskID string) string {
 // private temporary directory with its mode and copies it into the VM. The
 // directory is removed whatever happens.
 func (r *run) copyIn(ctx context.Context) error {
-	if err := os.MkdirAll(r.h.tmpDir(), 0o700); err != nil {
+	if err := os.MkdirAll(r.h.tmpDir(), privateDir); err != nil {
 		return fmt.Errorf("files: %w", err)
 	}
 	dir, err := os.MkdirTemp(r.h.tmpDir(), "files-")
@@ -79,7 +106,7 @@ func writeFile(path string, data []byte, mode os.FileMode) error {
 // gone, or the task's end, fails the attempt.
 func (r *run) copyOut(ctx context.Context) error {
 	dir := r.h.artifactDir(r.taskID)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, privateDir); err != nil {
 		return fmt.Errorf("artifacts: %w", err)
 	}
 	defer os.Remove(dir) // only if nothing was kept
@@ -118,9 +145,9 @@ func (r *run) copyArtifact(ctx context.Context, dir string, i int, guest string,
 		}
 		return drop(artifactReason(err))
 	}
-	// Readable whatever the guest's mode, by this worker and by a producer
-	// on this host (see enqueue.FetchArtifact).
-	if err := os.Chmod(tmp, 0o644); err != nil {
+	// Readable whatever the guest's mode by this worker and by a producer
+	// running as its user (see enqueue.FetchArtifact), and by no one else.
+	if err := os.Chmod(tmp, privateFile); err != nil {
 		return a, fmt.Errorf("artifacts[%d]: %w", i, err)
 	}
 	f, err := os.Open(tmp)

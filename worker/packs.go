@@ -38,11 +38,14 @@ func (s packStore) pack(key string) smolvm.Pack {
 // pack in s.dir, then renames it to key. Leftover temporaries of a crash
 // are removed when the pack fails or by sweep.
 func (s packStore) write(ctx context.Context, key string, pack func(ctx context.Context, out string) (smolvm.Pack, error)) (smolvm.Pack, error) {
-	if err := os.MkdirAll(s.dir, 0o755); err != nil {
+	if err := os.MkdirAll(s.dir, privateDir); err != nil {
 		return smolvm.Pack{}, err
 	}
 	tmpOut := filepath.Join(s.dir, ".tmp-"+key+"-"+randHex(4))
 	tmp, err := pack(ctx, tmpOut)
+	if err == nil {
+		err = private(tmp)
+	}
 	if err != nil {
 		removePack(smolvm.Pack{Stub: tmpOut, Machine: tmpOut + ".smolmachine"})
 		return smolvm.Pack{}, err
@@ -70,6 +73,16 @@ func (s packStore) sweep(age time.Duration) {
 			os.RemoveAll(filepath.Join(s.dir, e.Name()))
 		}
 	}
+}
+
+// private makes a pack its user's alone before it is renamed into place:
+// the .smolmachine 0600, the stub (an executable, when smolvm wrote one)
+// 0700.
+func private(p smolvm.Pack) error {
+	if err := os.Chmod(p.Stub, 0o700); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return os.Chmod(p.Machine, privateFile)
 }
 
 func removePack(p smolvm.Pack) {
@@ -118,7 +131,7 @@ func (c *PackCache) Get(ctx context.Context, image string) (p smolvm.Pack, hit b
 	v, err, _ := c.group.Do(key, func() (any, error) {
 		// The first caller's ctx governs the shared call: if it ends, the
 		// callers sharing it fail too, and asynq retries their tasks.
-		if err := os.MkdirAll(c.store.dir, 0o755); err != nil {
+		if err := os.MkdirAll(c.store.dir, privateDir); err != nil {
 			return nil, err
 		}
 		unlock, err := lockFile(ctx, filepath.Join(c.store.dir, key+".lock"))

@@ -14,11 +14,16 @@ const leftoverAge = time.Hour
 
 // Sweep removes what a crashed worker left in the data directory, older
 // than an hour: half-written packs and commits, half-copied artifacts, and
-// task input files. It creates the directory of those input files (DATA/tmp)
-// first, so a data directory this process cannot write fails here. Call it
-// once at start-up, before tasks run; it stops early when ctx ends.
+// task input files. It first creates the data directory 0700 (an existing
+// one open to other users is made 0700, with a warning) and the directory
+// of those input files (DATA/tmp), so a data directory this process cannot
+// write fails here. Call it once at start-up, before tasks run; it stops
+// early when ctx ends.
 func (h *Handler) Sweep(ctx context.Context) error {
-	if err := os.MkdirAll(h.tmpDir(), 0o700); err != nil {
+	if err := h.makeDataDir(); err != nil {
+		return fmt.Errorf("worker: %w", err)
+	}
+	if err := os.MkdirAll(h.tmpDir(), privateDir); err != nil {
 		return fmt.Errorf("worker: %w", err)
 	}
 	dirs := []string{h.packs.store.dir, h.commits.dir}

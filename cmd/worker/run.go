@@ -106,7 +106,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.StringVar(&c.redisCA, "redis-ca", "", "PEM file of CA certificates to trust for rediss://")
 	fs.StringVar(&c.embeddedRedis, "embedded-redis", "127.0.0.1:6379", "address of the embedded Redis when -redis is empty")
 	fs.StringVar(&c.smolvmBin, "smolvm", "smolvm", "smolvm binary, a path or a name on PATH")
-	fs.StringVar(&c.dataDir, "data-dir", defaultDataDir(getenv), "directory for packs and commits")
+	fs.StringVar(&c.dataDir, "data-dir", defaultDataDir(getenv), "directory for packs, commits and artifacts; made private (0700)")
 	fs.Var(&c.fromDirs, "from-dir", "directory a task's absolute from path may name a pack in; repeatable, or several separated by "+strconv.Quote(string(os.PathListSeparator))+" (default: none, so such paths are refused)")
 	fs.StringVar(&c.host, "host", "", "this host's name in results (default: the hostname)")
 	fs.StringVar(&c.proxy, "proxy", "", "egress proxy http://IP:PORT; VMs may reach only it (default: VMs get no network)")
@@ -301,10 +301,7 @@ func serve(ctx context.Context, c config, log zerolog.Logger) error {
 	if err != nil {
 		return flagError(err)
 	}
-	if err := os.MkdirAll(c.dataDir, 0o755); err != nil {
-		return fmt.Errorf("-data-dir: %w", err)
-	}
-	if err := h.Sweep(ctx); err != nil {
+	if err := h.Sweep(ctx); err != nil { // creates the data directory, 0700
 		return fmt.Errorf("-data-dir: %w", err)
 	}
 	if c.proxy != "" && !sm.Version().EnforcesAllowCIDROnFrom() {

@@ -25,13 +25,18 @@ import (
 // result names. An oversize file is refused by enqueue before anything is
 // enqueued, and the same payload forced in raw is archived by the worker
 // without a smolvm call. Nothing temporary is left behind, in both
-// dialects (smolvm 1.9.3 passes cp --mode; 1.0.1 does not have it).
+// dialects (smolvm 1.9.3 passes cp --mode; 1.0.1 does not have it). The
+// worker makes its data directory private at start, and keeps the artifact
+// and the commit its user's alone.
 func TestFilesAndArtifacts(t *testing.T) {
 	t.Parallel()
 	for _, v := range []string{"1.0.1", "1.9.3"} {
 		t.Run(v, func(t *testing.T) {
 			t.Parallel()
 			s := newStack(t, "miniredis", v)
+			if err := os.Chmod(s.dataDir, 0o755); err != nil {
+				t.Fatal(err)
+			}
 			w := s.worker()
 			dir := t.TempDir()
 			local := map[string]struct {
@@ -109,6 +114,13 @@ func TestFilesAndArtifacts(t *testing.T) {
 			} {
 				if !strings.Contains(stderr, line) {
 					t.Errorf("stderr lacks %q:\n%s", line, stderr)
+				}
+			}
+			for p, want := range map[string]fs.FileMode{s.dataDir: 0o700, filepath.Dir(a.HostPath): 0o700, a.HostPath: 0o600, res.Commit: 0o600} {
+				if info, err := os.Stat(p); err != nil {
+					t.Error(err)
+				} else if got := info.Mode().Perm(); got != want {
+					t.Errorf("%s is %v, want %v", p, got, want)
 				}
 			}
 			fetched := filepath.Join(t.TempDir(), "A.txt")
