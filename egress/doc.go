@@ -14,10 +14,11 @@
 // absolute-form requests (GET http://host/...). For both, the proxy checks
 // the host against the task's [Policy], resolves the name once, checks
 // every address against a floor no policy can lift (loopback, link-local
-// including cloud metadata, unspecified, multicast, reserved, the proxy's
-// own addresses, and private ranges unless [Config.AllowPrivate]), and dials
-// the checked address, never the name, so a second DNS answer cannot
-// rebind the connection elsewhere.
+// including cloud metadata, unspecified, multicast, reserved, every
+// address of the proxy's own host on every port, the operator's
+// [Config.Deny] ranges, and private ranges unless [Config.AllowPrivate]),
+// and dials the checked address, never the name, so a second DNS answer
+// cannot rebind the connection elsewhere.
 //
 // The package uses net/http from the standard library rather than a proxy
 // framework such as goproxy: CONNECT plus plain forwarding is a small

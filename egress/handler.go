@@ -130,10 +130,15 @@ func (p *Proxy) check(ctx context.Context, t *task, host string, port int) ([]ne
 			return nil, refuse(http.StatusBadGateway, "", "cannot resolve host %q", host)
 		}
 	}
+	local, err := p.localAddrs()
+	if err != nil {
+		p.log.Warn().Err(err).Msg("egress: cannot list this host's addresses")
+		return nil, refuse(http.StatusServiceUnavailable, "", "cannot list this host's addresses to check %q against them", host)
+	}
 	aps := make([]netip.AddrPort, 0, len(ips))
 	for _, a := range ips {
 		ap := netip.AddrPortFrom(a.Unmap(), uint16(port))
-		if why := p.forbidden(ap); why != "" {
+		if why := p.forbidden(ap, local); why != "" {
 			return nil, refuse(http.StatusForbidden, fmt.Sprintf("resolves to a forbidden address (%s: %s)", a.Unmap(), why),
 				"host %q resolves to a forbidden address (%s: %s)", host, a.Unmap(), why)
 		}

@@ -38,6 +38,8 @@ var names = map[string][]string{
 	"nat64.test":          {"64:ff9b::a9fe:a9fe"},
 	"private.test":        {"10.0.0.5"},
 	"cgnat.test":          {"100.64.0.1"},
+	"host.test":           {"203.0.113.9"},        // a "local" address in TestFloorThisHost
+	"host64.test":         {"64:ff9b::cb00:7109"}, // the same, through NAT64
 }
 
 // harness is a proxy on a loopback listener, with upstream test servers,

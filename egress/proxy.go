@@ -33,6 +33,16 @@ type Config struct {
 	// production it would let a VM reach every service on the proxy's
 	// host. Default false: refused.
 	AllowLoopback bool
+	// Deny lists ranges no task may reach, whatever its policy,
+	// AllowPrivate and AllowLoopback say: the operator's own networks,
+	// say. [Prefixes] reads them from a flag. Default: none.
+	Deny []netip.Prefix
+	// LocalAddrs returns this host's addresses, which no task may reach
+	// on any port; loopback addresses are left to AllowLoopback. It is
+	// called for every request, so addresses gained later count; an error
+	// refuses the request. Default: every address of every interface
+	// (net.InterfaceAddrs).
+	LocalAddrs func() ([]netip.Addr, error)
 	// Resolver resolves a host name once per request. Default
 	// net.DefaultResolver.LookupNetIP with network "ip".
 	Resolver func(ctx context.Context, host string) ([]netip.Addr, error)
@@ -75,6 +85,14 @@ func New(cfg Config) *Proxy {
 			return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
 		}
 	}
+	if cfg.LocalAddrs == nil {
+		cfg.LocalAddrs = interfaceAddrs
+	}
+	deny := make([]netip.Prefix, len(cfg.Deny))
+	for i, d := range cfg.Deny {
+		deny[i] = normPrefix(d)
+	}
+	cfg.Deny = deny
 	if cfg.Dial == nil {
 		cfg.Dial = (&net.Dialer{}).DialContext
 	}

@@ -25,6 +25,7 @@ type config struct {
 	maxConns      int
 	allowPrivate  bool
 	allowLoopback bool
+	deny          egress.Prefixes
 	logLevel      string
 }
 
@@ -43,8 +44,9 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.IntVar(&c.maxConns, "max-conns", egress.DefaultMaxConns, "concurrent connections cap")
 	fs.BoolVar(&c.allowPrivate, "allow-private", false, "allow private ranges (10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7)")
 	fs.BoolVar(&c.allowLoopback, "allow-loopback-for-tests", false, "TESTS ONLY: allow loopback addresses, which exposes every service on this host")
+	fs.Var(&c.deny, "egress-deny", "a range no client may reach, whatever else allows it: CIDR or IP, comma-separated (repeatable)")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
-	envs := []cliflag.Env{{"token", tokenEnv}, {"log-level", "BOTTLEQ_LOG_LEVEL"}}
+	envs := []cliflag.Env{{"token", tokenEnv}, {"egress-deny", "BOTTLEQ_EGRESS_DENY"}, {"log-level", "BOTTLEQ_LOG_LEVEL"}}
 	if _, err := cliflag.Parse(fs, args, envs, getenv, "Usage: egress-proxy [flags]\n\n"+
 		"Runs the egress proxy with one static policy. Clients authenticate with\n"+
 		"Proxy-Authorization: Basic, any user, the token as password.", stderr); err != nil {
@@ -70,7 +72,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if c.allowLoopback {
 		log.Warn().Msg("egress-proxy: -allow-loopback-for-tests is set: clients can reach every service on this host")
 	}
-	p := egress.New(egress.Config{AllowPrivate: c.allowPrivate, AllowLoopback: c.allowLoopback, Logger: log})
+	p := egress.New(egress.Config{AllowPrivate: c.allowPrivate, AllowLoopback: c.allowLoopback, Deny: c.deny, Logger: log})
 	pol := egress.Policy{Hosts: c.hosts, MaxConns: c.maxConns}
 	generated := c.token == ""
 	if generated {

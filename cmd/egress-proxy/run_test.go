@@ -7,11 +7,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -96,6 +98,55 @@ func TestRun(t *testing.T) {
 	}
 }
 
+// TestRunDeny checks -egress-deny and its environment variable: a host the
+// token may reach is refused when its address is in a denied range, and
+// the upstream sees nothing.
+func TestRunDeny(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+	}{
+		{"flag", []string{"-egress-deny", "10.0.0.0/8", "-egress-deny", "127.0.0.0/8"}, nil},
+		{"environment", nil, map[string]string{"BOTTLEQ_EGRESS_DENY": "10.0.0.0/8,127.0.0.0/8"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var hits atomic.Int64
+			up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { hits.Add(1) }))
+			defer up.Close()
+			const token = "static-token-0123456789"
+			env := map[string]string{tokenEnv: token}
+			maps.Copy(env, tt.env)
+			var stderr syncBuffer
+			ctx, cancel := context.WithCancel(context.Background())
+			code := make(chan int, 1)
+			go func() {
+				args := append([]string{"-listen", "127.0.0.1:0", "-allow-host", "127.0.0.1", "-allow-loopback-for-tests"}, tt.args...)
+				code <- Run(ctx, args, func(k string) string { return env[k] }, &stderr)
+			}()
+			defer func() { cancel(); <-code }()
+			addr := waitListen(t, &stderr)
+			pu, _ := url.Parse("http://x:" + token + "@" + addr)
+			c := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(pu)}, Timeout: 10 * time.Second}
+			resp, err := c.Get(up.URL + "/")
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusForbidden || !strings.Contains(string(b), "denied by the operator") {
+				t.Errorf("GET through the proxy = %d %q, want 403 denied by the operator", resp.StatusCode, b)
+			}
+			if n := hits.Load(); n != 0 {
+				t.Errorf("the upstream saw %d requests", n)
+			}
+		})
+	}
+}
+
 // waitListen returns the address from the "listening" log line.
 func waitListen(t *testing.T, stderr *syncBuffer) string {
 	t.Helper()
@@ -125,6 +176,8 @@ func TestRunUsage(t *testing.T) {
 		{[]string{"-token", "short"}, nil, "token must be"},
 		{nil, map[string]string{tokenEnv: "short"}, "token must be"},
 		{[]string{"-log-level", "loud"}, nil, "-log-level"},
+		{[]string{"-egress-deny", "10.0.0.0/33"}, nil, `invalid value "10.0.0.0/33" for flag -egress-deny: not a CIDR`},
+		{nil, map[string]string{"BOTTLEQ_EGRESS_DENY": "10.0.0.0/8,nope"}, "BOTTLEQ_EGRESS_DENY: not a valid -egress-deny value: item 2 of 2: not a CIDR"},
 		{[]string{"extra"}, nil, `unexpected argument "extra"`},
 		{[]string{"-nope"}, nil, "flag provided but not defined"},
 	}
