@@ -98,9 +98,11 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p.forward(ctx, w, r, addrs, e, log)
 }
 
-// unauthorized answers 407.
+// unauthorized answers 407 and closes the connection, which has no
+// business staying open without credentials.
 func (p *Proxy) unauthorized(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Proxy-Authenticate", `Basic realm="bottleq"`)
+	w.Header().Set("Connection", "close")
 	p.reply(w, r, refuse(http.StatusProxyAuthRequired, "", "proxy authentication required: Basic, with the task's token as password"))
 }
 

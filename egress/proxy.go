@@ -21,6 +21,13 @@ import (
 	"github.com/rs/zerolog"
 )
 
+// Defaults of [Config]'s client connection limits.
+const (
+	DefaultHeaderTimeout           = 10 * time.Second
+	DefaultMaxClientConns          = 1024
+	DefaultMaxClientConnsPerSource = 256
+)
+
 // Config configures a [Proxy]. The zero value is a working production
 // configuration.
 type Config struct {
@@ -52,9 +59,23 @@ type Config struct {
 	// DialTimeout bounds each name resolution and each dial. Default 10s.
 	DialTimeout time.Duration
 	// IdleTimeout closes a tunnel or upstream connection that moved no
-	// byte either way for this long, and idle client connections.
-	// Default 5m.
+	// byte either way for this long. Default 5m.
 	IdleTimeout time.Duration
+	// HeaderTimeout closes a client connection that takes longer than
+	// this to send a request's header, which carries its credentials, or
+	// that sends no request for this long after its last one. An open
+	// tunnel has IdleTimeout instead. Default [DefaultHeaderTimeout].
+	HeaderTimeout time.Duration
+	// MaxClientConns caps the client connections [Proxy.Serve] holds at
+	// once, authenticated or not: it answers 503 to those beyond and
+	// closes them at once. Default [DefaultMaxClientConns].
+	MaxClientConns int
+	// MaxClientConnsPerSource caps them per source address (per /64 for
+	// IPv6), so one client cannot take them all. VMs on one host may
+	// reach the proxy from one address: keep it above the worker's
+	// concurrency times each task's [Policy.MaxConns]. Default
+	// [DefaultMaxClientConnsPerSource].
+	MaxClientConnsPerSource int
 	// ShutdownTimeout is how long [Proxy.Serve] waits, once its context
 	// ends, for requests and tunnels to finish before closing them.
 	// Default 10s.
@@ -101,6 +122,15 @@ func New(cfg Config) *Proxy {
 	}
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = 5 * time.Minute
+	}
+	if cfg.HeaderTimeout <= 0 {
+		cfg.HeaderTimeout = DefaultHeaderTimeout
+	}
+	if cfg.MaxClientConns <= 0 {
+		cfg.MaxClientConns = DefaultMaxClientConns
+	}
+	if cfg.MaxClientConnsPerSource <= 0 {
+		cfg.MaxClientConnsPerSource = DefaultMaxClientConnsPerSource
 	}
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = 10 * time.Second
@@ -324,10 +354,12 @@ func unmapAP(ap netip.AddrPort) netip.AddrPort {
 
 // Serve serves the proxy on ln until ctx ends, then stops accepting,
 // waits up to ShutdownTimeout for requests and tunnels to finish, and
-// closes the rest. It returns nil after a shutdown, or the error that
-// stopped serving.
+// closes the rest. It holds the client connection caps and timeouts of
+// [Config]. It returns nil after a shutdown, or the error that stopped
+// serving.
 func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 	p.addSelf(ln.Addr())
+	ln = newClientLimit(ln, p.cfg.MaxClientConns, p.cfg.MaxClientConnsPerSource, p.log)
 	base, stop := context.WithCancel(context.WithoutCancel(ctx))
 	defer stop()
 	var inflight atomic.Int64 // handlers running, including tunnels, which Shutdown does not track
@@ -337,8 +369,8 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 			defer inflight.Add(-1)
 			p.ServeHTTP(w, r)
 		}),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       p.cfg.IdleTimeout,
+		ReadHeaderTimeout: p.cfg.HeaderTimeout,
+		IdleTimeout:       p.cfg.HeaderTimeout, // between requests
 		MaxHeaderBytes:    64 << 10,
 		BaseContext:       func(net.Listener) context.Context { return base },
 		ErrorLog:          newStdLog(p.log),

@@ -4,10 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
 	"maps"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -147,6 +149,50 @@ func TestRunDeny(t *testing.T) {
 	}
 }
 
+// TestRunClientCaps checks that -max-client-conns-per-source, here from
+// its environment variable, reaches the proxy: with a cap of one, a second
+// connection from loopback is answered 503 and closed while the first is
+// open. -header-timeout is long, so only the cap can close it.
+func TestRunClientCaps(t *testing.T) {
+	t.Parallel()
+	const token = "static-token-0123456789"
+	env := map[string]string{tokenEnv: token, "BOTTLEQ_EGRESS_MAX_CLIENT_CONNS_PER_SOURCE": "1"}
+	var stderr syncBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	code := make(chan int, 1)
+	go func() {
+		code <- Run(ctx, []string{"-listen", "127.0.0.1:0", "-header-timeout", "1m"}, func(k string) string { return env[k] }, &stderr)
+	}()
+	defer func() { cancel(); <-code }()
+	addr := waitListen(t, &stderr)
+	first, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	// An answer on the first proves it was accepted; a refusal to an
+	// authenticated client keeps it open.
+	_ = first.SetDeadline(time.Now().Add(10 * time.Second))
+	req := "GET http://127.0.0.1:1/ HTTP/1.1\r\nHost: 127.0.0.1:1\r\nProxy-Authorization: Basic " +
+		base64.StdEncoding.EncodeToString([]byte("x:"+token)) + "\r\n\r\n"
+	if _, err := io.WriteString(first, req); err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := http.ReadResponse(bufio.NewReader(first), nil); err != nil || resp.StatusCode != http.StatusForbidden || resp.Close {
+		t.Fatalf("first connection: %v, %v; want 403, kept alive", resp, err)
+	}
+	second, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close()
+	_ = second.SetDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(second), nil)
+	if err != nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("second connection: %v, %v; want 503 before it sent anything", resp, err)
+	}
+}
+
 // waitListen returns the address from the "listening" log line.
 func waitListen(t *testing.T, stderr *syncBuffer) string {
 	t.Helper()
@@ -176,6 +222,11 @@ func TestRunUsage(t *testing.T) {
 		{[]string{"-token", "short"}, nil, "token must be"},
 		{nil, map[string]string{tokenEnv: "short"}, "token must be"},
 		{[]string{"-log-level", "loud"}, nil, "-log-level"},
+		{[]string{"-max-client-conns", "0"}, nil, "-max-client-conns 0 must be at least 1"},
+		{[]string{"-max-client-conns-per-source", "0"}, nil, "-max-client-conns-per-source 0 must be at least 1"},
+		{nil, map[string]string{"BOTTLEQ_EGRESS_MAX_CLIENT_CONNS_PER_SOURCE": "-1"}, "-max-client-conns-per-source -1 must be at least 1"},
+		{[]string{"-header-timeout", "0s"}, nil, "-header-timeout 0s must be positive"},
+		{nil, map[string]string{"BOTTLEQ_EGRESS_HEADER_TIMEOUT": "soon"}, "BOTTLEQ_EGRESS_HEADER_TIMEOUT: not a valid -header-timeout value"},
 		{[]string{"-egress-deny", "10.0.0.0/33"}, nil, `invalid value "10.0.0.0/33" for flag -egress-deny: not a CIDR`},
 		{nil, map[string]string{"BOTTLEQ_EGRESS_DENY": "10.0.0.0/8,nope"}, "BOTTLEQ_EGRESS_DENY: not a valid -egress-deny value: item 2 of 2: not a CIDR"},
 		{[]string{"extra"}, nil, `unexpected argument "extra"`},
