@@ -184,7 +184,7 @@ func (p *Proxy) RegisterToken(taskID, token string, pol Policy) error {
 		max = DefaultMaxConns
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	t := &task{id: taskID, rules: rules, max: max, ctx: ctx, cancel: cancel, entries: map[entryKey]*entry{}}
+	t := &task{id: taskID, rules: rules, max: max, ctx: ctx, cancel: cancel, entries: map[entryKey]*entry{}, kept: map[bool]int{}}
 	key := sha256.Sum256([]byte(token))
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -232,6 +232,9 @@ func (p *Proxy) Unregister(taskID string) Record {
 		p.log.Warn().Str("task", taskID).Msg("egress: connections still open after unregister; record may be short")
 	}
 	rec := t.record()
+	if n := t.logs.flush(); n > 0 {
+		p.log.Info().Str("task", taskID).Int("suppressed", n).Msg("egress: lines about this task's requests were suppressed")
+	}
 	p.log.Debug().Str("task", taskID).Int("entries", len(rec.Entries)).Msg("egress: unregistered")
 	return rec
 }
@@ -263,7 +266,11 @@ type task struct {
 	closed    bool
 	wg        sync.WaitGroup // connections holding a slot
 	entries   map[entryKey]*entry
+	kept      map[bool]int // entries, allowed and refused
 	truncated int
+	invalid   int
+
+	logs logLimit // the task's lines about single requests
 }
 
 func (t *task) allows(host string, port int) bool {
@@ -359,7 +366,13 @@ func unmapAP(ap netip.AddrPort) netip.AddrPort {
 // serving.
 func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 	p.addSelf(ln.Addr())
-	ln = newClientLimit(ln, p.cfg.MaxClientConns, p.cfg.MaxClientConnsPerSource, p.log)
+	cl := newClientLimit(ln, p.cfg.MaxClientConns, p.cfg.MaxClientConnsPerSource, p.log)
+	ln = cl
+	defer func() {
+		if n := cl.logs.flush(); n > 0 {
+			p.log.Warn().Int("suppressed", n).Msg("egress: lines about refused connections were suppressed")
+		}
+	}()
 	base, stop := context.WithCancel(context.WithoutCancel(ctx))
 	defer stop()
 	var inflight atomic.Int64 // handlers running, including tunnels, which Shutdown does not track
