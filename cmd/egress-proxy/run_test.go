@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"net/url"
 	"strings"
 	"sync"
@@ -190,6 +191,22 @@ func TestRunClientCaps(t *testing.T) {
 	resp, err := http.ReadResponse(bufio.NewReader(second), nil)
 	if err != nil || resp.StatusCode != http.StatusServiceUnavailable {
 		t.Fatalf("second connection: %v, %v; want 503 before it sent anything", resp, err)
+	}
+}
+
+// TestDefaultListenIsLoopback backs README's "Listeners bind to 127.0.0.1
+// by default": without -listen the proxy's address is loopback. It reads
+// the parsed default rather than running the proxy, which would bind a
+// fixed port.
+func TestDefaultListenIsLoopback(t *testing.T) {
+	t.Parallel()
+	c, err := parseFlags(nil, func(string) string { return "" }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ap, err := netip.ParseAddrPort(c.listen)
+	if err != nil || ap.Addr() != netip.MustParseAddr("127.0.0.1") {
+		t.Errorf("default -listen %q, want 127.0.0.1:PORT", c.listen)
 	}
 }
 
