@@ -20,6 +20,13 @@
 // and dials the checked address, never the name, so a second DNS answer
 // cannot rebind the connection elsewhere.
 //
+// [Proxy.Serve] holds its clients to caps, in total and per source
+// address, and closes a connection that is slow to send a request's
+// header, credentials included, or answered 407, so a flood of idle
+// connections cannot take the process's files. A task's record and the
+// log lines about its requests are bounded too: a host that is not a
+// valid name is refused before it is recorded or logged.
+//
 // The package uses net/http from the standard library rather than a proxy
 // framework such as goproxy: CONNECT plus plain forwarding is a small
 // handler, and per-request authentication and a dial-time policy check
