@@ -53,6 +53,10 @@ type Result struct {
 	Commit string `json:"commit,omitempty"`
 	// Host is the worker host that ran the task and holds its commit.
 	Host string `json:"host"`
+	// Tenant is the tenant the task ran for (the payload's TenantName),
+	// whose later tasks alone may start from its commit. Results written
+	// before tenants existed have none.
+	Tenant string `json:"tenant,omitempty"`
 	// VM is the machine's name.
 	VM string `json:"vm"`
 	// SmolvmVersion is the smolvm release that ran it.
