@@ -14,10 +14,18 @@
 // absolute-form requests (GET http://host/...). For both, the proxy checks
 // the host against the task's [Policy], resolves the name once, checks
 // every address against a floor no policy can lift (loopback, link-local
-// including cloud metadata, unspecified, multicast, reserved, the proxy's
-// own addresses, and private ranges unless [Config.AllowPrivate]), and dials
-// the checked address, never the name, so a second DNS answer cannot
-// rebind the connection elsewhere.
+// including cloud metadata, unspecified, multicast, reserved, every
+// address of the proxy's own host on every port, the operator's
+// [Config.Deny] ranges, and private ranges unless [Config.AllowPrivate]),
+// and dials the checked address, never the name, so a second DNS answer
+// cannot rebind the connection elsewhere.
+//
+// [Proxy.Serve] holds its clients to caps, in total and per source
+// address, and closes a connection that is slow to send a request's
+// header, credentials included, or answered 407, so a flood of idle
+// connections cannot take the process's files. A task's record and the
+// log lines about its requests are bounded too: a host that is not a
+// valid name is refused before it is recorded or logged.
 //
 // The package uses net/http from the standard library rather than a proxy
 // framework such as goproxy: CONNECT plus plain forwarding is a small

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/bot-bottle/bottleq/internal/validate"
 )
 
 // refusal is a request the proxy will not carry out.
@@ -59,7 +61,18 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.reply(w, r, refuse(http.StatusBadRequest, "", "target %q is not host:port", hostport))
 		return
 	}
-	host, _ := canonicalHost(h)
+	host, isIP := canonicalHost(h)
+	if !isIP {
+		// Before the host is recorded or logged: a name can be as long
+		// as the request line.
+		if _, reason := validate.HostName(host); reason != "" {
+			t.noteInvalid()
+			t.logs.gate(p.log.Info()).Str("task", t.id).Int("len", len(h)).Str("method", r.Method).
+				Msg("egress: refused a host that is not a valid name")
+			p.reply(w, r, refuse(http.StatusBadRequest, "", "the target host (%d bytes) %s", len(h), reason))
+			return
+		}
+	}
 	log := p.log.With().Str("task", t.id).Str("host", host).Int("port", port).Str("method", r.Method).Logger()
 
 	addrs, ref := p.check(r.Context(), t, host, port)
@@ -78,7 +91,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if ref.reason != "" {
 			t.note(host, port, false, ref.reason)
 		}
-		log.Info().Int("status", ref.status).Str("reason", ref.reason).Msg("egress: refused")
+		t.logs.gate(log.Info()).Int("status", ref.status).Str("reason", ref.reason).Msg("egress: refused")
 		p.reply(w, r, ref)
 		return
 	}
@@ -92,15 +105,17 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	defer context.AfterFunc(t.ctx, cancel)()
 	if r.Method == http.MethodConnect {
-		p.tunnel(ctx, w, r, addrs, e, log)
+		p.tunnel(ctx, w, r, addrs, e, log, &t.logs)
 		return
 	}
-	p.forward(ctx, w, r, addrs, e, log)
+	p.forward(ctx, w, r, addrs, e, log, &t.logs)
 }
 
-// unauthorized answers 407.
+// unauthorized answers 407 and closes the connection, which has no
+// business staying open without credentials.
 func (p *Proxy) unauthorized(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Proxy-Authenticate", `Basic realm="bottleq"`)
+	w.Header().Set("Connection", "close")
 	p.reply(w, r, refuse(http.StatusProxyAuthRequired, "", "proxy authentication required: Basic, with the task's token as password"))
 }
 
@@ -126,14 +141,19 @@ func (p *Proxy) check(ctx context.Context, t *task, host string, port int) ([]ne
 			if err == nil {
 				err = errors.New("no addresses")
 			}
-			p.log.Info().Err(err).Str("host", host).Msg("egress: cannot resolve")
+			t.logs.gate(p.log.Info()).Err(err).Str("task", t.id).Str("host", host).Msg("egress: cannot resolve")
 			return nil, refuse(http.StatusBadGateway, "", "cannot resolve host %q", host)
 		}
+	}
+	local, err := p.localAddrs()
+	if err != nil {
+		t.logs.gate(p.log.Warn()).Err(err).Str("task", t.id).Msg("egress: cannot list this host's addresses")
+		return nil, refuse(http.StatusServiceUnavailable, "", "cannot list this host's addresses to check %q against them", host)
 	}
 	aps := make([]netip.AddrPort, 0, len(ips))
 	for _, a := range ips {
 		ap := netip.AddrPortFrom(a.Unmap(), uint16(port))
-		if why := p.forbidden(ap); why != "" {
+		if why := p.forbidden(ap, local); why != "" {
 			return nil, refuse(http.StatusForbidden, fmt.Sprintf("resolves to a forbidden address (%s: %s)", a.Unmap(), why),
 				"host %q resolves to a forbidden address (%s: %s)", host, a.Unmap(), why)
 		}
@@ -172,10 +192,10 @@ func (p *Proxy) reply(w http.ResponseWriter, r *http.Request, ref *refusal) {
 }
 
 // tunnel dials, answers 200 and splices the client and upstream together.
-func (p *Proxy) tunnel(ctx context.Context, w http.ResponseWriter, r *http.Request, aps []netip.AddrPort, e *entry, log zerolog.Logger) {
+func (p *Proxy) tunnel(ctx context.Context, w http.ResponseWriter, r *http.Request, aps []netip.AddrPort, e *entry, log zerolog.Logger, logs *logLimit) {
 	up, err := p.dial(ctx, aps)
 	if err != nil {
-		log.Info().Err(err).Msg("egress: dial failed")
+		logs.gate(log.Info()).Err(err).Msg("egress: dial failed")
 		p.reply(w, r, refuse(http.StatusBadGateway, "", "cannot connect to %q", r.Host))
 		return
 	}
@@ -262,7 +282,7 @@ func closeWrite(c net.Conn) {
 // forward sends a plain HTTP request upstream through a connection to a
 // checked address. Upstream connections are not reused: each request's
 // own check decides where it goes.
-func (p *Proxy) forward(ctx context.Context, w http.ResponseWriter, r *http.Request, aps []netip.AddrPort, e *entry, log zerolog.Logger) {
+func (p *Proxy) forward(ctx context.Context, w http.ResponseWriter, r *http.Request, aps []netip.AddrPort, e *entry, log zerolog.Logger, logs *logLimit) {
 	var mu sync.Mutex
 	var conns []*countingConn
 	tr := &http.Transport{
@@ -289,7 +309,7 @@ func (p *Proxy) forward(ctx context.Context, w http.ResponseWriter, r *http.Requ
 		Transport: tr,
 		ErrorLog:  newStdLog(log),
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			log.Info().Err(err).Msg("egress: upstream failed")
+			logs.gate(log.Info()).Err(err).Msg("egress: upstream failed")
 			p.reply(w, r, refuse(http.StatusBadGateway, "", "upstream %q failed", r.URL.Host))
 		},
 	}

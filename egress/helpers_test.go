@@ -38,6 +38,8 @@ var names = map[string][]string{
 	"nat64.test":          {"64:ff9b::a9fe:a9fe"},
 	"private.test":        {"10.0.0.5"},
 	"cgnat.test":          {"100.64.0.1"},
+	"host.test":           {"203.0.113.9"},        // a "local" address in TestFloorThisHost
+	"host64.test":         {"64:ff9b::cb00:7109"}, // the same, through NAT64
 }
 
 // harness is a proxy on a loopback listener, with upstream test servers,
@@ -45,7 +47,8 @@ var names = map[string][]string{
 // but loopback.
 type harness struct {
 	p     *egress.Proxy
-	addr  string // the proxy's host:port
+	addr  string            // the proxy's host:port
+	ln    *countingListener // the proxy's listener
 	plain *httptest.Server
 	tls   *httptest.Server
 
@@ -123,9 +126,10 @@ func newHarness(t *testing.T, mod func(*egress.Config)) *harness {
 		t.Fatal(err)
 	}
 	h.addr = ln.Addr().String()
+	h.ln = &countingListener{Listener: ln}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- h.p.Serve(ctx, ln) }()
+	go func() { done <- h.p.Serve(ctx, h.ln) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -279,4 +283,67 @@ func (b *lockedBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// countingListener counts the connections it accepts and how many of them
+// are open: the files the proxy holds for its clients.
+type countingListener struct {
+	net.Listener
+	mu                   sync.Mutex
+	accepted, open, peak int
+}
+
+func (l *countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.accepted++
+	l.open++
+	l.peak = max(l.peak, l.open)
+	return &countedConn{Conn: c, l: l}, nil
+}
+
+// counts returns the connections accepted so far, open now, and open at
+// most at once.
+func (l *countingListener) counts() (accepted, open, peak int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.accepted, l.open, l.peak
+}
+
+// waitCounts waits until ok(accepted, open) holds, and fails the test if
+// it does not within 10 s.
+func (l *countingListener) waitCounts(t *testing.T, what string, ok func(accepted, open int) bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		a, o, _ := l.counts()
+		if ok(a, o) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("waiting for %s: %d connections accepted, %d open", what, a, o)
+		}
+	}
+}
+
+type countedConn struct {
+	net.Conn
+	l    *countingListener
+	once sync.Once
+}
+
+func (c *countedConn) Close() error {
+	c.once.Do(func() {
+		c.l.mu.Lock()
+		c.l.open--
+		c.l.mu.Unlock()
+	})
+	return c.Conn.Close()
+}
+
+func (c *countedConn) CloseWrite() error {
+	return c.Conn.(*net.TCPConn).CloseWrite()
 }

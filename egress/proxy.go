@@ -23,6 +23,13 @@ import (
 	"github.com/bot-bottle/bottleq/tasks"
 )
 
+// Defaults of [Config]'s client connection limits.
+const (
+	DefaultHeaderTimeout           = 10 * time.Second
+	DefaultMaxClientConns          = 1024
+	DefaultMaxClientConnsPerSource = 256
+)
+
 // Config configures a [Proxy]. The zero value is a working production
 // configuration.
 type Config struct {
@@ -35,6 +42,16 @@ type Config struct {
 	// production it would let a VM reach every service on the proxy's
 	// host. Default false: refused.
 	AllowLoopback bool
+	// Deny lists ranges no task may reach, whatever its policy,
+	// AllowPrivate and AllowLoopback say: the operator's own networks,
+	// say. [Prefixes] reads them from a flag. Default: none.
+	Deny []netip.Prefix
+	// LocalAddrs returns this host's addresses, which no task may reach
+	// on any port; loopback addresses are left to AllowLoopback. It is
+	// called for every request, so addresses gained later count; an error
+	// refuses the request. Default: every address of every interface
+	// (net.InterfaceAddrs).
+	LocalAddrs func() ([]netip.Addr, error)
 	// Resolver resolves a host name once per request. Default
 	// net.DefaultResolver.LookupNetIP with network "ip".
 	Resolver func(ctx context.Context, host string) ([]netip.Addr, error)
@@ -44,9 +61,23 @@ type Config struct {
 	// DialTimeout bounds each name resolution and each dial. Default 10s.
 	DialTimeout time.Duration
 	// IdleTimeout closes a tunnel or upstream connection that moved no
-	// byte either way for this long, and idle client connections.
-	// Default 5m.
+	// byte either way for this long. Default 5m.
 	IdleTimeout time.Duration
+	// HeaderTimeout closes a client connection that takes longer than
+	// this to send a request's header, which carries its credentials, or
+	// that sends no request for this long after its last one. An open
+	// tunnel has IdleTimeout instead. Default [DefaultHeaderTimeout].
+	HeaderTimeout time.Duration
+	// MaxClientConns caps the client connections [Proxy.Serve] holds at
+	// once, authenticated or not: it answers 503 to those beyond and
+	// closes them at once. Default [DefaultMaxClientConns].
+	MaxClientConns int
+	// MaxClientConnsPerSource caps them per source address (per /64 for
+	// IPv6), so one client cannot take them all. VMs on one host may
+	// reach the proxy from one address: keep it above the worker's
+	// concurrency times each task's [Policy.MaxConns]. Default
+	// [DefaultMaxClientConnsPerSource].
+	MaxClientConnsPerSource int
 	// ShutdownTimeout is how long [Proxy.Serve] waits, once its context
 	// ends, for requests and tunnels to finish before closing them.
 	// Default 10s.
@@ -77,6 +108,14 @@ func New(cfg Config) *Proxy {
 			return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
 		}
 	}
+	if cfg.LocalAddrs == nil {
+		cfg.LocalAddrs = interfaceAddrs
+	}
+	deny := make([]netip.Prefix, len(cfg.Deny))
+	for i, d := range cfg.Deny {
+		deny[i] = normPrefix(d)
+	}
+	cfg.Deny = deny
 	if cfg.Dial == nil {
 		cfg.Dial = (&net.Dialer{}).DialContext
 	}
@@ -85,6 +124,15 @@ func New(cfg Config) *Proxy {
 	}
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = 5 * time.Minute
+	}
+	if cfg.HeaderTimeout <= 0 {
+		cfg.HeaderTimeout = DefaultHeaderTimeout
+	}
+	if cfg.MaxClientConns <= 0 {
+		cfg.MaxClientConns = DefaultMaxClientConns
+	}
+	if cfg.MaxClientConnsPerSource <= 0 {
+		cfg.MaxClientConnsPerSource = DefaultMaxClientConnsPerSource
 	}
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = 10 * time.Second
@@ -138,7 +186,7 @@ func (p *Proxy) RegisterToken(taskID, token string, pol Policy) error {
 		max = DefaultMaxConns
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	t := &task{id: taskID, rules: rules, max: max, ctx: ctx, cancel: cancel, entries: map[entryKey]*entry{}}
+	t := &task{id: taskID, rules: rules, max: max, ctx: ctx, cancel: cancel, entries: map[entryKey]*entry{}, kept: map[bool]int{}}
 	key := sha256.Sum256([]byte(token))
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -186,6 +234,9 @@ func (p *Proxy) Unregister(taskID string) tasks.EgressRecord {
 		p.log.Warn().Str("task", taskID).Msg("egress: connections still open after unregister; record may be short")
 	}
 	rec := t.record()
+	if n := t.logs.flush(); n > 0 {
+		p.log.Info().Str("task", taskID).Int("suppressed", n).Msg("egress: lines about this task's requests were suppressed")
+	}
 	p.log.Debug().Str("task", taskID).Int("entries", len(rec.Entries)).Msg("egress: unregistered")
 	return rec
 }
@@ -217,7 +268,11 @@ type task struct {
 	closed    bool
 	wg        sync.WaitGroup // connections holding a slot
 	entries   map[entryKey]*entry
+	kept      map[bool]int // entries, allowed and refused
 	truncated int
+	invalid   int
+
+	logs logLimit // the task's lines about single requests
 }
 
 func (t *task) allows(host string, port int) bool {
@@ -308,10 +363,18 @@ func unmapAP(ap netip.AddrPort) netip.AddrPort {
 
 // Serve serves the proxy on ln until ctx ends, then stops accepting,
 // waits up to ShutdownTimeout for requests and tunnels to finish, and
-// closes the rest. It returns nil after a shutdown, or the error that
-// stopped serving.
+// closes the rest. It holds the client connection caps and timeouts of
+// [Config]. It returns nil after a shutdown, or the error that stopped
+// serving.
 func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 	p.addSelf(ln.Addr())
+	cl := newClientLimit(ln, p.cfg.MaxClientConns, p.cfg.MaxClientConnsPerSource, p.log)
+	ln = cl
+	defer func() {
+		if n := cl.logs.flush(); n > 0 {
+			p.log.Warn().Int("suppressed", n).Msg("egress: lines about refused connections were suppressed")
+		}
+	}()
 	base, stop := context.WithCancel(context.WithoutCancel(ctx))
 	defer stop()
 	var inflight atomic.Int64 // handlers running, including tunnels, which Shutdown does not track
@@ -321,8 +384,8 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 			defer inflight.Add(-1)
 			p.ServeHTTP(w, r)
 		}),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       p.cfg.IdleTimeout,
+		ReadHeaderTimeout: p.cfg.HeaderTimeout,
+		IdleTimeout:       p.cfg.HeaderTimeout, // between requests
 		MaxHeaderBytes:    64 << 10,
 		BaseContext:       func(net.Listener) context.Context { return base },
 		ErrorLog:          newStdLog(p.log),

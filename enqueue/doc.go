@@ -10,6 +10,11 @@
 // is completed or archived, reports each new phase the worker writes, and
 // returns an [Outcome].
 //
+// Everything the worker needs to know about a run is in its
+// [tasks.AgentRun]: the image or pack, the command, and whose run it is
+// (Tenant) and how big its VM is (CPUs, MemMiB), set there like Image and
+// Env. [Options] only say how asynq handles the task.
+//
 // A command that exits non-zero still completes its task: Wait returns the
 // Outcome with Result.ExitCode set and no error. A task the worker gave up
 // on (archived) is a [*TaskFailedError]. Errors to match with errors.Is are

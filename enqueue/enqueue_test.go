@@ -280,6 +280,9 @@ func TestEnqueueInvalid(t *testing.T) {
 		{name: "no command", p: tasks.AgentRun{Image: "alpine"}, wantField: "command"},
 		{name: "image and from", p: tasks.AgentRun{Image: "alpine", From: "task:x", Command: []string{"true"}}, wantField: "from"},
 		{name: "bad env key", p: tasks.AgentRun{Image: "alpine", Command: []string{"true"}, Env: map[string]string{"1A": secret}}, wantField: "env"},
+		{name: "upper-case tenant", p: tasks.AgentRun{Tenant: "Acme", Image: "alpine", Command: []string{"true"}}, wantField: "tenant"},
+		{name: "256 cpus", p: tasks.AgentRun{Image: "alpine", Command: []string{"true"}, CPUs: 256}, wantField: "cpus"},
+		{name: "negative memory", p: tasks.AgentRun{Image: "alpine", Command: []string{"true"}, MemMiB: -1}, wantField: "mem_mib"},
 		{name: "sub-second timeout option", p: payload(), o: enqueue.Options{Timeout: 500 * time.Millisecond}},
 		{name: "timeout option shorter than the command's", p: payload(), o: enqueue.Options{Timeout: time.Minute}},
 		{name: "sub-second retention", p: payload(), o: enqueue.Options{Retention: time.Millisecond}},
@@ -390,6 +393,87 @@ func TestEnqueueOptions(t *testing.T) {
 				t.Errorf("stored task = type %s queue %s max retry %d timeout %s retention %s, want %s %s %d %s %s",
 					got.Type, got.Queue, got.MaxRetry, got.Timeout, got.Retention,
 					tasks.TypeAgentRun, tt.want.Queue, tt.want.MaxRetry, tt.want.Timeout, tt.want.Retention)
+			}
+		})
+	}
+}
+
+// TestEnqueueTenantAndResources: tenant, cpus and mem_mib travel in the
+// payload as stored in Redis (read back with asynq's inspector), a payload
+// without them stores none (the worker's defaults apply), and the tenant a
+// worker writes into the result comes back through Wait.
+func TestEnqueueTenantAndResources(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name              string
+		tenant            string
+		cpus, mem         int
+		wantTenant        string // TenantName of the stored payload
+		wantIn, wantNotIn []string
+	}{
+		{
+			name: "set", tenant: "acme-2", cpus: 2, mem: 1536, wantTenant: "acme-2",
+			wantIn: []string{`"tenant":"acme-2"`, `"cpus":2`, `"mem_mib":1536`},
+		},
+		{
+			name: "limits", tenant: strings.Repeat("z", tasks.MaxTenantLen), cpus: tasks.MaxCPUs, mem: tasks.MaxMemMiB,
+			wantTenant: strings.Repeat("z", tasks.MaxTenantLen),
+			wantIn:     []string{`"cpus":255`, `"mem_mib":1048576`},
+		},
+		{
+			name: "unset", wantTenant: tasks.DefaultTenant,
+			wantNotIn: []string{`"tenant"`, `"cpus"`, `"mem_mib"`},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			r := enqueuetest.Redis(t)
+			c := newClient(t, r)
+			ctx := context.Background()
+			p := payload()
+			p.Tenant, p.CPUs, p.MemMiB = tt.tenant, tt.cpus, tt.mem
+
+			info, err := c.Enqueue(ctx, p, enqueue.Options{TaskID: "t-" + tt.name})
+			if err != nil {
+				t.Fatalf("Enqueue: %v", err)
+			}
+			stored, err := newInspector(t, r).GetTaskInfo(info.Queue, info.ID)
+			if err != nil {
+				t.Fatalf("GetTaskInfo: %v", err)
+			}
+			raw := string(stored.Payload)
+			for _, want := range tt.wantIn {
+				if !strings.Contains(raw, want) {
+					t.Errorf("stored payload %s does not contain %s", raw, want)
+				}
+			}
+			for _, unwanted := range tt.wantNotIn {
+				if strings.Contains(raw, unwanted) {
+					t.Errorf("stored payload %s contains %s", raw, unwanted)
+				}
+			}
+			got, err := tasks.Decode(stored.Payload)
+			if err != nil {
+				t.Fatalf("Decode(stored payload): %v", err)
+			}
+			if got.Tenant != tt.tenant || got.TenantName() != tt.wantTenant || got.CPUs != tt.cpus || got.MemMiB != tt.mem {
+				t.Errorf("stored payload = tenant %q (%q), cpus %d, mem_mib %d; want %q (%q), %d, %d",
+					got.Tenant, got.TenantName(), got.CPUs, got.MemMiB, tt.tenant, tt.wantTenant, tt.cpus, tt.mem)
+			}
+
+			// A worker decodes the same payload and names the tenant in its result.
+			enqueuetest.Serve(t, r, &enqueuetest.Agent{
+				Run: func(_ context.Context, p tasks.AgentRun, _ int) (tasks.Result, error) {
+					return tasks.Result{Tenant: p.TenantName()}, nil
+				},
+			})
+			out, err := c.Wait(ctx, info.Queue, info.ID, nil)
+			if err != nil {
+				t.Fatalf("Wait: %v", err)
+			}
+			if out.Result.Tenant != tt.wantTenant {
+				t.Errorf("Result.Tenant = %q, want %q", out.Result.Tenant, tt.wantTenant)
 			}
 		})
 	}

@@ -24,6 +24,7 @@ func Example() {
 	defer c.Close()
 
 	info, err := c.Enqueue(ctx, tasks.AgentRun{
+		Tenant:  "acme", // whose run this is; empty means tasks.DefaultTenant
 		Image:   "ghcr.io/example/agent:1",
 		Command: []string{"agent", "--task", "fix the flaky test"},
 		Env:     map[string]string{"API_KEY": os.Getenv("API_KEY")},
@@ -48,8 +49,10 @@ func Example() {
 		log.Printf("agent exited %d", out.Result.ExitCode)
 	}
 	if out.Result.Commit != "" {
-		// The next run starts from where this one ended.
+		// The next run starts from where this one ended; a commit serves
+		// only its own tenant's tasks.
 		_, _ = c.Enqueue(ctx, tasks.AgentRun{
+			Tenant:  "acme",
 			From:    tasks.FromTaskPrefix + info.ID,
 			Command: []string{"agent", "--task", "now write the changelog"},
 		}, enqueue.Options{})

@@ -18,8 +18,11 @@ import (
 // result.
 func ExampleNewAgentRun() {
 	task, err := tasks.NewAgentRun(tasks.AgentRun{
+		Tenant:  "acme", // its commit serves only acme's later tasks
 		Image:   "alpine:3.20",
 		Command: []string{"sh", "-c", "echo hello"},
+		CPUs:    2, // less than the worker's cap; 0 takes the worker's default
+		MemMiB:  2048,
 		Timeout: tasks.Duration(90 * time.Second),
 		Commit:  tasks.Bool(false),
 	}, asynq.Queue("agents"))
@@ -45,6 +48,6 @@ func ExampleNewAgentRun() {
 	fmt.Println(info.Queue, info.MaxRetry, info.Timeout)
 	// Output:
 	// agent:run
-	// {"version":1,"image":"alpine:3.20","command":["sh","-c","echo hello"],"timeout":"1m30s","commit":false}
+	// {"version":1,"tenant":"acme","image":"alpine:3.20","command":["sh","-c","echo hello"],"cpus":2,"mem_mib":2048,"timeout":"1m30s","commit":false}
 	// agents 5 21m30s
 }

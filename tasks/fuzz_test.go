@@ -21,6 +21,8 @@ func FuzzDecode(f *testing.F) {
 		`{"image":"alpine","command":["true"],"env":{}}`,
 		`{"image":"a","command":["x"],"files":[{"path":"/in/a","content":"aGk=","mode":"0755"}],"artifacts":["/out/a"]}`,
 		`{"image":"a","command":["x"],"files":[],"artifacts":[]}`,
+		`{"tenant":"acme-2","image":"alpine","command":["true"],"cpus":255,"mem_mib":1048576}`,
+		`{"tenant":"Acme","image":"alpine","command":["true"],"cpus":256,"mem_mib":-1}`,
 		`{"image":"-x","command":[""]}`,
 		`null`,
 	} {

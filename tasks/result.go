@@ -53,6 +53,10 @@ type Result struct {
 	Commit string `json:"commit,omitempty"`
 	// Host is the worker host that ran the task and holds its commit.
 	Host string `json:"host"`
+	// Tenant is the tenant the task ran for (the payload's TenantName),
+	// whose later tasks alone may start from its commit. Results written
+	// before tenants existed have none.
+	Tenant string `json:"tenant,omitempty"`
 	// VM is the machine's name.
 	VM string `json:"vm"`
 	// SmolvmVersion is the smolvm release that ran it.
@@ -95,19 +99,29 @@ type Artifact struct {
 	Error string `json:"error,omitempty"`
 }
 
-// MaxEgressEntries caps an EgressRecord's Entries; attempts beyond it are
-// only counted in EgressRecord.Truncated.
-const MaxEgressEntries = 1024
+// MaxEgressEntries caps an EgressRecord's allowed entries, and separately
+// its refused entries; attempts beyond it are only counted in
+// EgressRecord.Truncated.
+const MaxEgressEntries = 256
+
+// MaxEgressRecordBytes caps an EgressRecord's JSON encoding; refused
+// entries are dropped first to stay within it, and counted in Truncated.
+const MaxEgressRecordBytes = 16 << 10
 
 // EgressRecord is what a task reached, and tried to reach, through the
-// worker's bundled egress proxy.
+// worker's bundled egress proxy. As JSON it is at most
+// MaxEgressRecordBytes long.
 type EgressRecord struct {
 	// Entries has one entry per host:port and outcome, sorted by host,
 	// then port, allowed first.
 	Entries []EgressEntry `json:"entries"`
-	// Truncated counts attempts left out because the record had reached
-	// MaxEgressEntries entries.
+	// Truncated counts the attempts (tunnels, requests and refusals) of
+	// entries left out of Entries: "and N more".
 	Truncated int `json:"truncated,omitempty"`
+	// Invalid counts requests refused because their host was neither an
+	// IP address nor a valid host name (at most 253 characters); the
+	// names are not kept.
+	Invalid int `json:"invalid,omitempty"`
 }
 
 // EgressEntry is a task's traffic to one host:port with one outcome.

@@ -10,9 +10,11 @@ import (
 	"github.com/bot-bottle/bottleq/tasks"
 )
 
-// TestResultWireFormat decodes results as earlier builds wrote them (the
-// worker writes compact JSON; the files are indented to be read) and checks
-// that encoding them again gives the same bytes, egress record included.
+// TestResultWireFormat decodes results as builds wrote them (the worker
+// writes compact JSON; the files are indented to be read) and checks that
+// encoding them again gives the same bytes, egress record included.
+// result-done.json and result-running.json predate tenants and must still
+// decode; result-done-tenant.json pins the tenant field.
 func TestResultWireFormat(t *testing.T) {
 	t.Parallel()
 	files, err := filepath.Glob(filepath.Join("testdata", "result-*.json"))

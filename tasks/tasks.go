@@ -66,6 +66,17 @@ const (
 	MaxFiles     = 256
 	MaxArtifacts = 256
 
+	// DefaultTenant is the tenant of a payload that names none.
+	DefaultTenant = "default"
+	// MaxTenantLen is the longest tenant name, in bytes.
+	MaxTenantLen = 63
+	// MaxCPUs is the most vCPUs a payload may ask for (smolvm takes a
+	// u8). A worker caps it lower with its own limit.
+	MaxCPUs = 255
+	// MaxMemMiB is the most memory a payload may ask for, in MiB: 1 TiB.
+	// A worker caps it lower with its own limit.
+	MaxMemMiB = 1 << 20
+
 	maxArgs       = 4096
 	maxEnv        = 256
 	maxAllowHosts = 256
@@ -85,12 +96,18 @@ const FromTaskPrefix = "task:"
 type AgentRun struct {
 	// Version is the payload schema version; 0 reads as PayloadVersion.
 	Version int `json:"version,omitempty"`
+	// Tenant names whose task this is: 1 to 63 bytes of lower-case
+	// letters, digits and '-', not starting with '-'
+	// (^[a-z0-9][a-z0-9-]{0,62}$). Empty means DefaultTenant; read it with
+	// TenantName. A task's commit belongs to its tenant.
+	Tenant string `json:"tenant,omitempty"`
 	// Image is an OCI image reference to pack and boot. Exactly one of
 	// Image and From is set.
 	Image string `json:"image,omitempty"`
 	// From boots an existing pack instead: an absolute path to a
 	// .smolmachine file on the worker host, or "task:ID", the commit an
-	// earlier task left.
+	// earlier task left. "task:ID" resolves only to a commit of the same
+	// tenant (TenantName): another tenant's task reads as no commit at all.
 	From string `json:"from,omitempty"`
 	// Command is the agent's argv; it is never run through a shell.
 	Command []string `json:"command"`
@@ -99,6 +116,14 @@ type AgentRun struct {
 	Env map[string]string `json:"env,omitempty"`
 	// Workdir is the command's absolute working directory in the VM.
 	Workdir string `json:"workdir,omitempty"`
+	// CPUs is how many vCPUs the VM gets, 1 to MaxCPUs; 0 means the
+	// worker's default. A payload may ask for less than the worker's cap,
+	// never more: the worker refuses more.
+	CPUs int `json:"cpus,omitempty"`
+	// MemMiB is the VM's memory in MiB, 1 to MaxMemMiB; 0 means the
+	// worker's default. Like CPUs, it may be below the worker's cap, never
+	// above it.
+	MemMiB int `json:"mem_mib,omitempty"`
 	// Timeout bounds the command, as a Go duration string ("90s") or a
 	// number of seconds. Zero means DefaultTimeout.
 	Timeout Duration `json:"timeout,omitempty"`
@@ -202,7 +227,17 @@ func (p AgentRun) CommandTimeout() time.Duration {
 	return time.Duration(p.Timeout)
 }
 
+// TenantName returns the payload's tenant, DefaultTenant when Tenant is
+// empty. It is the one place that default is applied.
+func (p AgentRun) TenantName() string {
+	if p.Tenant == "" {
+		return DefaultTenant
+	}
+	return p.Tenant
+}
+
 // FromTask returns the task ID when From names an earlier task's commit.
+// It resolves within the payload's tenant only.
 func (p AgentRun) FromTask() (string, bool) {
 	return strings.CutPrefix(p.From, FromTaskPrefix)
 }
@@ -231,6 +266,11 @@ func invalid(field, format string, a ...any) error {
 func (p AgentRun) Validate() error {
 	if p.Version < 0 || p.Version > PayloadVersion {
 		return invalid("version", "%d is not supported (this build reads up to %d)", p.Version, PayloadVersion)
+	}
+	if p.Tenant != "" {
+		if err := ValidateTenant(p.Tenant); err != nil {
+			return err
+		}
 	}
 	switch {
 	case p.Image == "" && p.From == "":
@@ -286,6 +326,13 @@ func (p AgentRun) Validate() error {
 		if _, err := validate.Host(h); err != nil {
 			return invalid(fmt.Sprintf("allow_hosts[%d]", i), "%q %s", h, err)
 		}
+	}
+	if p.CPUs < 0 || p.CPUs > MaxCPUs {
+		return invalid("cpus", "%d is out of range: 1 to %d, or 0 for the worker's default", p.CPUs, MaxCPUs)
+	}
+	if p.MemMiB < 0 || p.MemMiB > MaxMemMiB {
+		return invalid("mem_mib", "%d is out of range: 1 to %d MiB (%s), or 0 for the worker's default",
+			p.MemMiB, MaxMemMiB, FormatBytes(MaxMemMiB<<20))
 	}
 	if err := p.checkFiles(); err != nil {
 		return err
@@ -343,6 +390,31 @@ func (p AgentRun) checkArtifacts() error {
 			return invalid(field, "%q is also artifacts[%d]", a, j)
 		}
 		seen[a] = i
+	}
+	return nil
+}
+
+// ValidateTenant checks a tenant name: 1 to MaxTenantLen bytes of
+// lower-case ASCII letters, digits and '-', not starting with '-'. A bad
+// one is a *ValidationError for the field "tenant". The empty name, which
+// a payload reads as DefaultTenant, is refused here: callers that allow it
+// check for it first.
+func ValidateTenant(name string) error {
+	if name == "" {
+		return invalid("tenant", "must not be empty")
+	}
+	if len(name) > MaxTenantLen {
+		return invalid("tenant", "is %d bytes, more than %d", len(name), MaxTenantLen)
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' && i > 0 {
+			continue
+		}
+		if c == '-' {
+			return invalid("tenant", "%q must not start with '-'", name)
+		}
+		return invalid("tenant", "%q may hold only lower-case letters a-z, digits and '-'", name)
 	}
 	return nil
 }

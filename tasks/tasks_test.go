@@ -51,6 +51,11 @@ func TestDecodeValid(t *testing.T) {
 			want: tasks.AgentRun{From: "task:3f2a", Command: []string{"true"}, Timeout: tasks.Duration(1500 * time.Millisecond)},
 		},
 		{
+			name: "tenant and resources",
+			json: `{"tenant":"acme-2","image":"alpine","command":["true"],"cpus":2,"mem_mib":512}`,
+			want: tasks.AgentRun{Tenant: "acme-2", Image: "alpine", Command: []string{"true"}, CPUs: 2, MemMiB: 512},
+		},
+		{
 			name: "maximum timeout",
 			json: `{"image":"alpine","command":["true"],"timeout":"24h"}`,
 			want: tasks.AgentRun{Image: "alpine", Command: []string{"true"}, Timeout: tasks.Duration(tasks.MaxTimeout)},
@@ -112,6 +117,13 @@ func TestDecodeInvalid(t *testing.T) {
 		{"timeout not a duration", `{` + ok + `,"timeout":"abc"}`, "timeout"},
 		{"timeout a bool", `{` + ok + `,"timeout":true}`, "timeout"},
 		{"command not a list", `{"image":"alpine","command":"true"}`, "payload"},
+		{"tenant upper case", `{"tenant":"Acme",` + ok + `}`, "tenant"},
+		{"tenant a number", `{"tenant":7,` + ok + `}`, "payload"},
+		{"cpus a string", `{"cpus":"2",` + ok + `}`, "payload"},
+		{"cpus a fraction", `{"cpus":1.5,` + ok + `}`, "payload"},
+		{"cpus overflowing int", `{"cpus":99999999999999999999,` + ok + `}`, "payload"},
+		{"mem_mib over 1 TiB", `{"mem_mib":1048577,` + ok + `}`, "mem_mib"},
+		{"misspelt mem", `{"mem":512,` + ok + `}`, "payload"},
 		{"version 2", `{"version":2,` + ok + `}`, "version"},
 		{"negative version", `{"version":-1,` + ok + `}`, "version"},
 		{"not JSON", `image=alpine`, "payload"},
@@ -168,6 +180,90 @@ func TestAllowHosts(t *testing.T) {
 	var ve *tasks.ValidationError
 	if !errors.As(err, &ve) || ve.Field != "allow_hosts[1]" || ve.Reason != `"a..b" has an empty label (.. or a leading or trailing dot)` {
 		t.Errorf("Validate(%q) = %#v, want allow_hosts[1]: \"a..b\" has an empty label …", bad.AllowHosts, err)
+	}
+}
+
+// TestTenantAndResources: tenant follows ^[a-z0-9][a-z0-9-]{0,62}$ and
+// reads as DefaultTenant when empty; cpus and mem_mib are 0 (the worker's
+// default) or within 1..MaxCPUs and 1..MaxMemMiB. Each refusal is one line
+// naming the field.
+func TestTenantAndResources(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name       string
+		fields     string // JSON members added to a valid payload
+		wantTenant string // TenantName of the decoded payload
+		wantCPUs   int
+		wantMem    int
+		wantField  string // the field an error names; "" for none
+		wantReason string // in the error's reason
+	}{
+		{name: "no tenant is the default", fields: ``, wantTenant: tasks.DefaultTenant},
+		{name: "empty tenant is the default", fields: `"tenant":"",`, wantTenant: tasks.DefaultTenant},
+		{name: "the default by name", fields: `"tenant":"default",`, wantTenant: tasks.DefaultTenant},
+		{name: "one character", fields: `"tenant":"a",`, wantTenant: "a"},
+		{name: "digits and dashes", fields: `"tenant":"0-team-b-",`, wantTenant: "0-team-b-"},
+		{name: "63 characters", fields: `"tenant":"` + strings.Repeat("a", 63) + `",`, wantTenant: strings.Repeat("a", 63)},
+		{name: "64 characters", fields: `"tenant":"` + strings.Repeat("a", 64) + `",`, wantField: "tenant", wantReason: "is 64 bytes, more than 63"},
+		{name: "upper case", fields: `"tenant":"Acme",`, wantField: "tenant", wantReason: `"Acme" may hold only lower-case letters`},
+		{name: "leading dash", fields: `"tenant":"-acme",`, wantField: "tenant", wantReason: `"-acme" must not start with '-'`},
+		{name: "a dot", fields: `"tenant":"acme.io",`, wantField: "tenant", wantReason: "may hold only"},
+		{name: "an underscore", fields: `"tenant":"a_b",`, wantField: "tenant", wantReason: "may hold only"},
+		{name: "a slash", fields: `"tenant":"a/../b",`, wantField: "tenant", wantReason: "may hold only"},
+		{name: "white space", fields: `"tenant":" acme",`, wantField: "tenant", wantReason: "may hold only"},
+		{name: "a newline", fields: `"tenant":"a\nb",`, wantField: "tenant", wantReason: `"a\nb" may hold only`},
+		{name: "non-ASCII letter", fields: `"tenant":"ácme",`, wantField: "tenant", wantReason: "may hold only"},
+		{name: "cpus 0 is the worker's default", fields: `"cpus":0,`, wantTenant: tasks.DefaultTenant},
+		{name: "cpus 1", fields: `"cpus":1,`, wantTenant: tasks.DefaultTenant, wantCPUs: 1},
+		{name: "cpus 255", fields: `"cpus":255,`, wantTenant: tasks.DefaultTenant, wantCPUs: 255},
+		{name: "cpus 256", fields: `"cpus":256,`, wantField: "cpus", wantReason: "256 is out of range: 1 to 255"},
+		{name: "cpus -1", fields: `"cpus":-1,`, wantField: "cpus", wantReason: "-1 is out of range"},
+		{name: "mem_mib 0 is the worker's default", fields: `"mem_mib":0,`, wantTenant: tasks.DefaultTenant},
+		{name: "mem_mib 1", fields: `"mem_mib":1,`, wantTenant: tasks.DefaultTenant, wantMem: 1},
+		{name: "mem_mib 1 TiB", fields: `"mem_mib":1048576,`, wantTenant: tasks.DefaultTenant, wantMem: tasks.MaxMemMiB},
+		{name: "mem_mib over 1 TiB", fields: `"mem_mib":1048577,`, wantField: "mem_mib", wantReason: "1048577 is out of range: 1 to 1048576 MiB (1 TiB)"},
+		{name: "mem_mib -1", fields: `"mem_mib":-1,`, wantField: "mem_mib", wantReason: "-1 is out of range"},
+		{name: "mem_mib far beyond int32", fields: `"mem_mib":4294967296,`, wantField: "mem_mib", wantReason: "out of range"},
+		{name: "all of them", fields: `"tenant":"acme","cpus":4,"mem_mib":2048,`, wantTenant: "acme", wantCPUs: 4, wantMem: 2048},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			data := `{` + tt.fields + `"image":"alpine","command":["true"]}`
+			p, err := tasks.Decode([]byte(data))
+			if tt.wantField == "" {
+				if err != nil {
+					t.Fatalf("Decode(%s): %v", data, err)
+				}
+				if p.TenantName() != tt.wantTenant || p.CPUs != tt.wantCPUs || p.MemMiB != tt.wantMem {
+					t.Errorf("Decode(%s) = tenant %q, cpus %d, mem_mib %d; want %q, %d, %d",
+						data, p.TenantName(), p.CPUs, p.MemMiB, tt.wantTenant, tt.wantCPUs, tt.wantMem)
+				}
+				return
+			}
+			var ve *tasks.ValidationError
+			if !errors.As(err, &ve) {
+				t.Fatalf("Decode(%s) error = %v, want a *tasks.ValidationError", data, err)
+			}
+			msg := err.Error()
+			if ve.Field != tt.wantField || !strings.HasPrefix(msg, tt.wantField+": ") ||
+				!strings.Contains(ve.Reason, tt.wantReason) || strings.ContainsAny(msg, "\n\r") {
+				t.Errorf("Decode(%s) error = %q (field %q), want one line for %q containing %q", data, msg, ve.Field, tt.wantField, tt.wantReason)
+			}
+		})
+	}
+}
+
+// TestValidateTenant: the function producers and the CLI call directly
+// refuses the empty name, which only a payload reads as the default.
+func TestValidateTenant(t *testing.T) {
+	t.Parallel()
+	for name, wantErr := range map[string]bool{"": true, "a": false, "default": false, "9z-": false, "-": true, "A": true} {
+		err := tasks.ValidateTenant(name)
+		var ve *tasks.ValidationError
+		if got := err != nil; got != wantErr || (err != nil && (!errors.As(err, &ve) || ve.Field != "tenant")) {
+			t.Errorf("ValidateTenant(%q) = %v, want an error for tenant: %t", name, err, wantErr)
+		}
 	}
 }
 
@@ -233,11 +329,14 @@ func enqueued(t *testing.T, task *asynq.Task) *asynq.TaskInfo {
 func TestNewAgentRun(t *testing.T) {
 	t.Parallel()
 	base := tasks.AgentRun{
+		Tenant:  "acme",
 		Image:   "alpine:3.20",
 		Command: []string{"sh", "-c", "echo $API_KEY >/dev/null"},
 		Env:     map[string]string{"API_KEY": secret},
 		Workdir: "/src",
 		Commit:  tasks.Bool(false),
+		CPUs:    2,
+		MemMiB:  1024,
 	}
 	with := func(d time.Duration) tasks.AgentRun { p := base; p.Timeout = tasks.Duration(d); return p }
 	tests := []struct {
@@ -308,6 +407,9 @@ func TestNewAgentRunInvalid(t *testing.T) {
 		{"bad env key", tasks.AgentRun{Image: "alpine", Command: []string{"true"}, Env: map[string]string{"A-B": secret}}, "env"},
 		{"timeout too long", tasks.AgentRun{Image: "alpine", Command: []string{"true"}, Timeout: tasks.Duration(25 * time.Hour)}, "timeout"},
 		{"future version", tasks.AgentRun{Version: 2, Image: "alpine", Command: []string{"true"}}, "version"},
+		{"bad tenant", tasks.AgentRun{Tenant: "Acme", Image: "alpine", Command: []string{"true"}}, "tenant"},
+		{"too many cpus", tasks.AgentRun{Image: "alpine", Command: []string{"true"}, CPUs: 256}, "cpus"},
+		{"too much memory", tasks.AgentRun{Image: "alpine", Command: []string{"true"}, MemMiB: tasks.MaxMemMiB + 1}, "mem_mib"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"time"
 
 	"github.com/bot-bottle/bottleq/egress"
 	"github.com/bot-bottle/bottleq/internal/cliflag"
@@ -25,6 +26,10 @@ type config struct {
 	maxConns      int
 	allowPrivate  bool
 	allowLoopback bool
+	deny          egress.Prefixes
+	clientConns   int
+	perSource     int
+	headerTimeout time.Duration
 	logLevel      string
 }
 
@@ -43,8 +48,19 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.IntVar(&c.maxConns, "max-conns", egress.DefaultMaxConns, "concurrent connections cap")
 	fs.BoolVar(&c.allowPrivate, "allow-private", false, "allow private ranges (10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7)")
 	fs.BoolVar(&c.allowLoopback, "allow-loopback-for-tests", false, "TESTS ONLY: allow loopback addresses, which exposes every service on this host")
+	fs.Var(&c.deny, "egress-deny", "a range no client may reach, whatever else allows it: CIDR or IP, comma-separated (repeatable)")
+	fs.IntVar(&c.clientConns, "max-client-conns", egress.DefaultMaxClientConns, "client connections held at once, authenticated or not; more are closed at once")
+	fs.IntVar(&c.perSource, "max-client-conns-per-source", egress.DefaultMaxClientConnsPerSource, "client connections held at once from one address (one /64 for IPv6)")
+	fs.DurationVar(&c.headerTimeout, "header-timeout", egress.DefaultHeaderTimeout, "close a client connection that takes longer to send a request's header, or sends no request for this long")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
-	envs := []cliflag.Env{{"token", tokenEnv}, {"log-level", "BOTTLEQ_LOG_LEVEL"}}
+	envs := []cliflag.Env{
+		{"token", tokenEnv},
+		{"egress-deny", "BOTTLEQ_EGRESS_DENY"},
+		{"max-client-conns", "BOTTLEQ_EGRESS_MAX_CLIENT_CONNS"},
+		{"max-client-conns-per-source", "BOTTLEQ_EGRESS_MAX_CLIENT_CONNS_PER_SOURCE"},
+		{"header-timeout", "BOTTLEQ_EGRESS_HEADER_TIMEOUT"},
+		{"log-level", "BOTTLEQ_LOG_LEVEL"},
+	}
 	if _, err := cliflag.Parse(fs, args, envs, getenv, "Usage: egress-proxy [flags]\n\n"+
 		"Runs the egress proxy with one static policy. Clients authenticate with\n"+
 		"Proxy-Authorization: Basic, any user, the token as password.", stderr); err != nil {
@@ -52,6 +68,15 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	}
 	if c.maxConns < 1 {
 		return c, fmt.Errorf("-max-conns %d must be at least 1", c.maxConns)
+	}
+	if c.clientConns < 1 {
+		return c, fmt.Errorf("-max-client-conns %d must be at least 1", c.clientConns)
+	}
+	if c.perSource < 1 {
+		return c, fmt.Errorf("-max-client-conns-per-source %d must be at least 1", c.perSource)
+	}
+	if c.headerTimeout <= 0 {
+		return c, fmt.Errorf("-header-timeout %s must be positive", c.headerTimeout)
 	}
 	return c, nil
 }
@@ -70,7 +95,15 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if c.allowLoopback {
 		log.Warn().Msg("egress-proxy: -allow-loopback-for-tests is set: clients can reach every service on this host")
 	}
-	p := egress.New(egress.Config{AllowPrivate: c.allowPrivate, AllowLoopback: c.allowLoopback, Logger: log})
+	p := egress.New(egress.Config{
+		AllowPrivate:            c.allowPrivate,
+		AllowLoopback:           c.allowLoopback,
+		Deny:                    c.deny,
+		HeaderTimeout:           c.headerTimeout,
+		MaxClientConns:          c.clientConns,
+		MaxClientConnsPerSource: c.perSource,
+		Logger:                  log,
+	})
 	pol := egress.Policy{Hosts: c.hosts, MaxConns: c.maxConns}
 	generated := c.token == ""
 	if generated {

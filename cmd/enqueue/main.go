@@ -1,10 +1,14 @@
 // Command enqueue puts one agent:run task on bottleq's queue and, with
 // --wait, follows it to the end and exits with the agent's exit code.
 //
-//	enqueue [--redis URL] [--redis-ca FILE] (--image IMG | --from REF)
+//	enqueue [--redis URL] [--redis-ca FILE] [--tenant T] (--image IMG | --from REF)
 //	        [--env K=V]... [--allow-host HOST[:PORT]]... [--file LOCAL:GUEST]...
-//	        [--artifact GUEST]... [--workdir DIR] [--timeout DUR] [--no-commit]
-//	        [--task-id ID] [--queue Q] [--max-retry N] [--wait] -- CMD [ARG...]
+//	        [--artifact GUEST]... [--workdir DIR] [--cpus N] [--mem MiB]
+//	        [--timeout DUR] [--no-commit] [--task-id ID] [--queue Q]
+//	        [--max-retry N] [--wait] -- CMD [ARG...]
+//
+// REDIS_URL, REDIS_CA_FILE and BOTTLEQ_TENANT stand in for --redis,
+// --redis-ca and --tenant when those are not given.
 //
 // Everything is validated before it connects to Redis. A usage error exits
 // 2, any other failure 1, each with one line on stderr that never quotes an

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"time"
 
@@ -67,12 +68,15 @@ type listFlag []string
 func (l *listFlag) String() string     { return strings.Join(*l, ",") }
 func (l *listFlag) Set(s string) error { *l = append(*l, s); return nil }
 
-func newFlagSet(c *config, env *envFlag, files *listFlag, redisURL, redisCA, timeout *string, noCommit *bool, maxRetry *int) *flag.FlagSet {
+func newFlagSet(c *config, env *envFlag, files *listFlag, redisURL, redisCA, tenant, timeout *string, noCommit *bool, maxRetry *int) *flag.FlagSet {
 	fs := flag.NewFlagSet("enqueue", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
 	fs.StringVar(redisURL, "redis", "", "Redis `URL`, redis:// or rediss:// (TLS) (default $REDIS_URL, else "+DefaultRedisURL+")")
 	fs.StringVar(redisCA, "redis-ca", "", "PEM `file` of CA certificates to trust for rediss:// (default $REDIS_CA_FILE)")
+	fs.StringVar(tenant, "tenant", "", "the `tenant` the task runs for: up to "+fmt.Sprint(tasks.MaxTenantLen)+
+		" lower-case letters, digits and '-', not starting with '-'; --from task:ID finds only this tenant's commits (default $BOTTLEQ_TENANT, else "+
+		strconv.Quote(tasks.DefaultTenant)+")")
 	fs.StringVar(&c.payload.Image, "image", "", "OCI `image` to boot")
 	fs.StringVar(&c.payload.From, "from", "", "boot a pack instead: task:`ID` (the commit an earlier task left) or /abs/path.smolmachine on the worker")
 	fs.Var(env, "env", "set `K=V` for the command; repeatable. --env K alone passes K's value from this process's environment")
@@ -81,6 +85,8 @@ func newFlagSet(c *config, env *envFlag, files *listFlag, redisURL, redisCA, tim
 		"split at the first ':', so LOCAL may not contain one; repeatable, "+tasks.FormatBytes(tasks.DefaultMaxFilesBytes)+" in total. A directory travels as a tar file the command unpacks")
 	fs.Var((*listFlag)(&c.payload.Artifacts), "artifact", "copy the file at the absolute `GUEST` path out of the VM after the command, whatever its exit code; with --wait its place on the worker's host is printed; repeatable")
 	fs.StringVar(&c.payload.Workdir, "workdir", "", "absolute working `dir`ectory in the VM")
+	fs.IntVar(&c.payload.CPUs, "cpus", 0, "`N` vCPUs for the VM, 1 to "+fmt.Sprint(tasks.MaxCPUs)+", at most the worker's cap (default 0: the worker's default)")
+	fs.IntVar(&c.payload.MemMiB, "mem", 0, "the VM's memory in `MiB`, 1 to "+fmt.Sprint(tasks.MaxMemMiB)+", at most the worker's cap (default 0: the worker's default)")
 	fs.StringVar(timeout, "timeout", "", "the command's `timeout`, such as 90s or 1h (default "+tasks.DefaultTimeout.String()+", at most "+tasks.MaxTimeout.String()+")")
 	fs.BoolVar(noCommit, "no-commit", false, "do not commit the VM's end state for later --from task:ID")
 	fs.StringVar(&c.opts.TaskID, "task-id", "", "task `ID`; enqueueing an ID that still exists fails (default random)")
@@ -99,11 +105,12 @@ func parse(args []string, getenv func(string) string, help io.Writer) (config, e
 		files    listFlag
 		redisURL string
 		redisCA  string
+		tenant   string
 		timeout  string
 		noCommit bool
 		maxRetry int
 	)
-	fs := newFlagSet(&c, &env, &files, &redisURL, &redisCA, &timeout, &noCommit, &maxRetry)
+	fs := newFlagSet(&c, &env, &files, &redisURL, &redisCA, &tenant, &timeout, &noCommit, &maxRetry)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(help, usageHead)
@@ -133,6 +140,21 @@ func parse(args []string, getenv func(string) string, help io.Writer) (config, e
 		return c, usagef("%s: %v", caFrom, err)
 	}
 	c.redis = r
+
+	tenantFrom := "--tenant"
+	if tenant == "" {
+		tenant, tenantFrom = getenv("BOTTLEQ_TENANT"), "BOTTLEQ_TENANT"
+	}
+	if tenant != "" {
+		if err := tasks.ValidateTenant(tenant); err != nil {
+			var ve *tasks.ValidationError
+			if errors.As(err, &ve) {
+				return c, usagef("%s: %s", tenantFrom, ve.Reason)
+			}
+			return c, usagef("%s: %v", tenantFrom, err)
+		}
+		c.payload.Tenant = tenant
+	}
 
 	c.payload.Command = fs.Args()
 	switch {
@@ -204,8 +226,11 @@ func flagOf(field string) string {
 	switch {
 	case field == "command" || strings.HasPrefix(field, "command["):
 		return field
-	case field == "image", field == "from", field == "env", field == "workdir", field == "timeout":
+	case field == "image", field == "from", field == "env", field == "workdir", field == "timeout",
+		field == "tenant", field == "cpus":
 		return "--" + field
+	case field == "mem_mib":
+		return "--mem"
 	case field == "allow_hosts" || strings.HasPrefix(field, "allow_hosts["):
 		return "--allow-host"
 	case field == "files" || strings.HasPrefix(field, "files["):
@@ -244,12 +269,12 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprintln(stdout, info.ID)
 		return exitOK
 	}
-	return wait(ctx, client, info, stdout, stderr)
+	return wait(ctx, client, info, c.payload.Tenant, stdout, stderr)
 }
 
 // wait follows the task to its end and hands on the agent's output and
-// exit code.
-func wait(ctx context.Context, client *enqueue.Client, info *asynq.TaskInfo, stdout, stderr io.Writer) int {
+// exit code. tenant is the payload's, empty for the default.
+func wait(ctx context.Context, client *enqueue.Client, info *asynq.TaskInfo, tenant string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stderr, "bottleq: task %s: enqueued on queue %s\n", info.ID, info.Queue)
 	out, err := client.Wait(ctx, info.Queue, info.ID, func(r tasks.Result) {
 		if r.Attempt > 1 {
@@ -277,7 +302,11 @@ func wait(ctx context.Context, client *enqueue.Client, info *asynq.TaskInfo, std
 		fmt.Fprintf(stderr, "bottleq: task %s: the command timed out\n", info.ID)
 	}
 	if r.Commit != "" {
-		fmt.Fprintf(stderr, "bottleq: commit: %s on %s (use --from %s%s)\n", r.Commit, r.Host, tasks.FromTaskPrefix, info.ID)
+		sameTenant := ""
+		if tenant != "" {
+			sameTenant = " --tenant " + tenant // another tenant cannot start from it
+		}
+		fmt.Fprintf(stderr, "bottleq: commit: %s on %s (use --from %s%s%s)\n", r.Commit, r.Host, tasks.FromTaskPrefix, info.ID, sameTenant)
 	}
 	if r.Egress != nil {
 		for _, e := range r.Egress.Entries {

@@ -77,6 +77,17 @@ func TestRunUsageErrors(t *testing.T) {
 		{"bad --redis", []string{"--redis", "http://:pw-SECRET@h:1", "--image", "alpine", "--", "true"}, nil, "--redis: redis URL scheme"},
 		{"bad REDIS_URL", []string{"--image", "alpine", "--", "true"}, []string{"REDIS_URL", "redis://:pw-SECRET@h:1/x"}, "REDIS_URL: redis URL path"},
 		{"blank --task-id", []string{"--image", "alpine", "--task-id", " ", "--", "true"}, nil, "--task-id"},
+		{"upper-case --tenant", []string{"--tenant", "Acme", "--image", "alpine", "--", "true"}, nil, `--tenant: "Acme" may hold only lower-case letters`},
+		{"64-character --tenant", []string{"--tenant", strings.Repeat("a", 64), "--image", "alpine", "--", "true"}, nil, "--tenant: is 64 bytes, more than 63"},
+		{"--tenant with a leading dash", []string{"--tenant", "-acme", "--image", "alpine", "--", "true"}, nil, `--tenant: "-acme" must not start with '-'`},
+		{"bad BOTTLEQ_TENANT", []string{"--image", "alpine", "--", "true"}, []string{"BOTTLEQ_TENANT", "team_a"}, `BOTTLEQ_TENANT: "team_a" may hold only`},
+		{"bad BOTTLEQ_TENANT is not read when --tenant is given", []string{"--tenant", "a/b", "--image", "alpine", "--", "true"}, []string{"BOTTLEQ_TENANT", "ok"}, `--tenant: "a/b"`},
+		{"--cpus 256", []string{"--image", "alpine", "--cpus", "256", "--", "true"}, nil, "--cpus: 256 is out of range: 1 to 255"},
+		{"negative --cpus", []string{"--image", "alpine", "--cpus", "-1", "--", "true"}, nil, "--cpus: -1 is out of range"},
+		{"--cpus not a number", []string{"--image", "alpine", "--cpus", "two", "--", "true"}, nil, `invalid value "two" for flag -cpus`},
+		{"--mem over 1 TiB", []string{"--image", "alpine", "--mem", "1048577", "--", "true"}, nil, "--mem: 1048577 is out of range: 1 to 1048576 MiB (1 TiB)"},
+		{"negative --mem", []string{"--image", "alpine", "--mem", "-512", "--", "true"}, nil, "--mem: -512 is out of range"},
+		{"--mem with a unit", []string{"--image", "alpine", "--mem", "2GiB", "--", "true"}, nil, `invalid value "2GiB" for flag -mem`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -116,7 +127,7 @@ func TestRunHelp(t *testing.T) {
 	if code != exitOK || stderr.Len() != 0 {
 		t.Errorf("exit code = %d, stderr %q; want 0 and nothing", code, stderr.String())
 	}
-	for _, want := range []string{"Usage: enqueue", "-env K=V", "--env K alone", "-wait"} {
+	for _, want := range []string{"Usage: enqueue", "-env K=V", "--env K alone", "-wait", "-tenant tenant", "$BOTTLEQ_TENANT", "-cpus N", "-mem MiB"} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("help does not mention %q:\n%s", want, stdout)
 		}
@@ -167,10 +178,61 @@ func TestRunEnqueue(t *testing.T) {
 	}
 }
 
+// TestRunTenantAndResources: --tenant, --cpus and --mem land in the stored
+// payload; BOTTLEQ_TENANT stands in for --tenant (the flag wins); without
+// either the payload names no tenant, which reads as the default.
+func TestRunTenantAndResources(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name       string
+		args       []string
+		env        []string
+		wantTenant string // the payload's Tenant as stored
+		wantCPUs   int
+		wantMem    int
+	}{
+		{name: "flags", args: []string{"--tenant", "acme-2", "--cpus", "2", "--mem", "1536"}, wantTenant: "acme-2", wantCPUs: 2, wantMem: 1536},
+		{name: "limits", args: []string{"--cpus", "255", "--mem", "1048576"}, wantCPUs: 255, wantMem: 1048576},
+		{name: "zero is the worker's default", args: []string{"--cpus", "0", "--mem", "0"}},
+		{name: "BOTTLEQ_TENANT", env: []string{"BOTTLEQ_TENANT", "from-env"}, wantTenant: "from-env"},
+		{name: "--tenant wins over BOTTLEQ_TENANT", args: []string{"--tenant", "from-flag"}, env: []string{"BOTTLEQ_TENANT", "from-env"}, wantTenant: "from-flag"},
+		{name: "neither", wantTenant: ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			r := enqueuetest.Redis(t)
+			var stderr bytes.Buffer
+			args := append(append([]string{"--image", "alpine", "--task-id", "t1"}, tt.args...), "--", "true")
+
+			code, _ := run(t, env(r, tt.env...), &stderr, args...)
+
+			if code != exitOK {
+				t.Fatalf("exit %d: %s", code, stderr.String())
+			}
+			i := asynq.NewInspector(r)
+			defer i.Close()
+			info, err := i.GetTaskInfo(tasks.DefaultQueue, "t1")
+			if err != nil {
+				t.Fatalf("GetTaskInfo: %v", err)
+			}
+			p, err := tasks.Decode(info.Payload)
+			if err != nil {
+				t.Fatalf("Decode: %v", err)
+			}
+			if p.Tenant != tt.wantTenant || p.CPUs != tt.wantCPUs || p.MemMiB != tt.wantMem {
+				t.Errorf("payload %s = tenant %q, cpus %d, mem_mib %d; want %q, %d, %d",
+					info.Payload, p.Tenant, p.CPUs, p.MemMiB, tt.wantTenant, tt.wantCPUs, tt.wantMem)
+			}
+		})
+	}
+}
+
 func TestRunWait(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name       string
+		args       []string // before --image
 		result     tasks.Result
 		err        error
 		wantCode   int
@@ -182,6 +244,12 @@ func TestRunWait(t *testing.T) {
 			result:     tasks.Result{Stdout: "hello\n", Stderr: "note\n", Commit: "/srv/commits/x.smolmachine", Host: "w1"},
 			wantStdout: "hello\n",
 			wantStderr: []string{"note\n", "bottleq: commit: /srv/commits/x.smolmachine on w1 (use --from task:"},
+		},
+		{
+			name:       "a tenant's commit",
+			args:       []string{"--tenant", "acme"},
+			result:     tasks.Result{Commit: "/srv/commits/x.smolmachine", Host: "w1"},
+			wantStderr: []string{" --tenant acme)\n"},
 		},
 		{
 			name:       "the agent's exit code",
@@ -225,7 +293,8 @@ func TestRunWait(t *testing.T) {
 			})
 			var stderr bytes.Buffer
 
-			code, stdout := run(t, env(r), &stderr, "--wait", "--image", "alpine", "--", "agent")
+			args := append(append([]string{"--wait"}, tt.args...), "--image", "alpine", "--", "agent")
+			code, stdout := run(t, env(r), &stderr, args...)
 
 			if code != tt.wantCode {
 				t.Errorf("exit code = %d, want %d (stderr %q)", code, tt.wantCode, stderr.String())

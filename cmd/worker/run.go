@@ -44,6 +44,7 @@ type config struct {
 	egressListen  string
 	egressPrivate bool
 	egressLoop    bool
+	egressDeny    egress.Prefixes
 	unenforced    bool
 	concurrency   int
 	queues        string
@@ -77,6 +78,7 @@ var envFallbacks = []cliflag.Env{
 	{"proxy", "BOTTLEQ_PROXY"},
 	{"egress-listen", "BOTTLEQ_EGRESS_LISTEN"},
 	{"egress-allow-private", "BOTTLEQ_EGRESS_ALLOW_PRIVATE"},
+	{"egress-deny", "BOTTLEQ_EGRESS_DENY"},
 	{"egress-allow-loopback-for-tests", "BOTTLEQ_EGRESS_ALLOW_LOOPBACK_FOR_TESTS"},
 	{"allow-unenforced-egress", "BOTTLEQ_ALLOW_UNENFORCED_EGRESS"},
 	{"concurrency", "BOTTLEQ_CONCURRENCY"},
@@ -112,6 +114,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.StringVar(&c.proxy, "proxy", "", "egress proxy http://IP:PORT; VMs may reach only it (default: VMs get no network)")
 	fs.StringVar(&c.egressListen, "egress-listen", "", "run the bundled egress proxy on IP:PORT; VMs may reach only it, each task only its allow_hosts (-proxy defaults to this address)")
 	fs.BoolVar(&c.egressPrivate, "egress-allow-private", false, "let tasks' allow_hosts reach private ranges (10/8, 172.16/12, 192.168/16, CGNAT, fc00::/7)")
+	fs.Var(&c.egressDeny, "egress-deny", "a range no task may reach through the bundled proxy, whatever its allow_hosts say: CIDR or IP, comma-separated (repeatable)")
 	fs.BoolVar(&c.egressLoop, "egress-allow-loopback-for-tests", false, "TESTS ONLY: let tasks reach loopback addresses through the bundled proxy")
 	fs.BoolVar(&c.unenforced, "allow-unenforced-egress", false, "allow -proxy with smolvm < 1.8.0, which does NOT restrict egress of VMs created from a pack")
 	fs.IntVar(&c.concurrency, "concurrency", worker.DefaultConcurrency, "tasks (VMs) at once")
@@ -420,7 +423,7 @@ func startEgress(ctx context.Context, c *config, log zerolog.Logger) (p *egress.
 		}
 		c.proxy = "http://" + ln.Addr().String()
 	}
-	p = egress.New(egress.Config{AllowPrivate: c.egressPrivate, AllowLoopback: c.egressLoop, Logger: log.With().Str("component", "egress").Logger()})
+	p = egress.New(egress.Config{AllowPrivate: c.egressPrivate, AllowLoopback: c.egressLoop, Deny: c.egressDeny, Logger: log.With().Str("component", "egress").Logger()})
 	proxyCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	done := make(chan struct{})
 	go func() {

@@ -51,3 +51,29 @@ func TestBundledEgress(t *testing.T) {
 		t.Errorf("a task without allow_hosts got %q (server hits %d), want 403 and no request", stdout, hits.Load())
 	}
 }
+
+// TestEgressDeny: a range the operator denies with -egress-deny stays
+// closed to a task even when its allow_hosts name the address.
+func TestEgressDeny(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.2:0")
+	if err != nil {
+		t.Skipf("cannot listen on 127.0.0.2: %v", err)
+	}
+	var hits atomic.Int32
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { hits.Add(1) })}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	target := ln.Addr().String()
+
+	s := newStack(t, "miniredis", "1.9.3")
+	w := s.worker("BOTTLEQ_EGRESS_LISTEN=127.0.0.1:0", "BOTTLEQ_EGRESS_ALLOW_LOOPBACK_FOR_TESTS=true", "BOTTLEQ_EGRESS_DENY=127.0.0.2/32")
+	stdout, stderr, code := s.enqueue("--image", "alpine:3", "--no-commit", "--allow-host", target, "--wait", "--", "sh", "-c",
+		fmt.Sprintf(`curl -s -o /dev/null -w "%%{http_code}" http://%s/`, target))
+	if code != 0 || stdout != "403" {
+		t.Fatalf("exit %d stdout %q stderr %q, want 403\n%s", code, stdout, stderr, w.logs)
+	}
+	if hits.Load() != 0 {
+		t.Errorf("the denied server saw %d requests, want 0", hits.Load())
+	}
+}

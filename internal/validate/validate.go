@@ -158,7 +158,7 @@ func parseHost(s string) (HostPattern, string) {
 	if bracketed || strings.Contains(host, ":") {
 		return HostPattern{}, "is not a valid IP address"
 	}
-	name, reason := parseName(host)
+	name, reason := HostName(host)
 	if reason != "" {
 		return HostPattern{}, reason
 	}
@@ -169,9 +169,10 @@ func parseHost(s string) (HostPattern, string) {
 	return r, ""
 }
 
-// parseName checks a DNS host name (labels of letters, digits, '-' and
-// '_') and returns it in lower case.
-func parseName(s string) (string, string) {
+// HostName checks a DNS host name (at most 253 bytes of labels of letters,
+// digits, '-' and '_') and returns it in lower case, or a reason it is
+// not one.
+func HostName(s string) (string, string) {
 	if len(s) > 253 {
 		return "", "is longer than 253 characters"
 	}

@@ -1,0 +1,182 @@
+package egress_test
+
+import (
+	"bufio"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/bot-bottle/bottleq/egress"
+)
+
+// rawGets sends one authenticated plain GET per target over a single
+// kept-alive connection and returns the statuses and bodies.
+func (h *harness) rawGets(t *testing.T, token string, targets []string) ([]int, []string) {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", h.addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(60 * time.Second))
+	auth := "Proxy-Authorization: Basic " + base64.StdEncoding.EncodeToString([]byte("task:"+token)) + "\r\n"
+	br := bufio.NewReader(c)
+	var statuses []int
+	var bodies []string
+	for _, target := range targets {
+		if _, err := io.WriteString(c, "GET http://"+target+"/ HTTP/1.1\r\nHost: "+target+"\r\n"+auth+"\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("GET http://%.40s...: %v", target, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		statuses, bodies = append(statuses, resp.StatusCode), append(bodies, string(b))
+		if resp.Close {
+			break
+		}
+	}
+	return statuses, bodies
+}
+
+// longName is a valid host name of n characters, unique by i.
+func longName(i, n int) string {
+	s := fmt.Sprintf("h%d", i)
+	for len(s)+10 < n {
+		s += "." + strings.Repeat("a", min(63, n-len(s)-10))
+	}
+	return (s + ".flood.test")[:n-len(".flood.test")] + ".flood.test"
+}
+
+// TestInvalidHost checks that a host that is not a valid name is refused
+// with 400 before the proxy records or logs it, or resolves or dials
+// anything: the record only counts it, and the log line gives its length.
+func TestInvalidHost(t *testing.T) {
+	t.Parallel()
+	huge := strings.Repeat("a.", 10<<10) + "example.test"
+	tests := []struct {
+		name, host, want string
+	}{
+		{"20 KiB", huge, "longer than 253 characters"},
+		{"254 bytes", strings.Repeat("a", 63) + "." + strings.Repeat("b", 63) + "." + strings.Repeat("c", 63) + "." + strings.Repeat("d", 50) + ".example.test", "longer than 253"},
+		{"label over 63", strings.Repeat("x", 64) + ".example.test", "label longer than 63"},
+		{"bad character", "bad!name.example.test", `has "!"`},
+		{"IPv6 zone", "[fe80::1%25eth0]", `has ":"`}, // %25 is % in a URL
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var log lockedBuffer
+			h := newHarness(t, func(c *egress.Config) { c.Logger = zerolog.New(&log).Level(zerolog.DebugLevel) })
+			// A wildcard the long names match, were they valid.
+			tok := h.register(t, "t", egress.Policy{Hosts: []string{"*.example.test", "fe80::1"}})
+			resp, body, _ := h.connect(t, tok, tt.host+":443")
+			if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, tt.want) {
+				t.Errorf("CONNECT = %d %q, want 400 containing %q", resp.StatusCode, body, tt.want)
+			}
+			oneLine(t, body)
+			statuses, bodies := h.rawGets(t, tok, []string{tt.host + ":80"})
+			if statuses[0] != http.StatusBadRequest || !strings.Contains(bodies[0], tt.want) {
+				t.Errorf("GET = %d %q, want 400 containing %q", statuses[0], bodies[0], tt.want)
+			}
+			for what, s := range map[string]string{"reply": body + bodies[0], "log": log.String()} {
+				if strings.Contains(s, tt.host) || len(tt.host) > 40 && strings.Contains(s, tt.host[:40]) {
+					t.Errorf("the %s holds the host: %.300q", what, s)
+				}
+			}
+			rec := h.p.Unregister("t")
+			if len(rec.Entries) != 0 || rec.Invalid != 2 {
+				t.Errorf("record %+v, want no entries and 2 invalid", rec)
+			}
+			if n := len(h.resolvedNames()) + int(h.dials.Load()); n != 0 {
+				t.Errorf("resolved %q and dialed %q", h.resolvedNames(), h.dialedAddrs())
+			}
+		})
+	}
+}
+
+// TestRefusalFlood replays a hostile task: hundreds of refused requests,
+// each to a new 250-byte name, then one allowed request. The record stays
+// within 16 KiB, keeps the allowed entry, and counts what it leaves out;
+// the log holds few lines about the refusals, and they count the rest.
+func TestRefusalFlood(t *testing.T) {
+	t.Parallel()
+	var log lockedBuffer
+	h := newHarness(t, func(c *egress.Config) { c.Logger = zerolog.New(&log).Level(zerolog.InfoLevel) })
+	tok := h.register(t, "t", egress.Policy{Hosts: []string{"allowed.test"}})
+	const flood = 300
+	var targets []string
+	for i := range flood {
+		targets = append(targets, longName(i, 250)+":80")
+	}
+	targets = append(targets, "allowed.test:"+port(t, h.plain))
+	statuses, _ := h.rawGets(t, tok, targets)
+	if len(statuses) != flood+1 || statuses[flood] != http.StatusOK {
+		t.Fatalf("got %d answers, the last %d; want %d, the last 200", len(statuses), statuses[len(statuses)-1], flood+1)
+	}
+	for i, s := range statuses[:flood] {
+		if s != http.StatusForbidden || len(targets[i]) != 250+len(":80") {
+			t.Fatalf("GET http://%s/ = %d, want 403 for a 250-byte name", targets[i], s)
+		}
+	}
+
+	rec := h.p.Unregister("t")
+	b, err := json.Marshal(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) > 16<<10 {
+		t.Errorf("the record is %d bytes of JSON, want at most 16 KiB", len(b))
+	}
+	attempts, allowed := rec.Truncated, 0
+	for _, e := range rec.Entries {
+		attempts += e.Count
+		if e.Allowed {
+			allowed++
+			if e.Host != "allowed.test" || e.Count != 1 {
+				t.Errorf("allowed entry %+v, want allowed.test once", e)
+			}
+		}
+	}
+	if allowed != 1 || rec.Truncated == 0 || attempts != flood+1 {
+		t.Errorf("record has %d allowed entries, %d entries, %d more; want the allowed one kept and all %d attempts counted",
+			allowed, len(rec.Entries), rec.Truncated, flood+1)
+	}
+
+	var lines, suppressed int
+	sc := bufio.NewScanner(strings.NewReader(log.String()))
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		var l struct {
+			Message    string
+			Suppressed int
+			Task       string
+		}
+		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
+			t.Fatalf("log line %q: %v", sc.Text(), err)
+		}
+		if l.Task != "t" {
+			continue
+		}
+		suppressed += l.Suppressed
+		if l.Message == "egress: refused" {
+			lines++
+		}
+	}
+	if lines >= flood/2 || lines+suppressed != flood {
+		t.Errorf("the log has %d refusal lines and counts %d more; want few lines, and %d in all", lines, suppressed, flood)
+	}
+	if n := len(log.String()); n > 32<<10 {
+		t.Errorf("the log grew by %d bytes for %d refusals", n, flood)
+	}
+}
