@@ -15,9 +15,9 @@ import (
 type Config struct {
 	// Smolvm runs smolvm. Required.
 	Smolvm Smolvm
-	// DataDir holds packs (packs/), commits (commits/), artifacts
-	// (artifacts/) and task input files while they are copied in (tmp/).
-	// Required.
+	// DataDir holds packs (packs/), commits (commits/TENANT/), artifacts
+	// (artifacts/TENANT/KEY/) and task input files while they are copied
+	// in (tmp/), private to this user. Required.
 	DataDir string
 	// FromDirs are the directories an absolute payload "from" path may
 	// name a pack in, after its symlinks are resolved. None may be, hold
@@ -45,11 +45,12 @@ type Config struct {
 	// TeardownTimeout bounds deleting the VM, which runs even when the task
 	// was cancelled. Zero or negative: DefaultTeardownTimeout.
 	TeardownTimeout time.Duration
-	// Commits finds earlier tasks' commits. Default: this host's data
-	// directory only.
+	// Commits finds earlier tasks' commits, each for its tenant only.
+	// Default: this host's data directory only.
 	Commits Commits
-	// HostOfTask, with the default Commits, names the host of a commit that
-	// is not here. Default: none.
+	// HostOfTask, with the default Commits, tells a task of the same
+	// tenant what became of a commit that is not here: which host has it,
+	// or why there is none. Default: none.
 	HostOfTask HostOfTask
 	// BundledProxy is the egress proxy server this process runs. When set,
 	// ProxyURL must be its address as VMs reach it; each task registers its

@@ -48,9 +48,10 @@ func (h *Handler) makeDataDir() error {
 // (DATA/tmp); nothing in it outlives the files phase.
 func (h *Handler) tmpDir() string { return filepath.Join(h.cfg.DataDir, "tmp") }
 
-// artifactDir holds the artifacts of one task (DATA/artifacts/KEY).
-func (h *Handler) artifactDir(taskID string) string {
-	return filepath.Join(h.cfg.DataDir, "artifacts", fileKey(taskID))
+// artifactDir holds the artifacts of one task of a tenant
+// (DATA/artifacts/TENANT/KEY).
+func (h *Handler) artifactDir(tenant, taskID string) string {
+	return filepath.Join(h.cfg.DataDir, "artifacts", tenant, fileKey(taskID))
 }
 
 // copyIn is the files phase: it writes each file of the payload into a
@@ -105,7 +106,7 @@ func writeFile(path string, data []byte, mode os.FileMode) error {
 // recorded and does not fail the task; a smolvm failure that says the VM is
 // gone, or the task's end, fails the attempt.
 func (r *run) copyOut(ctx context.Context) error {
-	dir := r.h.artifactDir(r.taskID)
+	dir := r.h.artifactDir(r.p.TenantName(), r.taskID)
 	if err := os.MkdirAll(dir, privateDir); err != nil {
 		return fmt.Errorf("artifacts: %w", err)
 	}

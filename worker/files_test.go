@@ -111,7 +111,7 @@ func TestHandlerFilesAndArtifacts(t *testing.T) {
 			if got, err := os.ReadFile(a.HostPath); err != nil || string(got) != "HELLO\n" {
 				t.Errorf("artifact file %s: %q, %v", a.HostPath, got, err)
 			}
-			if dir := h.artifactDir("io"); filepath.Dir(a.HostPath) != dir {
+			if dir := h.artifactDir(tasks.DefaultTenant, "io"); filepath.Dir(a.HostPath) != dir {
 				t.Errorf("artifact at %s, want it in %s", a.HostPath, dir)
 			}
 			if m := res.Artifacts[1]; m.Path != "/work/out/none.txt" || m.Error != tasks.ArtifactMissing || m.HostPath != "" {
@@ -167,10 +167,10 @@ func TestHandlerArtifactCaps(t *testing.T) {
 	}
 	h, _ := newHandler(t, f, func(c *Config) { c.MaxArtifactBytes = 1000; c.MaxArtifactsBytes = 1000 })
 	// An earlier attempt left a file under big's name: it must go too.
-	if err := os.MkdirAll(h.artifactDir("caps"), 0o755); err != nil {
+	if err := os.MkdirAll(h.artifactDir(tasks.DefaultTenant, "caps"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	stale := filepath.Join(h.artifactDir("caps"), artifactName(0, "/o/big"))
+	stale := filepath.Join(h.artifactDir(tasks.DefaultTenant, "caps"), artifactName(0, "/o/big"))
 	if err := os.WriteFile(stale, []byte("old"), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -200,7 +200,7 @@ func TestHandlerArtifactCaps(t *testing.T) {
 			t.Errorf("artifact %d = %+v, want kept %v size %d error %q", i, a, w.kept, w.size, w.error)
 		}
 	}
-	ents, _ := os.ReadDir(h.artifactDir("caps"))
+	ents, _ := os.ReadDir(h.artifactDir(tasks.DefaultTenant, "caps"))
 	var names []string
 	for _, e := range ents {
 		names = append(names, e.Name())

@@ -45,7 +45,7 @@ type Handler struct {
 	cfg     Config
 	proxy   *ProxyAddr
 	packs   *PackCache
-	commits packStore
+	commits commitStore
 	from    fromPolicy
 	log     zerolog.Logger
 
@@ -121,7 +121,7 @@ func NewHandler(cfg Config) (*Handler, error) {
 		h.proxy = &p
 	}
 	h.packs = NewPackCache(filepath.Join(cfg.DataDir, "packs"), cfg.PackTTL, cfg.Smolvm.PackImage)
-	h.commits = packStore{dir: filepath.Join(cfg.DataDir, "commits")}
+	h.commits = commitStore{dir: filepath.Join(cfg.DataDir, "commits")}
 	if h.cfg.Commits == nil {
 		h.cfg.Commits = localCommits{store: h.commits, host: cfg.Host, hostOf: cfg.HostOfTask}
 	}
@@ -180,7 +180,7 @@ func (h *Handler) Run(ctx context.Context, m Meta, payload []byte, w io.Writer) 
 	r := &run{h: h, p: p, w: w, vm: VMName(m.ID, attempt), taskID: m.ID}
 	r.log = log.With().Str("vm", r.vm).Logger()
 	r.res = tasks.Result{
-		Host: h.cfg.Host, VM: r.vm, Attempt: attempt,
+		Host: h.cfg.Host, Tenant: p.TenantName(), VM: r.vm, Attempt: attempt,
 		SmolvmVersion: h.cfg.Smolvm.Version().String(),
 	}
 	start := time.Now()

@@ -194,7 +194,7 @@ func TestHandlerPhaseFailures(t *testing.T) {
 			if res := w.result(t); res.Error == "" || res.State != tasks.StateRunning {
 				t.Errorf("last report = %+v, want the error", res)
 			}
-			commits, _ := os.ReadDir(filepath.Join(h.cfg.DataDir, "commits"))
+			commits, _ := os.ReadDir(filepath.Join(h.cfg.DataDir, "commits", tasks.DefaultTenant))
 			if len(commits) != 0 {
 				t.Errorf("commit dir holds %d entries after a failure", len(commits))
 			}
@@ -391,11 +391,11 @@ func TestHandlerFromCommit(t *testing.T) {
 	t.Parallel()
 	f := newFake()
 	h, _ := newHandler(t, f, func(c *Config) {
-		c.HostOfTask = func(_ context.Context, id string) (string, bool, error) {
+		c.HostOfTask = func(_ context.Context, id string) (EarlierTask, error) {
 			if id == "elsewhere" {
-				return "host-b", true, nil
+				return EarlierTask{Tenant: tasks.DefaultTenant, Host: "host-b", State: "completed", Committed: true}, nil
 			}
-			return "", false, errors.New("task not found")
+			return EarlierTask{}, ErrNoSuchTask
 		}
 	})
 	if err := h.Run(context.Background(), Meta{ID: "first"}, payload(t, basic), nil); err != nil {
@@ -409,7 +409,7 @@ func TestHandlerFromCommit(t *testing.T) {
 	if !strings.Contains(f.lastCreate.From, "commits") {
 		t.Errorf("second task created from %q, want the first one's commit", f.lastCreate.From)
 	}
-	for id, want := range map[string]string{"elsewhere": "host-b", "missing": "task not found"} {
+	for id, want := range map[string]string{"elsewhere": "host-b", "missing": "from: tenant default has no commit of task missing"} {
 		p := tasks.AgentRun{From: "task:" + id, Command: []string{"x"}}
 		err := h.Run(context.Background(), Meta{ID: "n-" + id}, payload(t, p), nil)
 		if !errors.Is(err, asynq.SkipRetry) || !strings.Contains(err.Error(), want) {
@@ -511,9 +511,9 @@ func TestHandlerRunTwiceReplacesCommit(t *testing.T) {
 			t.Fatalf("run %d: commit unreadable: %v", i, err)
 		}
 	}
-	entries, _ := os.ReadDir(filepath.Join(h.cfg.DataDir, "commits"))
-	if len(entries) != 2 { // the stub and the .smolmachine, no temporaries
-		t.Errorf("commit dir holds %d entries, want 2", len(entries))
+	entries, _ := os.ReadDir(filepath.Join(h.cfg.DataDir, "commits", tasks.DefaultTenant))
+	if len(entries) != 3 { // the stub, the .smolmachine and the owner record, no temporaries
+		t.Errorf("commit dir holds %d entries, want 3", len(entries))
 	}
 }
 

@@ -120,7 +120,8 @@ func (r *run) pipeline(ctx context.Context) error {
 		return err
 	}
 	return r.phase(ctx, tasks.PhaseCommit, func(ctx context.Context) error {
-		p, err := h.commits.write(ctx, fileKey(r.taskID), func(ctx context.Context, out string) (smolvm.Pack, error) {
+		owner := commitOwner{TaskID: r.taskID, Tenant: r.p.TenantName(), Attempt: r.res.Attempt, Host: h.cfg.Host}
+		p, err := h.commits.write(ctx, owner, func(ctx context.Context, out string) (smolvm.Pack, error) {
 			return h.cfg.Smolvm.PackFromVM(ctx, r.vm, out)
 		})
 		r.res.Commit = p.Machine
@@ -193,7 +194,7 @@ func (r *run) source(ctx context.Context) (smolvm.Pack, error) {
 		return p, err
 	}
 	if id, ok := r.p.FromTask(); ok {
-		return r.h.cfg.Commits.Lookup(ctx, id)
+		return r.h.cfg.Commits.Lookup(ctx, r.p.TenantName(), id)
 	}
 	path, err := r.h.from.resolve(r.p.From)
 	return smolvm.Pack{Machine: path}, err

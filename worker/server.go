@@ -108,13 +108,15 @@ func RetryDelay(base, maxDelay time.Duration) asynq.RetryDelayFunc {
 	}
 }
 
-// InspectorHostOf returns a HostOfTask that reads the host of a task from
-// its result, in whatever queue it is.
+// InspectorHostOf returns a HostOfTask that reads a task, in whatever queue
+// it is: its tenant from its payload, its host and commit from its result.
+// A task in no queue, or one that is no readable agent:run task, is
+// ErrNoSuchTask.
 func InspectorHostOf(insp *asynq.Inspector) HostOfTask {
-	return func(ctx context.Context, taskID string) (string, bool, error) {
+	return func(ctx context.Context, taskID string) (EarlierTask, error) {
 		qs, err := insp.Queues()
 		if err != nil {
-			return "", false, err
+			return EarlierTask{}, err
 		}
 		for _, q := range qs {
 			info, err := insp.GetTaskInfo(q, taskID)
@@ -122,18 +124,37 @@ func InspectorHostOf(insp *asynq.Inspector) HostOfTask {
 				continue
 			}
 			if err != nil {
-				return "", false, err
+				return EarlierTask{}, err
 			}
-			var res tasks.Result
-			if len(info.Result) > 0 {
-				if err := json.Unmarshal(info.Result, &res); err != nil {
-					return "", false, fmt.Errorf("its result is not a bottleq result: %w", err)
-				}
-			}
-			return res.Host, info.State == asynq.TaskStateCompleted && res.Commit != "", nil
+			return earlierTask(info)
 		}
-		return "", false, fmt.Errorf("task %s is in no queue (never enqueued, or its result expired)", taskID)
+		return EarlierTask{}, ErrNoSuchTask
 	}
+}
+
+// earlierTask reads what a from "task:ID" needs of a task's info. What is
+// wrong with the task itself reads as ErrNoSuchTask: a task of another
+// tenant must not be told apart from a missing one by its error.
+func earlierTask(info *asynq.TaskInfo) (EarlierTask, error) {
+	if info.Type != tasks.TypeAgentRun {
+		return EarlierTask{}, ErrNoSuchTask
+	}
+	p, err := tasks.Decode(info.Payload)
+	if err != nil {
+		return EarlierTask{}, ErrNoSuchTask
+	}
+	var res tasks.Result
+	if len(info.Result) > 0 && json.Unmarshal(info.Result, &res) != nil {
+		res = tasks.Result{} // a result it cannot read names no commit
+	}
+	done := info.State == asynq.TaskStateCompleted
+	return EarlierTask{
+		Tenant:    p.TenantName(),
+		Host:      res.Host,
+		State:     info.State.String(),
+		Committed: done && res.Commit != "",
+		NoCommit:  !p.CommitEnabled(),
+	}, nil
 }
 
 // asynqLogger adapts zerolog to asynq.Logger.

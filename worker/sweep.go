@@ -26,9 +26,13 @@ func (h *Handler) Sweep(ctx context.Context) error {
 	if err := os.MkdirAll(h.tmpDir(), privateDir); err != nil {
 		return fmt.Errorf("worker: %w", err)
 	}
+	// Commits and artifacts are per tenant: DATA/commits/TENANT and
+	// DATA/artifacts/TENANT/KEY.
 	dirs := []string{h.packs.store.dir, h.commits.dir}
-	artifacts, _ := filepath.Glob(filepath.Join(h.cfg.DataDir, "artifacts", "*"))
-	for _, d := range append(dirs, artifacts...) {
+	commits, _ := filepath.Glob(filepath.Join(h.commits.dir, "*"))
+	artifacts, _ := filepath.Glob(filepath.Join(h.cfg.DataDir, "artifacts", "*", "*"))
+	dirs = append(append(dirs, commits...), artifacts...)
+	for _, d := range dirs {
 		if err := ctx.Err(); err != nil {
 			return err
 		}

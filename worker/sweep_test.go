@@ -21,10 +21,12 @@ func TestSweep(t *testing.T) {
 	files := map[string]bool{ // path under data → kept by Sweep
 		"packs/.tmp-img-1-ab.smolmachine":    false,
 		"packs/img-1.smolmachine":            true,
-		"commits/.tmp-t1-cd":                 false,
-		"commits/t1.smolmachine":             true,
-		"artifacts/t1/.tmp-0-ef":             false,
-		"artifacts/t1/0-report.txt":          true,
+		"commits/acme/.tmp-t1-cd":            false,
+		"commits/acme/t1.smolmachine":        true,
+		"commits/acme/.tmp-t1.owner.json-9":  false,
+		"commits/acme/t1.owner.json":         true,
+		"artifacts/acme/t1/.tmp-0-ef":        false,
+		"artifacts/acme/t1/0-report.txt":     true,
 		"tmp/files-123/0":                    false,
 		"packs/.tmp-img-2-young.smolmachine": true,
 	}
