@@ -187,7 +187,8 @@ type CreateOptions struct {
 	// the pack's manifest.
 	MemoryMiB int
 	// AllowCIDRs restricts egress to these prefixes. When set, the machine
-	// gets --net as well, and smolvm adds the DNS server to the list. Check
+	// gets --net as well. DNS still gets out past the list (see DNS, and
+	// docs/smolvm.md, Network policy). Check
 	// [Version.EnforcesAllowCIDROnFrom] before relying on it together with
 	// From: older releases drop it there and the VM's egress is
 	// unrestricted.
@@ -195,7 +196,8 @@ type CreateOptions struct {
 	// LocalhostOnly sends --outbound-localhost-only: the allow-list is
 	// 127.0.0.0/8 and ::1, and the machine gets a network device (its
 	// [Machine.Network] reads true). Use it to take egress away from a
-	// machine made from a pack whose manifest has network on. It needs
+	// machine made from a pack whose manifest has network on; smolvm still
+	// forwards its DNS queries unless DNS sends them nowhere. It needs
 	// [FeatureFromEgress] (smolvm 1.8.0, below which it is dropped on the
 	// --from path and, before 1.1.3, not enforced at all) and cannot be
 	// combined with AllowCIDRs.
