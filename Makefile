@@ -9,7 +9,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.6.1
 
 .PHONY: help
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 .PHONY: build
 build: ## build every command in cmd/ into bin/ (worker, enqueue, dashboard, egress-proxy, smolvm-sim)
@@ -22,6 +22,12 @@ test: ## gofmt check, go vet, and every test with -race (installs redis-server i
 	  if [ -n "$$unformatted" ]; then echo "gofmt would change: $$unformatted"; exit 1; fi
 	$(GO) vet $(PKGS)
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+
+.PHONY: conformance
+conformance: ## smolvm conformance suite on the simulator, and on SMOLVM_CONFORMANCE_BIN=/path/to/smolvm if set
+	@if [ -z "$$SMOLVM_CONFORMANCE_BIN" ]; then \
+	  echo "conformance: the simulator only; set SMOLVM_CONFORMANCE_BIN=/path/to/smolvm to run against a real smolvm"; fi
+	set -o pipefail; $(GO) test -race -count=1 -timeout 60m -run '^TestConformance$$' -v ./smolvm | grep -vE '^=== (RUN|PAUSE|CONT)'
 
 FUZZTIME ?= 10s
 .PHONY: fuzz

@@ -109,7 +109,7 @@ first)**, the steady rate without the first pickup; the end-to-end rate (N / fro
 completion) is shown beside it. The **baseline** is the same N tasks (same payload and options) on another queue,
 processed by in-process asynq.Servers whose handler returns nil at once, with the same concurrency, process count and
 poll interval (100ms, the worker's default), on the same Redis, right after. The **spawn floor** runs the built
-simulator sequentially (` + "`smolvm --version`" + `, which touches no state, and ` + "`smolvm machine ls`" + `, which takes the state
+simulator sequentially (` + "`smolvm --version`" + `, which touches no state, and ` + "`smolvm machine ls --json`" + `, which takes the state
 lock and reads the state directory) and multiplies the per-process wall time by the smolvm calls per task (7): the
 fastest any client of a process-per-call CLI could go at concurrency 1. CPU per task splits into the worker process
 itself, its children (smolvm processes and the guest commands they wait for, /proc cutime+cstime) and redis-server;
@@ -132,7 +132,7 @@ concurrent build can take a core, and the CPU-bound rows drop with it).`}
 		return s, err
 	}
 	lsState := b.mkdir(b.uniq("spawn") + "-sim")
-	lsWall, lsCPU, err := b.spawnFloor(ctx, b.n(200, 20), []string{"SMOLVM_SIM_STATE=" + lsState}, "machine", "ls")
+	lsWall, lsCPU, err := b.spawnFloor(ctx, b.n(200, 20), []string{"SMOLVM_SIM_STATE=" + lsState}, "machine", "ls", "--json")
 	if err != nil {
 		return s, err
 	}
@@ -242,7 +242,7 @@ concurrent build can take a core, and the CPU-bound rows drop with it).`}
 	}
 	s.add("simulator spawn floor (7 calls × `machine ls`)", fmt.Sprintf("%s/task → %.1f tasks/s; concurrency 1 reaches %.0f%% of it", ms(floorMS), floorTput, 100*c1.steady/floorTput))
 	s.detail("")
-	s.detail("- Spawn floor: `smolvm --version` %s wall, %s CPU per process; `smolvm machine ls` %s wall, %s CPU. 7 calls × %s = %s per task, a ceiling of %.1f tasks/s at concurrency 1 — the worker does %.1f tasks/s there (%.0f%%). The rest of a task's time is the calls doing real work (create, start, pack --from-vm write files under the state lock; the command exec runs a guest process) and the worker's own time.",
+	s.detail("- Spawn floor: `smolvm --version` %s wall, %s CPU per process; `smolvm machine ls --json` %s wall, %s CPU. 7 calls × %s = %s per task, a ceiling of %.1f tasks/s at concurrency 1 — the worker does %.1f tasks/s there (%.0f%%). The rest of a task's time is the calls doing real work (create, start, pack --from-vm write files under the state lock; the command exec runs a guest process) and the worker's own time.",
 		ms(verWall), ms(verCPU), ms(lsWall), ms(lsCPU), ms(lsWall), ms(floorMS), floorTput, c1.steady, 100*c1.steady/floorTput)
 	s.detail("- With 2 cores, concurrency above ~2 is CPU-bound: the CPU columns show where the CPU goes; the smolvm processes (Go binaries, one per call) dominate, so the no-op ratio says how much a process-per-call CLI costs, not how much asynq or the worker costs.")
 	s.detail("- Info-level mean worker-own time at concurrency 1 (Σ \"task finished\" durations − Δ bottleq_smolvm_call_duration_seconds_sum, /metrics): %s (scenario 1 measures per task at debug level).", c1Own)

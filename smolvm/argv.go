@@ -3,6 +3,7 @@ package smolvm
 import (
 	"fmt"
 	"io/fs"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -22,6 +23,10 @@ func packFromVMArgv(name, out string) []string {
 	return []string{"pack", "create", "--from-vm", name, "-o", out}
 }
 
+// createArgv writes create's options in one fixed order: --name, --from,
+// resources, egress (--net, --allow-cidr..., --outbound-localhost-only,
+// --dns), --label... and -e... sorted by key, then the positional name in
+// the positional dialect.
 func createArgv(d Dialect, name string, o CreateOptions) []string {
 	argv := []string{"machine", "create"}
 	if d == DialectNamed {
@@ -44,6 +49,13 @@ func createArgv(d Dialect, name string, o CreateOptions) []string {
 	for _, p := range o.AllowCIDRs {
 		argv = append(argv, "--allow-cidr", p.String())
 	}
+	if o.LocalhostOnly {
+		argv = append(argv, "--outbound-localhost-only")
+	}
+	if o.DNS.IsValid() {
+		argv = append(argv, "--dns", o.DNS.String())
+	}
+	argv = appendPairs(argv, "--label", o.Labels)
 	argv = appendEnv(argv, o.Env)
 	if d == DialectPositional {
 		argv = append(argv, name)
@@ -89,7 +101,7 @@ func cpArgv(src, dst string) []string { return []string{"machine", "cp", src, ds
 // mode with --mode OCTAL (options before SRC DST); older releases have no
 // such flag and get the plain form.
 func copyInArgv(v Version, name, host, guest string, mode fs.FileMode) []string {
-	if v.AtLeast(V1_9_3) {
+	if v.Supports(FeatureCpMode) {
 		return []string{"machine", "cp", "--mode", FormatMode(mode), host, name + ":" + guest}
 	}
 	return cpArgv(host, name+":"+guest)
@@ -110,14 +122,12 @@ func statusArgv(name string) []string {
 
 // appendEnv writes -e KEY=VALUE per entry, sorted by key so the argv is
 // deterministic.
-func appendEnv(argv []string, env map[string]string) []string {
-	keys := make([]string, 0, len(env))
-	for k := range env {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
-		argv = append(argv, "-e", k+"="+env[k])
+func appendEnv(argv []string, env map[string]string) []string { return appendPairs(argv, "-e", env) }
+
+// appendPairs writes flag KEY=VALUE per entry of m, sorted by key.
+func appendPairs(argv []string, flag string, m map[string]string) []string {
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		argv = append(argv, flag, k+"="+m[k])
 	}
 	return argv
 }

@@ -157,41 +157,83 @@ func (c *Client) checkOut(out string) error {
 	return nil
 }
 
-// CreateOptions are the optional parts of [Client.Create].
+// Resources smolvm gives a machine when create does not say, and the
+// largest values it takes. smolvm's --cpus is a u8 and --mem a u32 (MiB);
+// 0 is refused for either.
+const (
+	// DefaultCPUs is smolvm's --cpus default.
+	DefaultCPUs = 4
+	// DefaultMemoryMiB is smolvm's --mem default.
+	DefaultMemoryMiB = 8192
+	// MaxCPUs is the largest --cpus smolvm parses.
+	MaxCPUs = 255
+	// MaxMemoryMiB is the largest --mem smolvm parses.
+	MaxMemoryMiB = 1<<32 - 1
+)
+
+// CreateOptions are the optional parts of [Client.Create]. The zero value
+// sends no option: the machine gets smolvm's defaults, or its pack's
+// settings when From is set.
 type CreateOptions struct {
 	// From is a .smolmachine file to create the machine from.
 	From string
+	// CPUs (1..MaxCPUs) is sent as --cpus when non-zero. With From set,
+	// smolvm applies it only when it differs from DefaultCPUs: asking for
+	// exactly DefaultCPUs gets whatever the pack's manifest says. Read
+	// [Machine.CPUs] back with [Client.Status] to know what the VM got.
+	CPUs int
+	// MemoryMiB (1..MaxMemoryMiB) is sent as --mem when non-zero, with the
+	// same rule as CPUs: with From set, DefaultMemoryMiB cannot override
+	// the pack's manifest.
+	MemoryMiB int
 	// AllowCIDRs restricts egress to these prefixes. When set, the machine
-	// gets --net as well. Check [Version.EnforcesAllowCIDROnFrom] before
-	// relying on it together with From.
+	// gets --net as well. DNS still gets out past the list (see DNS, and
+	// docs/smolvm.md, Network policy). Check
+	// [Version.EnforcesAllowCIDROnFrom] before relying on it together with
+	// From: older releases drop it there and the VM's egress is
+	// unrestricted.
 	AllowCIDRs []netip.Prefix
+	// LocalhostOnly sends --outbound-localhost-only: the allow-list is
+	// 127.0.0.0/8 and ::1, and the machine gets a network device (its
+	// [Machine.Network] reads true). Use it to take egress away from a
+	// machine made from a pack whose manifest has network on; smolvm still
+	// forwards its DNS queries unless DNS sends them nowhere. It needs
+	// [FeatureFromEgress] (smolvm 1.8.0, below which it is dropped on the
+	// --from path and, before 1.1.3, not enforced at all) and cannot be
+	// combined with AllowCIDRs.
+	LocalhostOnly bool
+	// DNS, an IPv4 address, is sent as --dns: the resolver smolvm forwards
+	// the guest's DNS queries to, from the host. It needs [FeatureDNS] and
+	// an allow-list (AllowCIDRs or LocalhostOnly): without one smolvm's
+	// --dns turns on an unrestricted network.
+	DNS netip.Addr
+	// Labels are sent as --label KEY=VALUE, sorted by key, and read back
+	// in [Machine.Labels]. They need [FeatureLabels]. A key is 1 to
+	// MaxLabelKeyLen bytes of ASCII letters, digits, '.', '_', '-' and
+	// '/', starting with a letter or digit; a value may hold anything but
+	// a NUL byte.
+	Labels map[string]string
 	// Env is set in the machine for every command. Keys must be valid names.
 	Env map[string]string
-	// CPUs and MemoryMiB override smolvm's defaults when positive.
-	CPUs, MemoryMiB int
 }
 
-// Create runs `machine create` for a new machine named name.
+// Create runs `machine create` for a new machine named name. Every option
+// is checked before smolvm runs: a bad value is an [*ArgError], an option
+// the release does not honour an [*UnsupportedError] (see
+// [Client.Supports]); both match [ErrInvalid].
 func (c *Client) Create(ctx context.Context, name string, o CreateOptions) error {
 	if err := ValidateName(name); err != nil {
 		return err
 	}
-	if o.From != "" {
-		if err := checkArg("from", o.From); err != nil {
-			return err
-		}
-	}
-	if err := checkEnv(o.Env); err != nil {
+	if err := checkCreate(c.version, o); err != nil {
 		return err
-	}
-	for _, p := range o.AllowCIDRs {
-		if !p.IsValid() {
-			return argErr("allow_cidr", "invalid prefix")
-		}
 	}
 	_, err := c.call(ctx, "machine create", name, createArgv(c.version.Dialect(), name, o))
 	return err
 }
+
+// Supports reports whether the client's smolvm release has feature f.
+func (c *Client) Supports(f Feature) bool { return c.version.Supports(f) }
 
 // Start runs `machine start --name NAME`. smolvm returns once the machine's
 // agent answers, which can take up to 30 s.
@@ -288,7 +330,7 @@ func (c *Client) CopyIn(ctx context.Context, name, hostPath, guestPath string, m
 	if _, err := c.call(ctx, "machine cp", name, copyInArgv(c.version, name, hostPath, guestPath, mode)); err != nil {
 		return err
 	}
-	if c.version.AtLeast(V1_9_3) || mode == 0o644 {
+	if c.Supports(FeatureCpMode) || mode == 0o644 {
 		return nil
 	}
 	// chmod runs in the file's directory on "./BASE": the same file, and a

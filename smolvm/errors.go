@@ -30,9 +30,13 @@ var (
 	// ErrNoSuchFile: smolvm reported that a file does not exist, such as
 	// the guest file of a `machine cp` download.
 	ErrNoSuchFile = errors.New("no such file or directory")
-	// ErrInvalid: input refused before any process started. It is the one
-	// sentinel that does not come inside an [*Error]: see [*ArgError].
+	// ErrInvalid: input refused before any process started. It does not
+	// come inside an [*Error]: see [*ArgError] and [*UnsupportedError].
 	ErrInvalid = errors.New("invalid argument")
+	// ErrUnsupported: an option needs a newer smolvm release than the
+	// client speaks to; see [*UnsupportedError]. It always comes with
+	// [ErrInvalid] too, since no process was started.
+	ErrUnsupported = errors.New("not supported by this smolvm release")
 )
 
 // Error is a failure of smolvm itself: it could not be started, it exited
@@ -99,6 +103,29 @@ func (e *ArgError) Error() string { return e.Field + ": " + e.Reason }
 
 // Is makes every ArgError match [ErrInvalid].
 func (e *ArgError) Is(target error) bool { return target == ErrInvalid }
+
+// UnsupportedError is an option that the client's smolvm release would
+// ignore or reject, refused before any process started. Callers that have a
+// fallback ask [Client.Supports] first; the rest match this error with
+// errors.Is(err, ErrUnsupported) (or ErrInvalid, which it matches too).
+type UnsupportedError struct {
+	// Field names the option, such as "labels" or "dns".
+	Field string
+	// Feature is what the option needs.
+	Feature Feature
+	// Version is the client's smolvm release.
+	Version Version
+}
+
+// Error returns "field: smolvm X does not support FEATURE (needs Y)".
+func (e *UnsupportedError) Error() string {
+	return fmt.Sprintf("%s: smolvm %s does not support %s (needs %s)", e.Field, e.Version, e.Feature, e.Feature.Since())
+}
+
+// Is makes every UnsupportedError match [ErrUnsupported] and [ErrInvalid].
+func (e *UnsupportedError) Is(target error) bool {
+	return target == ErrUnsupported || target == ErrInvalid
+}
 
 func argErr(field, format string, a ...any) error {
 	return &ArgError{Field: field, Reason: fmt.Sprintf(format, a...)}

@@ -24,18 +24,27 @@ type Machine struct {
 	State string `json:"state"`
 	// PID is the VM process, when it runs.
 	PID int `json:"pid"`
-	// CPUs and MemoryMiB are the machine's resources.
+	// CPUs and MemoryMiB are the resources the machine really has: for a
+	// machine created --from a pack, the pack's unless create asked for
+	// values other than smolvm's defaults (see [CreateOptions.CPUs]).
 	CPUs      int `json:"cpus"`
 	MemoryMiB int `json:"memory_mib"`
 	// CreatedAt is when the machine was created, in unix seconds.
 	CreatedAt int64 `json:"created_at"`
 	// Image is the OCI image it was created from, if any.
 	Image string `json:"image"`
-	// Network tells whether the machine has a network device.
+	// Network tells whether the machine has a network device: true when
+	// create gave it --net, an allow-list or --outbound-localhost-only, or
+	// its pack's manifest says network. smolvm does not show the
+	// allow-list, so true does not say whether egress is restricted; false
+	// says the machine has no egress at all.
 	Network bool `json:"network"`
 	// Ephemeral marks machines of `smolvm machine run`.
 	Ephemeral bool `json:"ephemeral"`
-	// Labels are the machine's --label K=V (smolvm ≥ 1.8.0).
+	// Labels are the machine's --label KEY=VALUE pairs. smolvm reports
+	// them from 1.8.0, as an empty object when there are none; before, the
+	// field is absent and Labels is nil. Nil thus means the release does
+	// not report labels; an empty map, that the machine has none.
 	Labels map[string]string `json:"labels"`
 }
 

@@ -57,6 +57,85 @@ func ParseCIDR(s string) (netip.Prefix, error) {
 	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
+// MaxLabelKeyLen is the longest label key [CreateOptions.Labels] takes.
+const MaxLabelKeyLen = 128
+
+// ValidateLabelKey checks a key for [CreateOptions.Labels]: 1 to
+// MaxLabelKeyLen bytes of ASCII letters, digits, '.', '_', '-' and '/',
+// starting with a letter or digit. smolvm itself only refuses an empty key
+// and splits KEY=VALUE at the first '='; the narrower rule keeps a key
+// from passing for a flag and reads the same in every tool.
+func ValidateLabelKey(key string) error {
+	switch {
+	case key == "":
+		return argErr("labels", "key must not be empty")
+	case len(key) > MaxLabelKeyLen:
+		return argErr("labels", "key is %d bytes, longer than %d", len(key), MaxLabelKeyLen)
+	case !isAlnum(key[0]):
+		return argErr("labels", "key %q must start with an ASCII letter or digit", key)
+	}
+	for i := 0; i < len(key); i++ {
+		if c := key[i]; !isAlnum(c) && !strings.ContainsRune("._-/", rune(c)) {
+			return argErr("labels", "key %q may hold only ASCII letters, digits, '.', '_', '-' and '/'", key)
+		}
+	}
+	return nil
+}
+
+// checkCreate validates o for release v: every value, every combination,
+// and every option v does not honour.
+func checkCreate(v Version, o CreateOptions) error {
+	if o.From != "" {
+		if err := checkArg("from", o.From); err != nil {
+			return err
+		}
+	}
+	if o.CPUs < 0 || o.CPUs > MaxCPUs {
+		return argErr("cpus", "%d is outside 1..%d (0 leaves it unset)", o.CPUs, MaxCPUs)
+	}
+	if o.MemoryMiB < 0 || int64(o.MemoryMiB) > MaxMemoryMiB {
+		return argErr("mem", "%d MiB is outside 1..%d (0 leaves it unset)", o.MemoryMiB, int64(MaxMemoryMiB))
+	}
+	for _, p := range o.AllowCIDRs {
+		if !p.IsValid() {
+			return argErr("allow_cidr", "invalid prefix")
+		}
+	}
+	if o.LocalhostOnly {
+		if len(o.AllowCIDRs) > 0 {
+			return argErr("outbound_localhost_only", "cannot be combined with allow_cidr: smolvm would allow both")
+		}
+		if !v.Supports(FeatureFromEgress) {
+			return &UnsupportedError{Field: "outbound_localhost_only", Feature: FeatureFromEgress, Version: v}
+		}
+	}
+	if o.DNS.IsValid() {
+		if !o.DNS.Is4() {
+			return argErr("dns", "%s is not an IPv4 address (smolvm's --dns takes IPv4 only)", o.DNS)
+		}
+		if len(o.AllowCIDRs) == 0 && !o.LocalhostOnly {
+			return argErr("dns", "needs allow_cidr or outbound_localhost_only: on its own smolvm's --dns turns on an unrestricted network")
+		}
+		if !v.Supports(FeatureDNS) {
+			return &UnsupportedError{Field: "dns", Feature: FeatureDNS, Version: v}
+		}
+	}
+	if len(o.Labels) > 0 {
+		for k, val := range o.Labels {
+			if err := ValidateLabelKey(k); err != nil {
+				return err
+			}
+			if strings.ContainsRune(val, 0) {
+				return argErr("labels", "value of %s must not contain a NUL byte", k)
+			}
+		}
+		if !v.Supports(FeatureLabels) {
+			return &UnsupportedError{Field: "labels", Feature: FeatureLabels, Version: v}
+		}
+	}
+	return checkEnv(o.Env)
+}
+
 // checkArg refuses a value that smolvm could misread: empty, holding a NUL
 // byte (argv cannot carry it), or starting with '-' where clap would take it
 // for a flag.

@@ -71,14 +71,74 @@ var (
 	V1_0_2 = Version{1, 0, 2}
 	// V1_7_0 rejects `pack create -o X.smolmachine`.
 	V1_7_0 = Version{1, 7, 0}
-	// V1_8_0 applies --allow-cidr to machines created --from a pack; older
-	// releases silently drop it, leaving such a VM with unrestricted egress.
+	// V1_8_0 applies --allow-cidr and --outbound-localhost-only to machines
+	// created --from a pack (older releases silently drop them, leaving
+	// such a VM with the pack's network, unrestricted) and adds
+	// `machine create --label`.
 	V1_8_0 = Version{1, 8, 0}
 	// V1_9_3 is the first release known to take `machine cp --mode` (it
-	// appeared after v1.8.0; see docs/smolvm.md, machine cp); older ones
-	// get a chmod after the copy.
+	// appeared after v1.8.0; see docs/smolvm.md, machine cp) and the one
+	// whose `machine create --dns` bottleq relies on.
 	V1_9_3 = Version{1, 9, 3}
 )
+
+// Feature is a part of smolvm's command line that only some releases
+// honour. Ask [Version.Supports] (or [Client.Supports]) before relying on
+// one; options that need a feature the release lacks are refused with an
+// [*UnsupportedError] before any process starts.
+type Feature int
+
+const (
+	// FeatureFromEgress: `machine create --from` applies --allow-cidr and
+	// --outbound-localhost-only (from 1.8.0). Before, they are dropped
+	// without a word and the machine gets its pack's network, unrestricted.
+	FeatureFromEgress Feature = iota + 1
+	// FeatureLabels: `machine create --label KEY=VALUE`, shown back as
+	// `labels` by `machine ls --json` and `status --json` (from 1.8.0).
+	FeatureLabels
+	// FeatureDNS: `machine create --dns IPV4` sets the resolver the guest's
+	// DNS queries are forwarded to. The flag is older, but bottleq relies
+	// on it from 1.9.3 only, the release whose behaviour docs/smolvm.md
+	// describes.
+	FeatureDNS
+	// FeatureCpMode: `machine cp --mode OCTAL` for uploads (from 1.9.3;
+	// see [Client.CopyIn] for what older releases get instead).
+	FeatureCpMode
+)
+
+// Since returns the first release that has f, or the zero Version for a
+// Feature this package does not know.
+func (f Feature) Since() Version {
+	switch f {
+	case FeatureFromEgress, FeatureLabels:
+		return V1_8_0
+	case FeatureDNS, FeatureCpMode:
+		return V1_9_3
+	}
+	return Version{}
+}
+
+// String names f by the flag it is about.
+func (f Feature) String() string {
+	switch f {
+	case FeatureFromEgress:
+		return "--allow-cidr/--outbound-localhost-only with --from"
+	case FeatureLabels:
+		return "--label"
+	case FeatureDNS:
+		return "--dns"
+	case FeatureCpMode:
+		return "cp --mode"
+	}
+	return fmt.Sprintf("Feature(%d)", int(f))
+}
+
+// Supports reports whether release v has feature f. It is false for a
+// Feature this package does not know.
+func (v Version) Supports(f Feature) bool {
+	since := f.Since()
+	return !since.IsZero() && v.AtLeast(since)
+}
 
 // Dialect is the argv style a smolvm release accepts for machine names.
 type Dialect int
@@ -114,4 +174,5 @@ func (d Dialect) String() string {
 // EnforcesAllowCIDROnFrom reports whether release v applies --allow-cidr to
 // a machine created with --from. Before 1.8.0 the flag is silently dropped
 // on that path, so a VM meant to reach only a proxy gets unrestricted egress.
-func (v Version) EnforcesAllowCIDROnFrom() bool { return v.AtLeast(V1_8_0) }
+// It is v.Supports(FeatureFromEgress).
+func (v Version) EnforcesAllowCIDROnFrom() bool { return v.Supports(FeatureFromEgress) }

@@ -19,7 +19,6 @@ const defaultVersion = "1.9.3"
 type app struct {
 	ver      semver
 	env      []string
-	stdin    io.Reader
 	stdout   io.Writer
 	stderr   io.Writer
 	stateDir string
@@ -43,53 +42,10 @@ type callRecord struct {
 	Fault bool   `json:"fault,omitempty"`
 }
 
-// usageError is a clap-style parse error: "error: ..." and exit 2.
-type usageError string
-
-// Error returns the message without the "error: " prefix.
-func (e usageError) Error() string { return string(e) }
-
-func usagef(format string, args ...any) error { return usageError(fmt.Sprintf(format, args...)) }
-
-// faultError is an injected failure with its own exit code.
-type faultError struct {
-	code int
-	msg  string
-}
-
-// Error returns the injected message.
-func (e *faultError) Error() string { return e.msg }
-
-// exitStatus ends the invocation with a code and prints nothing more (guest exit codes).
-type exitStatus int
-
-// Error describes the code; it is never printed.
-func (e exitStatus) Error() string { return "exit status " + strconv.Itoa(int(e)) }
-
-var errHelp = errors.New("help requested")
-
-func errNotFound(name string) error { return fmt.Errorf("vm not found: %s", name) }
-
-func configErr(op, reason string) error {
-	return fmt.Errorf("config operation failed: %s: %s", op, reason)
-}
-
-func agentErr(op, reason string) error {
-	return fmt.Errorf("agent operation failed: %s: %s", op, reason)
-}
-
-func errNotRunning(name string) error {
-	return agentErr("connect", fmt.Sprintf("machine '%s' is not running. Use 'smolvm machine start --name %s' first.", name, name))
-}
-
-func errNotSimulated(what string) error {
-	return fmt.Errorf("smolvm-sim does not simulate '%s'", what)
-}
-
 // run is the whole program; main only wires it to the process.
-func run(args []string, env []string, stdin io.Reader, stdout, stderr io.Writer) int {
+func run(args []string, env []string, stdout, stderr io.Writer) int {
 	start := time.Now()
-	a := &app{env: env, stdin: stdin, stdout: stdout, stderr: stderr}
+	a := &app{env: env, stdout: stdout, stderr: stderr}
 	code := a.exit(a.main(args))
 	a.logCall(code, time.Since(start))
 	return code
@@ -120,7 +76,7 @@ func (a *app) configure(exe string) error {
 	}
 	stem := strings.TrimSuffix(filepath.Base(exe), filepath.Ext(exe))
 	// v1.7.0 printed the note for every executable name; later versions only
-	// for names other than smolvm/smolvm-bin (docs/smolvm.md, Global behaviour).
+	// for names other than smolvm/smolvm-bin.
 	if a.ver.atLeast(1, 7, 0) && (!a.ver.atLeast(1, 7, 1) || (stem != "smolvm" && stem != "smolvm-bin")) {
 		fmt.Fprintf(a.stderr, "note: no packed assets found for '%s'\n", stem)
 	}
@@ -151,6 +107,15 @@ func (a *app) getenv(key string) string {
 	return v
 }
 
+func (a *app) lookupEnv(key string) (string, bool) {
+	for i := len(a.env) - 1; i >= 0; i-- {
+		if k, v, ok := strings.Cut(a.env[i], "="); ok && k == key {
+			return v, true
+		}
+	}
+	return "", false
+}
+
 // named reports whether machine names are flags (v1.0.2+) rather than positionals.
 func (a *app) named() bool { return a.ver.atLeast(1, 0, 2) }
 
@@ -159,19 +124,17 @@ func (a *app) dispatch(args []string) error {
 		return usagef("'smolvm' requires a subcommand but one was not provided")
 	}
 	switch args[0] {
-	case "--version", "-V":
+	case "--version":
 		a.call.Op = "version"
 		fmt.Fprintf(a.stdout, "smolvm %s\n", a.ver)
 		return nil
-	case "--help", "-h", "help":
+	case "--help", "-h":
 		a.call.Op = "help"
 		return errHelp
-	case "machine", "vm":
+	case "machine":
 		return a.machine(args[1:])
 	case "pack":
 		return a.pack(args[1:])
-	case "serve", "config":
-		return errNotSimulated(args[0])
 	}
 	return usagef("unrecognized subcommand '%s'", args[0])
 }
@@ -180,25 +143,16 @@ func (a *app) machine(args []string) error {
 	if len(args) == 0 {
 		return usagef("'smolvm machine' requires a subcommand but one was not provided")
 	}
-	sub, rest := args[0], args[1:]
 	cmds := map[string]func([]string) error{
-		"create": a.create, "start": a.start, "stop": a.stop,
-		"delete": a.delete, "rm": a.delete, "exec": a.exec, "cp": a.cp,
-		"ls": a.ls, "list": a.ls, "status": a.status, "data-dir": a.dataDir,
+		"create": a.create, "start": a.start, "stop": a.stop, "delete": a.delete,
+		"exec": a.exec, "cp": a.cp, "ls": a.ls, "status": a.status,
 	}
-	canonical := map[string]string{"rm": "delete", "list": "ls"}
-	if f, ok := cmds[sub]; ok {
-		if c, ok := canonical[sub]; ok {
-			sub = c
-		}
-		a.call.Op = "machine " + sub
-		return f(rest)
+	f, ok := cmds[args[0]]
+	if !ok {
+		return usagef("unrecognized subcommand '%s'", args[0])
 	}
-	switch sub {
-	case "run", "shell", "sh", "update", "logs", "resize", "egress-events", "fork":
-		return errNotSimulated("machine " + sub)
-	}
-	return usagef("unrecognized subcommand '%s'", sub)
+	a.call.Op = "machine " + args[0]
+	return f(args[1:])
 }
 
 // exit prints err the way smolvm does and returns the exit code.
@@ -278,10 +232,18 @@ func (a *app) openStore() (*store, error) {
 const helpText = `smolvm-sim: a TEST DOUBLE of the smolvm CLI. It gives NO isolation:
 "guest" commands run as plain host processes under a per-machine directory.
 
-Usage: smolvm [--version] <machine|vm|pack> <COMMAND> [OPTIONS]
-
-  pack create (-I IMAGE | --from-vm NAME) -o OUT
-  machine create|start|stop|delete|rm|exec|cp|ls|list|status|data-dir
+It accepts the argv bottleq sends (names positional up to 1.0.1):
+  --version
+  pack create (--image IMAGE | --from-vm NAME) -o OUT
+  machine create (--name NAME | NAME) [--from FILE] [--cpus N] [--mem MIB] [--net]
+                 [--allow-cidr CIDR]... [-e KEY=VALUE]... [--label K=V]... [--dns IP]
+  machine start|stop --name NAME
+  machine delete (--name NAME | NAME) -f
+  machine exec --name NAME [-e KEY=VALUE]... [-w DIR] [--timeout DUR] [--stream] -- COMMAND...
+  machine cp [--mode OCTAL] SRC DST
+  machine ls --json
+  machine status --name NAME --json
+Other smolvm flags and forms are parse errors here.
 
 Environment:
   SMOLVM_SIM_VERSION    version to impersonate, X.Y.Z (default 1.9.3)

@@ -2,15 +2,10 @@ package main
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"os/signal"
-	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -19,23 +14,9 @@ import (
 // outputCap is the agent's per-stream limit for buffered exec (11 MiB).
 const outputCap = 11 * 1024 * 1024
 
-func (a *app) execFlags() []flagSpec {
-	f := []flagSpec{
-		{long: "name", value: "NAME"}, // no -n short in any version
-		{long: "workdir", short: 'w', value: "WORKDIR"},
-		{long: "env", short: 'e', value: "ENV", multi: true},
-		{long: "timeout", value: "TIMEOUT"},
-		{long: "interactive", short: 'i'}, {long: "tty", short: 't'}, {long: "stream"},
-	}
-	if a.ver.atLeast(1, 3, 0) {
-		f = append(f, flagSpec{long: "detach", short: 'd'})
-	}
-	return f
-}
-
 // exec handles `machine exec`: COMMAND runs as a plain host process.
 func (a *app) exec(args []string) error {
-	p, err := parseArgs(args, a.execFlags(), true)
+	p, err := parseArgs(args, execFlags, true)
 	if err != nil {
 		return err
 	}
@@ -46,21 +27,18 @@ func (a *app) exec(args []string) error {
 	var timeout time.Duration
 	if v := p.get("timeout"); p.has("timeout") {
 		if timeout, err = parseHumanDuration(v); err != nil {
-			return usagef("invalid value '%s' for '--timeout <TIMEOUT>': %v", v, err)
+			return usagef("invalid value '%s' for '%s': %v", v, flagTimeout.display(), err)
 		}
 		if timeout <= 0 {
-			return usagef("invalid value '%s' for '--timeout <TIMEOUT>': timeout must be greater than 0 (e.g., 5sec, 30s)", v)
+			return usagef("invalid value '%s' for '%s': timeout must be greater than 0 (e.g., 5sec, 30s)", v, flagTimeout.display())
 		}
 	}
-	detach := p.has("detach")
-	for _, other := range []string{"interactive", "tty", "stream"} {
-		if detach && p.has(other) {
-			return usagef("the argument '--detach' cannot be used with '--%s'", other)
-		}
+	if err := checkEnv(p.all("env")); err != nil {
+		return err
 	}
-	name := "default"
-	if p.has("name") {
-		name = p.get("name")
+	name, err := nameFlag(p)
+	if err != nil {
+		return err
 	}
 	a.call.Name = name
 	if err := a.gate("exec"); err != nil {
@@ -71,34 +49,21 @@ func (a *app) exec(args []string) error {
 		return err
 	}
 	root := st.root(name)
-	workdir := p.get("workdir")
-	if workdir == "" {
-		workdir = m.Workdir
-	}
-	if workdir == "" && m.Manifest != nil {
-		workdir = m.Manifest.Workdir
-	}
-	dir, err := guestPath(root, workdir)
+	dir, err := guestPath(root, p.get("workdir"))
 	if err != nil {
 		return agentErr("vm exec", err.Error())
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return agentErr("vm exec", err.Error())
 	}
-	// Later entries win: host env, then manifest env, record env, CLI -e.
+	// Later entries win: the host's environment, the machine's, exec's -e.
 	env := append(append([]string{}, a.env...), "SMOLVM_SIM_ROOT="+root, "SMOLVM_SIM_MACHINE="+name)
-	if m.Manifest != nil {
-		env = append(env, m.Manifest.Env...)
-	}
-	env = append(append(env, m.Env...), a.envPairs(p.all("env"))...)
+	env = append(append(env, m.Env...), p.all("env")...)
 
 	cmd := exec.Command(command[0], command[1:]...)
 	cmd.Dir, cmd.Env = dir, env
-	if detach {
-		return a.detach(st, name, cmd)
-	}
 	cmd.SysProcAttr = guestAttr()
-	return a.runGuest(cmd, p.has("interactive"), p.has("stream"), timeout)
+	return a.runGuest(cmd, p.has("stream"), timeout)
 }
 
 // running loads a machine that exec/cp may use: it must exist and be running
@@ -126,36 +91,10 @@ func (a *app) running(name string, checkReady bool) (*machine, *store, error) {
 	return m, st, err
 }
 
-// detach starts cmd in its own process group, records the group so that stop
-// kills it, and prints the PID.
-func (a *app) detach(st *store, name string, cmd *exec.Cmd) error {
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		return agentErr("vm exec", "failed to spawn command: "+err.Error())
-	}
-	pid := cmd.Process.Pid
-	_ = cmd.Process.Release()
-	err := st.locked(func() error {
-		m, err := st.get(name)
-		if err != nil || m == nil {
-			return err
-		}
-		m.GuestPGIDs = append(m.GuestPGIDs, pid)
-		return st.put(m)
-	})
-	if err != nil {
-		return err
-	}
-	fmt.Fprintln(a.stdout, pid)
-	return nil
-}
-
-// runGuest runs cmd to completion, enforcing the timeout and killing the
-// guest's process group if the simulator itself is told to stop.
-func (a *app) runGuest(cmd *exec.Cmd, interactive, stream bool, timeout time.Duration) error {
-	if interactive {
-		cmd.Stdin = a.stdin
-	}
+// runGuest runs cmd to completion with stdin from /dev/null, enforcing the
+// timeout and killing the guest's process group if the simulator itself is
+// told to stop.
+func (a *app) runGuest(cmd *exec.Cmd, stream bool, timeout time.Duration) error {
 	overflow := make(chan struct{})
 	var once sync.Once
 	onOver := func() { once.Do(func() { close(overflow) }) }
@@ -253,115 +192,4 @@ func (c *capBuffer) Bytes() []byte {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.buf.Bytes()
-}
-
-// guestPath maps guest path p into root. Relative paths start at "/"; a ".."
-// that would climb above the guest root is rejected.
-func guestPath(root, p string) (string, error) {
-	depth := 0
-	for _, part := range strings.Split(p, "/") {
-		switch part {
-		case "", ".":
-		case "..":
-			if depth--; depth < 0 {
-				return "", fmt.Errorf("guest path escapes the machine root: %s", p)
-			}
-		default:
-			depth++
-		}
-	}
-	return filepath.Join(root, filepath.FromSlash(filepath.Clean("/"+p))), nil
-}
-
-// cp handles `machine cp SRC DST`; one side is MACHINE:PATH.
-func (a *app) cp(args []string) error {
-	var specs []flagSpec
-	// --mode, --uid and --gid appeared between v1.8.0 and v1.9.3
-	// (docs/smolvm.md, machine cp); the simulator, like the wrapper, takes
-	// v1.9.3 as the boundary.
-	if a.ver.atLeast(1, 9, 3) {
-		specs = []flagSpec{{long: "mode", value: "MODE"}, {long: "uid", value: "UID"}, {long: "gid", value: "GID"}}
-	}
-	p, err := parseArgs(args, specs, false)
-	if err != nil {
-		return err
-	}
-	pos := append(p.pos, p.rest...)
-	switch {
-	case len(pos) < 2:
-		return missing("<SRC> <DST>")
-	case len(pos) > 2:
-		return usagef("unexpected argument '%s' found", pos[2])
-	}
-	var mode os.FileMode
-	if v := p.get("mode"); v != "" {
-		n, err := strconv.ParseUint(v, 8, 32)
-		if err != nil || n > 0o7777 {
-			return usagef("invalid value '%s' for '--mode <MODE>': expected an octal mode", v)
-		}
-		mode = os.FileMode(n)
-	}
-	src, dst := pos[0], pos[1]
-	var name, guest string
-	upload := false
-	if n, g, ok := strings.Cut(src, ":"); ok { // SRC is checked first
-		name, guest = n, g
-	} else if n, g, ok := strings.Cut(dst, ":"); ok {
-		name, guest, upload = n, g, true
-	} else {
-		return configErr("cp", "one of SRC or DST must use machine:path syntax (e.g. myvm:/path/in/guest)")
-	}
-	if p.has("mode") && !upload {
-		return configErr("cp", "--mode only applies to uploads")
-	}
-	a.call.Name = name
-	if err := a.gate("cp"); err != nil {
-		return err
-	}
-	_, st, err := a.running(name, false)
-	if err != nil {
-		return err
-	}
-	gp, err := guestPath(st.root(name), guest)
-	if err != nil {
-		return configErr("cp", err.Error())
-	}
-	if upload {
-		if err := os.MkdirAll(filepath.Dir(gp), 0o755); err != nil {
-			return configErr("cp", err.Error())
-		}
-		err = copyFile(src, gp, mode)
-	} else {
-		if info, statErr := os.Stat(dst); statErr == nil && info.IsDir() {
-			dst = filepath.Join(dst, filepath.Base(gp))
-		}
-		err = copyFile(gp, dst, 0)
-	}
-	if err != nil {
-		return configErr("cp", err.Error())
-	}
-	return nil
-}
-
-// copyFile copies one regular file atomically; mode 0 keeps the source mode.
-func copyFile(src, dst string, mode os.FileMode) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	info, err := in.Stat()
-	if err != nil {
-		return err
-	}
-	if !info.Mode().IsRegular() {
-		return errors.New(src + " is not a regular file")
-	}
-	if mode == 0 {
-		mode = info.Mode().Perm()
-	}
-	return writeFileAtomic(dst, mode, func(w io.Writer) error {
-		_, err := io.Copy(w, in)
-		return err
-	})
 }

@@ -9,7 +9,7 @@
 //
 // The simulator implements docs/smolvm.md, the smolvm contract bottleq
 // relies on: the same argv grammar per version (positional names up to
-// 1.0.1, -n/--name from 1.0.2), the same stdout/stderr lines, the same exit
+// 1.0.1, --name from 1.0.2), the same stdout/stderr lines, the same exit
 // codes (2 for parse errors, 1 for `Error: ...` failures, the guest's code
 // for exec, 124 for --timeout).
 //
@@ -46,4 +46,14 @@
 // ROOT/WORKDIR and SMOLVM_SIM_ROOT names ROOT, so a guest that wants "/x"
 // should use "$SMOLVM_SIM_ROOT/x". `machine cp` maps guest paths into ROOT.
 // `.smolmachine` files are tar archives holding manifest.json and rootfs/.
+//
+// # What it accepts
+//
+// Only the argv bottleq sends (smolvm/argv.go), in each release's dialect,
+// and create's --cpus, --mem, --label and --dns. smolvm's other flags and
+// forms (volumes, ports, exec -i/-t/-d, a command without --name, delete
+// without -f, ls without --json, …) are parse errors here, so that a flag
+// new to bottleq fails loudly until the simulator learns it. The
+// conformance suite (smolvm/conformance_test.go) runs the same checks
+// against the simulator and against a real smolvm.
 package main

@@ -5,11 +5,37 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 )
+
+func TestParseFaults(t *testing.T) {
+	t.Parallel()
+	rules, err := parseFaults("create:2:1; start:3+:7:agent operation failed: x: y ;exec:p0.25:9;*:1:4")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []faultRule{
+		{op: "create", nth: 2, exit: 1},
+		{op: "start", nth: 3, orLater: true, exit: 7, msg: "agent operation failed: x: y"},
+		{op: "exec", prob: 0.25, isProb: true, exit: 9},
+		{op: "*", nth: 1, exit: 4},
+	}
+	if !reflect.DeepEqual(rules, want) {
+		t.Fatalf("got %+v\nwant %+v", rules, want)
+	}
+	if !rules[0].fires(2, nil, 0) || rules[0].fires(3, nil, 0) || rules[1].fires(2, nil, 1) || !rules[1].fires(9, nil, 1) {
+		t.Error("N / N+ rules fire on the wrong calls")
+	}
+	for _, bad := range []string{"create:2", "nope:1:1", "create:0:1", "create:x:1", "create:p2:1", "create:1:256"} {
+		if _, err := parseFaults(bad); err == nil {
+			t.Errorf("parseFaults(%q) succeeded", bad)
+		}
+	}
+}
 
 func TestFaultNth(t *testing.T) {
 	t.Parallel()
@@ -48,7 +74,7 @@ func TestFaultFromNthWithMessage(t *testing.T) {
 
 func TestFaultExecBeforeGuest(t *testing.T) {
 	t.Parallel()
-	s := newSim(t, "1.9.3", "SMOLVM_SIM_FAULTS=exec:1:1")
+	s := newProcSim(t, "1.9.3", "SMOLVM_SIM_FAULTS=exec:1:1")
 	s.running("m")
 	s.fails(1, "injected fault (exec call 1)", "machine", "exec", "--name", "m", "--", "touch", "ran")
 	if _, err := os.Stat(filepath.Join(s.root("m"), "ran")); !os.IsNotExist(err) {
@@ -61,21 +87,21 @@ func TestFaultPackKinds(t *testing.T) {
 	t.Parallel()
 	out := filepath.Join(t.TempDir(), "p")
 	s := newSim(t, "1.9.3", "SMOLVM_SIM_FAULTS=pack-vm:1+:3")
-	s.ok("pack", "create", "-I", "alpine", "-o", out)
+	s.ok("pack", "create", "--image", "alpine", "-o", out)
 	s.running("m")
 	s.ok("machine", "stop", "--name", "m")
 	s.fails(3, "injected fault (pack-vm call 1)", "pack", "create", "--from-vm", "m", "-o", out+"vm")
 
 	s = newSim(t, "1.9.3", "SMOLVM_SIM_FAULTS=pack:1:4")
-	s.fails(4, "Error: ", "pack", "create", "-I", "alpine", "-o", out+"x")
+	s.fails(4, "Error: ", "pack", "create", "--image", "alpine", "-o", out+"x")
 	if _, err := os.Stat(out + "x"); !os.IsNotExist(err) {
 		t.Error("faulted pack wrote its output")
 	}
 
 	s = newSim(t, "1.9.3", "SMOLVM_SIM_FAULTS=*:2:5")
-	s.ok("machine", "ls")
-	s.fails(5, "Error: ", "machine", "status", "--name", "x")
-	s.fails(1, "vm not found", "machine", "status", "--name", "x")
+	s.ok("machine", "ls", "--json")
+	s.fails(5, "Error: ", "machine", "status", "--name", "x", "--json")
+	s.fails(1, "machine 'x' not found", "machine", "status", "--name", "x", "--json")
 }
 
 func TestFaultProbability(t *testing.T) {
@@ -84,7 +110,7 @@ func TestFaultProbability(t *testing.T) {
 		s := newSim(t, "1.9.3", env...)
 		var b strings.Builder
 		for i := 0; i < 20; i++ {
-			fmt.Fprint(&b, s.run("machine", "ls").code)
+			fmt.Fprint(&b, s.run("machine", "ls", "--json").code)
 		}
 		return b.String()
 	}
@@ -103,14 +129,14 @@ func TestFaultProbability(t *testing.T) {
 
 func TestBadFaultSpec(t *testing.T) {
 	t.Parallel()
-	newSim(t, "1.9.3", "SMOLVM_SIM_FAULTS=create:zero:1").fails(2, "SMOLVM_SIM_FAULTS", "machine", "ls")
-	newSim(t, "1.9.3", "SMOLVM_SIM_DELAY=start=fast").fails(2, "SMOLVM_SIM_DELAY", "machine", "ls")
+	newSim(t, "1.9.3", "SMOLVM_SIM_FAULTS=create:zero:1").fails(2, "SMOLVM_SIM_FAULTS", "machine", "ls", "--json")
+	newSim(t, "1.9.3", "SMOLVM_SIM_DELAY=start=fast").fails(2, "SMOLVM_SIM_DELAY", "machine", "ls", "--json")
 }
 
 // TestFaultCounterAcrossProcesses: the Nth create is counted over every process.
 func TestFaultCounterAcrossProcesses(t *testing.T) {
 	t.Parallel()
-	s := newSim(t, "1.9.3", "SMOLVM_SIM_FAULTS=create:5:1")
+	s := newProcSim(t, "1.9.3", "SMOLVM_SIM_FAULTS=create:5:1")
 	codes := parallel(10, func(i int) result { return s.run(s.create(fmt.Sprintf("m%d", i))...) })
 	if n := count(codes, 1); n != 1 {
 		t.Errorf("%d creates failed; want exactly 1", n)
@@ -120,11 +146,11 @@ func TestFaultCounterAcrossProcesses(t *testing.T) {
 // TestDelayOutsideLock: injected latency and a running guest do not hold the lock.
 func TestDelayOutsideLock(t *testing.T) {
 	t.Parallel()
-	s := newSim(t, "1.9.3", "SMOLVM_SIM_DELAY=start=2s")
+	s := newProcSim(t, "1.9.3", "SMOLVM_SIM_DELAY=start=2s")
 	s.ok(s.create("m")...)
 	start := time.Now()
-	slow := background(t, s.command(nil, "machine", "start", "--name", "m"))
-	s.ok("machine", "ls") // would wait for the lock if the delay held it
+	slow := background(t, s.command("machine", "start", "--name", "m"))
+	s.ok("machine", "ls", "--json") // would wait for the lock if the delay held it
 	select {
 	case <-slow:
 		t.Error("start finished before a concurrent ls")
@@ -137,7 +163,7 @@ func TestDelayOutsideLock(t *testing.T) {
 		t.Errorf("start with a 2s delay took %v", d)
 	}
 
-	guest := background(t, s.command(nil, "machine", "exec", "--name", "m", "--", "sleep", "3"))
+	guest := background(t, s.command("machine", "exec", "--name", "m", "--", "sleep", "3"))
 	s.ok(s.create("n")...)
 	select {
 	case <-guest:
@@ -162,12 +188,12 @@ func background(t *testing.T, cmd *exec.Cmd) <-chan error {
 
 func TestConcurrentCreates(t *testing.T) {
 	t.Parallel()
-	s := newSim(t, "1.9.3")
+	s := newProcSim(t, "1.9.3")
 	codes := parallel(20, func(i int) result { return s.run(s.create(fmt.Sprintf("w%02d", i))...) })
 	if n := count(codes, 0); n != 20 {
 		t.Errorf("%d of 20 distinct creates succeeded", n)
 	}
-	if r := s.ok("machine", "ls"); strings.Count(r.stdout, "\nw") != 20 {
+	if r := s.ok("machine", "ls", "--json"); strings.Count(r.stdout, `"name": "w`) != 20 {
 		t.Errorf("ls lists:\n%s", r.stdout)
 	}
 	same := parallel(10, func(int) result { return s.run(s.create("same")...) })
@@ -183,7 +209,7 @@ func TestConcurrentCreates(t *testing.T) {
 
 func TestCallsLogHasNoEnvValues(t *testing.T) {
 	t.Parallel()
-	s := newSim(t, "1.9.3")
+	s := newProcSim(t, "1.9.3")
 	s.ok(s.create("m", "-e", "API_KEY=hunter2secret")...)
 	s.ok("machine", "start", "--name", "m")
 	s.ok("machine", "exec", "--name", "m", "-e", "TOKEN=hunter2secret", "--", "true")

@@ -3,5 +3,5 @@ package main
 import "os"
 
 func main() {
-	os.Exit(run(os.Args, os.Environ(), os.Stdin, os.Stdout, os.Stderr))
+	os.Exit(run(os.Args, os.Environ(), os.Stdout, os.Stderr))
 }

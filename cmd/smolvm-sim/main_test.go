@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,41 +12,44 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/bot-bottle/bottleq/internal/testbin"
 )
 
-// simBin is the simulator built once by TestMain, named "smolvm".
+// simBin is the simulator built once by TestMain, named "smolvm", for the
+// tests where the process boundary matters: guests, signals, and state
+// shared by concurrent processes.
 var simBin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "smolvm-sim-test-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	simBin = filepath.Join(dir, "smolvm")
-	build := exec.Command("go", "build", "-o", simBin, ".")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building smolvm-sim:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	os.Exit(testbin.Main(m.Run, func(d *testbin.Dir) (err error) {
+		simBin, err = d.Build("github.com/bot-bottle/bottleq/cmd/smolvm-sim", "smolvm")
+		return err
+	}))
 }
 
-// sim runs the simulator binary against a private state directory.
+// sim runs the simulator against a private state directory: in this
+// process through run, or as the built binary.
 type sim struct {
 	t       *testing.T
-	bin     string
 	state   string
 	version string
 	env     []string
+	bin     string // "" runs in-process
+	exe     string // argv[0] in-process
 }
 
+// newSim returns an in-process simulator impersonating version.
 func newSim(t *testing.T, version string, env ...string) *sim {
 	t.Helper()
-	return &sim{t: t, bin: simBin, state: t.TempDir(), version: version, env: env}
+	return &sim{t: t, state: t.TempDir(), version: version, env: env, exe: "smolvm"}
+}
+
+// newProcSim returns a simulator that runs as a process of its own.
+func newProcSim(t *testing.T, version string, env ...string) *sim {
+	s := newSim(t, version, env...)
+	s.bin = simBin
+	return s
 }
 
 type result struct {
@@ -56,28 +58,35 @@ type result struct {
 }
 
 func (s *sim) environ() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "SMOLVM_SIM_") {
-			env = append(env, kv)
+	env := []string{"SMOLVM_SIM_STATE=" + s.state, "SMOLVM_SIM_VERSION=" + s.version}
+	if s.bin != "" {
+		var host []string
+		for _, kv := range os.Environ() {
+			if !strings.HasPrefix(kv, "SMOLVM_SIM_") {
+				host = append(host, kv)
+			}
 		}
+		env = append(host, env...)
 	}
-	env = append(env, "SMOLVM_SIM_STATE="+s.state, "SMOLVM_SIM_VERSION="+s.version)
 	return append(env, s.env...)
 }
 
-func (s *sim) command(stdin io.Reader, args ...string) *exec.Cmd {
+// command returns the simulator process for args.
+func (s *sim) command(args ...string) *exec.Cmd {
 	cmd := exec.Command(s.bin, args...)
 	cmd.Env = s.environ()
-	cmd.Stdin = stdin
 	return cmd
 }
 
-// runIn runs the simulator with stdin and returns its exit code and output.
-func (s *sim) runIn(stdin io.Reader, args ...string) result {
+// run runs the simulator and returns its exit code and output.
+func (s *sim) run(args ...string) result {
 	s.t.Helper()
-	cmd := s.command(stdin, args...)
 	var out, errb bytes.Buffer
+	if s.bin == "" {
+		code := run(append([]string{s.exe}, args...), s.environ(), &out, &errb)
+		return result{code, out.String(), errb.String()}
+	}
+	cmd := s.command(args...)
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
 	if _, ok := err.(*exec.ExitError); err != nil && !ok {
@@ -85,11 +94,6 @@ func (s *sim) runIn(stdin io.Reader, args ...string) result {
 		return result{code: -1}
 	}
 	return result{cmd.ProcessState.ExitCode(), out.String(), errb.String()}
-}
-
-func (s *sim) run(args ...string) result {
-	s.t.Helper()
-	return s.runIn(nil, args...)
 }
 
 // ok runs the simulator and fails the test unless it exits 0.
@@ -137,10 +141,18 @@ func (s *sim) del(name string) []string {
 }
 
 // running creates and starts a bare machine.
-func (s *sim) running(name string) {
+func (s *sim) running(name string, opts ...string) {
 	s.t.Helper()
-	s.ok(s.create(name)...)
+	s.ok(s.create(name, opts...)...)
 	s.ok("machine", "start", "--name", name)
+}
+
+// pack packs an image and returns the .smolmachine file.
+func (s *sim) pack(image string) string {
+	s.t.Helper()
+	out := filepath.Join(s.t.TempDir(), "p")
+	s.ok("pack", "create", "--image", image, "-o", out)
+	return out + ".smolmachine"
 }
 
 func (s *sim) record(name string) machine {

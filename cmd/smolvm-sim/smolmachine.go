@@ -2,8 +2,6 @@ package main
 
 import (
 	"archive/tar"
-	"bufio"
-	"compress/gzip"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,20 +16,15 @@ import (
 // manifestFormat marks a simulator .smolmachine; anything else is rejected.
 const manifestFormat = "smolvm-sim/1"
 
-// manifest mirrors smolvm's PackManifest, trimmed to what the simulator uses.
+// manifest mirrors the part of smolvm's PackManifest that a machine
+// created --from the pack inherits.
 type manifest struct {
-	Format        string   `json:"format"`
-	Mode          string   `json:"mode"` // container | vm
-	Image         string   `json:"image"`
-	Entrypoint    []string `json:"entrypoint"`
-	Cmd           []string `json:"cmd"`
-	Env           []string `json:"env"`
-	Workdir       string   `json:"workdir"`
-	CPUs          int      `json:"cpus"`
-	Mem           int      `json:"mem"`
-	Network       bool     `json:"network"`
-	Created       int64    `json:"created"`
-	SmolvmVersion string   `json:"smolvm_version"`
+	Format  string   `json:"format"`
+	Image   string   `json:"image"`
+	Env     []string `json:"env"`
+	CPUs    int      `json:"cpus"`
+	Mem     int      `json:"mem"`
+	Network bool     `json:"network"`
 }
 
 // writeSmolmachine writes a tar archive holding manifest.json and, when root
@@ -43,7 +36,7 @@ func writeSmolmachine(path string, m *manifest, root string) error {
 		if err != nil {
 			return err
 		}
-		if err := tw.WriteHeader(&tar.Header{Name: "manifest.json", Mode: 0o644, Size: int64(len(data)), ModTime: time.Unix(m.Created, 0)}); err != nil {
+		if err := tw.WriteHeader(&tar.Header{Name: "manifest.json", Mode: 0o644, Size: int64(len(data)), ModTime: time.Now()}); err != nil {
 			return err
 		}
 		if _, err := tw.Write(data); err != nil {
@@ -58,8 +51,7 @@ func writeSmolmachine(path string, m *manifest, root string) error {
 	})
 }
 
-// addTree adds root under rootfs/. Symlinks (volume mounts) and special files
-// are skipped: they are not part of the machine's disk.
+// addTree adds root under rootfs/. Symlinks and special files are skipped.
 func addTree(tw *tar.Writer, root string) error {
 	return filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
 		if err != nil || path == root {
@@ -100,24 +92,14 @@ func addTree(tw *tar.Writer, root string) error {
 	})
 }
 
-// walkSmolmachine calls fn for each entry of a (possibly gzipped) archive.
+// walkSmolmachine calls fn for each entry of the archive at path.
 func walkSmolmachine(path string, fn func(*tar.Header, io.Reader) error) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	br := bufio.NewReader(f)
-	var r io.Reader = br
-	if magic, _ := br.Peek(2); len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
-		zr, err := gzip.NewReader(br)
-		if err != nil {
-			return err
-		}
-		defer zr.Close()
-		r = zr
-	}
-	tr := tar.NewReader(r)
+	tr := tar.NewReader(f)
 	for {
 		hdr, err := tr.Next()
 		if err == io.EOF {

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -26,28 +27,17 @@ type machine struct {
 	State        string            `json:"state"`
 	CPUs         int               `json:"cpus"`
 	MemoryMiB    int               `json:"memory_mib"`
-	StorageGB    int               `json:"storage_gb"`
-	OverlayGB    int               `json:"overlay_gb"`
 	PID          int               `json:"pid"` // the start invocation's pid: the simulator has no VMM process
 	CreatedAt    int64             `json:"created_at"`
 	Image        string            `json:"image"`
-	Entrypoint   []string          `json:"entrypoint"`
-	Cmd          []string          `json:"cmd"`
 	Network      bool              `json:"network"`
-	NetBackend   string            `json:"net_backend"`
 	AllowedCIDRs []string          `json:"allowed_cidrs"`
-	AllowHosts   []string          `json:"allow_hosts"`
-	Env          []string          `json:"env"`
-	Workdir      string            `json:"workdir"`
+	DNS          string            `json:"dns,omitempty"`
+	Env          []string          `json:"env"` // the pack's, then create's -e
 	From         string            `json:"from"`
-	Manifest     *manifest         `json:"manifest,omitempty"`
-	Mounts       []string          `json:"mounts"`
-	Ports        []string          `json:"ports"`
-	Init         []string          `json:"init"`
 	Labels       map[string]string `json:"labels"`
 	StartedOnce  bool              `json:"started_once"`
 	StartedAt    time.Time         `json:"started_at"`
-	GuestPGIDs   []int             `json:"guest_pgids"` // detached exec process groups, killed at stop
 }
 
 // store is the state directory shared by every simulator process.
@@ -87,6 +77,24 @@ func (s *store) recordPath(name string) string {
 
 // root is the directory standing in for the machine's filesystem.
 func (s *store) root(name string) string { return filepath.Join(s.dir, "roots", name) }
+
+// guestPath maps guest path p into root. Relative paths start at "/"; a ".."
+// that would climb above the guest root is rejected.
+func guestPath(root, p string) (string, error) {
+	depth := 0
+	for _, part := range strings.Split(p, "/") {
+		switch part {
+		case "", ".":
+		case "..":
+			if depth--; depth < 0 {
+				return "", fmt.Errorf("guest path escapes the machine root: %s", p)
+			}
+		default:
+			depth++
+		}
+	}
+	return filepath.Join(root, filepath.FromSlash(filepath.Clean("/"+p))), nil
+}
 
 // get returns the record or nil when there is none. Call under the lock.
 func (s *store) get(name string) (*machine, error) {
