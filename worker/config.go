@@ -70,6 +70,12 @@ type Config struct {
 	// artifact that would pass it is deleted and recorded as over the cap.
 	// Zero: DefaultMaxArtifactsBytes; negative is refused.
 	MaxArtifactsBytes int64
+	// Registries are the registries a task's image may come from, as
+	// [ParseRegistries] returns them: HOST or HOST:PORT, or AnyRegistry.
+	// `pack create --image` pulls with the network of smolvm's host, so an
+	// image elsewhere is refused as bad input before any smolvm call.
+	// Empty: DefaultRegistries.
+	Registries []string
 	// Logger gets the handler's lines. Zero: no lines.
 	Logger zerolog.Logger
 	// Hooks observe the pipeline, for metrics. Default: none.

@@ -101,6 +101,15 @@ func NewHandler(cfg Config) (*Handler, error) {
 	if cfg.MaxArtifactsBytes < 0 {
 		return nil, configErr("MaxArtifactsBytes", "must not be negative")
 	}
+	if len(cfg.Registries) == 0 {
+		cfg.Registries, _ = ParseRegistries(DefaultRegistries)
+	} else {
+		regs, err := ParseRegistries(strings.Join(cfg.Registries, ","))
+		if err != nil {
+			return nil, &ConfigError{Field: "Registries", Err: err}
+		}
+		cfg.Registries = regs
+	}
 	h := &Handler{cfg: cfg, log: cfg.Logger, active: map[string]int{}}
 	if cfg.BundledProxy != nil && cfg.ProxyURL == "" {
 		return nil, configErr("ProxyURL", "required with a BundledProxy: the address VMs reach it at")
@@ -213,6 +222,11 @@ func (h *Handler) runnableHere(p tasks.AgentRun) error {
 	if n := p.FilesBytes(); n > h.cfg.MaxFilesBytes {
 		return &tasks.ValidationError{Field: "files", Reason: fmt.Sprintf("%s in total, over this worker's cap of %s",
 			tasks.FormatBytes(n), tasks.FormatBytes(h.cfg.MaxFilesBytes))}
+	}
+	if p.Image != "" {
+		if reason := imageAllowed(p.Image, h.cfg.Registries); reason != "" {
+			return &tasks.ValidationError{Field: "image", Reason: reason}
+		}
 	}
 	if len(p.AllowHosts) > 0 && h.cfg.BundledProxy == nil {
 		return &tasks.ValidationError{Field: "allow_hosts", Reason: "this worker has no bundled egress proxy to enforce it"}

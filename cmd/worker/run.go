@@ -61,6 +61,7 @@ type config struct {
 	maxFiles      byteSize
 	maxArtifact   byteSize
 	maxArtifacts  byteSize
+	registries    registryList
 }
 
 // envFallbacks maps each flag to the environment variable that sets it when
@@ -92,6 +93,7 @@ var envFallbacks = []cliflag.Env{
 	{"max-files-bytes", "BOTTLEQ_MAX_FILES_BYTES"},
 	{"max-artifact-bytes", "BOTTLEQ_MAX_ARTIFACT_BYTES"},
 	{"max-artifacts-bytes", "BOTTLEQ_MAX_ARTIFACTS_BYTES"},
+	{"registries", "BOTTLEQ_REGISTRIES"},
 	{"log-format", "BOTTLEQ_LOG_FORMAT"},
 	{"log-level", "BOTTLEQ_LOG_LEVEL"},
 }
@@ -127,6 +129,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.Var(&c.maxFiles, "max-files-bytes", "cap on the total content of a task's files, such as 4MiB (at most "+byteSize(tasks.MaxFilesBytesLimit).String()+"); a task over it is archived")
 	fs.Var(&c.maxArtifact, "max-artifact-bytes", "cap on one artifact; a bigger one is deleted and reported")
 	fs.Var(&c.maxArtifacts, "max-artifacts-bytes", "cap on a task's artifacts together; those past it are deleted and reported")
+	c.registries, _ = worker.ParseRegistries(worker.DefaultRegistries)
+	fs.Var(&c.registries, "registries", "registries tasks' images may come from, HOST or HOST:PORT, comma-separated (an image naming none, such as alpine:3, is on docker.io; \""+worker.AnyRegistry+"\": any)")
 	fs.StringVar(&c.logFormat, "log-format", "auto", "auto (console on a terminal, else JSON), json or console")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	if _, err := cliflag.Parse(fs, args, envFallbacks, getenv, "Usage: worker [flags]\n\nRuns bottleq's agent:run tasks in smolvm microVMs.", stderr); err != nil {
@@ -182,6 +186,17 @@ func (b *byteSize) Set(s string) error {
 	}
 	*b = byteSize(n << shift)
 	return nil
+}
+
+// registryList is a flag of registries, as worker.ParseRegistries reads
+// them.
+type registryList []string
+
+func (r registryList) String() string { return strings.Join(r, ",") }
+
+func (r *registryList) Set(s string) (err error) {
+	*r, err = worker.ParseRegistries(s)
+	return err
 }
 
 func defaultDataDir(getenv func(string) string) string {
@@ -271,6 +286,7 @@ func serve(ctx context.Context, c config, log zerolog.Logger) error {
 		MaxFilesBytes:         int64(c.maxFiles),
 		MaxArtifactBytes:      int64(c.maxArtifact),
 		MaxArtifactsBytes:     int64(c.maxArtifacts),
+		Registries:            c.registries,
 		Logger:                log,
 		Hooks:                 metrics.Hooks(),
 	})
@@ -322,6 +338,7 @@ var flagOfField = map[string]string{
 	"MaxFilesBytes":         "-max-files-bytes",
 	"MaxArtifactBytes":      "-max-artifact-bytes",
 	"MaxArtifactsBytes":     "-max-artifacts-bytes",
+	"Registries":            "-registries",
 }
 
 // flagError reports a *worker.ConfigError under the name of the flag that
