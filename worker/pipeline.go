@@ -2,7 +2,6 @@ package worker
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -257,12 +256,13 @@ func (r *run) phase(ctx context.Context, name string, f func(context.Context) er
 	return err
 }
 
-// report writes the result so far; a failed write only costs progress.
+// report writes the result so far, at most MaxResultBytes of JSON; a
+// failed write only costs progress.
 func (r *run) report() {
 	if r.w == nil {
 		return
 	}
-	b, err := json.Marshal(r.res)
+	b, err := encodeResult(r.res, MaxResultBytes)
 	if err == nil {
 		_, err = r.w.Write(b)
 	}
