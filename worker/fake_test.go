@@ -319,6 +319,17 @@ func (f *fakeSmolvm) CopyOut(ctx context.Context, name, guest, host string) erro
 	return os.WriteFile(host, ff.data, ff.mode)
 }
 
+func (f *fakeSmolvm) Status(_ context.Context, name string) (smolvm.Machine, error) {
+	f.record("status", name)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	s, ok := f.machines[name]
+	if !ok {
+		return smolvm.Machine{}, f.toolErr("machine status", name, "vm not found: "+name, smolvm.ErrNotFound)
+	}
+	return smolvm.Machine{Name: name, State: s, CreatedAt: f.created[name]}, nil
+}
+
 func (f *fakeSmolvm) List(context.Context) ([]smolvm.Machine, error) {
 	f.record("ls", "")
 	f.mu.Lock()

@@ -91,6 +91,7 @@ func (r *run) copyOut(ctx context.Context) error {
 			r.res.Artifacts = nil
 			return err
 		}
+		a.Error = r.scrub.text(a.Error)
 		if a.Error != "" {
 			r.log.Info().Str("phase", tasks.PhaseArtifacts).Str("artifact", guest).Str("reason", a.Error).Msg("artifact not kept")
 		}

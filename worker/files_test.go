@@ -258,7 +258,8 @@ func TestHandlerFilesFailures(t *testing.T) {
 			}
 		}, retryable, tasks.PhaseFiles},
 		{"exec fails", func(f *fakeSmolvm, _ context.CancelFunc) {
-			f.exec = func(context.Context, string, []string, smolvm.ExecOptions) (smolvm.ExecResult, error) {
+			f.exec = func(_ context.Context, vm string, _ []string, _ smolvm.ExecOptions) (smolvm.ExecResult, error) {
+				f.setState(vm, smolvm.StateStopped) // the VM stopped under the command
 				return smolvm.ExecResult{ExitCode: 1}, &smolvm.Error{Op: "machine exec", ExitCode: 1, Message: "agent operation failed: injected"}
 			}
 		}, retryable, tasks.PhaseExec},

@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -22,8 +24,8 @@ import (
 // tests pass a fake.
 type Smolvm interface {
 	// Version, PackImage, PackFromVM, Create, Start, WaitReady, Exec,
-	// CopyIn, CopyOut, Stop, Delete and List are *smolvm.Client's methods
-	// of those names.
+	// CopyIn, CopyOut, Stop, Delete, List and Status are *smolvm.Client's
+	// methods of those names.
 	Version() smolvm.Version
 	PackImage(ctx context.Context, image, out string) (smolvm.Pack, error)
 	PackFromVM(ctx context.Context, name, out string) (smolvm.Pack, error)
@@ -36,6 +38,7 @@ type Smolvm interface {
 	Stop(ctx context.Context, name string) error
 	Delete(ctx context.Context, name string) error
 	List(ctx context.Context) ([]smolvm.Machine, error)
+	Status(ctx context.Context, name string) (smolvm.Machine, error)
 }
 
 var _ Smolvm = (*smolvm.Client)(nil)
@@ -183,6 +186,7 @@ func (h *Handler) Run(ctx context.Context, m Meta, payload []byte, w io.Writer) 
 	}
 	r := &run{h: h, p: p, w: w, vm: VMName(m.ID, attempt), taskID: m.ID}
 	r.log = log.With().Str("vm", r.vm).Logger()
+	r.scrub = newScrubber(slices.Collect(maps.Values(p.Env))...)
 	r.res = tasks.Result{
 		Host: h.cfg.Host, VM: r.vm, Attempt: attempt,
 		SmolvmVersion: h.cfg.Smolvm.Version().String(),
@@ -190,7 +194,7 @@ func (h *Handler) Run(ctx context.Context, m Meta, payload []byte, w io.Writer) 
 	start := time.Now()
 	ctx = r.log.WithContext(ctx) // smolvm's lines carry the task's fields too
 	r.log.Info().Str("phase", "start").Msg("task started")
-	err = r.pipeline(ctx)
+	err = r.scrub.err(r.pipeline(ctx))
 	if err != nil {
 		r.res.Error = err.Error()
 		r.report()
