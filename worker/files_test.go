@@ -84,7 +84,8 @@ func TestHandlerFilesAndArtifacts(t *testing.T) {
 			vm := VMName("io", 1)
 			want := []string{"pack-image alpine:3", "create " + vm, "start " + vm, "ready " + vm,
 				"cp-in " + vm + ":/work/in/a.txt", "cp-in " + vm + ":/work/in/run.sh", "exec " + vm,
-				"cp-out " + vm + ":/work/out/A.txt", "cp-out " + vm + ":/work/out/none.txt",
+				"stat " + vm + ":/work/out/A.txt", "cp-out " + vm + ":/work/out/A.txt",
+				"stat " + vm + ":/work/out/none.txt", "cp-out " + vm + ":/work/out/none.txt",
 				"stop " + vm, "pack-vm " + vm, "delete " + vm}
 			if got := f.ops(); !slices.Equal(got, want) {
 				t.Errorf("calls:\n got %q\nwant %q", got, want)

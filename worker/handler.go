@@ -86,6 +86,9 @@ func NewHandler(cfg Config) (*Handler, error) {
 	if cfg.TeardownTimeout <= 0 {
 		cfg.TeardownTimeout = DefaultTeardownTimeout
 	}
+	if cfg.CopyTimeout <= 0 {
+		cfg.CopyTimeout = DefaultCopyTimeout
+	}
 	switch {
 	case cfg.MaxFilesBytes == 0:
 		cfg.MaxFilesBytes = tasks.DefaultMaxFilesBytes

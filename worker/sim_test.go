@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -104,6 +106,80 @@ func TestSimFakedSmolvmError(t *testing.T) {
 			}
 			if len(res.Artifacts) != 1 || res.Artifacts[0].HostPath == "" || res.Artifacts[0].Size != 5 {
 				t.Errorf("artifacts = %+v, want out/a.txt copied", res.Artifacts)
+			}
+		})
+	}
+}
+
+// simCalls counts the simulator's logged calls of op.
+func simCalls(t *testing.T, state, op string) int {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(state, "calls.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Count(string(b), `"op":"`+op+`"`)
+}
+
+// TestSimArtifactGuards: through the real client and simulator, an
+// artifact that is a FIFO, or 400 MiB against a 1 MiB cap, is refused on
+// the guest's stat without a copy, so nothing lands and nothing hangs. When
+// the guest's stat lies, the 400 MiB copy is stopped once it passes the
+// cap, and the FIFO's copy at the copy timeout. Nothing stays on disk and
+// the task completes.
+func TestSimArtifactGuards(t *testing.T) {
+	t.Parallel()
+	liar := t.TempDir()
+	if err := os.WriteFile(filepath.Join(liar, "stat"), []byte("#!/bin/sh\necho 'regular file 1'\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name   string
+		make   string
+		lie    bool
+		want   string
+		copied bool
+	}{
+		{"fifo", "mkfifo out/it", false, "not a regular file: fifo", false},
+		{"400 MiB", "truncate -s 400M out/it", false, "over this worker's cap of 1 MiB per artifact: 400 MiB", false},
+		{"400 MiB, stat lies", "truncate -s 400M out/it", true, "over this worker's cap of 1 MiB per artifact: more than 1 MiB", true},
+		{"fifo, stat lies", "mkfifo out/it", true, "not copied within this worker's limit of 500ms per copy (a FIFO, or too slow)", true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var env []string
+			if tt.lie {
+				env = append(env, "PATH="+liar+":"+os.Getenv("PATH"))
+			}
+			h, _, state := simHandler(t, func(c *Config) {
+				c.MaxArtifactBytes, c.CopyTimeout = 1<<20, 500*time.Millisecond
+			}, env...)
+			p := basic
+			p.Command = []string{"sh", "-c", "mkdir -p out && " + tt.make}
+			p.Artifacts = []string{"/work/out/it"}
+			p.Commit = tasks.Bool(false)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			var w results
+			if err := h.Run(ctx, Meta{ID: "guard"}, payload(t, p), &w); err != nil {
+				t.Fatal(err)
+			}
+			res := w.result(t)
+			if len(res.Artifacts) != 1 || res.Artifacts[0].Error != tt.want || res.State != tasks.StateDone {
+				t.Errorf("artifacts = %+v, want %q", res.Artifacts, tt.want)
+			}
+			if n := simCalls(t, state, "machine cp"); !tt.copied && n != 0 {
+				t.Errorf("%d machine cp calls, want none", n)
+			}
+			var left []string
+			filepath.WalkDir(filepath.Join(h.cfg.DataDir, "artifacts"), func(p string, d fs.DirEntry, err error) error {
+				if err == nil && !d.IsDir() {
+					left = append(left, p)
+				}
+				return nil
+			})
+			if len(left) != 0 {
+				t.Errorf("left on disk: %q", left)
 			}
 		})
 	}

@@ -50,6 +50,7 @@ type config struct {
 	pollInterval  time.Duration
 	shutdown      time.Duration
 	readyTimeout  time.Duration
+	cpTimeout     time.Duration
 	retryBase     time.Duration
 	retryMax      time.Duration
 	packTTL       time.Duration
@@ -84,6 +85,7 @@ var envFallbacks = []cliflag.Env{
 	{"poll-interval", "BOTTLEQ_POLL_INTERVAL"},
 	{"shutdown-timeout", "BOTTLEQ_SHUTDOWN_TIMEOUT"},
 	{"ready-timeout", "BOTTLEQ_READY_TIMEOUT"},
+	{"cp-timeout", "BOTTLEQ_CP_TIMEOUT"},
 	{"retry-base", "BOTTLEQ_RETRY_BASE"},
 	{"retry-max", "BOTTLEQ_RETRY_MAX"},
 	{"pack-ttl", "BOTTLEQ_PACK_TTL"},
@@ -119,6 +121,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.DurationVar(&c.pollInterval, "poll-interval", worker.DefaultPollInterval, "how often an idle worker looks for tasks")
 	fs.DurationVar(&c.shutdown, "shutdown-timeout", worker.DefaultShutdownTimeout, "on SIGTERM, how long running tasks may finish before they are requeued")
 	fs.DurationVar(&c.readyTimeout, "ready-timeout", worker.DefaultReadyTimeout, "how long a started VM has to accept exec")
+	fs.DurationVar(&c.cpTimeout, "cp-timeout", worker.DefaultCopyTimeout, "how long each smolvm machine cp may take; an artifact not copied in time is reported, a file not copied in fails the attempt")
 	fs.DurationVar(&c.retryBase, "retry-base", worker.DefaultRetryBase, "first retry delay of a failed task; doubles per retry")
 	fs.DurationVar(&c.retryMax, "retry-max", worker.DefaultRetryMax, "longest retry delay")
 	fs.DurationVar(&c.packTTL, "pack-ttl", worker.DefaultPackTTL, "how long a tagged image's pack is reused before it is packed again (0: the default; negative, such as -1s: forever; digest-pinned images: forever)")
@@ -280,6 +283,7 @@ func serve(ctx context.Context, c config, log zerolog.Logger) error {
 		AllowUnenforcedEgress: c.unenforced,
 		PackTTL:               c.packTTL,
 		ReadyTimeout:          c.readyTimeout,
+		CopyTimeout:           c.cpTimeout,
 		HostOfTask:            worker.InspectorHostOf(insp),
 		Busy:                  worker.BusyElsewhere(insp),
 		BundledProxy:          egressProxy,
@@ -335,6 +339,7 @@ var flagOfField = map[string]string{
 	"AllowUnenforcedEgress": "-allow-unenforced-egress",
 	"PackTTL":               "-pack-ttl",
 	"ReadyTimeout":          "-ready-timeout",
+	"CopyTimeout":           "-cp-timeout",
 	"MaxFilesBytes":         "-max-files-bytes",
 	"MaxArtifactBytes":      "-max-artifact-bytes",
 	"MaxArtifactsBytes":     "-max-artifacts-bytes",

@@ -58,6 +58,7 @@ func TestParseFlags(t *testing.T) {
 		{nil, map[string]string{"BOTTLEQ_MAX_ARTIFACT_BYTES": "lots"}, "BOTTLEQ_MAX_ARTIFACT_BYTES"},
 		{[]string{"-max-artifacts-bytes", "1TiB"}, nil, "max-artifacts-bytes"},
 		{[]string{"-registries", "ghcr.io/org"}, nil, "-registries"},
+		{nil, map[string]string{"BOTTLEQ_CP_TIMEOUT": "1"}, "BOTTLEQ_CP_TIMEOUT"},
 		{nil, map[string]string{"BOTTLEQ_REGISTRIES": " , "}, "BOTTLEQ_REGISTRIES"},
 	} {
 		_, err := parseFlags(tt.args, env(tt.env), &bytes.Buffer{})
@@ -84,6 +85,7 @@ func TestFlagDefaultsAreTheLibrarys(t *testing.T) {
 		{"poll-interval", c.pollInterval, worker.DefaultPollInterval},
 		{"shutdown-timeout", c.shutdown, worker.DefaultShutdownTimeout},
 		{"ready-timeout", c.readyTimeout, worker.DefaultReadyTimeout},
+		{"cp-timeout", c.cpTimeout, worker.DefaultCopyTimeout},
 		{"retry-base", c.retryBase, worker.DefaultRetryBase},
 		{"retry-max", c.retryMax, worker.DefaultRetryMax},
 		{"pack-ttl", c.packTTL, worker.DefaultPackTTL},
