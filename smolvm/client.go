@@ -343,7 +343,7 @@ func (c *Client) CopyIn(ctx context.Context, name, hostPath, guestPath string, m
 	}
 	if res.ExitCode != 0 {
 		return &Error{Op: "machine exec", Machine: name, Args: redact(execArgv(name, argv, o)), ExitCode: res.ExitCode,
-			Message: fmt.Sprintf("chmod %s after machine cp failed: %s", FormatMode(mode), tail(res.Stderr, 256))}
+			Message: fmt.Sprintf("chmod %s after machine cp failed (its stderr, the guest's, is not kept)", FormatMode(mode))}
 	}
 	return nil
 }
@@ -390,7 +390,11 @@ func (c *Client) invoke(ctx context.Context, op, machine string, argv []string, 
 	start := time.Now()
 	p, err := c.run(ctx, argv, limit)
 	if err != nil {
-		err = &Error{Op: op, Machine: machine, Args: redact(argv), ExitCode: -1, Message: ownMessage(p), Err: err}
+		msg := ""
+		if op != "machine exec" { // exec's stderr is the guest's
+			msg = ownMessage(p)
+		}
+		err = &Error{Op: op, Machine: machine, Args: redact(argv), ExitCode: -1, Message: msg, Err: err}
 	} else {
 		err = judge(p)
 	}

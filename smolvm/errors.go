@@ -181,6 +181,23 @@ func classify(exitCode int, stderr []byte) (msg string, cause error, own bool) {
 	return msg, cause, own
 }
 
+// execMessage is the Message of an exec *Error for smolvm's own line msg
+// and the cause classify read in it. exec relays the guest's stderr, and a
+// guest can end it with a line of smolvm's shape, holding anything it
+// likes: so only the cause, or the fixed start of smolvm's message, is
+// kept, never the rest of the line.
+func execMessage(msg string, cause error) string {
+	if cause != nil {
+		return cause.Error()
+	}
+	for _, p := range smolvmPrefixes {
+		if strings.HasPrefix(msg, p) {
+			return strings.TrimSuffix(p, ": ") + " (the rest of smolvm's line is not kept: exec relays the guest's stderr)"
+		}
+	}
+	return ""
+}
+
 func lastLine(b []byte) string {
 	s := strings.TrimRight(string(b), " \t\r\n")
 	if i := strings.LastIndexByte(s, '\n'); i >= 0 {

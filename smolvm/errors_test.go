@@ -102,6 +102,47 @@ func TestExecTellsToolFromGuest(t *testing.T) {
 	}
 }
 
+// TestExecErrorKeepsNoGuestText: exec relays the guest's stderr, so a
+// guest can end it with a line of smolvm's shape holding anything, a
+// secret say. The *Error of such an exec says what the line means, and
+// keeps the sentinel, but repeats none of its text, nor the chmod's of a
+// CopyIn; a cancelled exec keeps none of it either.
+func TestExecErrorKeepsNoGuestText(t *testing.T) {
+	t.Parallel()
+	const secret = "sk-guest-5e1f"
+	tests := []struct {
+		name  string
+		p     proc
+		perr  error
+		cause error
+		want  string
+	}{
+		{"not found", fail(1, "Error: vm not found: "+secret+"\n"), nil, ErrNotFound, "smolvm machine exec vm1: exit 1: machine not found"},
+		{"not running", fail(1, "Error: agent operation failed: connect: machine '"+secret+"' is not running. Use x\n"), nil, ErrNotRunning, "smolvm machine exec vm1: exit 1: machine not running"},
+		{"other prefix", fail(1, "Error: agent operation failed: vm exec: "+secret+"\n"), nil, nil, "smolvm machine exec vm1: exit 1: agent operation failed (the rest of smolvm's line is not kept: exec relays the guest's stderr)"},
+		{"clap usage", fail(2, "error: "+secret+"\n\nUsage: smolvm machine exec\n\nFor more information, try '--help'.\n"), nil, ErrUsage, "smolvm machine exec vm1: exit 2: smolvm rejected its arguments"},
+		{"cancelled", proc{exitCode: -1, stderr: []byte("Error: vm not found: " + secret + "\n")}, context.Canceled, context.Canceled, "smolvm machine exec vm1: context canceled"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			f := &fakeRun{answers: []proc{tt.p}, errs: []error{tt.perr}}
+			_, err := fakeClient(t, v193, f).Exec(context.Background(), "vm1", []string{"x"}, ExecOptions{})
+			var e *Error
+			if !errors.As(err, &e) || (tt.cause != nil && !errors.Is(err, tt.cause)) {
+				t.Fatalf("err = %v, want an *Error matching %v", err, tt.cause)
+			}
+			if err.Error() != tt.want || strings.Contains(e.Message, secret) {
+				t.Errorf("err = %q, want %q", err, tt.want)
+			}
+		})
+	}
+	f := &fakeRun{answers: []proc{ok(""), fail(1, "chmod: "+secret+"\n")}}
+	if err := fakeClient(t, v101, f).CopyIn(context.Background(), "vm1", "/h/a", "/g/a", 0o755); err == nil || strings.Contains(err.Error(), secret) {
+		t.Errorf("CopyIn's chmod failure = %v, want an error without the guest's text", err)
+	}
+}
+
 func TestClassify(t *testing.T) {
 	t.Parallel()
 	tests := []struct {

@@ -48,7 +48,9 @@ type ExecResult struct {
 // error is an *Error only when smolvm itself failed: it could not run, the
 // context ended, or it exited with its own `Error: ` line (the machine is
 // not running, not found, …). Exit code 1 is otherwise ambiguous, and this
-// is how the two are told apart.
+// is how the two are told apart, as far as text can: a guest can end its
+// stderr with such a line too (check [Client.Status] before trusting it),
+// so the error's Message keeps only what the line means, never its text.
 func (c *Client) Exec(ctx context.Context, name string, command []string, o ExecOptions) (ExecResult, error) {
 	if err := ValidateName(name); err != nil {
 		return ExecResult{}, err
@@ -87,7 +89,7 @@ func (c *Client) Exec(ctx context.Context, name string, command []string, o Exec
 		if !own {
 			return nil
 		}
-		return &Error{Op: "machine exec", Machine: name, Args: redact(argv), ExitCode: p.exitCode, Message: msg, Err: cause}
+		return &Error{Op: "machine exec", Machine: name, Args: redact(argv), ExitCode: p.exitCode, Message: execMessage(msg, cause), Err: cause}
 	})
 	return ExecResult{
 		ExitCode:      p.exitCode,

@@ -45,7 +45,7 @@ func TestWaitReady(t *testing.T) {
 			}
 			if errors.Is(err, ErrNotReady) {
 				msg := err.Error()
-				if !strings.Contains(msg, "vm-x") || !strings.Contains(msg, "not ready") || !strings.Contains(msg, "is not running") {
+				if !strings.Contains(msg, "vm-x") || !strings.Contains(msg, "not ready") || !strings.Contains(msg, "last probe: machine not running") {
 					t.Errorf("message %q should name the machine, say not ready and carry the last probe", msg)
 				}
 			}

@@ -76,6 +76,17 @@ type Config struct {
 	// artifact that would pass it is deleted and recorded as over the cap.
 	// Zero: DefaultMaxArtifactsBytes; negative is refused.
 	MaxArtifactsBytes int64
+	// Registries are the registries a task's image may come from, as
+	// [ParseRegistries] returns them: HOST or HOST:PORT, or AnyRegistry.
+	// `pack create --image` pulls with the network of smolvm's host, so an
+	// image elsewhere is refused as bad input before any smolvm call.
+	// Empty: DefaultRegistries.
+	Registries []string
+	// CopyTimeout bounds each `machine cp`, in and out (a FIFO named as an
+	// artifact would hang it). An artifact not copied in time is recorded
+	// and the task goes on; an input file not copied in time fails the
+	// attempt. Zero or negative: DefaultCopyTimeout.
+	CopyTimeout time.Duration
 	// Logger gets the handler's lines. Zero: no lines.
 	Logger zerolog.Logger
 	// Hooks observe the pipeline, for metrics. Default: none.
@@ -129,6 +140,8 @@ const (
 	DefaultReadyTimeout = 60 * time.Second
 	// DefaultTeardownTimeout is Config.TeardownTimeout's default.
 	DefaultTeardownTimeout = 2 * time.Minute
+	// DefaultCopyTimeout is Config.CopyTimeout's default.
+	DefaultCopyTimeout = 3 * time.Minute
 	// DefaultMaxArtifactBytes is Config.MaxArtifactBytes's default.
 	DefaultMaxArtifactBytes = 64 << 20
 	// DefaultMaxArtifactsBytes is Config.MaxArtifactsBytes's default.

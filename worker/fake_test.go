@@ -3,6 +3,7 @@ package worker
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -37,6 +38,8 @@ type fakeSmolvm struct {
 	delete    func(ctx context.Context, name string) error
 	copyIn    func(ctx context.Context, name, host, guest string, mode fs.FileMode) error
 	copyOut   func(ctx context.Context, name, guest, host string) error
+	// stat stands in for the guest's `stat -L -c '%F %s' PATH`.
+	stat func(ctx context.Context, name, guest string) (smolvm.ExecResult, error)
 
 	lastCreate smolvm.CreateOptions
 	lastExec   smolvm.ExecOptions
@@ -191,6 +194,12 @@ func (f *fakeSmolvm) WaitReady(ctx context.Context, name string, _ time.Duration
 }
 
 func (f *fakeSmolvm) Exec(ctx context.Context, name string, cmd []string, o smolvm.ExecOptions) (smolvm.ExecResult, error) {
+	if len(cmd) == 5 && cmd[0] == "stat" && o.Workdir == "/" && f.stat != nil {
+		return f.stat(ctx, name, strings.TrimPrefix(cmd[4], "."))
+	}
+	if len(cmd) == 5 && cmd[0] == "stat" && o.Workdir == "/" {
+		return f.statFile(name, strings.TrimPrefix(cmd[4], "."))
+	}
 	f.record("exec", name)
 	f.mu.Lock()
 	f.lastExec = o
@@ -231,10 +240,29 @@ func (f *fakeSmolvm) Delete(ctx context.Context, name string) error {
 	return nil
 }
 
-// fakeFile is a regular file in a fake machine.
+// fakeFile is a file in a fake machine: a regular file, or a FIFO when
+// mode has fs.ModeNamedPipe.
 type fakeFile struct {
 	data []byte
 	mode fs.FileMode
+}
+
+// statFile answers the guest's `stat -L -c '%F %s' PATH` as busybox does.
+func (f *fakeSmolvm) statFile(name, guest string) (smolvm.ExecResult, error) {
+	f.record("stat", name+":"+guest)
+	if err := f.running(name); err != nil {
+		return smolvm.ExecResult{ExitCode: 1}, err
+	}
+	ff, ok := f.file(name, guest)
+	switch {
+	case !ok:
+		return smolvm.ExecResult{ExitCode: 1, Stderr: []byte("stat: can't stat '." + guest + "': No such file or directory\n")}, nil
+	case ff.mode&fs.ModeNamedPipe != 0:
+		return smolvm.ExecResult{Stdout: []byte("fifo 0\n")}, nil
+	case len(ff.data) == 0:
+		return smolvm.ExecResult{Stdout: []byte("regular empty file 0\n")}, nil
+	}
+	return smolvm.ExecResult{Stdout: fmt.Appendf(nil, "regular file %d\n", len(ff.data))}, nil
 }
 
 // put writes a guest file, as a command in the machine would.
@@ -316,7 +344,24 @@ func (f *fakeSmolvm) CopyOut(ctx context.Context, name, guest, host string) erro
 	if !ok {
 		return f.toolErr("machine cp", name, "cp: open "+guest+": No such file or directory (os error 2)", smolvm.ErrNoSuchFile)
 	}
+	if ff.mode&fs.ModeNamedPipe != 0 { // smolvm's cp opens a FIFO and waits for a writer
+		f.mu.Unlock()
+		<-ctx.Done()
+		f.mu.Lock()
+		return &smolvm.Error{Op: "machine cp", Machine: name, ExitCode: -1, Err: ctx.Err()}
+	}
 	return os.WriteFile(host, ff.data, ff.mode)
+}
+
+func (f *fakeSmolvm) Status(_ context.Context, name string) (smolvm.Machine, error) {
+	f.record("status", name)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	s, ok := f.machines[name]
+	if !ok {
+		return smolvm.Machine{}, f.toolErr("machine status", name, "vm not found: "+name, smolvm.ErrNotFound)
+	}
+	return smolvm.Machine{Name: name, State: s, CreatedAt: f.created[name]}, nil
 }
 
 func (f *fakeSmolvm) List(context.Context) ([]smolvm.Machine, error) {

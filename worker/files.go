@@ -61,6 +61,7 @@ func (r *run) copyIn(ctx context.Context) error {
 	if err := os.MkdirAll(r.h.tmpDir(), privateDir); err != nil {
 		return fmt.Errorf("files: %w", err)
 	}
+	timeout := r.h.cfg.CopyTimeout
 	dir, err := os.MkdirTemp(r.h.tmpDir(), "files-")
 	if err != nil {
 		return fmt.Errorf("files: %w", err)
@@ -77,7 +78,13 @@ func (r *run) copyIn(ctx context.Context) error {
 		if err := writeFile(host, f.Content, mode|0o400); err != nil {
 			return fmt.Errorf("files[%d]: %w", i, err)
 		}
-		if err := r.h.cfg.Smolvm.CopyIn(ctx, r.vm, host, f.Path, mode); err != nil {
+		cpCtx, cancel := context.WithTimeout(ctx, timeout)
+		err = r.h.cfg.Smolvm.CopyIn(cpCtx, r.vm, host, f.Path, mode)
+		cancel()
+		if err != nil && ctx.Err() == nil && errors.Is(cpCtx.Err(), context.DeadlineExceeded) {
+			return fmt.Errorf("files[%d]: not copied in within this worker's limit of %s per copy: %w", i, timeout, err)
+		}
+		if err != nil {
 			return err
 		}
 		if err := os.Remove(host); err != nil {
@@ -119,6 +126,7 @@ func (r *run) copyOut(ctx context.Context) error {
 			r.res.Artifacts = nil
 			return err
 		}
+		a.Error = r.scrub.text(a.Error)
 		if a.Error != "" {
 			r.log.Info().Str("phase", tasks.PhaseArtifacts).Str("artifact", guest).Str("reason", a.Error).Msg("artifact not kept")
 		}
@@ -127,11 +135,16 @@ func (r *run) copyOut(ctx context.Context) error {
 	return nil
 }
 
+// copyArtifact copies artifact i. The guest's stat says first what the
+// file is, where the image has one: a file that is not regular (a FIFO
+// would hang cp) or over a cap is not copied at all. The copy itself lands
+// in a private directory, under its own timeout, and is stopped once that
+// directory passes the cap left, whatever stat said.
 func (r *run) copyArtifact(ctx context.Context, dir string, i int, guest string, total *int64) (tasks.Artifact, error) {
 	a := tasks.Artifact{Path: guest}
 	final := filepath.Join(dir, artifactName(i, guest))
-	tmp := filepath.Join(dir, ".tmp-"+strconv.Itoa(i)+"-"+randHex(6))
-	defer os.Remove(tmp) // after the rename, a no-op
+	tmpDir := filepath.Join(dir, ".tmp-"+strconv.Itoa(i)+"-"+randHex(6))
+	tmp := filepath.Join(tmpDir, "file")
 	// Whatever an earlier attempt left under this name is replaced or goes.
 	drop := func(reason string) (tasks.Artifact, error) {
 		a.Error = reason
@@ -140,10 +153,30 @@ func (r *run) copyArtifact(ctx context.Context, dir string, i int, guest string,
 		}
 		return a, nil
 	}
-	if err := r.h.cfg.Smolvm.CopyOut(ctx, r.vm, guest, tmp); err != nil {
-		if infraFailure(ctx, err) {
-			return a, err
+	if g := r.statGuest(ctx, guest); g.known {
+		if !g.regular() {
+			return drop("not a regular file: " + g.kind)
 		}
+		a.Size = g.size
+		if reason := r.overCap(g.size, *total, false); reason != "" {
+			return drop(reason)
+		}
+	}
+	if err := os.Mkdir(tmpDir, 0o700); err != nil {
+		return a, fmt.Errorf("artifacts[%d]: %w", i, err)
+	}
+	defer os.RemoveAll(tmpDir) // after the rename, only the directory
+	limit := min(r.h.cfg.MaxArtifactBytes, r.h.cfg.MaxArtifactsBytes-*total)
+	switch err := r.copyCapped(ctx, guest, tmpDir, tmp, limit); {
+	case errors.Is(err, errCopyOverCap):
+		a.Size = 0 // unknown: more than limit
+		return drop(r.overCap(limit+1, *total, true))
+	case errors.Is(err, errCopyTimeout):
+		a.Size = 0
+		return drop(fmt.Sprintf("not copied within this worker's limit of %s per copy (a FIFO, or too slow)", r.h.cfg.CopyTimeout))
+	case err != nil && infraFailure(ctx, err):
+		return a, err
+	case err != nil:
 		return drop(artifactReason(err))
 	}
 	// Readable whatever the guest's mode by this worker and by a producer
@@ -161,15 +194,11 @@ func (r *run) copyArtifact(ctx context.Context, dir string, i int, guest string,
 		return a, fmt.Errorf("artifacts[%d]: %w", i, err)
 	}
 	a.Size = info.Size()
-	switch {
-	case !info.Mode().IsRegular():
+	if !info.Mode().IsRegular() {
 		return drop("not a regular file")
-	case a.Size > r.h.cfg.MaxArtifactBytes:
-		return drop(fmt.Sprintf("over this worker's cap of %s per artifact: %s",
-			tasks.FormatBytes(r.h.cfg.MaxArtifactBytes), tasks.FormatBytes(a.Size)))
-	case *total+a.Size > r.h.cfg.MaxArtifactsBytes:
-		return drop(fmt.Sprintf("over this worker's cap of %s for a task's artifacts together: %s after %s kept",
-			tasks.FormatBytes(r.h.cfg.MaxArtifactsBytes), tasks.FormatBytes(a.Size), tasks.FormatBytes(*total)))
+	}
+	if reason := r.overCap(a.Size, *total, false); reason != "" {
+		return drop(reason)
 	}
 	sum := sha256.New()
 	if n, err := io.Copy(sum, f); err != nil || n != a.Size {
@@ -181,6 +210,24 @@ func (r *run) copyArtifact(ctx context.Context, dir string, i int, guest string,
 	*total += a.Size
 	a.Host, a.HostPath, a.SHA256 = r.h.cfg.Host, final, hex.EncodeToString(sum.Sum(nil))
 	return a, nil
+}
+
+// overCap is why an artifact of size bytes, after total kept, is not kept,
+// or "" when it fits both caps. With more, size is a bound: the copy passed
+// it and was stopped.
+func (r *run) overCap(size, total int64, more bool) string {
+	what := tasks.FormatBytes(size)
+	if more {
+		what = "more than " + tasks.FormatBytes(size-1)
+	}
+	switch {
+	case size > r.h.cfg.MaxArtifactBytes:
+		return fmt.Sprintf("over this worker's cap of %s per artifact: %s", tasks.FormatBytes(r.h.cfg.MaxArtifactBytes), what)
+	case total+size > r.h.cfg.MaxArtifactsBytes:
+		return fmt.Sprintf("over this worker's cap of %s for a task's artifacts together: %s after %s kept",
+			tasks.FormatBytes(r.h.cfg.MaxArtifactsBytes), what, tasks.FormatBytes(total))
+	}
+	return ""
 }
 
 // infraFailure tells a cp failure that ends the attempt (the VM is gone or

@@ -84,7 +84,8 @@ func TestHandlerFilesAndArtifacts(t *testing.T) {
 			vm := VMName("io", 1)
 			want := []string{"pack-image alpine:3", "create " + vm, "start " + vm, "ready " + vm,
 				"cp-in " + vm + ":/work/in/a.txt", "cp-in " + vm + ":/work/in/run.sh", "exec " + vm,
-				"cp-out " + vm + ":/work/out/A.txt", "cp-out " + vm + ":/work/out/none.txt",
+				"stat " + vm + ":/work/out/A.txt", "cp-out " + vm + ":/work/out/A.txt",
+				"stat " + vm + ":/work/out/none.txt", "cp-out " + vm + ":/work/out/none.txt",
 				"stop " + vm, "pack-vm " + vm, "delete " + vm}
 			if got := f.ops(); !slices.Equal(got, want) {
 				t.Errorf("calls:\n got %q\nwant %q", got, want)
@@ -258,7 +259,8 @@ func TestHandlerFilesFailures(t *testing.T) {
 			}
 		}, retryable, tasks.PhaseFiles},
 		{"exec fails", func(f *fakeSmolvm, _ context.CancelFunc) {
-			f.exec = func(context.Context, string, []string, smolvm.ExecOptions) (smolvm.ExecResult, error) {
+			f.exec = func(_ context.Context, vm string, _ []string, _ smolvm.ExecOptions) (smolvm.ExecResult, error) {
+				f.setState(vm, smolvm.StateStopped) // the VM stopped under the command
 				return smolvm.ExecResult{ExitCode: 1}, &smolvm.Error{Op: "machine exec", ExitCode: 1, Message: "agent operation failed: injected"}
 			}
 		}, retryable, tasks.PhaseExec},

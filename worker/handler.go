@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -22,8 +24,8 @@ import (
 // tests pass a fake.
 type Smolvm interface {
 	// Version, PackImage, PackFromVM, Create, Start, WaitReady, Exec,
-	// CopyIn, CopyOut, Stop, Delete and List are *smolvm.Client's methods
-	// of those names.
+	// CopyIn, CopyOut, Stop, Delete, List and Status are *smolvm.Client's
+	// methods of those names.
 	Version() smolvm.Version
 	PackImage(ctx context.Context, image, out string) (smolvm.Pack, error)
 	PackFromVM(ctx context.Context, name, out string) (smolvm.Pack, error)
@@ -36,6 +38,7 @@ type Smolvm interface {
 	Stop(ctx context.Context, name string) error
 	Delete(ctx context.Context, name string) error
 	List(ctx context.Context) ([]smolvm.Machine, error)
+	Status(ctx context.Context, name string) (smolvm.Machine, error)
 }
 
 var _ Smolvm = (*smolvm.Client)(nil)
@@ -85,6 +88,9 @@ func NewHandler(cfg Config) (*Handler, error) {
 	if cfg.TeardownTimeout <= 0 {
 		cfg.TeardownTimeout = DefaultTeardownTimeout
 	}
+	if cfg.CopyTimeout <= 0 {
+		cfg.CopyTimeout = DefaultCopyTimeout
+	}
 	switch {
 	case cfg.MaxFilesBytes == 0:
 		cfg.MaxFilesBytes = tasks.DefaultMaxFilesBytes
@@ -102,6 +108,15 @@ func NewHandler(cfg Config) (*Handler, error) {
 	}
 	if cfg.MaxArtifactsBytes < 0 {
 		return nil, configErr("MaxArtifactsBytes", "must not be negative")
+	}
+	if len(cfg.Registries) == 0 {
+		cfg.Registries, _ = ParseRegistries(DefaultRegistries)
+	} else {
+		regs, err := ParseRegistries(strings.Join(cfg.Registries, ","))
+		if err != nil {
+			return nil, &ConfigError{Field: "Registries", Err: err}
+		}
+		cfg.Registries = regs
 	}
 	h := &Handler{cfg: cfg, log: cfg.Logger, active: map[string]int{}}
 	if h.from, err = newFromPolicy(cfg.FromDirs, cfg.DataDir); err != nil {
@@ -179,6 +194,7 @@ func (h *Handler) Run(ctx context.Context, m Meta, payload []byte, w io.Writer) 
 	}
 	r := &run{h: h, p: p, w: w, vm: VMName(m.ID, attempt), taskID: m.ID}
 	r.log = log.With().Str("vm", r.vm).Logger()
+	r.scrub = newScrubber(slices.Collect(maps.Values(p.Env))...)
 	r.res = tasks.Result{
 		Host: h.cfg.Host, Tenant: p.TenantName(), VM: r.vm, Attempt: attempt,
 		SmolvmVersion: h.cfg.Smolvm.Version().String(),
@@ -186,7 +202,7 @@ func (h *Handler) Run(ctx context.Context, m Meta, payload []byte, w io.Writer) 
 	start := time.Now()
 	ctx = r.log.WithContext(ctx) // smolvm's lines carry the task's fields too
 	r.log.Info().Str("phase", "start").Msg("task started")
-	err = r.pipeline(ctx)
+	err = r.scrub.err(r.pipeline(ctx))
 	if err != nil {
 		r.res.Error = err.Error()
 		r.report()
@@ -218,6 +234,11 @@ func (h *Handler) runnableHere(p tasks.AgentRun) error {
 	if n := p.FilesBytes(); n > h.cfg.MaxFilesBytes {
 		return &tasks.ValidationError{Field: "files", Reason: fmt.Sprintf("%s in total, over this worker's cap of %s",
 			tasks.FormatBytes(n), tasks.FormatBytes(h.cfg.MaxFilesBytes))}
+	}
+	if p.Image != "" {
+		if reason := imageAllowed(p.Image, h.cfg.Registries); reason != "" {
+			return &tasks.ValidationError{Field: "image", Reason: reason}
+		}
 	}
 	if len(p.AllowHosts) > 0 && h.cfg.BundledProxy == nil {
 		return &tasks.ValidationError{Field: "allow_hosts", Reason: "this worker has no bundled egress proxy to enforce it"}

@@ -164,7 +164,8 @@ func TestHandlerPhaseFailures(t *testing.T) {
 			}
 		}, true},
 		{"exec tool error", func(f *fakeSmolvm) {
-			f.exec = func(context.Context, string, []string, smolvm.ExecOptions) (smolvm.ExecResult, error) {
+			f.exec = func(_ context.Context, vm string, _ []string, _ smolvm.ExecOptions) (smolvm.ExecResult, error) {
+				f.setState(vm, smolvm.StateFailed) // the VM died under the command
 				return smolvm.ExecResult{ExitCode: 1}, boom("machine exec")
 			}
 		}, true},

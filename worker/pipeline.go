@@ -2,12 +2,12 @@ package worker
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"maps"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -31,6 +31,8 @@ type run struct {
 	// foreign is set when the VM of this name belongs to another live
 	// delivery: teardown must leave it alone.
 	foreign bool
+	// scrub removes the task's secrets from the errors it returns.
+	scrub scrubber
 }
 
 // pipeline runs the attempt's phases in order, from pack to commit; once a
@@ -59,7 +61,9 @@ func (r *run) pipeline(ctx context.Context) error {
 		if execEnv == nil {
 			execEnv = map[string]string{}
 		}
-		maps.Copy(execEnv, h.proxy.envWith(egress.ProxyURL(h.proxy.URL, token)))
+		proxyURL := egress.ProxyURL(h.proxy.URL, token)
+		maps.Copy(execEnv, h.proxy.envWith(proxyURL))
+		r.scrub = newScrubber(append(slices.Collect(maps.Values(r.p.Env)), token, proxyURL)...)
 	}
 
 	create := smolvm.CreateOptions{From: from.Machine}
@@ -95,7 +99,7 @@ func (r *run) pipeline(ctx context.Context) error {
 			Env: execEnv, Workdir: r.p.Workdir, Timeout: r.p.CommandTimeout(), Stream: true,
 		})
 		r.closeEgress()
-		if err != nil {
+		if err != nil && !r.agentExit(ctx, err) {
 			return err
 		}
 		r.res.ExitCode, r.res.TimedOut = res.ExitCode, res.TimedOut
@@ -219,14 +223,14 @@ func (r *run) teardown(ctx context.Context) {
 				}
 				return nil
 			}
-			r.log.Warn().Str("phase", tasks.PhaseDelete).Int("try", try).Err(err).Msg("delete failed")
+			r.log.Warn().Str("phase", tasks.PhaseDelete).Int("try", try).Err(r.scrub.err(err)).Msg("delete failed")
 			select {
 			case <-ctx.Done():
 				try = 3
 			case <-time.After(time.Duration(try) * 250 * time.Millisecond):
 			}
 		}
-		r.log.Error().Str("phase", tasks.PhaseDelete).Err(err).Msg("VM left behind; the reaper will delete it")
+		r.log.Error().Str("phase", tasks.PhaseDelete).Err(r.scrub.err(err)).Msg("VM left behind; the reaper will delete it")
 		if r.h.cfg.Hooks.DeleteFailed != nil {
 			r.h.cfg.Hooks.DeleteFailed(r.vm)
 		}
@@ -238,14 +242,14 @@ func (r *run) teardown(ctx context.Context) {
 }
 
 // phase runs one step: it reports progress, times the step and tells the
-// hooks.
+// hooks. Its error comes back scrubbed of the task's secrets.
 func (r *run) phase(ctx context.Context, name string, f func(context.Context) error) error {
 	if name != tasks.PhaseDelete {
 		r.res.State, r.res.Phase = tasks.StateRunning, name
 		r.report()
 	}
 	start := time.Now()
-	err := f(ctx)
+	err := r.scrub.err(f(ctx))
 	d := time.Since(start)
 	r.res.Add(name, d)
 	r.log.Debug().Str("phase", name).Dur("duration", d).Err(err).Msg("phase done")
@@ -255,12 +259,13 @@ func (r *run) phase(ctx context.Context, name string, f func(context.Context) er
 	return err
 }
 
-// report writes the result so far; a failed write only costs progress.
+// report writes the result so far, at most MaxResultBytes of JSON; a
+// failed write only costs progress.
 func (r *run) report() {
 	if r.w == nil {
 		return
 	}
-	b, err := json.Marshal(r.res)
+	b, err := encodeResult(r.res, MaxResultBytes)
 	if err == nil {
 		_, err = r.w.Write(b)
 	}

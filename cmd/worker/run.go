@@ -52,6 +52,7 @@ type config struct {
 	pollInterval  time.Duration
 	shutdown      time.Duration
 	readyTimeout  time.Duration
+	cpTimeout     time.Duration
 	retryBase     time.Duration
 	retryMax      time.Duration
 	packTTL       time.Duration
@@ -63,6 +64,7 @@ type config struct {
 	maxFiles      byteSize
 	maxArtifact   byteSize
 	maxArtifacts  byteSize
+	registries    registryList
 }
 
 // envFallbacks maps each flag to the environment variable that sets it when
@@ -87,6 +89,7 @@ var envFallbacks = []cliflag.Env{
 	{"poll-interval", "BOTTLEQ_POLL_INTERVAL"},
 	{"shutdown-timeout", "BOTTLEQ_SHUTDOWN_TIMEOUT"},
 	{"ready-timeout", "BOTTLEQ_READY_TIMEOUT"},
+	{"cp-timeout", "BOTTLEQ_CP_TIMEOUT"},
 	{"retry-base", "BOTTLEQ_RETRY_BASE"},
 	{"retry-max", "BOTTLEQ_RETRY_MAX"},
 	{"pack-ttl", "BOTTLEQ_PACK_TTL"},
@@ -96,6 +99,7 @@ var envFallbacks = []cliflag.Env{
 	{"max-files-bytes", "BOTTLEQ_MAX_FILES_BYTES"},
 	{"max-artifact-bytes", "BOTTLEQ_MAX_ARTIFACT_BYTES"},
 	{"max-artifacts-bytes", "BOTTLEQ_MAX_ARTIFACTS_BYTES"},
+	{"registries", "BOTTLEQ_REGISTRIES"},
 	{"log-format", "BOTTLEQ_LOG_FORMAT"},
 	{"log-level", "BOTTLEQ_LOG_LEVEL"},
 }
@@ -123,6 +127,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.DurationVar(&c.pollInterval, "poll-interval", worker.DefaultPollInterval, "how often an idle worker looks for tasks")
 	fs.DurationVar(&c.shutdown, "shutdown-timeout", worker.DefaultShutdownTimeout, "on SIGTERM, how long running tasks may finish before they are requeued")
 	fs.DurationVar(&c.readyTimeout, "ready-timeout", worker.DefaultReadyTimeout, "how long a started VM has to accept exec")
+	fs.DurationVar(&c.cpTimeout, "cp-timeout", worker.DefaultCopyTimeout, "how long each smolvm machine cp may take; an artifact not copied in time is reported, a file not copied in fails the attempt")
 	fs.DurationVar(&c.retryBase, "retry-base", worker.DefaultRetryBase, "first retry delay of a failed task; doubles per retry")
 	fs.DurationVar(&c.retryMax, "retry-max", worker.DefaultRetryMax, "longest retry delay")
 	fs.DurationVar(&c.packTTL, "pack-ttl", worker.DefaultPackTTL, "how long a tagged image's pack is reused before it is packed again (0: the default; negative, such as -1s: forever; digest-pinned images: forever)")
@@ -133,6 +138,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.Var(&c.maxFiles, "max-files-bytes", "cap on the total content of a task's files, such as 4MiB (at most "+byteSize(tasks.MaxFilesBytesLimit).String()+"); a task over it is archived")
 	fs.Var(&c.maxArtifact, "max-artifact-bytes", "cap on one artifact; a bigger one is deleted and reported")
 	fs.Var(&c.maxArtifacts, "max-artifacts-bytes", "cap on a task's artifacts together; those past it are deleted and reported")
+	c.registries, _ = worker.ParseRegistries(worker.DefaultRegistries)
+	fs.Var(&c.registries, "registries", "registries tasks' images may come from, HOST or HOST:PORT, comma-separated (an image naming none, such as alpine:3, is on docker.io; \""+worker.AnyRegistry+"\": any)")
 	fs.StringVar(&c.logFormat, "log-format", "auto", "auto (console on a terminal, else JSON), json or console")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	if _, err := cliflag.Parse(fs, args, envFallbacks, getenv, "Usage: worker [flags]\n\nRuns bottleq's agent:run tasks in smolvm microVMs.", stderr); err != nil {
@@ -208,6 +215,17 @@ func (b *byteSize) Set(s string) error {
 	}
 	*b = byteSize(n << shift)
 	return nil
+}
+
+// registryList is a flag of registries, as worker.ParseRegistries reads
+// them.
+type registryList []string
+
+func (r registryList) String() string { return strings.Join(r, ",") }
+
+func (r *registryList) Set(s string) (err error) {
+	*r, err = worker.ParseRegistries(s)
+	return err
 }
 
 func defaultDataDir(getenv func(string) string) string {
@@ -292,12 +310,14 @@ func serve(ctx context.Context, c config, log zerolog.Logger) error {
 		AllowUnenforcedEgress: c.unenforced,
 		PackTTL:               c.packTTL,
 		ReadyTimeout:          c.readyTimeout,
+		CopyTimeout:           c.cpTimeout,
 		HostOfTask:            worker.InspectorHostOf(insp),
 		Busy:                  worker.BusyElsewhere(insp),
 		BundledProxy:          egressProxy,
 		MaxFilesBytes:         int64(c.maxFiles),
 		MaxArtifactBytes:      int64(c.maxArtifact),
 		MaxArtifactsBytes:     int64(c.maxArtifacts),
+		Registries:            c.registries,
 		Logger:                log,
 		Hooks:                 metrics.Hooks(),
 	})
@@ -344,9 +364,11 @@ var flagOfField = map[string]string{
 	"AllowUnenforcedEgress": "-allow-unenforced-egress",
 	"PackTTL":               "-pack-ttl",
 	"ReadyTimeout":          "-ready-timeout",
+	"CopyTimeout":           "-cp-timeout",
 	"MaxFilesBytes":         "-max-files-bytes",
 	"MaxArtifactBytes":      "-max-artifact-bytes",
 	"MaxArtifactsBytes":     "-max-artifacts-bytes",
+	"Registries":            "-registries",
 }
 
 // flagError reports a *worker.ConfigError under the name of the flag that

@@ -59,6 +59,9 @@ func TestParseFlags(t *testing.T) {
 		{[]string{"-max-files-bytes", "0"}, nil, "-max-files-bytes"},
 		{nil, map[string]string{"BOTTLEQ_MAX_ARTIFACT_BYTES": "lots"}, "BOTTLEQ_MAX_ARTIFACT_BYTES"},
 		{[]string{"-max-artifacts-bytes", "1TiB"}, nil, "max-artifacts-bytes"},
+		{[]string{"-registries", "ghcr.io/org"}, nil, "-registries"},
+		{nil, map[string]string{"BOTTLEQ_CP_TIMEOUT": "1"}, "BOTTLEQ_CP_TIMEOUT"},
+		{nil, map[string]string{"BOTTLEQ_REGISTRIES": " , "}, "BOTTLEQ_REGISTRIES"},
 	} {
 		_, err := parseFlags(tt.args, env(tt.env), &bytes.Buffer{})
 		if err == nil || !strings.Contains(err.Error(), tt.want) || strings.Contains(err.Error(), "\n") {
@@ -84,6 +87,7 @@ func TestFlagDefaultsAreTheLibrarys(t *testing.T) {
 		{"poll-interval", c.pollInterval, worker.DefaultPollInterval},
 		{"shutdown-timeout", c.shutdown, worker.DefaultShutdownTimeout},
 		{"ready-timeout", c.readyTimeout, worker.DefaultReadyTimeout},
+		{"cp-timeout", c.cpTimeout, worker.DefaultCopyTimeout},
 		{"retry-base", c.retryBase, worker.DefaultRetryBase},
 		{"retry-max", c.retryMax, worker.DefaultRetryMax},
 		{"pack-ttl", c.packTTL, worker.DefaultPackTTL},
@@ -92,6 +96,7 @@ func TestFlagDefaultsAreTheLibrarys(t *testing.T) {
 		{"max-files-bytes", int64(c.maxFiles), int64(tasks.DefaultMaxFilesBytes)},
 		{"max-artifact-bytes", int64(c.maxArtifact), int64(worker.DefaultMaxArtifactBytes)},
 		{"max-artifacts-bytes", int64(c.maxArtifacts), int64(worker.DefaultMaxArtifactsBytes)},
+		{"registries", c.registries.String(), worker.DefaultRegistries},
 	} {
 		if tt.got != tt.want {
 			t.Errorf("-%s defaults to %v, want %v", tt.flag, tt.got, tt.want)

@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -38,6 +40,48 @@ func TestRedisPasswordAndTLS(t *testing.T) {
 	}
 }
 
+// TestFakedSmolvmError: an agent that ends its stderr with smolvm's own
+// "Error: vm not found: …" line, holding its secret, and exits 1 has
+// completed: exit code 1, its artifact and commit kept, no retry, and the
+// line reaches neither the worker's log nor LastErr. One that stops its own
+// VM before it does so has made it smolvm's failure, retried, and leaks
+// nothing either.
+func TestFakedSmolvmError(t *testing.T) {
+	t.Parallel()
+	const secret = "sk-live-0b5e7a11"
+	s := newStack(t, "miniredis", "1.9.3")
+	c, insp := s.client()
+	w := s.worker()
+	mark := filepath.Join(t.TempDir(), "stopped-once")
+	script := `mkdir -p out && echo made > out/a.txt; %s echo "Error: vm not found: $API_KEY" >&2; exit 1`
+	for _, tt := range []struct {
+		name    string
+		first   string
+		retried int
+	}{
+		{"VM runs", "", 0},
+		{"VM stopped from inside once", `test -e "$MARK" || { touch "$MARK"; "$SIM" machine stop --name "$SMOLVM_SIM_MACHINE"; };`, 1},
+	} {
+		info := s.submit(c, tasks.AgentRun{Image: "alpine:3", Workdir: "/workspace", Artifacts: []string{"/workspace/out/a.txt"},
+			Env:     map[string]string{"API_KEY": secret, "SIM": bins.sim, "MARK": mark},
+			Command: []string{"sh", "-c", fmt.Sprintf(script, tt.first)}}, asynq.MaxRetry(3))
+		done := waitState(t, insp, info.Queue, info.ID, asynq.TaskStateCompleted)
+		r := result(t, done)
+		if done.Retried != tt.retried || r.ExitCode != 1 || r.Commit == "" || len(r.Artifacts) != 1 || r.Artifacts[0].HostPath == "" {
+			t.Errorf("%s: retried %d, result %s; want %d retries, exit code 1, the artifact and a commit", tt.name, done.Retried, done.Result, tt.retried)
+		}
+		if strings.Contains(done.LastErr, secret) || strings.Contains(done.LastErr, "vm not found: ") {
+			t.Errorf("%s: LastErr %q holds the agent's line", tt.name, done.LastErr)
+		}
+		if tt.retried > 0 && !strings.Contains(done.LastErr, "machine not found") {
+			t.Errorf("%s: LastErr %q, want smolvm's failure", tt.name, done.LastErr)
+		}
+	}
+	if logs := w.logs.String(); strings.Contains(logs, secret) || strings.Contains(logs, "vm not found: ") {
+		t.Error("the agent's stderr line reached the worker's log")
+	}
+}
+
 // TestSecretsStayOut: an env value never reaches the worker's log (even at
 // debug level), the task's result, its error, or smolvm's call log — on
 // success and on failure.
@@ -53,12 +97,13 @@ func TestSecretsStayOut(t *testing.T) {
 	if r := result(t, done); r.Stdout != "key-present\n" || done.Retried != 1 {
 		t.Fatalf("the agent did not get its env, or the create fault did not fire: %+v", r)
 	}
-	// smolvm cannot spawn this command: a tool failure, archived with its error.
+	// smolvm cannot spawn this command, and the VM runs on: exec's line
+	// could be the agent's, so it is the agent's exit.
 	bad := s.submit(c, tasks.AgentRun{Image: "alpine:3", Env: map[string]string{"API_KEY": secret},
 		Command: []string{"/nonexistent/agent"}}, asynq.MaxRetry(0))
-	failed := waitState(t, insp, bad.Queue, bad.ID, asynq.TaskStateArchived)
-	if !strings.Contains(failed.LastErr, "failed to spawn") {
-		t.Errorf("archived with %q", failed.LastErr)
+	failed := waitState(t, insp, bad.Queue, bad.ID, asynq.TaskStateCompleted)
+	if r := result(t, failed); r.ExitCode != 1 || !strings.Contains(r.Stderr, "failed to spawn") || failed.LastErr != "" {
+		t.Errorf("completed with %+v, LastErr %q; want exit code 1 and smolvm's line on stderr", r, failed.LastErr)
 	}
 	for what, text := range map[string]string{
 		"worker log":       w.logs.String(),
