@@ -11,8 +11,13 @@ import (
 // deletes nothing else.
 const VMPrefix = "bq-"
 
+// idHashBytes is how much of a task ID's SHA-256 names its VMs, commits and
+// artifacts: 128 bits, so that no one finds two IDs that share them (40 bits
+// did not hold: a colliding pair takes seconds to find).
+const idHashBytes = 16
+
 // VMName names the machine of one attempt of a task: VMPrefix, a readable
-// slug of the task ID, a short hash of the whole ID (so two IDs with the
+// slug of the task ID, 128 bits of the whole ID's hash (two IDs with the
 // same slug differ), and the attempt. The result is a valid smolvm name
 // whatever the ID holds.
 func VMName(taskID string, attempt int) string {
@@ -21,15 +26,17 @@ func VMName(taskID string, attempt int) string {
 
 // vmStem is VMName without the attempt: every attempt of a task shares it.
 func vmStem(taskID string) string {
-	return VMPrefix + slug(taskID, 40) + "-" + shortHash(taskID)
+	return VMPrefix + slug(taskID, 40) + "-" + idHash(taskID)
 }
 
-// fileKey turns a task ID into a file name that cannot escape its folder.
-func fileKey(taskID string) string { return slug(taskID, 60) + "-" + shortHash(taskID) }
+// fileKey turns a task ID into a file name that cannot escape its folder:
+// a slug and 128 bits of the ID's hash.
+func fileKey(taskID string) string { return slug(taskID, 60) + "-" + idHash(taskID) }
 
-func shortHash(s string) string {
+// idHash is the first idHashBytes of the SHA-256 of s, in hex.
+func idHash(s string) string {
 	sum := sha256.Sum256([]byte(s))
-	return hex.EncodeToString(sum[:5])
+	return hex.EncodeToString(sum[:idHashBytes])
 }
 
 // slug keeps ASCII letters and digits, turns each run of anything else into
