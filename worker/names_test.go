@@ -5,9 +5,12 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"math"
 	"os"
+	"strings"
 	"testing"
 
+	"github.com/bot-bottle/bottleq/smolvm"
 	"github.com/bot-bottle/bottleq/tasks"
 )
 
@@ -27,7 +30,7 @@ func TestIDsSharing40HashBitsStayApart(t *testing.T) {
 	if !bytes.Equal(h1[:5], h2[:5]) || slug(collidingID1, 60) != slug(collidingID2, 60) {
 		t.Fatal("the fixture IDs no longer share a slug and 40 bits of their hash")
 	}
-	if VMName(collidingID1, 1) == VMName(collidingID2, 1) {
+	if VMName(DefaultDeployment, collidingID1, 1) == VMName(DefaultDeployment, collidingID2, 1) {
 		t.Error("the two IDs get one VM name")
 	}
 	if fileKey(collidingID1) == fileKey(collidingID2) {
@@ -66,5 +69,61 @@ func TestIDsSharing40HashBitsStayApart(t *testing.T) {
 	}
 	if f.lastCreate.From != path1 {
 		t.Errorf("from task:%s booted %s, want its own commit %s", collidingID1, f.lastCreate.From, path1)
+	}
+}
+
+// TestVMNameDeployments: every deployment's names are valid smolvm names,
+// even for the longest ID and attempt, start with VMPrefix, the deployment
+// and '-', and never with another deployment's prefix.
+func TestVMNameDeployments(t *testing.T) {
+	t.Parallel()
+	deployments := []string{DefaultDeployment, "a", "ab", "abc", "0123456789", DeploymentOf("127.0.0.1:6379", 1)}
+	for _, d := range deployments {
+		if err := ValidateDeployment(d); err != nil {
+			t.Fatalf("deployment %q: %v", d, err)
+		}
+		for _, id := range []string{"", "x", collidingID1, strings.Repeat("é", 300), strings.Repeat("a-", 300)} {
+			for _, attempt := range []int{1, math.MaxInt} {
+				n := VMName(d, id, attempt)
+				if err := smolvm.ValidateName(n); err != nil {
+					t.Errorf("VMName(%q, %q, %d) = %q: %v", d, id, attempt, n, err)
+				}
+				for _, other := range deployments {
+					if owns := strings.HasPrefix(n, vmPrefix(other)); owns != (other == d) {
+						t.Errorf("VMName(%q, …) = %q; under %q's prefix: %v", d, n, other, owns)
+					}
+				}
+			}
+		}
+	}
+}
+
+func TestValidateDeployment(t *testing.T) {
+	t.Parallel()
+	for d, ok := range map[string]bool{
+		"prod": true, "a": true, "0123456789": true, DefaultDeployment: true,
+		"": false, "01234567890": false, "Prod": false, "prod-eu": false, "prod_eu": false, "pröd": false,
+	} {
+		if err := ValidateDeployment(d); (err == nil) != ok {
+			t.Errorf("ValidateDeployment(%q) = %v, want ok=%v", d, err, ok)
+		}
+	}
+}
+
+// TestDeploymentOf: one Redis database is one deployment, whatever case its
+// host is written in; another database or server is another one.
+func TestDeploymentOf(t *testing.T) {
+	t.Parallel()
+	db1 := DeploymentOf("redis.internal:6379", 1)
+	if err := ValidateDeployment(db1); err != nil || len(db1) != MaxDeploymentLen {
+		t.Fatalf("DeploymentOf = %q: %v", db1, err)
+	}
+	if DeploymentOf("Redis.Internal:6379", 1) != db1 {
+		t.Error("the case of the host changes the deployment")
+	}
+	for _, other := range []string{DeploymentOf("redis.internal:6379", 2), DeploymentOf("redis.internal:6380", 1), DeploymentOf("redis.internal:637", 91)} {
+		if other == db1 {
+			t.Errorf("another database or server has deployment %q too", other)
+		}
 	}
 }

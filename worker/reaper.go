@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"sync"
@@ -23,17 +24,24 @@ type Inspector interface {
 
 var _ Inspector = (*asynq.Inspector)(nil)
 
-// Reaper deletes the VMs that a crashed worker left behind (kill -9, OOM,
-// power loss: no teardown ran). A machine is an orphan when its name has
-// bottleq's prefix, no handler of this process uses it, it is older than
-// MinAge, and it is not the VM of a task attempt that a live asynq server
-// on this host is running now. Liveness comes from asynq's own server list
-// (heartbeats expire 10 s after a process dies), not from guesses.
+// Reaper deletes the VMs that a crashed worker of its deployment left
+// behind (kill -9, OOM, power loss: no teardown ran). A machine is an
+// orphan when its name starts with VMPrefix and the reaper's deployment, no
+// handler of this process uses it, it is older than MinAge, and it is not
+// the VM of a task attempt that a live asynq server on this host is running
+// now. Liveness comes from asynq's own server list (heartbeats expire 10 s
+// after a process dies), not from guesses; that list is per Redis database,
+// so the reaper leaves the VMs of other deployments alone, whatever they
+// are doing.
 type Reaper struct {
 	// Smolvm lists and deletes machines. Required.
 	Smolvm Smolvm
 	// Inspector reads asynq's servers and tasks. Required.
 	Inspector Inspector
+	// Deployment is the deployment whose VMs are reaped: the handlers'
+	// Config.Deployment. It must pass [ValidateDeployment]. Default:
+	// DefaultDeployment.
+	Deployment string
 	// Handler is this process's handler; its VMs are never reaped. Default:
 	// nil, none.
 	Handler *Handler
@@ -54,6 +62,9 @@ type Reaper struct {
 	Logger zerolog.Logger
 	// Reaped, if set, is called for each deleted orphan. Default: nil.
 	Reaped func(vm string)
+
+	// now replaces time.Now in tests. Default: time.Now.
+	now func() time.Time
 
 	mu       sync.Mutex
 	suspects map[string]time.Time // orphan VM → when first seen as one
@@ -79,6 +90,13 @@ func (r *Reaper) Run(ctx context.Context) {
 
 // Sweep deletes the orphans it finds now and returns their names.
 func (r *Reaper) Sweep(ctx context.Context) ([]string, error) {
+	deployment := r.Deployment
+	if deployment == "" {
+		deployment = DefaultDeployment
+	}
+	if err := ValidateDeployment(deployment); err != nil {
+		return nil, fmt.Errorf("worker: Reaper.Deployment: %w", err)
+	}
 	machines, err := r.Smolvm.List(ctx)
 	if err != nil {
 		return nil, err
@@ -88,15 +106,13 @@ func (r *Reaper) Sweep(ctx context.Context) ([]string, error) {
 	if minAge <= 0 {
 		minAge = DefaultReapMinAge
 	}
-	var mine map[string]bool
-	if r.Handler != nil {
-		mine = r.Handler.Active()
-	}
+	prefix := vmPrefix(deployment)
+	mine := r.handlerActive()
 	for _, m := range machines {
-		if !strings.HasPrefix(m.Name, VMPrefix) || mine[m.Name] {
+		if !strings.HasPrefix(m.Name, prefix) || mine[m.Name] {
 			continue
 		}
-		if m.CreatedAt > 0 && time.Since(time.Unix(m.CreatedAt, 0)) < minAge {
+		if m.CreatedAt > 0 && r.clock().Sub(time.Unix(m.CreatedAt, 0)) < minAge {
 			continue
 		}
 		candidates = append(candidates, m)
@@ -107,7 +123,7 @@ func (r *Reaper) Sweep(ctx context.Context) ([]string, error) {
 		r.mu.Unlock()
 		return nil, nil
 	}
-	live, err := liveVMs(r.Inspector, r.hostname(), 0)
+	live, err := liveVMs(r.Inspector, deployment, r.hostname(), 0)
 	if err != nil {
 		return nil, err
 	}
@@ -128,11 +144,12 @@ func (r *Reaper) Sweep(ctx context.Context) ([]string, error) {
 		if mine = r.handlerActive(); mine[m.Name] {
 			continue // a handler of ours picked it up since
 		}
+		now := r.clock()
 		first, ok := seen[m.Name]
 		if !ok {
-			first = time.Now()
+			first = now
 		}
-		if time.Since(first) < confirm {
+		if now.Sub(first) < confirm {
 			r.suspects[m.Name] = first // an orphan for now: confirm on a later sweep
 			continue
 		}
@@ -148,6 +165,13 @@ func (r *Reaper) Sweep(ctx context.Context) ([]string, error) {
 		reaped = append(reaped, m.Name)
 	}
 	return reaped, errors.Join(errs...)
+}
+
+func (r *Reaper) clock() time.Time {
+	if r.now != nil {
+		return r.now()
+	}
+	return time.Now()
 }
 
 func (r *Reaper) handlerActive() map[string]bool {
@@ -185,9 +209,9 @@ func (r *Reaper) hostname() string {
 	return h
 }
 
-// liveVMs reads the VMs that the live asynq servers on host are using,
-// leaving out the process skipPID (0: none).
-func liveVMs(insp Inspector, host string, skipPID int) (liveSet, error) {
+// liveVMs reads the VMs of deployment that the live asynq servers on host
+// are using, leaving out the process skipPID (0: none).
+func liveVMs(insp Inspector, deployment, host string, skipPID int) (liveSet, error) {
 	servers, err := insp.Servers()
 	if err != nil {
 		return liveSet{}, err
@@ -200,22 +224,23 @@ func liveVMs(insp Inspector, host string, skipPID int) (liveSet, error) {
 		for _, w := range s.ActiveWorkers {
 			info, err := insp.GetTaskInfo(w.Queue, w.TaskID)
 			if err != nil {
-				l.stems[vmStem(w.TaskID)] = true
+				l.stems[vmStem(deployment, w.TaskID)] = true
 				continue
 			}
-			l.names[VMName(w.TaskID, info.Retried+1)] = true
+			l.names[VMName(deployment, w.TaskID, info.Retried+1)] = true
 		}
 	}
 	return l, nil
 }
 
 // BusyElsewhere returns a Config.Busy that asks asynq whether another live
-// worker process on this host is running the attempt that owns a VM.
-func BusyElsewhere(insp Inspector) func(ctx context.Context, vm string) (bool, error) {
+// worker process on this host is running the attempt that owns a VM of
+// deployment.
+func BusyElsewhere(insp Inspector, deployment string) func(ctx context.Context, vm string) (bool, error) {
 	host, _ := os.Hostname()
 	pid := os.Getpid()
 	return func(_ context.Context, vm string) (bool, error) {
-		live, err := liveVMs(insp, host, pid)
+		live, err := liveVMs(insp, deployment, host, pid)
 		if err != nil {
 			return false, err
 		}

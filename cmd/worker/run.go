@@ -266,7 +266,7 @@ func serve(ctx context.Context, c config, log zerolog.Logger) error {
 		PackTTL:               c.packTTL,
 		ReadyTimeout:          c.readyTimeout,
 		HostOfTask:            worker.InspectorHostOf(insp),
-		Busy:                  worker.BusyElsewhere(insp),
+		Busy:                  worker.BusyElsewhere(insp, worker.DefaultDeployment),
 		BundledProxy:          egressProxy,
 		MaxFilesBytes:         int64(c.maxFiles),
 		MaxArtifactBytes:      int64(c.maxArtifact),
