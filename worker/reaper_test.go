@@ -128,17 +128,22 @@ func TestReaperForgetsWhatCameBack(t *testing.T) {
 	}
 }
 
-// fakeClock is a Reaper's time: it stands still until advanced.
+// fakeClock is a Reaper's time: now stands still until advanced, and Run's
+// waits return at once, moving it on and recording how long each was.
+// After stopAfter waits it cancels Run's context and never returns.
 type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
+	mu        sync.Mutex
+	t         time.Time
+	waits     []time.Duration
+	stopAfter int
+	cancel    func()
 }
 
 // newFakeClock makes r run on a fake clock that starts now, on a whole
 // second as smolvm's creation times are.
 func newFakeClock(r *Reaper) *fakeClock {
 	c := &fakeClock{t: time.Unix(time.Now().Unix(), 0)}
-	r.now = c.now
+	r.now, r.after = c.now, c.after
 	return c
 }
 
@@ -152,6 +157,92 @@ func (c *fakeClock) advance(d time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.t = c.t.Add(d)
+}
+
+func (c *fakeClock) after(d time.Duration) <-chan time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.waits = append(c.waits, d)
+	if len(c.waits) >= c.stopAfter {
+		c.cancel()
+		return nil
+	}
+	c.t = c.t.Add(d)
+	ch := make(chan time.Time, 1)
+	ch <- c.t
+	return ch
+}
+
+// dyingInspector is asynq's view of a worker on host-a that died at the
+// start of the test while running task "dead": its heartbeat lists the task
+// until it expires, 10 s later.
+type dyingInspector struct {
+	clock   *fakeClock
+	expires time.Time
+}
+
+func (d *dyingInspector) Servers() ([]*asynq.ServerInfo, error) {
+	if d.clock.now().Before(d.expires) {
+		return []*asynq.ServerInfo{server("host-a", "dead")}, nil
+	}
+	return nil, nil
+}
+
+func (d *dyingInspector) GetTaskInfo(_, id string) (*asynq.TaskInfo, error) {
+	return &asynq.TaskInfo{ID: id}, nil
+}
+
+// TestReaperRunSchedule: after a restart, Run sweeps again as soon as an
+// orphan can have become one (its dead worker's heartbeat expired, its
+// MinAge passed) and once its confirmation time has passed, not a whole
+// Interval later; so the orphan a crashed worker left is gone within
+// MinAge + Confirm (45 s) of its successor's start. With nothing to wait
+// for, it sweeps every Interval.
+func TestReaperRunSchedule(t *testing.T) {
+	t.Parallel()
+	s := time.Second
+	for _, tt := range []struct {
+		name      string
+		age       time.Duration // of the orphan when the reaper starts; 0: no orphan
+		heartbeat bool          // the dead worker's heartbeat has not expired yet
+		waits     []time.Duration
+		reapedAt  time.Duration
+	}{
+		{"old orphan, heartbeat expired", time.Hour, false, []time.Duration{15 * s, 60 * s}, 15 * s},
+		{"old orphan, heartbeat alive", time.Hour, true, []time.Duration{15 * s, 15 * s, 60 * s}, 30 * s},
+		{"young orphan, heartbeat alive", 25 * s, true, []time.Duration{5 * s, 10 * s, 15 * s, 60 * s}, 30 * s},
+		{"new orphan", 1 * s, false, []time.Duration{15 * s, 14 * s, 15 * s, 60 * s}, 44 * s},
+		{"nothing to reap", 0, false, []time.Duration{15 * s, 60 * s, 60 * s}, 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFake()
+			r := &Reaper{Smolvm: f, Hostname: "host-a"}
+			clock := newFakeClock(r)
+			start := clock.now()
+			insp := &dyingInspector{clock: clock, expires: start}
+			if tt.heartbeat {
+				insp.expires = start.Add(10 * s)
+			}
+			r.Inspector = insp
+			vm := VMName(DefaultDeployment, "dead", 1)
+			if tt.age > 0 {
+				f.machines[vm] = "running"
+				f.created[vm] = start.Add(-tt.age).Unix()
+			}
+			var reapedAt time.Duration
+			r.Reaped = func(string) { reapedAt = clock.now().Sub(start) }
+			ctx, cancel := context.WithCancel(context.Background())
+			clock.cancel, clock.stopAfter = cancel, len(tt.waits)
+			r.Run(ctx)
+			if !slices.Equal(clock.waits, tt.waits) {
+				t.Errorf("Run waited %v between sweeps, want %v", clock.waits, tt.waits)
+			}
+			if reapedAt != tt.reapedAt || len(f.left()) != 0 {
+				t.Errorf("reaped %v after the start (left %q), want %v", reapedAt, f.left(), tt.reapedAt)
+			}
+		})
+	}
 }
 
 // TestReapersOfTwoDeployments: two deployments share one smolvm, each with
