@@ -129,7 +129,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.Var(&c.maxArtifacts, "max-artifacts-bytes", "cap on a task's artifacts together; those past it are deleted and reported")
 	fs.StringVar(&c.logFormat, "log-format", "auto", "auto (console on a terminal, else JSON), json or console")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
-	if _, err := cliflag.Parse(fs, args, envFallbacks, getenv, "Usage: worker [flags]\n\nRuns bottleq's agent:run tasks in smolvm microVMs.", stderr); err != nil {
+	origin, err := cliflag.Parse(fs, args, envFallbacks, getenv, "Usage: worker [flags]\n\nRuns bottleq's agent:run tasks in smolvm microVMs.", stderr)
+	if err != nil {
 		return c, err
 	}
 	if c.concurrency < 1 {
@@ -147,10 +148,21 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	if _, err := cliflag.Logger(c.logFormat, c.logLevel, io.Discard); err != nil {
 		return c, fmt.Errorf("-log-format/-log-level: %w", err)
 	}
-	if c.proxy != "" {
-		if _, err := worker.ParseProxyAddr(c.proxy); err != nil {
-			return c, fmt.Errorf("-proxy: %w", err)
+	for _, name := range []string{"embedded-redis", "metrics-addr", "egress-listen"} {
+		addr := fs.Lookup(name).Value.String()
+		if addr == "" || (name == "metrics-addr" && addr == "off") {
+			continue
 		}
+		if err := checkHostPort(addr); err != nil {
+			return c, fmt.Errorf("%s: %w", origin[name], err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := checkDoor(ctx, c, origin, func(ctx context.Context, host string) ([]netip.Addr, error) {
+		return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	}); err != nil {
+		return c, err
 	}
 	return c, nil
 }

@@ -53,7 +53,9 @@ func TestWorkerBadConfig(t *testing.T) {
 		{"bad concurrency env", []string{"BOTTLEQ_CONCURRENCY=lots"}, nil, 2, "BOTTLEQ_CONCURRENCY"},
 		{"bad queues", nil, []string{"-queues", "default"}, 2, "-queues"},
 		{"proxy by name", nil, []string{"-proxy", "http://proxy.local:3128"}, 2, "must be an IP address"},
-		{"egress proxy on all addresses", []string{"BOTTLEQ_EGRESS_LISTEN=0.0.0.0:0"}, []string{"-redis", "redis://127.0.0.1:1"}, 1, "VMs need an address"},
+		{"egress proxy on all addresses", []string{"BOTTLEQ_EGRESS_LISTEN=0.0.0.0:0"}, []string{"-redis", "redis://127.0.0.1:1"}, 2, "VMs need an address"},
+		{"metrics on the proxy's address", []string{"BOTTLEQ_METRICS_ADDR=0.0.0.0:0"}, []string{"-proxy", "http://10.0.2.2:3128", "-redis", "redis://127.0.0.1:1"}, 2, "BOTTLEQ_METRICS_ADDR 0.0.0.0:0 is reachable on -proxy's address 10.0.2.2"},
+		{"embedded Redis on the proxy's address", []string{"BOTTLEQ_EMBEDDED_REDIS=127.0.0.1:0", "BOTTLEQ_METRICS_ADDR=off"}, []string{"-egress-listen", "127.0.0.1:0"}, 2, "BOTTLEQ_EMBEDDED_REDIS 127.0.0.1:0 is reachable on -egress-listen's address 127.0.0.1"},
 		{"old smolvm with proxy", []string{"SMOLVM_SIM_VERSION=1.7.0"}, []string{"-proxy", "http://10.0.2.2:3128", "-redis", "redis://127.0.0.1:1"}, 1, "-allow-unenforced-egress: not set, but smolvm 1.7.0 ignores --allow-cidr"},
 		{"colon in data dir", nil, []string{"-data-dir", "TMP/a:b", "-redis", "redis://127.0.0.1:1"}, 1, "a:b\" must not contain ':'"},
 	}
