@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -86,4 +89,52 @@ func TestProxyDoorNames(t *testing.T) {
 			t.Errorf("-metrics-addr %s: %v, want %q", addr, err, want)
 		}
 	}
+}
+
+// TestRunChecksBeforeListening: a worker with a bad configuration reports
+// that configuration, even when the addresses it would listen on are taken;
+// it binds nothing before everything is checked.
+func TestRunChecksBeforeListening(t *testing.T) {
+	t.Parallel()
+	var held []string
+	for range 2 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		held = append(held, ln.Addr().String())
+	}
+	for _, tt := range []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"missing smolvm", []string{"-smolvm", "/nonexistent/smolvm"}, 1, `smolvm binary "/nonexistent/smolvm" not found`},
+		{"missing Redis CA", []string{"-redis", "rediss://127.0.0.1:1", "-redis-ca", "/nonexistent/ca.pem"}, 1, "-redis-ca"},
+		{"metrics on the proxy's address", []string{"-proxy", "http://" + held[0]}, 2, "is reachable on -proxy's address 127.0.0.1"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			args := append([]string{"-metrics-addr", held[0], "-embedded-redis", held[1], "-data-dir", filepath.Join(t.TempDir(), "data"), "-log-format", "json"}, tt.args...)
+			var stderr bytes.Buffer
+			code := Run(context.Background(), args, env(map[string]string{"SMOLVM_BIN": "/nonexistent/smolvm"}), &stderr)
+			last := lastLine(stderr.String())
+			if code != tt.code || !strings.HasPrefix(last, "worker: ") || !strings.Contains(last, tt.want) {
+				t.Errorf("exit %d, last line %q; want exit %d and %q", code, last, tt.code, tt.want)
+			}
+			if strings.Contains(stderr.String(), "address already in use") {
+				t.Errorf("the worker bound an address before it checked its configuration:\n%s", stderr.String())
+			}
+		})
+	}
+	if _, err := os.Stat("/nonexistent"); err == nil {
+		t.Fatal("/nonexistent exists: the cases above prove nothing")
+	}
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
 }

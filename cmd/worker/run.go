@@ -148,6 +148,11 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	if _, err := cliflag.Logger(c.logFormat, c.logLevel, io.Discard); err != nil {
 		return c, fmt.Errorf("-log-format/-log-level: %w", err)
 	}
+	if c.redisURL != "" {
+		if _, err := redisurl.Parse(c.redisURL); err != nil {
+			return c, fmt.Errorf("%s: %w", origin["redis"], err)
+		}
+	}
 	for _, name := range []string{"embedded-redis", "metrics-addr", "egress-listen"} {
 		addr := fs.Lookup(name).Value.String()
 		if addr == "" || (name == "metrics-addr" && addr == "off") {
@@ -235,17 +240,17 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	return 0
 }
 
+// serve checks the whole configuration, as far as it can without binding
+// an address, before it binds one: a bad configuration is reported as
+// such, not as an address in use. Then it listens and serves.
 func serve(ctx context.Context, c config, log zerolog.Logger) error {
+	redisOpt, err := redisOption(c)
+	if err != nil {
+		return err
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := worker.NewMetrics(reg)
-	if c.metricsAddr != "off" && c.metricsAddr != "" {
-		stopMetrics, err := serveMetrics(ctx, c.metricsAddr, reg, log)
-		if err != nil {
-			return err
-		}
-		defer stopMetrics()
-	}
 
 	sm, err := smolvm.New(ctx, smolvm.Config{Bin: c.smolvmBin, Logger: &log, Observe: metrics.ObserveSmolvm})
 	if errors.Is(err, smolvm.ErrNotInstalled) {
@@ -256,20 +261,11 @@ func serve(ctx context.Context, c config, log zerolog.Logger) error {
 	}
 	log.Info().Str("smolvm", sm.Bin()).Str("version", sm.Version().String()).Str("dialect", sm.Version().Dialect().String()).Msg("smolvm found")
 
-	redisOpt, stopRedis, err := redisConn(c, log)
-	if err != nil {
-		return err
+	var egressProxy *egress.Proxy
+	if c.egressListen != "" {
+		egressProxy = egress.New(egress.Config{AllowPrivate: c.egressPrivate, AllowLoopback: c.egressLoop, Logger: log.With().Str("component", "egress").Logger()})
 	}
-	defer stopRedis()
-
-	egressProxy, stopEgress, err := startEgress(ctx, &c, log)
-	if err != nil {
-		return err
-	}
-	defer stopEgress()
-	insp := asynq.NewInspector(redisOpt)
-	defer insp.Close()
-	h, err := worker.NewHandler(worker.Config{
+	cfg := worker.Config{
 		Smolvm:                sm,
 		DataDir:               c.dataDir,
 		Host:                  c.host,
@@ -277,23 +273,65 @@ func serve(ctx context.Context, c config, log zerolog.Logger) error {
 		AllowUnenforcedEgress: c.unenforced,
 		PackTTL:               c.packTTL,
 		ReadyTimeout:          c.readyTimeout,
-		HostOfTask:            worker.InspectorHostOf(insp),
-		Busy:                  worker.BusyElsewhere(insp, worker.DefaultDeployment),
 		BundledProxy:          egressProxy,
 		MaxFilesBytes:         int64(c.maxFiles),
 		MaxArtifactBytes:      int64(c.maxArtifact),
 		MaxArtifactsBytes:     int64(c.maxArtifacts),
 		Logger:                log,
 		Hooks:                 metrics.Hooks(),
-	})
+	}
+	// Checked before the listeners, with the bundled proxy's address as far
+	// as it is known: before its listener is bound, port 0 is no port yet,
+	// and any port checks the same.
+	check := cfg
+	if check.ProxyURL == "" && c.egressListen != "" {
+		host, port, _ := net.SplitHostPort(c.egressListen) // checked by parseFlags
+		if port == "0" {
+			port = "1"
+		}
+		check.ProxyURL = "http://" + net.JoinHostPort(host, port)
+	}
+	checked, err := worker.NewHandler(check)
 	if err != nil {
 		return flagError(err)
 	}
 	if err := os.MkdirAll(c.dataDir, 0o755); err != nil {
 		return fmt.Errorf("-data-dir: %w", err)
 	}
-	if err := h.Sweep(ctx); err != nil {
+	if err := checked.Sweep(ctx); err != nil {
 		return fmt.Errorf("-data-dir: %w", err)
+	}
+
+	if c.metricsAddr != "off" && c.metricsAddr != "" {
+		stopMetrics, err := serveMetrics(ctx, c.metricsAddr, reg, log)
+		if err != nil {
+			return err
+		}
+		defer stopMetrics()
+	}
+	if c.redisURL == "" {
+		addr, stopRedis, err := startEmbeddedRedis(c.embeddedRedis, log)
+		if err != nil {
+			return err
+		}
+		defer stopRedis()
+		redisOpt.Addr = addr
+	} else {
+		log.Info().Str("redis", redisurl.Redacted(c.redisURL)).Msg("using Redis")
+	}
+	stopEgress, err := startEgress(ctx, egressProxy, &c, log)
+	if err != nil {
+		return err
+	}
+	defer stopEgress()
+	insp := asynq.NewInspector(redisOpt)
+	defer insp.Close()
+	cfg.ProxyURL = c.proxy
+	cfg.HostOfTask = worker.InspectorHostOf(insp)
+	cfg.Busy = worker.BusyElsewhere(insp, worker.DefaultDeployment)
+	h, err := worker.NewHandler(cfg)
+	if err != nil {
+		return flagError(err)
 	}
 	if c.proxy != "" && !sm.Version().EnforcesAllowCIDROnFrom() {
 		log.Error().Str("smolvm", sm.Version().String()).Msg("EGRESS IS NOT RESTRICTED: this smolvm ignores --allow-cidr for VMs created from a pack, and -allow-unenforced-egress is set")
@@ -348,25 +386,32 @@ func flagError(err error) error {
 	return err
 }
 
-// redisConn connects to REDIS_URL, or starts the embedded Redis.
-func redisConn(c config, log zerolog.Logger) (asynq.RedisConnOpt, func(), error) {
-	if c.redisURL != "" {
-		opt, err := redisurl.Parse(c.redisURL)
-		if err != nil {
-			return nil, nil, fmt.Errorf("-redis: %w", err)
-		}
-		if opt, err = redisurl.WithCA(opt, c.redisCA); err != nil {
-			return nil, nil, fmt.Errorf("-redis-ca: %w", err)
-		}
-		log.Info().Str("redis", redisurl.Redacted(c.redisURL)).Msg("using Redis")
-		return opt, func() {}, nil
+// redisOption reads -redis and -redis-ca. Without -redis it is the
+// embedded Redis's option, its address as configured: the listener is not
+// bound yet.
+func redisOption(c config) (asynq.RedisClientOpt, error) {
+	if c.redisURL == "" {
+		return asynq.RedisClientOpt{Addr: c.embeddedRedis}, nil
 	}
+	opt, err := redisurl.Parse(c.redisURL)
+	if err != nil {
+		return opt, fmt.Errorf("-redis: %w", err)
+	}
+	if opt, err = redisurl.WithCA(opt, c.redisCA); err != nil {
+		return opt, fmt.Errorf("-redis-ca: %w", err)
+	}
+	return opt, nil
+}
+
+// startEmbeddedRedis starts the embedded Redis on addr and returns the
+// address it listens on.
+func startEmbeddedRedis(addr string, log zerolog.Logger) (string, func(), error) {
 	m := miniredis.NewMiniRedis()
-	if err := m.StartAddr(c.embeddedRedis); err != nil {
-		return nil, nil, fmt.Errorf("embedded Redis on %s: %w (set REDIS_URL, or -embedded-redis to another address)", c.embeddedRedis, err)
+	if err := m.StartAddr(addr); err != nil {
+		return "", nil, fmt.Errorf("embedded Redis on %s: %w (set REDIS_URL, or -embedded-redis to another address)", addr, err)
 	}
 	log.Warn().Str("addr", m.Addr()).Msg("no REDIS_URL: running an embedded in-memory Redis (miniredis); tasks are lost when this worker stops; use a real Redis in production")
-	return asynq.RedisClientOpt{Addr: m.Addr()}, m.Close, nil
+	return m.Addr(), m.Close, nil
 }
 
 // serveMetrics serves /metrics on addr until the returned func is called.
@@ -391,26 +436,21 @@ func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, lo
 	}, nil
 }
 
-// startEgress starts the bundled egress proxy when -egress-listen is set,
-// and points c.proxy at it unless -proxy names another address for VMs.
-// The proxy outlives ctx: tasks finishing during a graceful shutdown still
-// need it. stop ends it.
-func startEgress(ctx context.Context, c *config, log zerolog.Logger) (p *egress.Proxy, stop func(), err error) {
-	if c.egressListen == "" {
-		return nil, func() {}, nil
+// startEgress serves the bundled egress proxy p on -egress-listen, when
+// set, and points c.proxy at it unless -proxy names another address for
+// VMs. The proxy outlives ctx: tasks finishing during a graceful shutdown
+// still need it. stop ends it.
+func startEgress(ctx context.Context, p *egress.Proxy, c *config, log zerolog.Logger) (stop func(), err error) {
+	if p == nil {
+		return func() {}, nil
 	}
 	ln, err := net.Listen("tcp", c.egressListen)
 	if err != nil {
-		return nil, nil, fmt.Errorf("-egress-listen: %w", err)
+		return nil, fmt.Errorf("-egress-listen: %w", err)
 	}
 	if c.proxy == "" {
-		if ap, err := netip.ParseAddrPort(ln.Addr().String()); err != nil || ap.Addr().IsUnspecified() {
-			ln.Close()
-			return nil, nil, fmt.Errorf("-egress-listen %s: VMs need an address to reach; listen on one, or say which with -proxy", c.egressListen)
-		}
-		c.proxy = "http://" + ln.Addr().String()
+		c.proxy = "http://" + ln.Addr().String() // an IP, checked by parseFlags
 	}
-	p = egress.New(egress.Config{AllowPrivate: c.egressPrivate, AllowLoopback: c.egressLoop, Logger: log.With().Str("component", "egress").Logger()})
 	proxyCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	done := make(chan struct{})
 	go func() {
@@ -423,5 +463,5 @@ func startEgress(ctx context.Context, c *config, log zerolog.Logger) (p *egress.
 		log.Warn().Msg("-egress-allow-loopback-for-tests: tasks may reach this host's loopback services through the egress proxy")
 	}
 	log.Info().Str("addr", ln.Addr().String()).Str("proxy", c.proxy).Msg("bundled egress proxy serving")
-	return p, func() { cancel(); <-done }, nil
+	return func() { cancel(); <-done }, nil
 }

@@ -39,9 +39,20 @@ func TestEmbeddedRedis(t *testing.T) {
 }
 
 // TestWorkerBadConfig: configuration mistakes are one clear line, not a
-// stack trace, and nothing starts.
+// stack trace, and nothing starts. The worker's listen addresses are taken
+// by the test: it must report the mistake, having bound nothing before it
+// checked its whole configuration.
 func TestWorkerBadConfig(t *testing.T) {
 	t.Parallel()
+	var taken []string
+	for range 2 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Close() })
+		taken = append(taken, l.Addr().String())
+	}
 	tests := []struct {
 		name string
 		env  []string
@@ -68,12 +79,16 @@ func TestWorkerBadConfig(t *testing.T) {
 				args[i] = strings.Replace(args[i], "TMP/", tmp+"/", 1)
 			}
 			cmd := exec.Command(bins.worker, args...)
-			cmd.Env = append(os.Environ(), "SMOLVM_BIN="+bins.sim, "SMOLVM_SIM_STATE="+t.TempDir(), "BOTTLEQ_DATA_DIR="+t.TempDir(), "BOTTLEQ_LOG_FORMAT=json")
+			cmd.Env = append(os.Environ(), "SMOLVM_BIN="+bins.sim, "SMOLVM_SIM_STATE="+t.TempDir(), "BOTTLEQ_DATA_DIR="+t.TempDir(), "BOTTLEQ_LOG_FORMAT=json",
+				"BOTTLEQ_METRICS_ADDR="+taken[0], "BOTTLEQ_EMBEDDED_REDIS="+taken[1])
 			cmd.Env = append(cmd.Env, tt.env...)
 			out, _ := cmd.CombinedOutput()
 			last := lastLine(string(out))
 			if cmd.ProcessState.ExitCode() != tt.code || !strings.Contains(last, tt.want) || !strings.HasPrefix(last, "worker: ") {
 				t.Errorf("exit %d, last line %q; want exit %d and %q\n%s", cmd.ProcessState.ExitCode(), last, tt.code, tt.want, out)
+			}
+			if strings.Contains(string(out), "address already in use") {
+				t.Errorf("the worker bound an address before it checked its configuration:\n%s", out)
 			}
 			if strings.Contains(string(out), "goroutine ") {
 				t.Errorf("stack trace:\n%s", out)
