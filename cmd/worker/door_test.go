@@ -113,6 +113,7 @@ func TestRunChecksBeforeListening(t *testing.T) {
 	}{
 		{"missing smolvm", []string{"-smolvm", "/nonexistent/smolvm"}, 1, `smolvm binary "/nonexistent/smolvm" not found`},
 		{"missing Redis CA", []string{"-redis", "rediss://127.0.0.1:1", "-redis-ca", "/nonexistent/ca.pem"}, 1, "-redis-ca"},
+		{"bad deployment", []string{"-deployment", "Prod-EU"}, 2, "-deployment"},
 		{"metrics on the proxy's address", []string{"-proxy", "http://" + held[0]}, 2, "is reachable on -proxy's address 127.0.0.1"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

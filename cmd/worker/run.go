@@ -39,6 +39,7 @@ type config struct {
 	smolvmBin     string
 	dataDir       string
 	host          string
+	deployment    string
 	proxy         string
 	egressListen  string
 	egressPrivate bool
@@ -72,6 +73,7 @@ var envFallbacks = []cliflag.Env{
 	{"smolvm", "SMOLVM_BIN"},
 	{"data-dir", "BOTTLEQ_DATA_DIR"},
 	{"host", "BOTTLEQ_HOST"},
+	{"deployment", "BOTTLEQ_DEPLOYMENT"},
 	{"proxy", "BOTTLEQ_PROXY"},
 	{"egress-listen", "BOTTLEQ_EGRESS_LISTEN"},
 	{"egress-allow-private", "BOTTLEQ_EGRESS_ALLOW_PRIVATE"},
@@ -106,6 +108,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.StringVar(&c.smolvmBin, "smolvm", "smolvm", "smolvm binary, a path or a name on PATH")
 	fs.StringVar(&c.dataDir, "data-dir", defaultDataDir(getenv), "directory for packs and commits")
 	fs.StringVar(&c.host, "host", "", "this host's name in results (default: the hostname)")
+	fs.StringVar(&c.deployment, "deployment", "", "ID in the names of this deployment's VMs, 1-10 lowercase letters and digits; the reaper deletes no other deployment's VMs (default: a hash of the Redis address and database)")
 	fs.StringVar(&c.proxy, "proxy", "", "egress proxy http://IP:PORT; VMs may reach only it (default: VMs get no network)")
 	fs.StringVar(&c.egressListen, "egress-listen", "", "run the bundled egress proxy on IP:PORT; VMs may reach only it, each task only its allow_hosts (-proxy defaults to this address)")
 	fs.BoolVar(&c.egressPrivate, "egress-allow-private", false, "let tasks' allow_hosts reach private ranges (10/8, 172.16/12, 192.168/16, CGNAT, fc00::/7)")
@@ -147,6 +150,11 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	}
 	if _, err := cliflag.Logger(c.logFormat, c.logLevel, io.Discard); err != nil {
 		return c, fmt.Errorf("-log-format/-log-level: %w", err)
+	}
+	if c.deployment != "" {
+		if err := worker.ValidateDeployment(c.deployment); err != nil {
+			return c, fmt.Errorf("%s: %w", origin["deployment"], err)
+		}
 	}
 	if c.redisURL != "" {
 		if _, err := redisurl.Parse(c.redisURL); err != nil {
@@ -248,6 +256,10 @@ func serve(ctx context.Context, c config, log zerolog.Logger) error {
 	if err != nil {
 		return err
 	}
+	deployment := c.deployment
+	if deployment == "" {
+		deployment = worker.DeploymentOf(redisOpt.Addr, redisOpt.DB)
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := worker.NewMetrics(reg)
@@ -269,6 +281,7 @@ func serve(ctx context.Context, c config, log zerolog.Logger) error {
 		Smolvm:                sm,
 		DataDir:               c.dataDir,
 		Host:                  c.host,
+		Deployment:            deployment,
 		ProxyURL:              c.proxy,
 		AllowUnenforcedEgress: c.unenforced,
 		PackTTL:               c.packTTL,
@@ -328,7 +341,7 @@ func serve(ctx context.Context, c config, log zerolog.Logger) error {
 	defer insp.Close()
 	cfg.ProxyURL = c.proxy
 	cfg.HostOfTask = worker.InspectorHostOf(insp)
-	cfg.Busy = worker.BusyElsewhere(insp, worker.DefaultDeployment)
+	cfg.Busy = worker.BusyElsewhere(insp, deployment)
 	h, err := worker.NewHandler(cfg)
 	if err != nil {
 		return flagError(err)
@@ -337,14 +350,14 @@ func serve(ctx context.Context, c config, log zerolog.Logger) error {
 		log.Error().Str("smolvm", sm.Version().String()).Msg("EGRESS IS NOT RESTRICTED: this smolvm ignores --allow-cidr for VMs created from a pack, and -allow-unenforced-egress is set")
 	}
 	if c.reapInterval > 0 {
-		reaper := &worker.Reaper{Smolvm: sm, Inspector: insp, Handler: h, MinAge: c.reapMinAge, Interval: c.reapInterval, Logger: log, Reaped: metrics.Reaped}
+		reaper := &worker.Reaper{Smolvm: sm, Inspector: insp, Deployment: deployment, Handler: h, MinAge: c.reapMinAge, Interval: c.reapInterval, Logger: log, Reaped: metrics.Reaped}
 		reapCtx, stopReaper := context.WithCancel(ctx)
 		reaped := make(chan struct{})
 		go func() { reaper.Run(reapCtx); close(reaped) }()
 		defer func() { stopReaper(); <-reaped }()
 	}
 	queues, _ := parseQueues(c.queues)
-	log.Info().Int("concurrency", c.concurrency).Str("queues", c.queues).Str("data_dir", c.dataDir).Msg("worker serving")
+	log.Info().Int("concurrency", c.concurrency).Str("queues", c.queues).Str("data_dir", c.dataDir).Str("deployment", deployment).Msg("worker serving")
 	err = worker.Serve(ctx, h, worker.ServerConfig{
 		Redis:           redisOpt,
 		Concurrency:     c.concurrency,
@@ -364,6 +377,7 @@ func serve(ctx context.Context, c config, log zerolog.Logger) error {
 var flagOfField = map[string]string{
 	"DataDir":               "-data-dir",
 	"Host":                  "-host",
+	"Deployment":            "-deployment",
 	"ProxyURL":              "-proxy",
 	"BundledProxy":          "-egress-listen",
 	"AllowUnenforcedEgress": "-allow-unenforced-egress",

@@ -57,6 +57,9 @@ func TestParseFlags(t *testing.T) {
 		{[]string{"-max-files-bytes", "0"}, nil, "-max-files-bytes"},
 		{nil, map[string]string{"BOTTLEQ_MAX_ARTIFACT_BYTES": "lots"}, "BOTTLEQ_MAX_ARTIFACT_BYTES"},
 		{[]string{"-max-artifacts-bytes", "1TiB"}, nil, "max-artifacts-bytes"},
+		{[]string{"-deployment", "prod-eu"}, nil, "-deployment"},
+		{nil, map[string]string{"BOTTLEQ_DEPLOYMENT": "Prod"}, "BOTTLEQ_DEPLOYMENT"},
+		{[]string{"-redis", "http://127.0.0.1:6379"}, nil, "-redis"},
 	} {
 		_, err := parseFlags(tt.args, env(tt.env), &bytes.Buffer{})
 		if err == nil || !strings.Contains(err.Error(), tt.want) || strings.Contains(err.Error(), "\n") {
