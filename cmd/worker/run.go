@@ -108,7 +108,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.StringVar(&c.smolvmBin, "smolvm", "smolvm", "smolvm binary, a path or a name on PATH")
 	fs.StringVar(&c.dataDir, "data-dir", defaultDataDir(getenv), "directory for packs and commits")
 	fs.StringVar(&c.host, "host", "", "this host's name in results (default: the hostname)")
-	fs.StringVar(&c.deployment, "deployment", "", "ID in the names of this deployment's VMs, 1-10 lowercase letters and digits; the reaper deletes no other deployment's VMs (default: a hash of the Redis address and database)")
+	fs.StringVar(&c.deployment, "deployment", "", "ID in the names of this deployment's VMs, 1-10 lowercase letters and digits; the reaper deletes no other deployment's VMs (default: a hash of the Redis address and database; of an embedded Redis, the address it listens on)")
 	fs.StringVar(&c.proxy, "proxy", "", "egress proxy http://IP:PORT; VMs may reach only it (default: VMs get no network)")
 	fs.StringVar(&c.egressListen, "egress-listen", "", "run the bundled egress proxy on IP:PORT; VMs may reach only it, each task only its allow_hosts (-proxy defaults to this address)")
 	fs.BoolVar(&c.egressPrivate, "egress-allow-private", false, "let tasks' allow_hosts reach private ranges (10/8, 172.16/12, 192.168/16, CGNAT, fc00::/7)")
@@ -256,10 +256,7 @@ func serve(ctx context.Context, c config, log zerolog.Logger) error {
 	if err != nil {
 		return err
 	}
-	deployment := c.deployment
-	if deployment == "" {
-		deployment = worker.DeploymentOf(redisOpt.Addr, redisOpt.DB)
-	}
+	deployment := deploymentOf(c, redisOpt) // the embedded Redis's as configured, for checking
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := worker.NewMetrics(reg)
@@ -329,6 +326,7 @@ func serve(ctx context.Context, c config, log zerolog.Logger) error {
 		}
 		defer stopRedis()
 		redisOpt.Addr = addr
+		deployment = deploymentOf(c, redisOpt)
 	} else {
 		log.Info().Str("redis", redisurl.Redacted(c.redisURL)).Msg("using Redis")
 	}
@@ -339,6 +337,7 @@ func serve(ctx context.Context, c config, log zerolog.Logger) error {
 	defer stopEgress()
 	insp := asynq.NewInspector(redisOpt)
 	defer insp.Close()
+	cfg.Deployment = deployment
 	cfg.ProxyURL = c.proxy
 	cfg.HostOfTask = worker.InspectorHostOf(insp)
 	cfg.Busy = worker.BusyElsewhere(insp, deployment)
@@ -398,6 +397,17 @@ func flagError(err error) error {
 		}
 	}
 	return err
+}
+
+// deploymentOf is the worker's deployment: -deployment, else a hash of the
+// Redis address and database opt gives. Give it the embedded Redis's
+// address once it listens: each embedded Redis on port 0 is a deployment
+// of its own, with no other worker in it.
+func deploymentOf(c config, opt asynq.RedisClientOpt) string {
+	if c.deployment != "" {
+		return c.deployment
+	}
+	return worker.DeploymentOf(opt.Addr, opt.DB)
 }
 
 // redisOption reads -redis and -redis-ca. Without -redis it is the
