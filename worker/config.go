@@ -26,6 +26,12 @@ type Config struct {
 	FromDirs []string
 	// Host names this host in results. Default: os.Hostname.
 	Host string
+	// Deployment goes into the name of every VM (see [VMName]), so that the
+	// [Reaper] of another deployment sharing this smolvm leaves them alone.
+	// The workers that share a Redis database share it, and their reaper
+	// must have it too. It must pass [ValidateDeployment]. Default:
+	// DefaultDeployment.
+	Deployment string
 	// ProxyURL is the address of the egress proxy as VMs reach it,
 	// "http://IP:PORT" (see [ParseProxyAddr]). VMs may then reach that
 	// address only, and get HTTP(S)_PROXY pointing at it. Default: none,

@@ -81,7 +81,7 @@ func TestHandlerFilesAndArtifacts(t *testing.T) {
 			if err := h.Run(context.Background(), Meta{ID: "io"}, payload(t, withIO()), &w); err != nil {
 				t.Fatal(err)
 			}
-			vm := VMName("io", 1)
+			vm := VMName(DefaultDeployment, "io", 1)
 			want := []string{"pack-image alpine:3", "create " + vm, "start " + vm, "ready " + vm,
 				"cp-in " + vm + ":/work/in/a.txt", "cp-in " + vm + ":/work/in/run.sh", "exec " + vm,
 				"stat " + vm + ":/work/out/A.txt", "cp-out " + vm + ":/work/out/A.txt",

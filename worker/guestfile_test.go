@@ -118,7 +118,7 @@ func TestHandlerArtifactGuards(t *testing.T) {
 			if a.Error != tt.want || a.HostPath != "" || res.State != tasks.StateDone {
 				t.Errorf("artifact = %+v, want %q", a, tt.want)
 			}
-			if got := f.count("cp-out " + VMName("guard", 1) + ":/o/it"); (got > 0) != tt.copied {
+			if got := f.count("cp-out " + VMName(DefaultDeployment, "guard", 1) + ":/o/it"); (got > 0) != tt.copied {
 				t.Errorf("cp-out of it called %d times, want copied %v: %q", got, tt.copied, f.ops())
 			}
 			if tt.flood && !stopped {

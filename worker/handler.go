@@ -79,6 +79,12 @@ func NewHandler(cfg Config) (*Handler, error) {
 		return nil, &ConfigError{Field: "DataDir", Err: err}
 	}
 	cfg.DataDir = dataDir
+	if cfg.Deployment == "" {
+		cfg.Deployment = DefaultDeployment
+	}
+	if err := ValidateDeployment(cfg.Deployment); err != nil {
+		return nil, &ConfigError{Field: "Deployment", Err: err}
+	}
 	if cfg.Host == "" {
 		cfg.Host, _ = os.Hostname()
 	}
@@ -192,7 +198,7 @@ func (h *Handler) Run(ctx context.Context, m Meta, payload []byte, w io.Writer) 
 		h.outcome(OutcomeInvalid, "decode")
 		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
 	}
-	r := &run{h: h, p: p, w: w, vm: VMName(m.ID, attempt), taskID: m.ID}
+	r := &run{h: h, p: p, w: w, vm: VMName(h.cfg.Deployment, m.ID, attempt), taskID: m.ID}
 	r.log = log.With().Str("vm", r.vm).Logger()
 	r.scrub = newScrubber(slices.Collect(maps.Values(p.Env))...)
 	r.res = tasks.Result{

@@ -92,7 +92,7 @@ func TestHandlerHappyPath(t *testing.T) {
 	if err := h.Run(context.Background(), Meta{ID: "task-1"}, payload(t, basic), &w); err != nil {
 		t.Fatal(err)
 	}
-	vm := VMName("task-1", 1)
+	vm := VMName(DefaultDeployment, "task-1", 1)
 	want := []string{"pack-image alpine:3", "create " + vm, "start " + vm, "ready " + vm, "exec " + vm, "stop " + vm, "pack-vm " + vm, "delete " + vm}
 	if got := f.ops(); !slices.Equal(got, want) {
 		t.Errorf("calls:\n got %q\nwant %q", got, want)
@@ -291,7 +291,7 @@ func TestHandlerLeftoverMachineIsReplaced(t *testing.T) {
 	t.Parallel()
 	f := newFake()
 	h, _ := newHandler(t, f, nil)
-	vm := VMName("again", 1)
+	vm := VMName(DefaultDeployment, "again", 1)
 	leftover := filepath.Join(t.TempDir(), "x")
 	writePack(leftover)
 	if err := f.Create(context.Background(), vm, smolvm.CreateOptions{From: leftover + ".smolmachine"}); err != nil {
@@ -425,7 +425,7 @@ func TestVMName(t *testing.T) {
 	seen := map[string]bool{}
 	for _, id := range ids {
 		for attempt := 1; attempt <= 2; attempt++ {
-			n := VMName(id, attempt)
+			n := VMName(DefaultDeployment, id, attempt)
 			if err := smolvm.ValidateName(n); err != nil || !strings.HasPrefix(n, VMPrefix) {
 				t.Errorf("VMName(%q, %d) = %q: %v", id, attempt, n, err)
 			}
@@ -435,7 +435,7 @@ func TestVMName(t *testing.T) {
 			seen[n] = true
 		}
 	}
-	if VMName("a-b", 1) == VMName("a_b", 1) {
+	if VMName(DefaultDeployment, "a-b", 1) == VMName(DefaultDeployment, "a_b", 1) {
 		t.Error("IDs with the same slug must get different names")
 	}
 }
@@ -463,7 +463,7 @@ func TestHandlerDuplicateDelivery(t *testing.T) {
 			if !tt.same {
 				h2, _ = newHandler(t, f, func(c *Config) { c.Busy = tt.busy; c.DataDir = h1.cfg.DataDir })
 			}
-			vm := VMName("dup", 1)
+			vm := VMName(DefaultDeployment, "dup", 1)
 			inExec := make(chan struct{})
 			release := make(chan struct{})
 			f.exec = func(_ context.Context, _ string, cmd []string, _ smolvm.ExecOptions) (smolvm.ExecResult, error) {

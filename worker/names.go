@@ -2,34 +2,80 @@ package worker
 
 import (
 	"crypto/sha256"
+	"encoding/base32"
 	"encoding/hex"
 	"fmt"
+	"strconv"
 	"strings"
 )
 
-// VMPrefix starts the name of every machine bottleq creates; the reaper
-// deletes nothing else.
+// VMPrefix starts the name of every machine bottleq creates. The name goes
+// on with the deployment and '-' (see [VMName]); a reaper deletes only
+// machines whose name starts with VMPrefix, its own deployment and '-'.
 const VMPrefix = "bq-"
 
-// VMName names the machine of one attempt of a task: VMPrefix, a readable
-// slug of the task ID, a short hash of the whole ID (so two IDs with the
-// same slug differ), and the attempt. The result is a valid smolvm name
-// whatever the ID holds.
-func VMName(taskID string, attempt int) string {
-	return fmt.Sprintf("%s-a%d", vmStem(taskID), attempt)
+// DefaultDeployment is the deployment of a [Config] or [Reaper] that names
+// none. cmd/worker always names one (see [DeploymentOf]).
+const DefaultDeployment = "default"
+
+// MaxDeploymentLen is the longest deployment ID [ValidateDeployment] takes:
+// with it, the longest VM name stays well under smolvm's 128 bytes.
+const MaxDeploymentLen = 10
+
+// idHashBytes is how much of a task ID's SHA-256 names its VMs, commits and
+// artifacts: 128 bits, so that no one finds two IDs that share them (40 bits
+// did not hold: a colliding pair takes seconds to find).
+const idHashBytes = 16
+
+// ValidateDeployment checks a deployment ID: 1 to MaxDeploymentLen
+// lowercase ASCII letters and digits. With no '-' in it, no deployment's
+// names start with another deployment's prefix.
+func ValidateDeployment(d string) error {
+	if d == "" || len(d) > MaxDeploymentLen {
+		return fmt.Errorf("%q must be 1 to %d lowercase letters and digits", d, MaxDeploymentLen)
+	}
+	for i := 0; i < len(d); i++ {
+		if c := d[i]; !('a' <= c && c <= 'z') && !('0' <= c && c <= '9') {
+			return fmt.Errorf("%q must be 1 to %d lowercase letters and digits", d, MaxDeploymentLen)
+		}
+	}
+	return nil
 }
+
+// DeploymentOf returns the deployment ID of the workers that share the
+// Redis at addr (HOST:PORT), database db: MaxDeploymentLen base32 letters
+// of a hash of both. Workers of one deployment must give the same addr;
+// asynq's list of live workers, which the reaper trusts, is per database.
+func DeploymentOf(addr string, db int) string {
+	sum := sha256.Sum256([]byte("bottleq deployment\x00" + strings.ToLower(addr) + "/" + strconv.Itoa(db)))
+	return strings.ToLower(base32.StdEncoding.EncodeToString(sum[:]))[:MaxDeploymentLen]
+}
+
+// VMName names the machine of one attempt of a task in a deployment:
+// VMPrefix, the deployment, a readable slug of the task ID, 128 bits of
+// the whole ID's hash (two IDs with the same slug differ), and the attempt.
+// The result is a valid smolvm name whatever the ID holds, at most 109
+// bytes. The deployment must pass [ValidateDeployment].
+func VMName(deployment, taskID string, attempt int) string {
+	return fmt.Sprintf("%s-a%d", vmStem(deployment, taskID), attempt)
+}
+
+// vmPrefix starts the name of every VM of deployment.
+func vmPrefix(deployment string) string { return VMPrefix + deployment + "-" }
 
 // vmStem is VMName without the attempt: every attempt of a task shares it.
-func vmStem(taskID string) string {
-	return VMPrefix + slug(taskID, 40) + "-" + shortHash(taskID)
+func vmStem(deployment, taskID string) string {
+	return vmPrefix(deployment) + slug(taskID, 40) + "-" + idHash(taskID)
 }
 
-// fileKey turns a task ID into a file name that cannot escape its folder.
-func fileKey(taskID string) string { return slug(taskID, 60) + "-" + shortHash(taskID) }
+// fileKey turns a task ID into a file name that cannot escape its folder:
+// a slug and 128 bits of the ID's hash.
+func fileKey(taskID string) string { return slug(taskID, 60) + "-" + idHash(taskID) }
 
-func shortHash(s string) string {
+// idHash is the first idHashBytes of the SHA-256 of s, in hex.
+func idHash(s string) string {
 	sum := sha256.Sum256([]byte(s))
-	return hex.EncodeToString(sum[:5])
+	return hex.EncodeToString(sum[:idHashBytes])
 }
 
 // slug keeps ASCII letters and digits, turns each run of anything else into

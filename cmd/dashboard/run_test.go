@@ -171,7 +171,13 @@ func TestFlagErrors(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			var stderr syncBuffer
-			getenv := func(k string) string { return tt.env[k] }
+			// Never the default 127.0.0.1:8080, should a bad value be taken.
+			getenv := func(k string) string {
+				if v, ok := tt.env[k]; ok || k != "BOTTLEQ_DASHBOARD_ADDR" {
+					return v
+				}
+				return "127.0.0.1:0"
+			}
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
 			if code := Run(ctx, tt.args, getenv, &stderr); code != 2 {

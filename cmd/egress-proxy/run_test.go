@@ -253,7 +253,9 @@ func TestRunUsage(t *testing.T) {
 		t.Run(fmt.Sprint(tt.args, tt.env), func(t *testing.T) {
 			t.Parallel()
 			var stderr bytes.Buffer
-			got := Run(context.Background(), tt.args, func(k string) string { return tt.env[k] }, &stderr)
+			// Never the default 127.0.0.1:3128, should a bad value be taken.
+			args := append([]string{"-listen", "127.0.0.1:0"}, tt.args...)
+			got := Run(context.Background(), args, func(k string) string { return tt.env[k] }, &stderr)
 			if got != 2 || !strings.Contains(stderr.String(), tt.want) {
 				t.Errorf("Run(%q) = %d, stderr %q; want 2 and %q", tt.args, got, stderr.String(), tt.want)
 			}

@@ -40,6 +40,7 @@ type config struct {
 	dataDir       string
 	fromDirs      dirList
 	host          string
+	deployment    string
 	proxy         string
 	egressListen  string
 	egressPrivate bool
@@ -77,6 +78,7 @@ var envFallbacks = []cliflag.Env{
 	{"data-dir", "BOTTLEQ_DATA_DIR"},
 	{"from-dir", "BOTTLEQ_FROM_DIRS"},
 	{"host", "BOTTLEQ_HOST"},
+	{"deployment", "BOTTLEQ_DEPLOYMENT"},
 	{"proxy", "BOTTLEQ_PROXY"},
 	{"egress-listen", "BOTTLEQ_EGRESS_LISTEN"},
 	{"egress-allow-private", "BOTTLEQ_EGRESS_ALLOW_PRIVATE"},
@@ -115,6 +117,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.StringVar(&c.dataDir, "data-dir", defaultDataDir(getenv), "directory for packs, commits and artifacts; made private (0700)")
 	fs.Var(&c.fromDirs, "from-dir", "directory a task's absolute from path may name a pack in; repeatable, or several separated by "+strconv.Quote(string(os.PathListSeparator))+" (default: none, so such paths are refused)")
 	fs.StringVar(&c.host, "host", "", "this host's name in results (default: the hostname)")
+	fs.StringVar(&c.deployment, "deployment", "", "ID in the names of this deployment's VMs, 1-10 lowercase letters and digits; the reaper deletes no other deployment's VMs (default: a hash of the Redis address and database; of an embedded Redis, the address it listens on)")
 	fs.StringVar(&c.proxy, "proxy", "", "egress proxy http://IP:PORT; VMs may reach only it (default: VMs get no network)")
 	fs.StringVar(&c.egressListen, "egress-listen", "", "run the bundled egress proxy on IP:PORT; VMs may reach only it, each task only its allow_hosts (-proxy defaults to this address)")
 	fs.BoolVar(&c.egressPrivate, "egress-allow-private", false, "let tasks' allow_hosts reach private ranges (10/8, 172.16/12, 192.168/16, CGNAT, fc00::/7)")
@@ -142,7 +145,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.Var(&c.registries, "registries", "registries tasks' images may come from, HOST or HOST:PORT, comma-separated (an image naming none, such as alpine:3, is on docker.io; \""+worker.AnyRegistry+"\": any)")
 	fs.StringVar(&c.logFormat, "log-format", "auto", "auto (console on a terminal, else JSON), json or console")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
-	if _, err := cliflag.Parse(fs, args, envFallbacks, getenv, "Usage: worker [flags]\n\nRuns bottleq's agent:run tasks in smolvm microVMs.", stderr); err != nil {
+	origin, err := cliflag.Parse(fs, args, envFallbacks, getenv, "Usage: worker [flags]\n\nRuns bottleq's agent:run tasks in smolvm microVMs.", stderr)
+	if err != nil {
 		return c, err
 	}
 	if c.concurrency < 1 {
@@ -160,10 +164,31 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	if _, err := cliflag.Logger(c.logFormat, c.logLevel, io.Discard); err != nil {
 		return c, fmt.Errorf("-log-format/-log-level: %w", err)
 	}
-	if c.proxy != "" {
-		if _, err := worker.ParseProxyAddr(c.proxy); err != nil {
-			return c, fmt.Errorf("-proxy: %w", err)
+	if c.deployment != "" {
+		if err := worker.ValidateDeployment(c.deployment); err != nil {
+			return c, fmt.Errorf("%s: %w", origin["deployment"], err)
 		}
+	}
+	if c.redisURL != "" {
+		if _, err := redisurl.Parse(c.redisURL); err != nil {
+			return c, fmt.Errorf("%s: %w", origin["redis"], err)
+		}
+	}
+	for _, name := range []string{"embedded-redis", "metrics-addr", "egress-listen"} {
+		addr := fs.Lookup(name).Value.String()
+		if addr == "" || (name == "metrics-addr" && addr == "off") {
+			continue
+		}
+		if err := checkHostPort(addr); err != nil {
+			return c, fmt.Errorf("%s: %w", origin[name], err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := checkDoor(ctx, c, origin, func(ctx context.Context, host string) ([]netip.Addr, error) {
+		return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	}); err != nil {
+		return c, err
 	}
 	return c, nil
 }
@@ -267,17 +292,18 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	return 0
 }
 
+// serve checks the whole configuration, as far as it can without binding
+// an address, before it binds one: a bad configuration is reported as
+// such, not as an address in use. Then it listens and serves.
 func serve(ctx context.Context, c config, log zerolog.Logger) error {
+	redisOpt, err := redisOption(c)
+	if err != nil {
+		return err
+	}
+	deployment := deploymentOf(c, redisOpt) // the embedded Redis's as configured, for checking
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := worker.NewMetrics(reg)
-	if c.metricsAddr != "off" && c.metricsAddr != "" {
-		stopMetrics, err := serveMetrics(ctx, c.metricsAddr, reg, log)
-		if err != nil {
-			return err
-		}
-		defer stopMetrics()
-	}
 
 	sm, err := smolvm.New(ctx, smolvm.Config{Bin: c.smolvmBin, Logger: &log, Observe: metrics.ObserveSmolvm})
 	if errors.Is(err, smolvm.ErrNotInstalled) {
@@ -288,31 +314,21 @@ func serve(ctx context.Context, c config, log zerolog.Logger) error {
 	}
 	log.Info().Str("smolvm", sm.Bin()).Str("version", sm.Version().String()).Str("dialect", sm.Version().Dialect().String()).Msg("smolvm found")
 
-	redisOpt, stopRedis, err := redisConn(c, log)
-	if err != nil {
-		return err
+	var egressProxy *egress.Proxy
+	if c.egressListen != "" {
+		egressProxy = egress.New(egress.Config{AllowPrivate: c.egressPrivate, AllowLoopback: c.egressLoop, Deny: c.egressDeny, Logger: log.With().Str("component", "egress").Logger()})
 	}
-	defer stopRedis()
-
-	egressProxy, stopEgress, err := startEgress(ctx, &c, log)
-	if err != nil {
-		return err
-	}
-	defer stopEgress()
-	insp := asynq.NewInspector(redisOpt)
-	defer insp.Close()
-	h, err := worker.NewHandler(worker.Config{
+	cfg := worker.Config{
 		Smolvm:                sm,
 		DataDir:               c.dataDir,
 		FromDirs:              c.fromDirs,
 		Host:                  c.host,
+		Deployment:            deployment,
 		ProxyURL:              c.proxy,
 		AllowUnenforcedEgress: c.unenforced,
 		PackTTL:               c.packTTL,
 		ReadyTimeout:          c.readyTimeout,
 		CopyTimeout:           c.cpTimeout,
-		HostOfTask:            worker.InspectorHostOf(insp),
-		Busy:                  worker.BusyElsewhere(insp),
 		BundledProxy:          egressProxy,
 		MaxFilesBytes:         int64(c.maxFiles),
 		MaxArtifactBytes:      int64(c.maxArtifact),
@@ -320,25 +336,71 @@ func serve(ctx context.Context, c config, log zerolog.Logger) error {
 		Registries:            c.registries,
 		Logger:                log,
 		Hooks:                 metrics.Hooks(),
-	})
+	}
+	// Checked before the listeners, with the bundled proxy's address as far
+	// as it is known: before its listener is bound, port 0 is no port yet,
+	// and any port checks the same.
+	check := cfg
+	if check.ProxyURL == "" && c.egressListen != "" {
+		host, port, _ := net.SplitHostPort(c.egressListen) // checked by parseFlags
+		if port == "0" {
+			port = "1"
+		}
+		check.ProxyURL = "http://" + net.JoinHostPort(host, port)
+	}
+	checked, err := worker.NewHandler(check)
 	if err != nil {
 		return flagError(err)
 	}
-	if err := h.Sweep(ctx); err != nil { // creates the data directory, 0700
+	if err := checked.Sweep(ctx); err != nil { // creates the data directory, 0700
 		return fmt.Errorf("-data-dir: %w", err)
+	}
+
+	if c.metricsAddr != "off" && c.metricsAddr != "" {
+		stopMetrics, err := serveMetrics(ctx, c.metricsAddr, reg, log)
+		if err != nil {
+			return err
+		}
+		defer stopMetrics()
+	}
+	if c.redisURL == "" {
+		addr, stopRedis, err := startEmbeddedRedis(c.embeddedRedis, log)
+		if err != nil {
+			return err
+		}
+		defer stopRedis()
+		redisOpt.Addr = addr
+		deployment = deploymentOf(c, redisOpt)
+	} else {
+		log.Info().Str("redis", redisurl.Redacted(c.redisURL)).Msg("using Redis")
+	}
+	stopEgress, err := startEgress(ctx, egressProxy, &c, log)
+	if err != nil {
+		return err
+	}
+	defer stopEgress()
+	insp := asynq.NewInspector(redisOpt)
+	defer insp.Close()
+	cfg.Deployment = deployment
+	cfg.ProxyURL = c.proxy
+	cfg.HostOfTask = worker.InspectorHostOf(insp)
+	cfg.Busy = worker.BusyElsewhere(insp, deployment)
+	h, err := worker.NewHandler(cfg)
+	if err != nil {
+		return flagError(err)
 	}
 	if c.proxy != "" && !sm.Version().EnforcesAllowCIDROnFrom() {
 		log.Error().Str("smolvm", sm.Version().String()).Msg("EGRESS IS NOT RESTRICTED: this smolvm ignores --allow-cidr for VMs created from a pack, and -allow-unenforced-egress is set")
 	}
 	if c.reapInterval > 0 {
-		reaper := &worker.Reaper{Smolvm: sm, Inspector: insp, Handler: h, MinAge: c.reapMinAge, Interval: c.reapInterval, Logger: log, Reaped: metrics.Reaped}
+		reaper := &worker.Reaper{Smolvm: sm, Inspector: insp, Deployment: deployment, Handler: h, MinAge: c.reapMinAge, Interval: c.reapInterval, Logger: log, Reaped: metrics.Reaped}
 		reapCtx, stopReaper := context.WithCancel(ctx)
 		reaped := make(chan struct{})
 		go func() { reaper.Run(reapCtx); close(reaped) }()
 		defer func() { stopReaper(); <-reaped }()
 	}
 	queues, _ := parseQueues(c.queues)
-	log.Info().Int("concurrency", c.concurrency).Str("queues", c.queues).Str("data_dir", c.dataDir).Msg("worker serving")
+	log.Info().Int("concurrency", c.concurrency).Str("queues", c.queues).Str("data_dir", c.dataDir).Str("deployment", deployment).Msg("worker serving")
 	err = worker.Serve(ctx, h, worker.ServerConfig{
 		Redis:           redisOpt,
 		Concurrency:     c.concurrency,
@@ -359,6 +421,7 @@ var flagOfField = map[string]string{
 	"DataDir":               "-data-dir",
 	"FromDirs":              "-from-dir",
 	"Host":                  "-host",
+	"Deployment":            "-deployment",
 	"ProxyURL":              "-proxy",
 	"BundledProxy":          "-egress-listen",
 	"AllowUnenforcedEgress": "-allow-unenforced-egress",
@@ -383,25 +446,43 @@ func flagError(err error) error {
 	return err
 }
 
-// redisConn connects to REDIS_URL, or starts the embedded Redis.
-func redisConn(c config, log zerolog.Logger) (asynq.RedisConnOpt, func(), error) {
-	if c.redisURL != "" {
-		opt, err := redisurl.Parse(c.redisURL)
-		if err != nil {
-			return nil, nil, fmt.Errorf("-redis: %w", err)
-		}
-		if opt, err = redisurl.WithCA(opt, c.redisCA); err != nil {
-			return nil, nil, fmt.Errorf("-redis-ca: %w", err)
-		}
-		log.Info().Str("redis", redisurl.Redacted(c.redisURL)).Msg("using Redis")
-		return opt, func() {}, nil
+// deploymentOf is the worker's deployment: -deployment, else a hash of the
+// Redis address and database opt gives. Give it the embedded Redis's
+// address once it listens: each embedded Redis on port 0 is a deployment
+// of its own, with no other worker in it.
+func deploymentOf(c config, opt asynq.RedisClientOpt) string {
+	if c.deployment != "" {
+		return c.deployment
 	}
+	return worker.DeploymentOf(opt.Addr, opt.DB)
+}
+
+// redisOption reads -redis and -redis-ca. Without -redis it is the
+// embedded Redis's option, its address as configured: the listener is not
+// bound yet.
+func redisOption(c config) (asynq.RedisClientOpt, error) {
+	if c.redisURL == "" {
+		return asynq.RedisClientOpt{Addr: c.embeddedRedis}, nil
+	}
+	opt, err := redisurl.Parse(c.redisURL)
+	if err != nil {
+		return opt, fmt.Errorf("-redis: %w", err)
+	}
+	if opt, err = redisurl.WithCA(opt, c.redisCA); err != nil {
+		return opt, fmt.Errorf("-redis-ca: %w", err)
+	}
+	return opt, nil
+}
+
+// startEmbeddedRedis starts the embedded Redis on addr and returns the
+// address it listens on.
+func startEmbeddedRedis(addr string, log zerolog.Logger) (string, func(), error) {
 	m := miniredis.NewMiniRedis()
-	if err := m.StartAddr(c.embeddedRedis); err != nil {
-		return nil, nil, fmt.Errorf("embedded Redis on %s: %w (set REDIS_URL, or -embedded-redis to another address)", c.embeddedRedis, err)
+	if err := m.StartAddr(addr); err != nil {
+		return "", nil, fmt.Errorf("embedded Redis on %s: %w (set REDIS_URL, or -embedded-redis to another address)", addr, err)
 	}
 	log.Warn().Str("addr", m.Addr()).Msg("no REDIS_URL: running an embedded in-memory Redis (miniredis); tasks are lost when this worker stops; use a real Redis in production")
-	return asynq.RedisClientOpt{Addr: m.Addr()}, m.Close, nil
+	return m.Addr(), m.Close, nil
 }
 
 // serveMetrics serves /metrics on addr until the returned func is called.
@@ -426,26 +507,21 @@ func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, lo
 	}, nil
 }
 
-// startEgress starts the bundled egress proxy when -egress-listen is set,
-// and points c.proxy at it unless -proxy names another address for VMs.
-// The proxy outlives ctx: tasks finishing during a graceful shutdown still
-// need it. stop ends it.
-func startEgress(ctx context.Context, c *config, log zerolog.Logger) (p *egress.Proxy, stop func(), err error) {
-	if c.egressListen == "" {
-		return nil, func() {}, nil
+// startEgress serves the bundled egress proxy p on -egress-listen, when
+// set, and points c.proxy at it unless -proxy names another address for
+// VMs. The proxy outlives ctx: tasks finishing during a graceful shutdown
+// still need it. stop ends it.
+func startEgress(ctx context.Context, p *egress.Proxy, c *config, log zerolog.Logger) (stop func(), err error) {
+	if p == nil {
+		return func() {}, nil
 	}
 	ln, err := net.Listen("tcp", c.egressListen)
 	if err != nil {
-		return nil, nil, fmt.Errorf("-egress-listen: %w", err)
+		return nil, fmt.Errorf("-egress-listen: %w", err)
 	}
 	if c.proxy == "" {
-		if ap, err := netip.ParseAddrPort(ln.Addr().String()); err != nil || ap.Addr().IsUnspecified() {
-			ln.Close()
-			return nil, nil, fmt.Errorf("-egress-listen %s: VMs need an address to reach; listen on one, or say which with -proxy", c.egressListen)
-		}
-		c.proxy = "http://" + ln.Addr().String()
+		c.proxy = "http://" + ln.Addr().String() // an IP, checked by parseFlags
 	}
-	p = egress.New(egress.Config{AllowPrivate: c.egressPrivate, AllowLoopback: c.egressLoop, Deny: c.egressDeny, Logger: log.With().Str("component", "egress").Logger()})
 	proxyCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	done := make(chan struct{})
 	go func() {
@@ -458,5 +534,5 @@ func startEgress(ctx context.Context, c *config, log zerolog.Logger) (p *egress.
 		log.Warn().Msg("-egress-allow-loopback-for-tests: tasks may reach this host's loopback services through the egress proxy")
 	}
 	log.Info().Str("addr", ln.Addr().String()).Str("proxy", c.proxy).Msg("bundled egress proxy serving")
-	return p, func() { cancel(); <-done }, nil
+	return func() { cancel(); <-done }, nil
 }

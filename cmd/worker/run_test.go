@@ -62,6 +62,9 @@ func TestParseFlags(t *testing.T) {
 		{[]string{"-registries", "ghcr.io/org"}, nil, "-registries"},
 		{nil, map[string]string{"BOTTLEQ_CP_TIMEOUT": "1"}, "BOTTLEQ_CP_TIMEOUT"},
 		{nil, map[string]string{"BOTTLEQ_REGISTRIES": " , "}, "BOTTLEQ_REGISTRIES"},
+		{[]string{"-deployment", "prod-eu"}, nil, "-deployment"},
+		{nil, map[string]string{"BOTTLEQ_DEPLOYMENT": "Prod"}, "BOTTLEQ_DEPLOYMENT"},
+		{[]string{"-redis", "http://127.0.0.1:6379"}, nil, "-redis"},
 	} {
 		_, err := parseFlags(tt.args, env(tt.env), &bytes.Buffer{})
 		if err == nil || !strings.Contains(err.Error(), tt.want) || strings.Contains(err.Error(), "\n") {

@@ -30,7 +30,9 @@ func TestBundledEgress(t *testing.T) {
 	target := ln.Addr().String()
 
 	s := newStack(t, "miniredis", "1.9.3")
-	w := s.worker("BOTTLEQ_EGRESS_LISTEN=127.0.0.1:0", "BOTTLEQ_EGRESS_ALLOW_LOOPBACK_FOR_TESTS=true")
+	// Metrics off: VMs may reach every port of the proxy's address, so the
+	// worker refuses a listener of its own on 127.0.0.1 beside the proxy.
+	w := s.worker("BOTTLEQ_EGRESS_LISTEN=127.0.0.1:0", "BOTTLEQ_EGRESS_ALLOW_LOOPBACK_FOR_TESTS=true", "BOTTLEQ_METRICS_ADDR=off")
 	script := fmt.Sprintf(`curl -sS -o /dev/null -w "%%{http_code} " http://%s/; curl -s -o /dev/null -w "%%{http_code}" http://denied.invalid/`, target)
 	stdout, stderr, code := s.enqueue("--image", "alpine:3", "--no-commit", "--allow-host", target, "--wait", "--", "sh", "-c", script)
 	if code != 0 || stdout != "200 403" {

@@ -140,6 +140,9 @@ func TestReadmeCommands(t *testing.T) {
 		case strings.Contains(line, "bin/worker"), strings.Contains(line, "bin/dashboard"):
 			// Servers: the README's own REDIS_URL is replaced by the test's.
 			line = regexp.MustCompile(`REDIS_URL=\S+ `).ReplaceAllString(line, "")
+			// Its fixed listen address gets a free port: a server of the same
+			// kind running on this machine must not fail the test.
+			line = regexp.MustCompile(`(-addr|-metrics-addr|-embedded-redis|-egress-listen) 127\.0\.0\.1:\d+`).ReplaceAllString(line, "$1 127.0.0.1:0")
 			// It serves a queue of its own, so it takes none of the test's tasks.
 			serverEnv := append(env, "BOTTLEQ_QUEUES=readme-idle=1")
 			if out, code := run(t, scratch, serverEnv, line, 3*time.Second); code == 2 {
