@@ -82,7 +82,7 @@ func TestHandlerFilesAndArtifacts(t *testing.T) {
 				t.Fatal(err)
 			}
 			vm := VMName("io", 1)
-			want := []string{"pack-image alpine:3", "create " + vm, "start " + vm, "ready " + vm,
+			want := []string{"pack-image alpine:3", "create " + vm, "status " + vm, "start " + vm, "ready " + vm,
 				"cp-in " + vm + ":/work/in/a.txt", "cp-in " + vm + ":/work/in/run.sh", "exec " + vm,
 				"cp-out " + vm + ":/work/out/A.txt", "cp-out " + vm + ":/work/out/none.txt",
 				"stop " + vm, "pack-vm " + vm, "delete " + vm}

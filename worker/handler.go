@@ -22,8 +22,8 @@ import (
 // tests pass a fake.
 type Smolvm interface {
 	// Version, PackImage, PackFromVM, Create, Start, WaitReady, Exec,
-	// CopyIn, CopyOut, Stop, Delete and List are *smolvm.Client's methods
-	// of those names.
+	// CopyIn, CopyOut, Stop, Delete, List and Status are *smolvm.Client's
+	// methods of those names.
 	Version() smolvm.Version
 	PackImage(ctx context.Context, image, out string) (smolvm.Pack, error)
 	PackFromVM(ctx context.Context, name, out string) (smolvm.Pack, error)
@@ -36,6 +36,7 @@ type Smolvm interface {
 	Stop(ctx context.Context, name string) error
 	Delete(ctx context.Context, name string) error
 	List(ctx context.Context) ([]smolvm.Machine, error)
+	Status(ctx context.Context, name string) (smolvm.Machine, error)
 }
 
 var _ Smolvm = (*smolvm.Client)(nil)
@@ -100,6 +101,9 @@ func NewHandler(cfg Config) (*Handler, error) {
 	}
 	if cfg.MaxArtifactsBytes < 0 {
 		return nil, configErr("MaxArtifactsBytes", "must not be negative")
+	}
+	if err := checkVMConfig(&cfg); err != nil {
+		return nil, err
 	}
 	h := &Handler{cfg: cfg, log: cfg.Logger, active: map[string]int{}}
 	if cfg.BundledProxy != nil && cfg.ProxyURL == "" {
@@ -217,5 +221,6 @@ func (h *Handler) runnableHere(p tasks.AgentRun) error {
 	if len(p.AllowHosts) > 0 && h.cfg.BundledProxy == nil {
 		return &tasks.ValidationError{Field: "allow_hosts", Reason: "this worker has no bundled egress proxy to enforce it"}
 	}
-	return nil
+	_, _, err := h.resources(p)
+	return err
 }

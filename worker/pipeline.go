@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"net/netip"
 	"os"
 	"time"
 
@@ -63,16 +62,16 @@ func (r *run) pipeline(ctx context.Context) error {
 		maps.Copy(execEnv, h.proxy.envWith(egress.ProxyURL(h.proxy.URL, token)))
 	}
 
-	create := smolvm.CreateOptions{From: from.Machine}
-	if h.proxy != nil {
-		create.AllowCIDRs = []netip.Prefix{h.proxy.Prefix}
-		create.Env = h.proxy.env()
+	cpus, memMiB, err := h.resources(r.p)
+	if err != nil {
+		return err
 	}
+	create := r.createOptions(from.Machine, cpus, memMiB)
 	h.own(r.vm, true)
 	defer h.own(r.vm, false)
 	defer r.teardown(ctx)
 	if err := r.phase(ctx, tasks.PhaseCreate, func(ctx context.Context) error {
-		return r.create(ctx, create)
+		return r.createBoxed(ctx, create)
 	}); err != nil {
 		return err
 	}
