@@ -49,10 +49,10 @@ func checkVMConfig(cfg *Config) error {
 func (h *Handler) resources(p tasks.AgentRun) (cpus, memMiB int, err error) {
 	cpus, memMiB = h.cfg.VMCPUs, h.cfg.VMMemMiB
 	if p.CPUs > cpus {
-		return 0, 0, &tasks.ValidationError{Field: "cpus", Reason: fmt.Sprintf("%d is over this worker's cap of %d vCPUs", p.CPUs, cpus)}
+		return 0, 0, &tasks.ValidationError{Field: "cpus", Reason: fmt.Sprintf("%d vCPUs is over this worker's cap of %d", p.CPUs, cpus)}
 	}
 	if p.MemMiB > memMiB {
-		return 0, 0, &tasks.ValidationError{Field: "mem_mib", Reason: fmt.Sprintf("%d is over this worker's cap of %d MiB", p.MemMiB, memMiB)}
+		return 0, 0, &tasks.ValidationError{Field: "mem_mib", Reason: fmt.Sprintf("%d MiB is over this worker's cap of %d MiB", p.MemMiB, memMiB)}
 	}
 	if p.CPUs > 0 {
 		cpus = p.CPUs

@@ -64,9 +64,9 @@ func TestVMResources(t *testing.T) {
 		{name: "payload asks for less", payCPUs: 1, payMB: 512, wantCPUs: 1, wantMem: 512},
 		{name: "payload asks for the cap", cpus: 8, mem: 16384, payCPUs: 8, payMB: 16384, wantCPUs: 8, wantMem: 16384},
 		{name: "caps of the operator", cpus: 6, mem: 4096, wantCPUs: 6, wantMem: 4096},
-		{name: "more cpus than the cap", payCPUs: 3, wantErr: "cpus: 3 is over this worker's cap of 2 vCPUs"},
-		{name: "more memory than the cap", cpus: 8, mem: 1024, payMB: 1025, wantErr: "mem_mib: 1025 is over this worker's cap of 1024 MiB"},
-		{name: "255 cpus", payCPUs: 255, wantErr: "cpus: 255 is over this worker's cap of 2 vCPUs"},
+		{name: "more cpus than the cap", payCPUs: 3, wantErr: "cpus: 3 vCPUs is over this worker's cap of 2"},
+		{name: "more memory than the cap", cpus: 8, mem: 1024, payMB: 1025, wantErr: "mem_mib: 1025 MiB is over this worker's cap of 1024 MiB"},
+		{name: "255 cpus", payCPUs: 255, wantErr: "cpus: 255 vCPUs is over this worker's cap of 2"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
