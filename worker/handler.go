@@ -124,6 +124,9 @@ func NewHandler(cfg Config) (*Handler, error) {
 		}
 		cfg.Registries = regs
 	}
+	if err := checkVMConfig(&cfg); err != nil {
+		return nil, err
+	}
 	h := &Handler{cfg: cfg, log: cfg.Logger, active: map[string]int{}}
 	if h.from, err = newFromPolicy(cfg.FromDirs, cfg.DataDir); err != nil {
 		return nil, err
@@ -249,5 +252,6 @@ func (h *Handler) runnableHere(p tasks.AgentRun) error {
 	if len(p.AllowHosts) > 0 && h.cfg.BundledProxy == nil {
 		return &tasks.ValidationError{Field: "allow_hosts", Reason: "this worker has no bundled egress proxy to enforce it"}
 	}
-	return nil
+	_, _, err := h.resources(p)
+	return err
 }
