@@ -66,7 +66,7 @@ func TestBrowserTaskDetail(t *testing.T) {
 	// The result's syntax highlighting splits text into spans: compare the
 	// text without tags.
 	text := regexp.MustCompile(`<[^>]*>`).ReplaceAllString(dom, "")
-	for _, want := range []string{id, "agent:run", "exit code: 3", "commits/" + id + ".smolmachine", "API_KEY", "<redacted>"} {
+	for _, want := range []string{id, "agent:run", "exit code 3", "commits/" + elide(testKey(id), 20) + ".smolmachine", "API_KEY", "<redacted>"} {
 		if !strings.Contains(html.UnescapeString(text), want) {
 			t.Errorf("rendered page lacks %q; its text:\n%s", want, text)
 		}
