@@ -19,6 +19,10 @@ import (
 // within it where they can.
 const lineWidth = 46
 
+// summaryWidth is what the result column of asynqmon's task list shows of
+// a line in a window 1440 px wide.
+const summaryWidth = 36
+
 // FormatResult renders an agent:run task's result (tasks.Result JSON) as
 // short lines. Other task types, and results that are not a tasks.Result,
 // are shown as asynqmon shows them by default.
@@ -47,7 +51,7 @@ func summary(r tasks.Result) string {
 	if r.State == tasks.StateDone {
 		first = fmt.Sprintf("exit code %d", r.ExitCode)
 		if r.TimedOut {
-			first += " (timed out)"
+			first += ", timed out"
 		}
 	}
 	if len(r.Phases) > 0 {
@@ -55,24 +59,27 @@ func summary(r tasks.Result) string {
 	}
 	lines = append(lines, first)
 	if r.Host != "" {
-		where := "on " + elide(r.Host, 24)
+		where := []string{"on " + elide(r.Host, 16)}
 		if r.Commit != "" {
-			where += " · committed"
+			where = append(where, "committed")
 		}
 		if n := len(r.Artifacts); n > 0 {
-			where += fmt.Sprintf(" · %d artifact%s", n, plural(n))
+			where = append(where, fmt.Sprintf("%d artifact%s", n, plural(n)))
 		}
-		lines = append(lines, where)
+		lines = append(lines, strings.Join(where, ", "))
 	}
 	switch {
 	case r.Error != "":
-		lines = append(lines, clipLine("error: "+r.Error, lineWidth))
+		lines = append(lines, "error: "+r.Error)
 	case r.ExitCode != 0 && lastLine(r.Stderr) != "":
-		lines = append(lines, clipLine("stderr: "+lastLine(r.Stderr), lineWidth))
+		lines = append(lines, "stderr: "+lastLine(r.Stderr))
 	case lastLine(r.Stdout) != "":
-		lines = append(lines, clipLine("stdout: "+lastLine(r.Stdout), lineWidth))
+		lines = append(lines, "stdout: "+lastLine(r.Stdout))
 	case lastLine(r.Stderr) != "":
-		lines = append(lines, clipLine("stderr: "+lastLine(r.Stderr), lineWidth))
+		lines = append(lines, "stderr: "+lastLine(r.Stderr))
+	}
+	for i, l := range lines {
+		lines[i] = clipLine(l, summaryWidth)
 	}
 	return strings.Join(lines, "\n")
 }
@@ -147,9 +154,9 @@ func detail(r tasks.Result) string {
 	return strings.TrimSuffix(b.String(), "\n")
 }
 
-// artifacts adds one line per artifact: its guest path, then the file it
-// became (in the directory named in the heading) and its size, or why it
-// was not kept.
+// artifacts adds one line per artifact: the file it became (in the
+// directory named in the heading), its size and its guest path, or its
+// guest path and why it was not kept.
 func artifacts(as []tasks.Artifact, data string, line func(string, ...any)) {
 	if len(as) == 0 {
 		return
@@ -172,32 +179,41 @@ func artifacts(as []tasks.Artifact, data string, line func(string, ...any)) {
 		case a.Error != "":
 			line("  %s: %s", guest, a.Error)
 		case path.Dir(a.HostPath) == dir:
-			line("  %s → %s, %s", guest, elide(path.Base(a.HostPath), 24), formatSize(a.Size))
+			line("  %s (%s) ← %s", elide(path.Base(a.HostPath), 24), formatSize(a.Size), guest)
 		default:
-			line("  %s → %s, %s", guest, shortenPath(a.HostPath, data), formatSize(a.Size))
+			line("  %s (%s) ← %s", shortenPath(a.HostPath, data), formatSize(a.Size), guest)
 		}
 	}
 }
 
-// egress adds the egress record: one line per host and outcome.
+// egress adds the egress record: the hosts reached, then those refused,
+// one line per host:port.
 func egress(e *tasks.EgressRecord, line func(string, ...any)) {
-	if e == nil || (len(e.Entries) == 0 && e.Truncated == 0 && e.Invalid == 0) {
+	if e == nil {
 		return
 	}
-	line("egress:")
-	for _, en := range e.Entries {
-		target := fmt.Sprintf("%s:%d", en.Host, en.Port)
-		if en.Allowed {
-			line("  allowed %s ×%d, %s out, %s in", target, en.Count, formatSize(en.BytesUp), formatSize(en.BytesDown))
-		} else {
-			line("  refused %s ×%d: %s", target, en.Count, en.Reason)
+	for _, allowed := range []bool{true, false} {
+		heading := false
+		for _, en := range e.Entries {
+			if en.Allowed != allowed {
+				continue
+			}
+			if !heading {
+				line("egress %s:", map[bool]string{true: "allowed", false: "refused"}[allowed])
+				heading = true
+			}
+			if allowed {
+				line("  %s:%d ×%d, ↑%s ↓%s", en.Host, en.Port, en.Count, formatSize(en.BytesUp), formatSize(en.BytesDown))
+			} else {
+				line("  %s:%d ×%d: %s", en.Host, en.Port, en.Count, en.Reason)
+			}
 		}
 	}
-	if e.Truncated > 0 {
-		line("  and %d more attempt%s", e.Truncated, plural(e.Truncated))
-	}
 	if e.Invalid > 0 {
-		line("  refused %d request%s to invalid host names", e.Invalid, plural(e.Invalid))
+		line("egress refused %d request%s to invalid host names", e.Invalid, plural(e.Invalid))
+	}
+	if e.Truncated > 0 {
+		line("egress: %d more attempt%s not listed", e.Truncated, plural(e.Truncated))
 	}
 }
 
@@ -264,7 +280,7 @@ func shortenPath(p, dir string) string {
 		if len(ext) > 13 || ext == e {
 			ext = ""
 		}
-		elems[i] = elide(strings.TrimSuffix(e, ext), 20) + ext
+		elems[i] = elide(strings.TrimSuffix(e, ext), 16) + ext
 	}
 	short := strings.Join(elems, "/")
 	// Keep the first element (after the root) and at least the last two.
@@ -284,7 +300,7 @@ func elide(s string, n int) string {
 	if len(r) <= n || n < 3 {
 		return s
 	}
-	head := (n - 1) / 2
+	head := n / 2
 	tail := n - 1 - head
 	return string(r[:head]) + "…" + string(r[len(r)-tail:])
 }

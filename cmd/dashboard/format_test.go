@@ -44,11 +44,11 @@ func TestFormatResultDetail(t *testing.T) {
 	}{
 		{"a finished task with everything", testResult(testID), `done, exit code 3
 attempt 1 on worker-1, smolvm 1.8.0
-vm: bq-260007ec…a2b3c4d5e-a1
+vm: bq-260007ec-…2b3c4d5e-a1
 data dir: /var/lib/bottleq
-commit: commits/260007ec-…1a2b3c4d5e.smolmachine
-artifacts, in artifacts/260007ec-…1a2b3c4d5e/:
-  /workspace/out/report.md → 0-report.md, 2.3 KiB
+commit: commits/260007ec…b3c4d5e.smolmachine
+artifacts, in artifacts/260007ec…b3c4d5e/:
+  0-report.md (2.3 KiB) ← /workspace/out/report.md
   /workspace/out/trace.json: missing
 phases, 16.445 s in total (pack cached):
   pack           3 ms
@@ -61,9 +61,10 @@ phases, 16.445 s in total (pack cached):
   stop         350 ms
   commit      2.000 s
   delete        90 ms
-egress:
-  allowed api.example.com:443 ×3, 5 KiB out, 47 KiB in
-  refused evil.example.net:443 ×1: not in allow_hosts
+egress allowed:
+  api.example.com:443 ×3, ↑5 KiB ↓47 KiB
+egress refused:
+  evil.example.net:443 ×1: not in allow_hosts
 stdout:
 agent says hello
 stderr:
@@ -83,12 +84,11 @@ on h
 data dir: /srv/bq
 commit: commits/k.smolmachine
 artifacts, in artifacts/k/:
-  /o/a → 0-a, 5 B
-  /o/b → /tmp/elsewhere/1-b, 3 MiB
+  0-a (5 B) ← /o/a
+  /tmp/elsewhere/1-b (3 MiB) ← /o/b
   /o/c: over this worker's cap of 8 MiB per artifact
-egress:
-  and 7 more attempts
-  refused 1 request to invalid host names`},
+egress refused 1 request to invalid host names
+egress: 7 more attempts not listed`},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
@@ -114,10 +114,10 @@ func TestFormatResultSummary(t *testing.T) {
 		result tasks.Result
 		want   string
 	}{
-		{"exit 3: stderr's last line", testResult(testID), "exit code 3 · 16.445 s\non worker-1 · committed · 2 artifacts\nstderr: warning: dry run"},
-		{"exit 0: stdout's last line, clipped, without colours", ok, "exit code 0 · 1.500 s\non worker-1 · 1 artifact\nstdout: all 12 checks passed, report written…"},
-		{"timed out, no phases, no host", timedOut, "exit code 124 (timed out)\nstderr: killed"},
-		{"an error wins over output", failing, "running: start\nerror: smolvm start: machine did not start"},
+		{"exit 3: stderr's last line", testResult(testID), "exit code 3 · 16.445 s\non worker-1, committed, 2 artifacts\nstderr: warning: dry run"},
+		{"exit 0: stdout's last line, clipped, without colours", ok, "exit code 0 · 1.500 s\non worker-1, 1 artifact\nstdout: all 12 checks passed, repor…"},
+		{"timed out, no phases, no host", timedOut, "exit code 124, timed out\nstderr: killed"},
+		{"an error wins over output", failing, "running: start\nerror: smolvm start: machine did no…"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
@@ -126,8 +126,8 @@ func TestFormatResultSummary(t *testing.T) {
 				t.Errorf("got:\n%s\nwant:\n%s", got, tt.want)
 			}
 			for _, l := range strings.Split(got, "\n") {
-				if n := len([]rune(l)); n > lineWidth {
-					t.Errorf("line of %d runes, over %d: %q", n, lineWidth, l)
+				if n := len([]rune(l)); n > summaryWidth {
+					t.Errorf("line of %d runes, over %d: %q", n, summaryWidth, l)
 				}
 			}
 		})
@@ -200,12 +200,12 @@ func TestShortenPath(t *testing.T) {
 		{"/var/lib/bottleq/commits/k.smolmachine", "/var/lib/bottleq", "commits/k.smolmachine"},
 		{"/var/lib/bottleq/commits/k.smolmachine", "", "/var/lib/bottleq/commits/k.smolmachine"},
 		{"/var/lib/bottleqx/commits/k.smolmachine", "/var/lib/bottleq", "/var/lib/bottleqx/commits/k.smolmachine"},
-		{"commits/" + testKey(testID) + ".smolmachine", "", "commits/260007ec-…1a2b3c4d5e.smolmachine"},
-		{"/out/" + strings.Repeat("a", 30) + ".tar.gz", "", "/out/aaaaaaaaa…aaaaaa.tar.gz" /* only the last extension is kept aside */},
-		{"/out/" + strings.Repeat("b", 25) + ".averyveryverylongext", "", "/out/bbbbbbbbb…erylongext" /* an extension this long is part of the name */},
+		{"commits/" + testKey(testID) + ".smolmachine", "", "commits/260007ec…b3c4d5e.smolmachine"},
+		{"/out/" + strings.Repeat("a", 30) + ".tar.gz", "", "/out/aaaaaaaa…aaa.tar.gz" /* only the last extension is kept aside */},
+		{"/out/" + strings.Repeat("b", 25) + ".averyveryverylongext", "", "/out/bbbbbbbb…longext" /* an extension this long is part of the name */},
 		{"/workspace/project/src/internal/pkg/module/sub/dir/file.go", "", "/workspace/…/pkg/module/sub/dir/file.go"},
 		{"/" + strings.Repeat("a", 30) + "/" + strings.Repeat("b", 30) + "/" + strings.Repeat("c", 30) + "/" + strings.Repeat("d", 30), "",
-			"/aaaaaaaaa…aaaaaaaaaa/…/ccccccccc…cccccccccc/ddddddddd…dddddddddd" /* never fewer than the last two */},
+			"/aaaaaaaa…aaaaaaa/…/cccccccc…ccccccc/dddddddd…ddddddd" /* never fewer than the last two */},
 		{"/a/b", "", "/a/b"},
 		{"relative", "", "relative"},
 	} {
