@@ -52,7 +52,7 @@ func TestDashboard(t *testing.T) {
 		for _, want := range []string{
 			"done, exit code 3\n",
 			"data dir: /var/lib/bottleq\n",
-			"commit: commits/" + elide(testKey(id), 20) + ".smolmachine\n",
+			"commit: commits/" + elide(testKey(id), 16) + ".smolmachine\n",
 			"  exec       12.000 s\n",
 			"  create       212 ms\n",
 		} {
@@ -75,7 +75,7 @@ func TestDashboard(t *testing.T) {
 		if err := json.Unmarshal([]byte(body), &listed); err != nil || len(listed.Tasks) != 1 {
 			t.Fatalf("list JSON: %v\n%s", err, body)
 		}
-		want := "exit code 3 · 16.445 s\non worker-1 · committed · 2 artifacts\nstderr: warning: dry run"
+		want := "exit code 3 · 16.445 s\non worker-1, committed, 2 artifacts\nstderr: warning: dry run"
 		if got := listed.Tasks[0].Result; got != want {
 			t.Errorf("listed result:\n%s\nwant:\n%s", got, want)
 		}
