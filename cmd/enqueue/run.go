@@ -294,10 +294,8 @@ func flagOf(field string) string {
 // returns the exit code: 0, 1 or 2 of its own, or with --wait and wait the
 // agent's exit code.
 func Run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	if len(args) > 0 {
-		if v, ok := verbs[args[0]]; ok {
-			return runVerb(ctx, v, args[1:], getenv, stdout, stderr)
-		}
+	if v, rest, ok := verbOf(args); ok {
+		return runVerb(ctx, v, rest, getenv, stdout, stderr)
 	}
 	c, err := parse(args, getenv, stdout)
 	var ue *usageError

@@ -74,6 +74,24 @@ stands: the task ends when its worker gets to it).`},
 	}
 }
 
+// verbOf finds the verb args name: the first argument, or the first after
+// --redis and --redis-ca, which the verb then gets with the rest.
+func verbOf(args []string) (*verb, []string, bool) {
+	for i := 0; i < len(args); i++ {
+		if v, ok := verbs[args[i]]; ok {
+			return v, append(append([]string(nil), args[:i]...), args[i+1:]...), true
+		}
+		name, _, hasValue := strings.Cut(strings.TrimLeft(args[i], "-"), "=")
+		if !strings.HasPrefix(args[i], "-") || (name != "redis" && name != "redis-ca") {
+			return nil, nil, false
+		}
+		if !hasValue {
+			i++ // the value
+		}
+	}
+	return nil, nil, false
+}
+
 // runVerb parses a verb's command line and runs it.
 func runVerb(ctx context.Context, v *verb, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
 	var (

@@ -111,6 +111,14 @@ func TestVerbStatusAndWait(t *testing.T) {
 		}
 	}
 
+	// --redis may come before the verb, as in enqueue's own command line.
+	noEnv := func(string) string { return "" }
+	for _, args := range [][]string{{"--redis", "redis://" + r.Addr, "status", "s1"}, {"--redis=redis://" + r.Addr, "status", "s1"}} {
+		if again, _ := must(t, noEnv, exitOK, args...); again != stdout {
+			t.Errorf("enqueue %q printed %q, want %q", args, again, stdout)
+		}
+	}
+
 	stdout, _ = must(t, e, exitOK, "status", "--json", "s1")
 	var j struct {
 		TaskID   string `json:"task_id"`
