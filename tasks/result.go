@@ -82,7 +82,9 @@ type Result struct {
 	// Host or with the reason it was not.
 	Artifacts []Artifact `json:"artifacts,omitempty"`
 	// Error is the failure that will end this attempt, on a progress
-	// report written just before the handler returns it.
+	// report written just before the handler returns it; on a
+	// StateCancelled result, who cancelled the task ("cancelled by enqueue
+	// cancel").
 	Error string `json:"error,omitempty"`
 }
 
