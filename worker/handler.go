@@ -55,6 +55,8 @@ type Handler struct {
 	mu     sync.Mutex
 	active map[string]int // VM names this process is using, with a count
 	wg     sync.WaitGroup
+	// cancels, set by Serve, ends tasks that users cancel for good.
+	cancels *canceller
 }
 
 // NewHandler checks cfg and returns a handler, or a [*ConfigError] naming
@@ -164,7 +166,10 @@ type Meta struct {
 	MaxRetry int
 }
 
-// ProcessTask implements asynq.Handler.
+// ProcessTask implements asynq.Handler. Under [Serve], a task a user
+// cancels (enqueue cancel, the dashboard's cancel) ends for good: its VM
+// deleted, its result cancelled, archived without retry; a shutdown puts
+// it back in its queue instead.
 func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	var m Meta
 	m.ID, _ = asynq.GetTaskID(ctx)
@@ -174,6 +179,9 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	var w io.Writer
 	if rw := t.ResultWriter(); rw != nil {
 		w = rw
+	}
+	if h.cancels != nil {
+		return h.cancels.process(ctx, h, m, t.Payload(), w)
 	}
 	return h.Run(ctx, m, t.Payload(), w)
 }

@@ -24,6 +24,7 @@ const redacted = "<redacted>"
 var shownFields = map[string]bool{
 	"version": true, "image": true, "from": true, "command": true, "workdir": true,
 	"timeout": true, "commit": true, "allow_hosts": true, "artifacts": true,
+	"tenant": true, "cpus": true, "mem_mib": true,
 }
 
 const (
