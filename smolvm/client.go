@@ -374,7 +374,7 @@ func (c *Client) call(ctx context.Context, op, machine string, argv []string) (p
 
 // callLimit is call keeping limit bytes of each output stream.
 func (c *Client) callLimit(ctx context.Context, op, machine string, argv []string, limit int) (proc, error) {
-	p, err := c.invoke(ctx, op, machine, argv, limit, func(p proc) error {
+	p, err := c.invoke(ctx, op, machine, argv, outputs{limit: limit}, func(p proc) error {
 		if p.exitCode == 0 {
 			return nil
 		}
@@ -386,9 +386,9 @@ func (c *Client) callLimit(ctx context.Context, op, machine string, argv []strin
 
 // invoke runs smolvm, lets judge decide what a finished process means, and
 // reports the call to the logger and the observer.
-func (c *Client) invoke(ctx context.Context, op, machine string, argv []string, limit int, judge func(proc) error) (proc, error) {
+func (c *Client) invoke(ctx context.Context, op, machine string, argv []string, o outputs, judge func(proc) error) (proc, error) {
 	start := time.Now()
-	p, err := c.run(ctx, argv, limit)
+	p, err := c.run(ctx, argv, o)
 	if err != nil {
 		msg := ""
 		if op != "machine exec" { // exec's stderr is the guest's

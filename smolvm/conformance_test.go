@@ -763,7 +763,7 @@ func (x *confTarget) copyIn(t *testing.T, name, guest, body string) {
 // raw runs argv and returns what smolvm did.
 func (x *confTarget) raw(t *testing.T, argv ...string) proc {
 	t.Helper()
-	p, err := x.c.run(context.Background(), argv, 1<<20)
+	p, err := x.c.run(context.Background(), argv, outputs{limit: 1 << 20})
 	if err != nil {
 		t.Fatalf("%v: %v", argv, err)
 	}

@@ -3,6 +3,7 @@ package smolvm
 import (
 	"bytes"
 	"context"
+	"io"
 	"time"
 )
 
@@ -24,6 +25,15 @@ type ExecOptions struct {
 	// Stream passes --stream: output is relayed as the guest writes it
 	// instead of buffered in smolvm, which caps a buffered stream at 11 MiB.
 	Stream bool
+	// Stdout and Stderr, when set, get every byte of the command's output
+	// as smolvm relays it (as the guest writes it, with Stream), besides
+	// the head and tail ExecResult keeps. Each is called from a goroutine
+	// of its own until Exec returns (a guest process that keeps the output
+	// open after smolvm exits can leave one call in flight a moment
+	// longer). A write must not block: smolvm and the guest wait for it.
+	// Its error is ignored. On a failure, smolvm's own `Error: ` line is
+	// part of what Stderr gets.
+	Stdout, Stderr io.Writer
 }
 
 // ExecResult is what a guest command did. Output is bounded: see
@@ -81,7 +91,7 @@ func (c *Client) Exec(ctx context.Context, name string, command []string, o Exec
 	}
 	argv := execArgv(name, command, o)
 	start := time.Now()
-	p, err := c.invoke(ctx, "machine exec", name, argv, c.limit, func(p proc) error {
+	p, err := c.invoke(ctx, "machine exec", name, argv, outputs{limit: c.limit, stdout: o.Stdout, stderr: o.Stderr}, func(p proc) error {
 		if p.exitCode == 0 {
 			return nil
 		}

@@ -16,7 +16,7 @@ type fakeRun struct {
 	errs    []error
 }
 
-func (f *fakeRun) run(_ context.Context, argv []string, _ int) (proc, error) {
+func (f *fakeRun) run(_ context.Context, argv []string, _ outputs) (proc, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls = append(f.calls, slices.Clone(argv))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"syscall"
@@ -23,10 +24,18 @@ type proc struct {
 	stderrDropped  int64
 }
 
-// runFunc starts smolvm with argv and waits for it, keeping limit bytes of
-// each output stream. A non-zero exit is not an error; an error means the
-// process could not start or did not end by itself (the context ended).
-type runFunc func(ctx context.Context, argv []string, limit int) (proc, error)
+// outputs says what becomes of a process's output: limit bytes of each
+// stream are kept (see capture), and stdout and stderr, when set, get
+// every byte as well, as it comes.
+type outputs struct {
+	limit          int
+	stdout, stderr io.Writer
+}
+
+// runFunc starts smolvm with argv and waits for it, keeping and passing on
+// its output as o says. A non-zero exit is not an error; an error means
+// the process could not start or did not end by itself (the context ended).
+type runFunc func(ctx context.Context, argv []string, o outputs) (proc, error)
 
 // processRunner returns the one function in bottleq that starts processes.
 //
@@ -36,13 +45,13 @@ type runFunc func(ctx context.Context, argv []string, limit int) (proc, error)
 // output, and the whole group gets SIGKILL. On Linux the process also gets
 // SIGTERM if the worker dies first (see procAttr).
 func processRunner(bin string, env []string, grace time.Duration) runFunc {
-	return func(ctx context.Context, argv []string, limit int) (proc, error) {
-		stdout, stderr := newCapture(limit), newCapture(limit)
+	return func(ctx context.Context, argv []string, o outputs) (proc, error) {
+		stdout, stderr := newCapture(o.limit), newCapture(o.limit)
 		cmd := exec.CommandContext(ctx, bin, argv...)
 		if env != nil {
 			cmd.Env = append(os.Environ(), env...)
 		}
-		cmd.Stdout, cmd.Stderr = stdout, stderr // stdin stays /dev/null
+		cmd.Stdout, cmd.Stderr = tee(stdout, o.stdout), tee(stderr, o.stderr) // stdin stays /dev/null
 		cmd.SysProcAttr = procAttr()
 		cmd.Cancel = func() error { return signalGroup(cmd.Process, syscall.SIGTERM) }
 		cmd.WaitDelay = grace
@@ -88,4 +97,26 @@ func signalGroup(p *os.Process, sig syscall.Signal) error {
 		return os.ErrProcessDone
 	}
 	return err
+}
+
+// tee returns w, or a writer that writes to w and then to also. also's
+// errors are ignored: a reader of the output that falls behind or fails
+// must not stop the copy, which would leave the process blocked on a full
+// pipe.
+func tee(w *capture, also io.Writer) io.Writer {
+	if also == nil {
+		return w
+	}
+	return &teeWriter{w: w, also: also}
+}
+
+type teeWriter struct {
+	w    *capture
+	also io.Writer
+}
+
+func (t *teeWriter) Write(p []byte) (int, error) {
+	n, err := t.w.Write(p)
+	_, _ = t.also.Write(p)
+	return n, err
 }

@@ -1,6 +1,7 @@
 package smolvm
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -313,4 +315,73 @@ func TestSimListMany(t *testing.T) {
 	if err != nil || len(ms) != n {
 		t.Fatalf("List = %d machines, %v; want %d", len(ms), err, n)
 	}
+}
+
+// gateWriter collects what Exec passes on and opens the gate, a file the
+// guest waits for, once it has seen mark: the guest can only finish after
+// its first output reached the writer while it ran.
+type gateWriter struct {
+	mu         sync.Mutex
+	buf        bytes.Buffer
+	mark, gate string
+}
+
+func (g *gateWriter) Write(p []byte) (int, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.buf.Write(p)
+	if g.mark != "" && strings.Contains(g.buf.String(), g.mark) {
+		g.mark = ""
+		if err := os.WriteFile(g.gate, nil, 0o644); err != nil {
+			return 0, err
+		}
+	}
+	return len(p), nil
+}
+
+func (g *gateWriter) String() string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.buf.String()
+}
+
+// TestSimExecTeesOutput: with Stream, ExecOptions.Stdout and Stderr get
+// the guest's output while it runs, every byte of it, and the result
+// keeps its head and tail as before.
+func TestSimExecTeesOutput(t *testing.T) {
+	t.Parallel()
+	for _, v := range []string{"1.0.1", "1.9.3"} {
+		t.Run(v, func(t *testing.T) {
+			t.Parallel()
+			c, _ := simClient(t, v)
+			startedMachine(t, c)
+			gate := filepath.Join(t.TempDir(), "gate")
+			stdout := &gateWriter{mark: "first\n", gate: gate}
+			stderr := &gateWriter{}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			script := `echo first; echo err-line >&2; while [ ! -e "$1" ]; do sleep 0.01; done; head -c 200000 /dev/zero | tr '\0' x; echo; echo last`
+			res, err := c.Exec(ctx, "vm1", []string{"sh", "-c", script, "sh", gate}, ExecOptions{Stream: true, Timeout: time.Minute, Stdout: stdout, Stderr: stderr})
+			if err != nil || res.ExitCode != 0 {
+				t.Fatalf("exec: %v, exit %d, stderr %q", err, res.ExitCode, res.Stderr)
+			}
+			want := "first\n" + strings.Repeat("x", 200000) + "\nlast\n"
+			if got := stdout.String(); got != want {
+				t.Errorf("the writer got %d bytes of stdout, want all %d", len(got), len(want))
+			}
+			if got := stderr.String(); got != "err-line\n" {
+				t.Errorf("the writer got stderr %q", got)
+			}
+			if res.StdoutOmitted == 0 || !strings.HasPrefix(string(res.Stdout), "first\n") || !strings.HasSuffix(string(res.Stdout), "x\nlast\n") {
+				t.Errorf("result stdout: %d omitted, %q…", res.StdoutOmitted, lastN(string(res.Stdout), 40))
+			}
+		})
+	}
+}
+
+func lastN(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
 }
