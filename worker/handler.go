@@ -57,6 +57,8 @@ type Handler struct {
 	wg     sync.WaitGroup
 	// cancels, set by Serve, ends tasks that users cancel for good.
 	cancels *canceller
+	// live, set by Serve, streams tasks' output to Redis as it comes.
+	live *liveSink
 }
 
 // NewHandler checks cfg and returns a handler, or a [*ConfigError] naming
@@ -219,7 +221,9 @@ func (h *Handler) Run(ctx context.Context, m Meta, payload []byte, w io.Writer) 
 	start := time.Now()
 	ctx = r.log.WithContext(ctx) // smolvm's lines carry the task's fields too
 	r.log.Info().Str("phase", "start").Msg("task started")
+	r.live = h.live.open(ctx, m, r.res, r.log)
 	err = r.scrub.err(r.pipeline(ctx))
+	r.live.close(ctx, r.res, err)
 	if err != nil {
 		r.res.Error = err.Error()
 		r.report()

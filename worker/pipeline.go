@@ -32,6 +32,8 @@ type run struct {
 	foreign bool
 	// scrub removes the task's secrets from the errors it returns.
 	scrub scrubber
+	// live is the attempt's live output, or nil.
+	live *liveLog
 }
 
 // pipeline runs the attempt's phases in order, from pack to commit; once a
@@ -96,6 +98,7 @@ func (r *run) pipeline(ctx context.Context) error {
 	if err := r.phase(ctx, tasks.PhaseExec, func(ctx context.Context) error {
 		res, err := h.cfg.Smolvm.Exec(ctx, r.vm, r.p.Command, smolvm.ExecOptions{
 			Env: execEnv, Workdir: r.p.Workdir, Timeout: r.p.CommandTimeout(), Stream: true,
+			Stdout: r.live.stdout(), Stderr: r.live.stderr(),
 		})
 		r.closeEgress()
 		if err != nil && !r.agentExit(ctx, err) {
@@ -240,9 +243,11 @@ func (r *run) teardown(ctx context.Context) {
 	})
 }
 
-// phase runs one step: it reports progress, times the step and tells the
-// hooks. Its error comes back scrubbed of the task's secrets.
+// phase runs one step: it reports progress (to the live output too),
+// times the step and tells the hooks. Its error comes back scrubbed of the
+// task's secrets.
 func (r *run) phase(ctx context.Context, name string, f func(context.Context) error) error {
+	r.live.phase(name)
 	if name != tasks.PhaseDelete {
 		r.res.State, r.res.Phase = tasks.StateRunning, name
 		r.report()

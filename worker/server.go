@@ -38,12 +38,21 @@ type ServerConfig struct {
 	// retry waits RetryBase·2ⁿ, capped at RetryMax, with jitter. Zero or
 	// negative: DefaultRetryBase and DefaultRetryMax.
 	RetryBase, RetryMax time.Duration
+	// LiveOutputBytes caps the live output of each task: the Redis stream
+	// (bottleq:out:{QUEUE}:ID) its phases and its agent's output are
+	// written to as they come, which `enqueue --wait` and enqueue's
+	// Client.Follow read. Output past the cap, for all the task's attempts
+	// together, is dropped and marked, and the stream expires with the
+	// task. Zero: DefaultLiveOutputBytes; negative: no live output.
+	LiveOutputBytes int64
 	// Logger gets asynq's lines. Zero: no lines.
 	Logger zerolog.Logger
 }
 
 // Serve processes agent:run tasks with h until ctx ends, then shuts down
-// gracefully and waits for h's VMs to be torn down.
+// gracefully and waits for h's VMs to be torn down. Each task's phases and
+// output go to its live output stream in Redis as they come (see
+// ServerConfig.LiveOutputBytes).
 //
 // A task a user cancels while it runs (asynq's Inspector.CancelProcessing,
 // which the dashboard's cancel calls, or enqueue's Cancel) ends for good:
@@ -57,6 +66,12 @@ func Serve(ctx context.Context, h *Handler, cfg ServerConfig) error {
 	}
 	defer c.close()
 	h.cancels = c
+	switch {
+	case cfg.LiveOutputBytes == 0:
+		h.live = newLiveSink(c.rdb, c.insp, DefaultLiveOutputBytes)
+	case cfg.LiveOutputBytes > 0:
+		h.live = newLiveSink(c.rdb, c.insp, cfg.LiveOutputBytes)
+	}
 	srv := newServer(cfg, c)
 	mux := asynq.NewServeMux()
 	mux.Handle(tasks.TypeAgentRun, h)
