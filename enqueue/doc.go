@@ -11,6 +11,13 @@
 // returns an [Outcome]. [Client.Status] reads the same Outcome once, and
 // [Client.Workers] counts the live workers that serve a queue.
 //
+// [Client.Follow] passes on a task's live output as its worker writes it:
+// each attempt, each phase in order, the agent's stdout and stderr within
+// moments, and how each attempt ended, as [Event]s. An event's ID is its
+// Redis stream ID, and Follow resumes after one, so an HTTP server can
+// relay the events as server-sent events and resume at a Last-Event-ID.
+// The worker caps each task's live output and expires it with the task.
+//
 // [Client.Cancel] ends a task for good: one waiting to run is archived at
 // once, a running one is cancelled through asynq and its worker deletes
 // the VM and archives it; either way it is not retried and its result

@@ -81,7 +81,7 @@ func (e *notFoundError) Unwrap() []error { return []error{ErrNotFound, e.err} }
 // it ended. progress, if not nil, is called from Wait's goroutine once for
 // each new phase the worker reports while the task runs (phases that start
 // and end between two polls are not seen; a retry reports its phases
-// again).
+// again). [Client.Follow] passes on every phase, and the output.
 //
 // A completed task returns a nil error, whatever its command's exit code
 // (see Outcome.Result.ExitCode). An archived task returns the Outcome and a

@@ -1,7 +1,7 @@
 // Package enqueuetest runs in process what a test of a bottleq producer
 // needs: a Redis (miniredis, on loopback) and an asynq server whose handler
-// stands in for the bottleq worker, so that Enqueue and Wait can be tested
-// end to end without smolvm.
+// stands in for the bottleq worker, so that Enqueue, Wait and Follow can be
+// tested end to end without smolvm.
 //
 // It is for tests only: the stand-in runs no command, and production code
 // must not import this package.
@@ -17,7 +17,9 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 
+	"github.com/bot-bottle/bottleq/internal/livelog"
 	"github.com/bot-bottle/bottleq/tasks"
 )
 
@@ -36,9 +38,18 @@ func Redis(t testing.TB) asynq.RedisClientOpt {
 // Serve runs an asynq server with handler h on r until the test ends. It
 // serves the given queues, or tasks.DefaultQueue, polls every few
 // milliseconds and retries a failed delivery at once, so that tests are
-// quick without depending on timing.
+// quick without depending on timing. An *Agent handler gets r for its
+// live output.
 func Serve(t testing.TB, r asynq.RedisConnOpt, h asynq.Handler, queues ...string) {
 	t.Helper()
+	if a, ok := h.(*Agent); ok && !a.NoLiveOutput {
+		rdb, ok := r.MakeRedisClient().(redis.UniversalClient)
+		if !ok {
+			t.Fatalf("enqueuetest: %T makes no go-redis client", r)
+		}
+		t.Cleanup(func() { rdb.Close() })
+		a.rdb = rdb
+	}
 	if len(queues) == 0 {
 		queues = []string{tasks.DefaultQueue}
 	}
@@ -81,6 +92,25 @@ type Agent struct {
 	// Run makes the final result; attempt counts deliveries from 1.
 	// Default: exit code 0 and no output.
 	Run func(ctx context.Context, p tasks.AgentRun, attempt int) (tasks.Result, error)
+	// NoLiveOutput leaves the task's live output empty, as for a task
+	// whose live output expired. Otherwise, under Serve, the Agent writes
+	// it as the worker does: the attempt, each phase before its progress
+	// report, then the final result's Stdout and Stderr as output, and the
+	// attempt's end.
+	NoLiveOutput bool
+
+	rdb redis.UniversalClient
+}
+
+// live appends entries to the task's live output, if the Agent writes it.
+func (a *Agent) live(ctx context.Context, entries ...livelog.Entry) error {
+	if a.rdb == nil {
+		return nil
+	}
+	id, _ := asynq.GetTaskID(ctx)
+	queue, _ := asynq.GetQueueName(ctx)
+	_, err := livelog.Append(ctx, a.rdb, queue, id, livelog.Limits{MaxBytes: 1 << 20, MaxEntries: 1 << 15}, time.Hour, entries)
+	return err
 }
 
 // ProcessTask implements asynq.Handler.
@@ -91,7 +121,13 @@ func (a *Agent) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	}
 	retried, _ := asynq.GetRetryCount(ctx)
 	attempt := retried + 1
+	if err := a.live(ctx, livelog.Entry{Kind: livelog.KindAttempt, Attempt: attempt, Host: "enqueuetest"}); err != nil {
+		return err
+	}
 	for _, phase := range a.Phases {
+		if err := a.live(ctx, livelog.Entry{Kind: livelog.KindPhase, Attempt: attempt, Phase: phase}); err != nil {
+			return err
+		}
 		r := tasks.Result{State: tasks.StateRunning, Phase: phase, Attempt: attempt}
 		if err := Write(t, r); err != nil {
 			return err
@@ -106,8 +142,21 @@ func (a *Agent) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if a.Run != nil {
 		final, err = a.Run(ctx, p, attempt)
 		if err != nil {
+			if lerr := a.live(ctx, livelog.Entry{Kind: livelog.KindEnd, Attempt: attempt, Outcome: livelog.OutcomeFailed, Error: err.Error()}); lerr != nil {
+				return lerr
+			}
 			return err
 		}
+	}
+	var out []livelog.Entry
+	for _, o := range []struct{ stream, data string }{{livelog.Stdout, final.Stdout}, {livelog.Stderr, final.Stderr}} {
+		if o.data != "" {
+			out = append(out, livelog.Entry{Kind: livelog.KindOutput, Attempt: attempt, Stream: o.stream, Data: []byte(o.data)})
+		}
+	}
+	out = append(out, livelog.Entry{Kind: livelog.KindEnd, Attempt: attempt, Outcome: livelog.OutcomeDone, ExitCode: final.ExitCode, TimedOut: final.TimedOut})
+	if err := a.live(ctx, out...); err != nil {
+		return err
 	}
 	final.State, final.Attempt = tasks.StateDone, attempt
 	return Write(t, final)
