@@ -37,9 +37,10 @@ const usageHead = `Usage: enqueue [flags] (--image IMG | --from REF) -- CMD [ARG
        enqueue -version
 
 Enqueues one bottleq agent:run task. Without --wait it prints the task ID.
-With --wait it reports each phase on stderr, then prints the agent's stdout
-and stderr, each artifact's place on the worker's host, and exits with the
-agent's exit code.
+With --wait it shows the task as it runs: each phase and attempt on stderr
+("bottleq: task ID: ..."), the agent's stdout and stderr as the agent
+writes them; then each artifact's place on the worker's host, and it exits
+with the agent's exit code.
 
 status prints a task's state, attempts, exit code, phases and result
 (--json: one JSON object). wait follows a task as --wait does. cancel ends
@@ -110,7 +111,7 @@ func newFlagSet(c *config, env *envFlag, files *listFlag, redisURL, redisCA, ten
 	fs.StringVar(&c.opts.TaskID, "task-id", "", "task `ID`; enqueueing an ID that still exists fails (default random)")
 	fs.StringVar(&c.opts.Queue, "queue", tasks.DefaultQueue, "`queue` to put the task on")
 	fs.IntVar(maxRetry, "max-retry", tasks.DefaultMaxRetry, "retries of a failed delivery; 0 for none")
-	fs.BoolVar(&c.wait, "wait", false, "wait for the result, print the agent's output and exit with its exit code")
+	fs.BoolVar(&c.wait, "wait", false, "show the task's phases and the agent's output as it runs, and exit with the agent's exit code")
 	fs.DurationVar(&c.waitTimeout, "wait-timeout", 0, "with --wait, give up waiting after this `duration` (exit 1; the task runs on) (default 0: no limit)")
 	fs.BoolVar(&c.version, "version", false, "print the version and exit")
 	return fs
@@ -328,9 +329,9 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	return wait(ctx, client, info.Queue, info.ID, c.payload.Tenant, c.waitTimeout, stdout, stderr)
 }
 
-// wait follows the task to its end and hands on the agent's output and
-// exit code. tenant is the payload's, empty for the default or unknown;
-// timeout, if not zero, bounds the wait.
+// wait follows the task to its end, showing its live output as it comes,
+// and hands on the agent's exit code. tenant is the payload's, empty for
+// the default or unknown; timeout, if not zero, bounds the wait.
 func wait(ctx context.Context, client *enqueue.Client, queue, id, tenant string, timeout time.Duration, stdout, stderr io.Writer) int {
 	waitCtx := ctx
 	if timeout > 0 {
@@ -338,27 +339,26 @@ func wait(ctx context.Context, client *enqueue.Client, queue, id, tenant string,
 		waitCtx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
-	var mu sync.Mutex // the progress lines and the pending notice share stderr
-	say := func(format string, a ...any) {
+	var mu sync.Mutex // the live output and the pending notice share stderr
+	view := newLiveView(id, &mu, stdout, stderr)
+	stopWatch := watchPending(waitCtx, client, queue, id, func(format string, a ...any) {
 		mu.Lock()
 		defer mu.Unlock()
 		fmt.Fprintf(stderr, format, a...)
-	}
-	stopWatch := watchPending(waitCtx, client, queue, id, say)
-	out, err := client.Wait(waitCtx, queue, id, func(r tasks.Result) {
-		if r.Attempt > 1 {
-			say("bottleq: task %s: %s (attempt %d)\n", id, r.Phase, r.Attempt)
-			return
-		}
-		say("bottleq: task %s: %s\n", id, r.Phase)
 	})
+	err := client.Follow(waitCtx, queue, id, view.show, "")
 	stopWatch()
+	var out enqueue.Outcome
+	if err == nil {
+		out, err = client.Wait(waitCtx, queue, id, nil) // it has ended: one look
+	}
+	view.endLine()
 	var failed *enqueue.TaskFailedError
 	switch {
 	case errors.Is(err, enqueue.ErrCancelled):
 		return fail(stderr, exitFail, "task %s was cancelled (%s)", id, cancelledBy(out))
 	case errors.As(err, &failed):
-		return fail(stderr, exitFail, "task %s failed: %s", id, failed.LastErr)
+		return fail(stderr, exitFail, "%s", failedLine(id, out, failed))
 	case errors.Is(err, enqueue.ErrNotFound):
 		return fail(stderr, exitFail, "%s", notFound(queue, id))
 	case waitCtx.Err() != nil && errors.Is(err, waitCtx.Err()):
@@ -374,11 +374,18 @@ func wait(ctx context.Context, client *enqueue.Client, queue, id, tenant string,
 	if r.State != tasks.StateDone {
 		return fail(stderr, exitFail, "task %s completed without a result", id)
 	}
+	switch shown, whole := view.streamed(r.Attempt); {
+	case !shown: // no live output of it: expired, or an older worker's
+		_, _ = io.WriteString(stdout, r.Stdout)
+		_, _ = io.WriteString(stderr, r.Stderr)
+	case !whole:
+		fmt.Fprintf(stderr, "bottleq: task %s: not all of its output was shown as it came; the result's copy follows (the head and tail of each stream)\n", id)
+		_, _ = io.WriteString(stdout, r.Stdout)
+		_, _ = io.WriteString(stderr, r.Stderr)
+	}
 	if tenant == "" && r.Tenant != tasks.DefaultTenant {
 		tenant = r.Tenant // wait ID: the result says whose the task was
 	}
-	_, _ = io.WriteString(stdout, r.Stdout)
-	_, _ = io.WriteString(stderr, r.Stderr)
 	if r.TimedOut {
 		fmt.Fprintf(stderr, "bottleq: task %s: the command timed out\n", id)
 	}
@@ -417,4 +424,18 @@ func fail(stderr io.Writer, code int, format string, a ...any) int {
 	msg := strings.Join(strings.Fields(fmt.Sprintf(format, a...)), " ")
 	fmt.Fprintf(stderr, "enqueue: %s\n", msg)
 	return code
+}
+
+// failedLine says how a task that failed for good ended: on which attempt
+// of how many, whether it was retried, and the last error, without
+// asynq's own suffix for an error that is not retried.
+func failedLine(id string, out enqueue.Outcome, failed *enqueue.TaskFailedError) string {
+	// The worker wraps asynq.SkipRetry into an error that must not be
+	// retried; asynq keeps its text at the end of the last error.
+	msg := strings.TrimSuffix(failed.LastErr, ": "+asynq.SkipRetry.Error())
+	attempt, of := out.Retried+1, out.MaxRetry+1
+	if out.Retried >= out.MaxRetry {
+		return fmt.Sprintf("task %s failed on attempt %d of %d: %s", id, attempt, of, msg)
+	}
+	return fmt.Sprintf("task %s failed on attempt %d of %d and was not retried: %s", id, attempt, of, msg)
 }

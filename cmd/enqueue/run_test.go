@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -10,10 +11,13 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/bot-bottle/bottleq/enqueue/enqueuetest"
+	"github.com/bot-bottle/bottleq/internal/livelog"
 	"github.com/bot-bottle/bottleq/tasks"
 )
 
@@ -238,6 +242,9 @@ func TestRunWait(t *testing.T) {
 		wantCode   int
 		wantStdout string
 		wantStderr []string
+		// noLive: the task has no live output, and its result's output is
+		// printed.
+		noLive bool
 	}{
 		{
 			name:       "exit 0",
@@ -281,7 +288,15 @@ func TestRunWait(t *testing.T) {
 			name:       "archived",
 			err:        fmt.Errorf("from: no commit\nfor task x: %w", asynq.SkipRetry),
 			wantCode:   exitFail,
-			wantStderr: []string{"enqueue: task ", " failed: from: no commit for task x"},
+			wantStderr: []string{"enqueue: task ", " failed on attempt 1 of 6 and was not retried: from: no commit for task x\n"},
+		},
+		{
+			name:       "no live output",
+			noLive:     true,
+			result:     tasks.Result{ExitCode: 2, Stdout: "from the result\n", Stderr: "its stderr\n"},
+			wantCode:   2,
+			wantStdout: "from the result\n",
+			wantStderr: []string{"its stderr\n"},
 		},
 	}
 	for _, tt := range tests {
@@ -289,7 +304,8 @@ func TestRunWait(t *testing.T) {
 			t.Parallel()
 			r := enqueuetest.Redis(t)
 			enqueuetest.Serve(t, r, &enqueuetest.Agent{
-				Run: func(context.Context, tasks.AgentRun, int) (tasks.Result, error) { return tt.result, tt.err },
+				NoLiveOutput: tt.noLive,
+				Run:          func(context.Context, tasks.AgentRun, int) (tasks.Result, error) { return tt.result, tt.err },
 			})
 			var stderr bytes.Buffer
 
@@ -307,7 +323,45 @@ func TestRunWait(t *testing.T) {
 					t.Errorf("stderr = %q, want it to contain %q", stderr.String(), want)
 				}
 			}
+			if strings.Contains(stderr.String(), asynq.SkipRetry.Error()) {
+				t.Errorf("stderr shows asynq's own words: %q", stderr.String())
+			}
 		})
+	}
+}
+
+// TestRunWaitLive: --wait shows the task's live output as the worker
+// writes it: each phase once, in order, with what it does; a failed
+// attempt, and the retry that follows; the agent's output once, from the
+// live output, not again from the result.
+func TestRunWaitLive(t *testing.T) {
+	t.Parallel()
+	r := enqueuetest.Redis(t)
+	enqueuetest.Serve(t, r, &enqueuetest.Agent{
+		Phases: []string{tasks.PhasePack, tasks.PhaseStop},
+		Run: func(_ context.Context, _ tasks.AgentRun, attempt int) (tasks.Result, error) {
+			if attempt == 1 {
+				return tasks.Result{}, errors.New("machine start: kvm not available")
+			}
+			return tasks.Result{Stdout: "hi\n", Stderr: "no newline", ExitCode: 4}, nil
+		},
+	})
+	var stdout, stderr bytes.Buffer
+	code := Run(context.Background(), []string{"--wait", "--task-id", "l1", "--image", "alpine", "--", "agent"}, env(r), &stdout, &stderr)
+
+	if code != 4 || stdout.String() != "hi\n" {
+		t.Errorf("exit %d, stdout %q; want 4 and the output once", code, stdout.String())
+	}
+	want := "bottleq: task l1: enqueued on queue default\n" +
+		"bottleq: task l1: pack (getting the VM's pack)\n" +
+		"bottleq: task l1: stop (stopping the VM to commit its state)\n" +
+		"bottleq: task l1: attempt 1 failed: machine start: kvm not available\n" +
+		"bottleq: task l1: attempt 2 starts on enqueuetest\n" +
+		"bottleq: task l1: pack (getting the VM's pack), attempt 2\n" +
+		"bottleq: task l1: stop (stopping the VM to commit its state), attempt 2\n" +
+		"no newline\n"
+	if stderr.String() != want {
+		t.Errorf("stderr:\n%s\nwant:\n%s", stderr.String(), want)
 	}
 }
 
@@ -345,7 +399,7 @@ func TestRunWaitProgress(t *testing.T) {
 			for {
 				select {
 				case line := <-stderr.ch:
-					if strings.HasSuffix(line, ": "+phase+"\n") {
+					if strings.HasPrefix(line, "bottleq: task p1: "+phase+" (") {
 						return nil
 					}
 				case <-ctx.Done():
@@ -453,5 +507,39 @@ func TestRunFiles(t *testing.T) {
 				t.Errorf("queues = %q, want none", qs)
 			}
 		})
+	}
+}
+
+// TestRunWaitCutOutput: when the live output of the attempt that ends the
+// task was cut (here at the task's cap), --wait says so as it happens and
+// prints the result's copy of the output after it.
+func TestRunWaitCutOutput(t *testing.T) {
+	t.Parallel()
+	r := enqueuetest.Redis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: r.Addr})
+	defer rdb.Close()
+	enqueuetest.Serve(t, r, &enqueuetest.Agent{
+		Phases: []string{tasks.PhaseExec},
+		Step: func(ctx context.Context, _ string) error {
+			_, err := livelog.Append(ctx, rdb, tasks.DefaultQueue, "c1", livelog.Limits{MaxBytes: 1 << 20, MaxEntries: 100}, time.Hour,
+				[]livelog.Entry{{Kind: livelog.KindTruncated, Attempt: 1, Reason: livelog.ReasonCap, StdoutDropped: 5}})
+			return err
+		},
+		Run: func(context.Context, tasks.AgentRun, int) (tasks.Result, error) {
+			return tasks.Result{Stdout: "tail\n"}, nil
+		},
+	})
+	var stdout, stderr bytes.Buffer
+	code := Run(context.Background(), []string{"--wait", "--task-id", "c1", "--image", "alpine", "--", "agent"}, env(r), &stdout, &stderr)
+	if code != 0 || stdout.String() != "tail\ntail\n" {
+		t.Errorf("exit %d, stdout %q; want the live output, then the result's copy", code, stdout.String())
+	}
+	for _, want := range []string{
+		"bottleq: task c1: live output reached the task's cap: no more of its output is shown as it comes (5 bytes of stdout dropped so far)\n",
+		"bottleq: task c1: not all of its output was shown as it came; the result's copy follows (the head and tail of each stream)\n",
+	} {
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("stderr %q lacks %q", stderr.String(), want)
+		}
 	}
 }

@@ -56,9 +56,11 @@ retried, max_retry, last_error, exit_code (once completed) and result, the
 worker's whole result. Exits 0 whatever the state, 1 for an unknown task.`},
 		{name: "wait", waitTimeout: true, run: runWait, usage: `Usage: enqueue wait [--queue Q] [--wait-timeout D] ID
 
-Follows the task as enqueue --wait does: each phase on stderr, then the
-agent's stdout and stderr, and the agent's exit code as its own. Exits 1
-when the task failed or was cancelled, or the wait gave up.`},
+Follows the task as enqueue --wait does: each phase and attempt on
+stderr, the agent's stdout and stderr as the agent writes them (from the
+start, for a task that runs or ran already), and the agent's exit code as
+its own. Exits 1 when the task failed or was cancelled, or the wait gave
+up.`},
 		{name: "cancel", waitTimeout: true, run: runCancel, usage: `Usage: enqueue cancel [--queue Q] [--wait-timeout D] ID
 
 Ends the task for good: it is not retried, its VM is deleted, asynq

@@ -11,6 +11,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -142,7 +143,10 @@ func (a *Agent) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if a.Run != nil {
 		final, err = a.Run(ctx, p, attempt)
 		if err != nil {
-			if lerr := a.live(ctx, livelog.Entry{Kind: livelog.KindEnd, Attempt: attempt, Outcome: livelog.OutcomeFailed, Error: err.Error()}); lerr != nil {
+			// The worker's end entry has its error before it is wrapped
+			// for asynq.
+			msg := strings.TrimSuffix(err.Error(), ": "+asynq.SkipRetry.Error())
+			if lerr := a.live(ctx, livelog.Entry{Kind: livelog.KindEnd, Attempt: attempt, Outcome: livelog.OutcomeFailed, Error: msg}); lerr != nil {
 				return lerr
 			}
 			return err
