@@ -65,6 +65,7 @@ type config struct {
 	maxFiles      byteSize
 	maxArtifact   byteSize
 	maxArtifacts  byteSize
+	liveOutput    byteSize
 	registries    registryList
 	vmCPUs        int
 	vmMemMiB      int
@@ -105,6 +106,7 @@ var envFallbacks = []cliflag.Env{
 	{"max-files-bytes", "BOTTLEQ_MAX_FILES_BYTES"},
 	{"max-artifact-bytes", "BOTTLEQ_MAX_ARTIFACT_BYTES"},
 	{"max-artifacts-bytes", "BOTTLEQ_MAX_ARTIFACTS_BYTES"},
+	{"live-output-bytes", "BOTTLEQ_LIVE_OUTPUT_BYTES"},
 	{"registries", "BOTTLEQ_REGISTRIES"},
 	{"log-format", "BOTTLEQ_LOG_FORMAT"},
 	{"log-level", "BOTTLEQ_LOG_LEVEL"},
@@ -147,6 +149,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.Var(&c.maxFiles, "max-files-bytes", "cap on the total content of a task's files, such as 4MiB (at most "+byteSize(tasks.MaxFilesBytesLimit).String()+"); a task over it is archived")
 	fs.Var(&c.maxArtifact, "max-artifact-bytes", "cap on one artifact; a bigger one is deleted and reported")
 	fs.Var(&c.maxArtifacts, "max-artifacts-bytes", "cap on a task's artifacts together; those past it are deleted and reported")
+	c.liveOutput = worker.DefaultLiveOutputBytes
+	fs.Var(&c.liveOutput, "live-output-bytes", "cap on a task's live output in Redis, which enqueue --wait shows as the agent writes it (at most "+byteSize(maxLiveOutput).String()+"; 0: none); output past it is not streamed")
 	c.registries, _ = worker.ParseRegistries(worker.DefaultRegistries)
 	fs.Var(&c.registries, "registries", "registries tasks' images may come from, HOST or HOST:PORT, comma-separated (an image naming none, such as alpine:3, is on docker.io; \""+worker.AnyRegistry+"\": any)")
 	fs.StringVar(&c.logFormat, "log-format", "auto", "auto (console on a terminal, else JSON), json or console")
@@ -172,6 +176,9 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	}
 	if c.maxArtifact < 1 || c.maxArtifacts < 1 {
 		return c, fmt.Errorf("-max-artifact-bytes, -max-artifacts-bytes: must be at least 1 byte")
+	}
+	if c.liveOutput > maxLiveOutput {
+		return c, fmt.Errorf("%s: %s is over %s", origin["live-output-bytes"], c.liveOutput, byteSize(maxLiveOutput))
 	}
 	if _, err := cliflag.Logger(c.logFormat, c.logLevel, io.Discard); err != nil {
 		return c, fmt.Errorf("-log-format/-log-level: %w", err)
@@ -224,6 +231,10 @@ func (d *dirList) Set(s string) error {
 	}
 	return nil
 }
+
+// maxLiveOutput bounds -live-output-bytes: each task's stream lives in
+// Redis as long as the task.
+const maxLiveOutput = 64 << 20
 
 // byteSize is a flag of a number of bytes: "1048576", "512KiB", "1MiB",
 // "2GiB" (K, M and G alone are binary units too).
@@ -424,6 +435,7 @@ func serve(ctx context.Context, c config, log zerolog.Logger) error {
 		PollInterval:    c.pollInterval,
 		RetryBase:       c.retryBase,
 		RetryMax:        c.retryMax,
+		LiveOutputBytes: liveOutputBytes(c.liveOutput),
 		Logger:          log,
 	})
 	log.Info().Msg("worker stopped")
@@ -551,4 +563,13 @@ func startEgress(ctx context.Context, p *egress.Proxy, c *config, log zerolog.Lo
 	}
 	log.Info().Str("addr", ln.Addr().String()).Str("proxy", c.proxy).Msg("bundled egress proxy serving")
 	return func() { cancel(); <-done }, nil
+}
+
+// liveOutputBytes is -live-output-bytes for worker.ServerConfig, where 0
+// is the default and "none" is negative.
+func liveOutputBytes(b byteSize) int64 {
+	if b == 0 {
+		return -1
+	}
+	return int64(b)
 }

@@ -71,6 +71,8 @@ func TestParseFlags(t *testing.T) {
 		{[]string{"-vm-cpus", "256"}, nil, "-vm-cpus"},
 		{nil, map[string]string{"BOTTLEQ_VM_MEM": "0"}, "-vm-mem"},
 		{nil, map[string]string{"BOTTLEQ_VM_MEM": "2GiB"}, "BOTTLEQ_VM_MEM"},
+		{nil, map[string]string{"BOTTLEQ_LIVE_OUTPUT_BYTES": "65MiB"}, "BOTTLEQ_LIVE_OUTPUT_BYTES"},
+		{[]string{"-live-output-bytes", "-1"}, nil, "-live-output-bytes"},
 	} {
 		_, err := parseFlags(tt.args, env(tt.env), &bytes.Buffer{})
 		if err == nil || !strings.Contains(err.Error(), tt.want) || strings.Contains(err.Error(), "\n") {
@@ -105,12 +107,25 @@ func TestFlagDefaultsAreTheLibrarys(t *testing.T) {
 		{"max-files-bytes", int64(c.maxFiles), int64(tasks.DefaultMaxFilesBytes)},
 		{"max-artifact-bytes", int64(c.maxArtifact), int64(worker.DefaultMaxArtifactBytes)},
 		{"max-artifacts-bytes", int64(c.maxArtifacts), int64(worker.DefaultMaxArtifactsBytes)},
+		{"live-output-bytes", int64(c.liveOutput), int64(worker.DefaultLiveOutputBytes)},
 		{"registries", c.registries.String(), worker.DefaultRegistries},
 		{"vm-cpus", c.vmCPUs, worker.DefaultVMCPUs},
 		{"vm-mem", c.vmMemMiB, worker.DefaultVMMemMiB},
 	} {
 		if tt.got != tt.want {
 			t.Errorf("-%s defaults to %v, want %v", tt.flag, tt.got, tt.want)
+		}
+	}
+}
+
+// TestLiveOutputFlag: -live-output-bytes 0 turns live output off, which
+// the worker package reads as a negative cap; any other value is the cap.
+func TestLiveOutputFlag(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]int64{"0": -1, "64KiB": 64 << 10, "64MiB": 64 << 20} {
+		c, err := parseFlags([]string{"-live-output-bytes", in}, env(nil), &bytes.Buffer{})
+		if err != nil || liveOutputBytes(c.liveOutput) != want {
+			t.Errorf("-live-output-bytes %s = %d, %v; want %d", in, liveOutputBytes(c.liveOutput), err, want)
 		}
 	}
 }
