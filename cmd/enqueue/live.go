@@ -120,7 +120,7 @@ func onHost(host string) string {
 	if host == "" {
 		return ""
 	}
-	return " on " + host
+	return " on host " + host
 }
 
 func droppedBytes(stdout, stderr int64) string {

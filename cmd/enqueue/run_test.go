@@ -356,7 +356,7 @@ func TestRunWaitLive(t *testing.T) {
 		"bottleq: task l1: pack (getting the VM's pack)\n" +
 		"bottleq: task l1: stop (stopping the VM to commit its state)\n" +
 		"bottleq: task l1: attempt 1 failed: machine start: kvm not available\n" +
-		"bottleq: task l1: attempt 2 starts on enqueuetest\n" +
+		"bottleq: task l1: attempt 2 starts on host enqueuetest\n" +
 		"bottleq: task l1: pack (getting the VM's pack), attempt 2\n" +
 		"bottleq: task l1: stop (stopping the VM to commit its state), attempt 2\n" +
 		"no newline\n"

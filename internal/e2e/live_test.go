@@ -193,3 +193,28 @@ func TestLiveOutputCap(t *testing.T) {
 }
 
 func len64(s string) int64 { return int64(len(s)) }
+
+// TestLiveOutputAttempts: --wait tells a failed attempt and its retry as
+// they happen, and a task that fails for good in the user's terms: on
+// which attempt, whether it was retried, and without asynq's own words.
+func TestLiveOutputAttempts(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, "redis-server", "1.9.3")
+	w := s.worker("SMOLVM_SIM_FAULTS=start:1:1:agent operation failed: start machine: kvm not available: injected")
+	stdout, stderr, code := s.enqueue("--task-id", "r1", "--image", "alpine:3", "--no-commit", "--wait", "--", "echo", "survived")
+	if code != 0 || stdout != "survived\n" {
+		t.Fatalf("exit %d, stdout %q, stderr %q\n%s", code, stdout, stderr, w.logs)
+	}
+	failed := strings.Index(stderr, "bottleq: task r1: attempt 1 failed in phase start: ")
+	retry := strings.Index(stderr, "bottleq: task r1: attempt 2 starts on host ")
+	exec := strings.Index(stderr, "bottleq: task r1: exec (running the command), attempt 2\n")
+	if failed < 0 || retry < failed || exec < retry {
+		t.Errorf("stderr does not tell attempt 1's failure, then attempt 2, in order:\n%s", stderr)
+	}
+
+	_, stderr, code = s.enqueue("--task-id", "r2", "--from", "task:none", "--wait", "--", "true")
+	if code != 1 || !strings.Contains(stderr, "enqueue: task r2 failed on attempt 1 of 6 and was not retried: ") ||
+		strings.Contains(stderr, asynq.SkipRetry.Error()) {
+		t.Errorf("a task that cannot run: exit %d, stderr %q", code, stderr)
+	}
+}
