@@ -24,8 +24,10 @@ const (
 func warmPool(ctx context.Context, b *bench) (section, error) {
 	s := section{method: `The simulator runs with SMOLVM_SIM_DELAY=create=30ms,start=250ms. **Latency = from the harness calling
 Enqueue to the agent's first act**: the agent command is ` + "`date +%s%N`" + `, whose output (in the task's result) is the
-time it ran, on the same clock. Each task is enqueued alone after a random pause of 0–1.5 poll intervals (the
-default 100ms) following the previous one's completion, so arrivals fall at random points of asynq's poll sleep.
+time it ran, on the same clock. Every server here polls every 10ms (-poll-interval 10ms): at the default 100ms,
+asynq's pickup alone spreads over 0–150 ms (scenario 4) and its noise would drown differences of a few ms; the
+default adds the same ~50 ms p50 to all three paths. Each task is enqueued alone after a random pause of 0–1.5 poll
+intervals following the previous one's completion, so arrivals fall at random points of asynq's poll sleep.
 **Cold**: a worker (concurrency 4) without a pool: pack lookup, create, status, start, readiness probe, then the
 agent's exec. **Warm**: the same worker with ` + "`-warm IMAGE=1`" + `; before each task the harness waits until the
 pool is full again (bottleq_warm_pool_vms), so every task finds a ready VM: pack lookup, claim, exec. **Baseline**:
@@ -38,7 +40,10 @@ path: the simulated delays and the four smolvm calls before the agent's exec (cr
 probe), each a process spawn.`}
 	n := b.n(80, 8)
 	delay := fmt.Sprintf("SMOLVM_SIM_DELAY=create=%s,start=%s", warmCreate, warmStart)
-	poll := 100 * time.Millisecond
+	// A short poll keeps asynq's pickup, which all three paths share, from
+	// drowning the differences in noise: at the default 100ms it spreads
+	// over 0-150 ms (scenario 4).
+	poll := 10 * time.Millisecond
 
 	b.logf("  baseline: %d tasks", n)
 	base, err := b.asynqPickup(ctx, n, poll)
@@ -48,7 +53,7 @@ probe), each a process spawn.`}
 
 	b.logf("  cold: %d tasks", n)
 	queue := b.uniq("cold")
-	w, err := b.startWorker(ctx, workerOpts{queue: queue, concurrency: 4, dataDir: b.dataDir(), simState: b.mkdir(queue + "-sim"), env: []string{delay}})
+	w, err := b.startWorker(ctx, workerOpts{queue: queue, concurrency: 4, poll: poll, dataDir: b.dataDir(), simState: b.mkdir(queue + "-sim"), env: []string{delay}})
 	if err != nil {
 		return s, err
 	}
@@ -62,7 +67,7 @@ probe), each a process spawn.`}
 
 	b.logf("  warm: %d tasks", n)
 	queue = b.uniq("warm")
-	w, err = b.startWorker(ctx, workerOpts{queue: queue, concurrency: 4, dataDir: b.dataDir(), simState: b.mkdir(queue + "-sim"),
+	w, err = b.startWorker(ctx, workerOpts{queue: queue, concurrency: 4, poll: poll, dataDir: b.dataDir(), simState: b.mkdir(queue + "-sim"),
 		env: []string{delay, "BOTTLEQ_WARM=" + image + "=1"}})
 	if err != nil {
 		return s, err
