@@ -13,8 +13,8 @@ import (
 
 // FormatResult renders an agent:run task's result (tasks.Result JSON) as
 // short lines for the task detail view: state and exit code first, then
-// the commit, where it ran, the phases with their durations, and the
-// command's output. Other task types, and results that are not a
+// the commit, where it ran (and whether in a warm VM, which phases that
+// skipped), the phases with their durations, and the command's output. Other task types, and results that are not a
 // tasks.Result, are shown as asynqmon shows them by default.
 //
 // asynqmon v0.7.2 passes an empty taskType from its task detail API (only
@@ -50,6 +50,9 @@ func FormatResult(taskType string, result []byte) string {
 	}
 	if r.VM != "" {
 		line("vm: %s", r.VM)
+	}
+	if r.Warm {
+		line("warm VM: %s skipped", strings.Join(r.SkippedPhases, ", "))
 	}
 	if r.SmolvmVersion != "" {
 		line("smolvm: %s", r.SmolvmVersion)

@@ -18,6 +18,8 @@ func TestFormatResult(t *testing.T) {
 		Stdout: "head...tail", StdoutOmitted: 4096})
 	running, _ := json.Marshal(tasks.Result{State: tasks.StateRunning, Phase: tasks.PhaseExec, Attempt: 2,
 		Error: "smolvm exec: exit status 1"})
+	warm, _ := json.Marshal(tasks.Result{State: tasks.StateDone, Phase: tasks.PhaseDelete, VM: "bq-d-warm_0a_1b", Warm: true,
+		SkippedPhases: []string{"create", "start", "ready"}, Attempt: 1})
 
 	for _, tt := range []struct {
 		name     string
@@ -42,6 +44,9 @@ func TestFormatResult(t *testing.T) {
 		}},
 		{name: "running with an error", taskType: "", result: string(running), want: []string{
 			"running, phase: exec\n", "error: smolvm exec: exit status 1\n", "attempt: 2, pack: built",
+		}},
+		{name: "warm", taskType: tasks.TypeAgentRun, result: string(warm), want: []string{
+			"vm: bq-d-warm_0a_1b\n", "warm VM: create, start, ready skipped\n", "attempt: 1",
 		}},
 		{name: "other task type", taskType: "email:send", result: string(done), wantRaw: true},
 		{name: "not JSON", taskType: tasks.TypeAgentRun, result: "plain text", wantRaw: true},
