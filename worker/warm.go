@@ -619,7 +619,7 @@ func (r *run) claimWarm(ctx context.Context, create smolvm.CreateOptions) (conte
 	r.res.SkippedPhases = []string{tasks.PhaseCreate, tasks.PhaseStart, tasks.PhaseReady}
 	// The fields of Run's logger, with the VM the task runs in.
 	r.log = r.h.log.With().Str("task_id", r.taskID).Int("attempt", r.res.Attempt).Str("vm", r.vm).Logger()
-	r.log.Info().Str("phase", "warm").Dur("age", time.Since(vm.ready)).Msg("claimed a warm VM")
+	r.log.Debug().Str("phase", "warm").Dur("age", time.Since(vm.ready)).Msg("claimed a warm VM")
 	return r.log.WithContext(ctx), true
 }
 
