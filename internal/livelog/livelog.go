@@ -220,7 +220,8 @@ type Limits struct {
 }
 
 // appendScript adds entries in order, refusing an output entry that would
-// pass the byte cap, and sets both keys' expiry.
+// pass the byte cap, and every output entry after it, and sets both keys'
+// expiry.
 //
 // KEYS: stream, size counter. ARGV: max bytes, max entries, ttl in ms,
 // then per entry: cost, "1" if the cap may refuse it, the number of
@@ -229,6 +230,7 @@ type Limits struct {
 var appendScript = redis.NewScript(`
 local cap, maxlen, ttl = tonumber(ARGV[1]), ARGV[2], ARGV[3]
 local used = tonumber(redis.call("GET", KEYS[2]) or "0")
+local full = false
 local ids = {}
 local i = 4
 while i <= #ARGV do
@@ -238,7 +240,8 @@ while i <= #ARGV do
 		fields[j] = ARGV[i + 2 + j]
 	end
 	i = i + 3 + n
-	if capped and used + cost > cap then
+	if capped and (full or used + cost > cap) then
+		full = true
 		ids[#ids + 1] = 0
 	else
 		used = used + cost
@@ -253,7 +256,9 @@ return ids
 // Append adds entries, in order, to the stream of task id on queue within
 // l, and makes both of the task's keys expire ttl from now (at least a
 // millisecond). It returns each entry's stream ID, or "" for an output
-// entry refused because the stream reached l.MaxBytes.
+// entry refused because the stream reached l.MaxBytes; once one is
+// refused, so are the output entries after it in entries, so that what
+// the stream holds of the output has no hole.
 func Append(ctx context.Context, rdb redis.Scripter, queue, id string, l Limits, ttl time.Duration, entries []Entry) ([]string, error) {
 	if len(entries) == 0 {
 		return nil, nil

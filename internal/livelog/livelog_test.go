@@ -136,6 +136,14 @@ func TestAppendCap(t *testing.T) {
 			}
 		}
 
+		// Once a chunk is refused, a smaller one after it in the same call is
+		// too, though it would fit: the stream's output has no hole.
+		tight := Limits{MaxBytes: out(chunk).Cost() + out("y").Cost(), MaxEntries: 100}
+		ids, _ = Append(ctx, rdb, "q", "t3", tight, time.Minute, []Entry{out(chunk), out(chunk), out("y")})
+		if ids[0] == "" || ids[1] != "" || ids[2] != "" {
+			t.Errorf("Append after a refusal = %q, want the first only", ids)
+		}
+
 		// MAXLEN: the oldest entries go.
 		short := Limits{MaxBytes: 1 << 20, MaxEntries: 3}
 		for i := range 5 {
