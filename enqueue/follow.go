@@ -19,7 +19,7 @@ var ErrInvalidEventID = errors.New("not a live output event ID")
 
 // Types of [Event].
 const (
-	// EventAttempt starts a delivery of the task: Attempt, Host, VM. After
+	// EventAttempt starts a delivery of the task: Attempt, Host. After
 	// a worker's shutdown asynq delivers the task again under the same
 	// Attempt.
 	EventAttempt = livelog.KindAttempt
@@ -80,8 +80,8 @@ type Event struct {
 	Type string
 	// Attempt counts the task's deliveries from 1; every event has it.
 	Attempt int
-	// Host and VM say where an attempt runs.
-	Host, VM string
+	// Host is the worker's host an attempt runs on.
+	Host string
 	// Phase is the phase entered, or the one an attempt ended in.
 	Phase string
 	// Stream and Data are an output chunk.
@@ -116,7 +116,7 @@ func (e Event) Time() time.Time {
 
 func eventOf(e livelog.Entry) Event {
 	return Event{
-		ID: e.ID, Type: e.Kind, Attempt: e.Attempt, Host: e.Host, VM: e.VM, Phase: e.Phase,
+		ID: e.ID, Type: e.Kind, Attempt: e.Attempt, Host: e.Host, Phase: e.Phase,
 		Stream: e.Stream, Data: e.Data, Reason: e.Reason, StdoutDropped: e.StdoutDropped, StderrDropped: e.StderrDropped,
 		Outcome: e.Outcome, ExitCode: e.ExitCode, TimedOut: e.TimedOut, Error: e.Error,
 	}

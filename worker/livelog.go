@@ -100,7 +100,7 @@ func (s *liveSink) open(ctx context.Context, m Meta, res tasks.Result, log zerol
 	}
 	l.deadline, _ = ctx.Deadline()
 	l.ctx, l.cancel = context.WithCancel(context.WithoutCancel(ctx))
-	l.b.control(livelog.Entry{Kind: livelog.KindAttempt, Attempt: l.attempt, Host: res.Host, VM: res.VM})
+	l.b.control(livelog.Entry{Kind: livelog.KindAttempt, Attempt: l.attempt, Host: res.Host})
 	go l.loop()
 	return l
 }

@@ -189,7 +189,7 @@ func TestLiveLogWrites(t *testing.T) {
 			rdb := redis.NewClient(&redis.Options{Addr: s.Addr})
 			defer rdb.Close()
 			ctx := context.Background()
-			l := testSink(rdb, DefaultLiveOutputBytes).open(ctx, Meta{ID: "t1", Queue: "q"}, tasks.Result{Attempt: 1, Host: "h", VM: "vm"}, zerolog.Nop())
+			l := testSink(rdb, DefaultLiveOutputBytes).open(ctx, Meta{ID: "t1", Queue: "q"}, tasks.Result{Attempt: 1, Host: "h"}, zerolog.Nop())
 			l.phase(tasks.PhaseExec)
 			var want bytes.Buffer
 			for i := range 1000 {
@@ -227,7 +227,7 @@ func TestLiveLogWrites(t *testing.T) {
 			if w := []string{"attempt", "phase:exec", "output:stderr:5", "phase:delete", "end:done"}; !reflect.DeepEqual(rest, w) {
 				t.Errorf("entries %q, want %q", rest, w)
 			}
-			if end := es[len(es)-1]; end.ExitCode != 3 || end.Phase != tasks.PhaseExec || es[0].Host != "h" || es[0].VM != "vm" {
+			if end := es[len(es)-1]; end.ExitCode != 3 || end.Phase != tasks.PhaseExec || es[0].Host != "h" {
 				t.Errorf("first %+v, last %+v", es[0], end)
 			}
 			if ttl := rdb.PTTL(ctx, livelog.Key("q", "t1")).Val(); ttl <= 0 || ttl > time.Hour {

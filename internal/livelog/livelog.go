@@ -40,7 +40,7 @@ func SizeKey(queue, id string) string { return "bottleq:outsize:{" + queue + "}:
 
 // Kinds of entry.
 const (
-	// KindAttempt starts a delivery of the task: Attempt, Host, VM. A
+	// KindAttempt starts a delivery of the task: Attempt, Host. A
 	// delivery asynq hands out again after a worker's shutdown has the
 	// same Attempt as the one before it.
 	KindAttempt = "attempt"
@@ -103,8 +103,8 @@ type Entry struct {
 	// Attempt counts the task's deliveries from 1, as asynq counts
 	// retries; every entry has it.
 	Attempt int
-	// Host and VM say where an attempt runs.
-	Host, VM string
+	// Host is the worker's host an attempt runs on.
+	Host string
 	// Phase is the phase entered, or the one the delivery ended in.
 	Phase string
 	// Stream is Stdout or Stderr, and Data the bytes of an output entry.
@@ -139,7 +139,6 @@ func (e Entry) Fields() []string {
 		}
 	}
 	add("host", e.Host)
-	add("vm", e.VM)
 	add("phase", e.Phase)
 	add("stream", e.Stream)
 	if e.Kind == KindOutput {
@@ -196,7 +195,7 @@ func Parse(id string, values map[string]any) (Entry, error) {
 		return e, fmt.Errorf("%w: entry %s has kind %q", ErrBadEntry, id, e.Kind)
 	}
 	e.Attempt = int(num("attempt"))
-	e.Host, e.VM, e.Phase, e.Stream = str("host"), str("vm"), str("phase"), str("stream")
+	e.Host, e.Phase, e.Stream = str("host"), str("phase"), str("stream")
 	if e.Kind == KindOutput {
 		e.Data = []byte(str("data"))
 	}

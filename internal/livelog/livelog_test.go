@@ -34,7 +34,7 @@ func eachRedis(t *testing.T, f func(t *testing.T, rdb *redis.Client)) {
 func TestEntryRoundTrip(t *testing.T) {
 	t.Parallel()
 	for _, e := range []Entry{
-		{Kind: KindAttempt, Attempt: 2, Host: "w1", VM: "bq-x-2"},
+		{Kind: KindAttempt, Attempt: 2, Host: "w1"},
 		{Kind: KindPhase, Attempt: 1, Phase: "exec"},
 		{Kind: KindOutput, Attempt: 1, Stream: Stderr, Data: []byte("a\x00b\nä")},
 		{Kind: KindOutput, Attempt: 1, Stream: Stdout, Data: []byte{}},
