@@ -172,9 +172,11 @@ func (w liveWriter) Write(p []byte) (int, error) {
 		l.mu.Unlock()
 		return len(p), nil
 	}
-	l.b.output(l.sink.now(), w.stream, p)
+	wake := l.b.output(l.sink.now(), w.stream, p)
 	l.mu.Unlock()
-	l.poke()
+	if wake {
+		l.poke()
+	}
 	return len(p), nil
 }
 
@@ -332,22 +334,25 @@ func (b *batcher) control(e livelog.Entry) {
 }
 
 // output adds p, written to stream (0 stdout, 1 stderr) at now: what does
-// not fit in the backlog is dropped.
-func (b *batcher) output(now time.Time, stream int, p []byte) {
+// not fit in the backlog is dropped. It reports whether the writing
+// goroutine needs waking: the output is the first that waits, or fills a
+// chunk.
+func (b *batcher) output(now time.Time, stream int, p []byte) (wake bool) {
 	if len(p) == 0 {
-		return
+		return false
 	}
 	if b.capped {
 		b.dropped[stream] += int64(len(p))
-		return
+		return false
 	}
 	if room := b.backlog - b.pending; len(p) > room {
 		defer b.drop(stream, int64(len(p)-max(room, 0)), livelog.ReasonBacklog)
 		p = p[:max(room, 0)]
 		if len(p) == 0 {
-			return
+			return false // the backlog is full: it is being written
 		}
 	}
+	wake = b.pending == 0 || (b.pending < b.chunk && b.pending+len(p) >= b.chunk)
 	b.pending += len(p)
 	if b.oldest.IsZero() {
 		b.oldest = now
@@ -368,6 +373,7 @@ func (b *batcher) output(now time.Time, stream int, p []byte) {
 		b.items = append(b.items, livelog.Entry{Kind: livelog.KindOutput, Attempt: b.attempt, Stream: streamNames[stream], Data: data})
 		p = p[k:]
 	}
+	return wake
 }
 
 // drop counts n bytes of stream dropped now, in the open truncated entry

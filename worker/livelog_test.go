@@ -93,6 +93,29 @@ func TestBatcher(t *testing.T) {
 		}
 	})
 
+	t.Run("wake", func(t *testing.T) {
+		t.Parallel()
+		b := newB()
+		for i, tt := range []struct {
+			out  string
+			wake bool
+		}{
+			{"ab", true},      // the first output
+			{"c", false},      // short of a chunk
+			{"d", true},       // fills a chunk
+			{"efghij", false}, // past it: being written already
+			{"klmnop", false}, // over the backlog: dropped
+		} {
+			if got := b.output(t0, 0, []byte(tt.out)); got != tt.wake {
+				t.Errorf("write %d (%q) wakes the writer: %v, want %v", i, tt.out, got, tt.wake)
+			}
+		}
+		b.take()
+		if !b.output(t0, 1, []byte("q")) {
+			t.Error("the first output after a take does not wake the writer")
+		}
+	})
+
 	t.Run("chunks and order", func(t *testing.T) {
 		t.Parallel()
 		b := newB()
