@@ -214,9 +214,17 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := checkDoor(ctx, c, origin, func(ctx context.Context, host string) ([]netip.Addr, error) {
+	lookup := func(ctx context.Context, host string) ([]netip.Addr, error) {
 		return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
-	}); err != nil {
+	}
+	if c.proxy == "" && c.egressListen != "" {
+		addr, err := resolveListen(ctx, c.egressListen, lookup)
+		if err != nil {
+			return c, fmt.Errorf("%s %s: %w", origin["egress-listen"], c.egressListen, err)
+		}
+		c.egressListen = addr
+	}
+	if err := checkDoor(ctx, c, origin, lookup); err != nil {
 		return c, err
 	}
 	return c, nil
