@@ -245,7 +245,7 @@ func (p *Proxy) tunnel(ctx context.Context, w http.ResponseWriter, r *http.Reque
 	}
 	start := time.Now()
 	p.splice(client, up, e)
-	log.Debug().Dur("took", time.Since(start)).Int64("bytes_up", e.up.Load()).Int64("bytes_down", e.down.Load()).Msg("egress: tunnel closed")
+	log.Debug().Float64("duration_ms", float64(time.Since(start))/float64(time.Millisecond)).Int64("bytes_up", e.up.Load()).Int64("bytes_down", e.down.Load()).Msg("egress: tunnel closed")
 }
 
 // splice copies both ways until both directions end, or nothing moves

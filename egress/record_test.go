@@ -261,3 +261,48 @@ func TestRecordResolveFailure(t *testing.T) {
 		})
 	}
 }
+
+// TestTunnelLogFields checks the debug lines of an allowed tunnel: each
+// names the VM under "vm", and "egress: tunnel closed" gives how long the
+// tunnel was open in milliseconds, under duration_ms, with its bytes.
+func TestTunnelLogFields(t *testing.T) {
+	t.Parallel()
+	var log lockedBuffer
+	h := newHarness(t, func(c *egress.Config) { c.Logger = zerolog.New(&log).Level(zerolog.DebugLevel) })
+	const vm = "bq-dep-task-a1"
+	tok := h.register(t, vm, egress.Policy{Hosts: []string{"allowed.test"}})
+	if status, _ := h.get(t, tok, "https://allowed.test:"+port(t, h.tls)+"/x"); status != http.StatusOK {
+		t.Fatalf("GET over CONNECT = %d", status)
+	}
+	h.p.Unregister(vm) // returns once the tunnel's handler is done, its line written
+
+	closed := 0
+	sc := bufio.NewScanner(strings.NewReader(log.String()))
+	for sc.Scan() {
+		var l map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
+			t.Fatalf("log line %q: %v", sc.Text(), err)
+		}
+		if l["vm"] != vm {
+			t.Errorf("log line does not name the VM under \"vm\": %s", sc.Text())
+		}
+		if l["message"] != "egress: tunnel closed" {
+			continue
+		}
+		closed++
+		if d, ok := l["duration_ms"].(float64); !ok || d < 0 {
+			t.Errorf("tunnel closed line has no duration_ms number: %s", sc.Text())
+		}
+		if up, _ := l["bytes_up"].(float64); up <= 0 {
+			t.Errorf("tunnel closed line has no bytes up: %s", sc.Text())
+		}
+		for _, k := range []string{"took", "duration", "task"} {
+			if _, ok := l[k]; ok {
+				t.Errorf("tunnel closed line has %q: %s", k, sc.Text())
+			}
+		}
+	}
+	if closed != 1 {
+		t.Errorf("%d \"egress: tunnel closed\" lines, want 1:\n%s", closed, log.String())
+	}
+}
