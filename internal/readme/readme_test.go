@@ -4,7 +4,9 @@
 // directory, with bin/ holding the real commands, against a worker that
 // runs on miniredis with the smolvm simulator. A bin/enqueue line must
 // succeed; a server (bin/worker, bin/dashboard) must accept its flags and
-// is stopped after a few seconds. What README says of the data directory, the worker's flags and the
+// is stopped after a few seconds. The simulator walk-through (make sim, a
+// worker, an enqueue) is also run as a user would, built by the Makefile.
+// What README says of the data directory, the worker's flags and the
 // Makefile's targets must match what they are. Its Dependencies table must
 // list each module go.mod requires directly, once, at go.mod's version
 // where it names one.
@@ -35,7 +37,7 @@ func TestMain(m *testing.M) {
 		if err := os.Mkdir(binDir, 0o755); err != nil {
 			return err
 		}
-		for name, pkg := range map[string]string{"worker": "worker", "enqueue": "enqueue", "dashboard": "dashboard", "smolvm": "smolvm-sim"} {
+		for name, pkg := range map[string]string{"worker": "worker", "enqueue": "enqueue", "dashboard": "dashboard", "smolvm": "smolvm-sim", "sim/smolvm": "smolvm-sim"} {
 			if _, err := d.Build("github.com/bot-bottle/bottleq/cmd/"+pkg, filepath.Join("bin", name)); err != nil {
 				return err
 			}
