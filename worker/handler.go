@@ -244,7 +244,7 @@ func (h *Handler) Run(ctx context.Context, m Meta, payload []byte, w io.Writer) 
 	}
 	r.res.State = tasks.StateDone
 	r.report()
-	r.log.Info().Str("phase", "done").Int("exit_code", r.res.ExitCode).Dur("duration", time.Since(start)).Msg("task finished")
+	r.log.Info().Str("phase", "done").Int("exit_code", r.res.ExitCode).Float64("duration_ms", ms(time.Since(start))).Msg("task finished")
 	h.outcome(OutcomeCompleted, "done")
 	return nil
 }

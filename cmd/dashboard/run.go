@@ -66,7 +66,7 @@ func newFlagSet(c *config) *flag.FlagSet {
 		"(and localhost, 127.0.0.1, ::1 when -addr is loopback or every interface); any other Host header is refused (421), which stops DNS rebinding. "+
 		"Behind a reverse proxy, list the name users browse to and have the proxy pass their Host header unchanged (nginx: proxy_set_header Host $http_host); "+
 		"a proxy that rewrites Host to -addr gets reads but not -writable's changes, whose Origin must match Host")
-	fs.StringVar(&c.redisURL, "redis", "redis://127.0.0.1:6379", "Redis URL, redis://[:PASSWORD@]HOST:PORT[/DB] or rediss:// for TLS")
+	fs.StringVar(&c.redisURL, "redis", "redis://127.0.0.1:6379", "Redis URL, redis://[[USER]:PASSWORD@]HOST:PORT[/DB] or rediss:// for TLS")
 	fs.StringVar(&c.redisCA, "redis-ca", "", "PEM file of CA certificates to trust for rediss://")
 	fs.BoolVar(&c.writable, "writable", false, "allow the UI's changes (run, archive, delete, cancel, pause tasks and queues); without it every request but GET, HEAD and OPTIONS is refused. "+
 		"Even then a change must come from the dashboard's own pages (Origin, else Sec-Fetch-Site or Referer, matching Host) or from no browser at all, with a JSON body or none")

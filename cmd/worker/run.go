@@ -122,11 +122,11 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	var c config
 	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&c.redisURL, "redis", "", "Redis URL, redis://[:PASSWORD@]HOST:PORT[/DB] or rediss:// for TLS; empty: run an embedded in-memory Redis")
+	fs.StringVar(&c.redisURL, "redis", "", "Redis URL, redis://[[USER]:PASSWORD@]HOST:PORT[/DB] or rediss:// for TLS; empty: run an embedded in-memory Redis")
 	fs.StringVar(&c.redisCA, "redis-ca", "", "PEM file of CA certificates to trust for rediss://")
 	fs.StringVar(&c.embeddedRedis, "embedded-redis", "127.0.0.1:6379", "address of the embedded Redis when -redis is empty")
 	fs.StringVar(&c.smolvmBin, "smolvm", "smolvm", "smolvm binary, a path or a name on PATH")
-	fs.StringVar(&c.dataDir, "data-dir", defaultDataDir(getenv), "directory for packs, commits and artifacts; made private (0700)")
+	fs.StringVar(&c.dataDir, "data-dir", defaultDataDir(getenv), "directory for packs (packs/), commits (commits/TENANT/), artifacts (artifacts/TENANT/TASK-HASH/) and temporary files (tmp/); made private (0700)")
 	fs.Var(&c.fromDirs, "from-dir", "directory a task's absolute from path may name a pack in; repeatable, or several separated by "+strconv.Quote(string(os.PathListSeparator))+" (default: none, so such paths are refused)")
 	fs.StringVar(&c.host, "host", "", "this host's name in results (default: the hostname)")
 	fs.StringVar(&c.deployment, "deployment", "", "ID in the names of this deployment's VMs, 1-10 lowercase letters and digits; the reaper deletes no other deployment's VMs (default: a hash of the Redis address and database; of an embedded Redis, the address it listens on)")
@@ -190,8 +190,11 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	if c.warmMaxAge <= 0 {
 		return c, fmt.Errorf("%s: %s must be positive", origin["warm-max-age"], c.warmMaxAge)
 	}
-	if _, err := cliflag.Logger(c.logFormat, c.logLevel, io.Discard); err != nil {
-		return c, fmt.Errorf("-log-format/-log-level: %w", err)
+	if _, err := cliflag.Logger(c.logFormat, "info", io.Discard); err != nil {
+		return c, fmt.Errorf("%s: %w", origin["log-format"], err)
+	}
+	if _, err := cliflag.Logger("json", c.logLevel, io.Discard); err != nil {
+		return c, fmt.Errorf("%s: %w", origin["log-level"], err)
 	}
 	if c.deployment != "" {
 		if err := worker.ValidateDeployment(c.deployment); err != nil {
