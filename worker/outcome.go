@@ -11,25 +11,74 @@ import (
 	"github.com/bot-bottle/bottleq/tasks"
 )
 
-// Outcomes of a task attempt, for [Hooks].Outcome.
+// Outcomes of a task attempt, for [Attempt].Outcome: what became of the
+// task, whatever the agent's command did (see [Attempt].Exit for that).
 const (
-	OutcomeCompleted = "completed" // the command ran; its exit code is the result
-	OutcomeFailed    = "failed"    // a smolvm failure; asynq retries the task
-	OutcomeInvalid   = "invalid"   // bad input; archived without retry
-	OutcomeCancelled = "cancelled" // the task's context ended (shutdown or timeout)
+	// OutcomeCompleted: the pipeline ran to its end; the agent's exit code,
+	// zero or not, is the task's result. Final.
+	OutcomeCompleted = "completed"
+	// OutcomeRetried: a smolvm failure; asynq retries the task.
+	OutcomeRetried = "retried"
+	// OutcomeFailed: a smolvm failure on the last attempt asynq allows;
+	// asynq archives the task. Final.
+	OutcomeFailed = "failed"
+	// OutcomeInvalid: bad input; archived without retry. Final.
+	OutcomeInvalid = "invalid"
+	// OutcomeCancelled: a user cancelled the task; it ends for good.
+	// Final.
+	OutcomeCancelled = "cancelled"
+	// OutcomeRequeued: the attempt's context was cancelled: the worker
+	// shut down, and asynq puts the task back in its queue without burning
+	// a retry.
+	OutcomeRequeued = "requeued"
 )
 
+// outcomes lists every Outcome constant, and taskOutcomes those that end a
+// task (an attempt with one of them is its last).
+var (
+	outcomes     = []string{OutcomeCompleted, OutcomeRetried, OutcomeFailed, OutcomeInvalid, OutcomeCancelled, OutcomeRequeued}
+	taskOutcomes = []string{OutcomeCompleted, OutcomeFailed, OutcomeInvalid, OutcomeCancelled}
+)
+
+// How the agent's command ended, for [Attempt].Exit.
+const (
+	ExitZero    = "zero"    // it exited 0
+	ExitNonzero = "nonzero" // it exited with another code
+	ExitTimeout = "timeout" // its timeout killed it
+)
+
+// exits lists every Exit constant.
+var exits = []string{ExitZero, ExitNonzero, ExitTimeout}
+
+// Attempt is how one attempt of a task ended, for [Hooks].Attempt.
+type Attempt struct {
+	// Outcome is one of the Outcome constants.
+	Outcome string
+	// Phase is the phase the attempt ended in: "decode" for a payload
+	// that cannot run, "done" for a completed one.
+	Phase string
+	// Final is set on a task's last attempt: no other follows, and
+	// Outcome is the task's.
+	Final bool
+	// Exit is how the agent's command ended in this attempt, one of the
+	// Exit constants; empty when it did not run to its end.
+	Exit string
+}
+
 // outcomeOf classifies an attempt that failed with err: bad input is
-// invalid whatever else happened, an ended ctx cancelled it, and anything
-// else is a failure asynq retries.
-func outcomeOf(ctx context.Context, err error) string {
+// invalid whatever else happened, a cancelled ctx means the task is
+// requeued, and anything else (asynq's deadline too) is a failure that
+// asynq retries unless m is the last attempt it allows.
+func outcomeOf(ctx context.Context, err error, m Meta) string {
 	switch {
 	case isPermanent(err):
 		return OutcomeInvalid
-	case ctx.Err() != nil:
-		return OutcomeCancelled
+	case errors.Is(ctx.Err(), context.Canceled):
+		return OutcomeRequeued
+	case m.Retried >= m.MaxRetry:
+		return OutcomeFailed // asynq's own test of a retry left
 	}
-	return OutcomeFailed
+	return OutcomeRetried
 }
 
 // isPermanent tells input this host can never run from a smolvm failure.
@@ -39,11 +88,38 @@ func isPermanent(err error) bool {
 	return errors.As(err, &ce) || errors.As(err, &ve) || errors.Is(err, smolvm.ErrInvalid)
 }
 
-// outcome tells the Outcome hook how an attempt ended.
+// outcome tells the Attempt hook of an attempt that ended, as o, before
+// the agent's command ran; o ends the task.
 func (h *Handler) outcome(o, phase string) {
-	if h.cfg.Hooks.Outcome != nil {
-		h.cfg.Hooks.Outcome(o, phase)
+	if h.cfg.Hooks.Attempt != nil {
+		h.cfg.Hooks.Attempt(Attempt{Outcome: o, Phase: phase, Final: true})
 	}
+}
+
+// ended tells the Attempt hook how r ended, as o from outcomeOf or
+// completed, with the agent's exit when its command ran to its end: the
+// exec phase finished without error, so the attempt got past it or
+// completed.
+func (r *run) ended(o string) {
+	if r.h.cfg.Hooks.Attempt == nil {
+		return
+	}
+	a := Attempt{Outcome: o, Phase: r.res.Phase, Final: o != OutcomeRetried && o != OutcomeRequeued}
+	if o == OutcomeCompleted {
+		a.Phase = "done"
+	}
+	execRan := slices.ContainsFunc(r.res.Phases, func(p tasks.PhaseTime) bool { return p.Name == tasks.PhaseExec })
+	if o == OutcomeCompleted || (execRan && r.res.Phase != tasks.PhaseExec) {
+		switch {
+		case r.res.TimedOut:
+			a.Exit = ExitTimeout
+		case r.res.ExitCode == 0:
+			a.Exit = ExitZero
+		default:
+			a.Exit = ExitNonzero
+		}
+	}
+	r.h.cfg.Hooks.Attempt(a)
 }
 
 // agentExit tells whether err, from the exec of the agent's command, is in
