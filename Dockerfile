@@ -5,7 +5,8 @@
 #   docker run bottleq dashboard -h        # or: enqueue, dashboard
 #
 # The commands are static Go binaries (CGO_ENABLED=0); smolvm is not in the
-# image: the worker runs the host's smolvm, bind-mounted at run time.
+# image: the worker runs the host's smolvm, whose install directory is
+# mounted read-only at /opt/smolvm at run time (docker-compose.yml does it).
 
 FROM golang:1.24-bookworm AS build
 WORKDIR /src
@@ -34,7 +35,7 @@ COPY --from=build /out/ /usr/local/bin/
 USER bottleq
 WORKDIR /home/bottleq
 ENV BOTTLEQ_DATA_DIR=/var/lib/bottleq \
-    SMOLVM_BIN=/usr/local/bin/smolvm
+    SMOLVM_BIN=/opt/smolvm/smolvm
 # Choose the command with the first argument: worker (default), enqueue or
 # dashboard, then its flags.
 CMD ["worker"]

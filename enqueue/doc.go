@@ -8,7 +8,15 @@
 // retries of smolvm failures, a retention long enough to read the result)
 // unless its [Options] say otherwise. [Client.Wait] polls the task until it
 // is completed or archived, reports each new phase the worker writes, and
-// returns an [Outcome].
+// returns an [Outcome]. [Client.Status] reads the same Outcome once, and
+// [Client.Workers] counts the live workers that serve a queue.
+//
+// [Client.Cancel] ends a task for good: one waiting to run is archived at
+// once, a running one is cancelled through asynq and its worker deletes
+// the VM and archives it; either way it is not retried and its result
+// says tasks.StateCancelled. Cancelling from asynq's own tools (the
+// dashboard's cancel button) ends a task the same way. A worker's shutdown
+// is no cancel: it puts running tasks back in their queue.
 //
 // Everything the worker needs to know about a run is in its
 // [tasks.AgentRun]: the image or pack, the command, and whose run it is
@@ -17,8 +25,9 @@
 //
 // A command that exits non-zero still completes its task: Wait returns the
 // Outcome with Result.ExitCode set and no error. A task the worker gave up
-// on (archived) is a [*TaskFailedError]. Errors to match with errors.Is are
-// [ErrDuplicate] and [ErrNotFound]; an invalid payload is a
+// on, or a user cancelled (archived), is a [*TaskFailedError]. Errors to
+// match with errors.Is are [ErrDuplicate], [ErrNotFound], [ErrCancelled],
+// [ErrFinished] and [ErrInvalidOptions]; an invalid payload is a
 // [*tasks.ValidationError] and nothing is enqueued.
 //
 // [AttachFile] adds a local file to a payload's files, within the cap

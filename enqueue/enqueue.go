@@ -7,8 +7,11 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 
+	"github.com/bot-bottle/bottleq/internal/cancelmark"
 	"github.com/bot-bottle/bottleq/internal/redisurl"
+	"github.com/bot-bottle/bottleq/internal/validate"
 	"github.com/bot-bottle/bottleq/tasks"
 )
 
@@ -22,16 +25,25 @@ var (
 	// wrong, or the task was deleted or its retention ran out. The error
 	// also matches asynq.ErrTaskNotFound or asynq.ErrQueueNotFound.
 	ErrNotFound = errors.New("task not found")
-	// ErrInvalidOptions: an [Options] field asynq would misread.
+	// ErrInvalidOptions: an [Options] field asynq would misread, or a
+	// queue name that is not valid (see [ValidateQueue]).
 	ErrInvalidOptions = errors.New("invalid options")
+	// ErrFinished: Cancel found the task already completed or archived
+	// (and not cancelled): there is nothing left to cancel.
+	ErrFinished = errors.New("task already finished")
+	// ErrCancelled: Wait found the task cancelled by a user. The error is
+	// a [*TaskFailedError] with Cancelled set.
+	ErrCancelled = errors.New("task cancelled")
 )
 
 // NoRetry as Options.MaxRetry means the task is never retried.
 const NoRetry = -1
 
-// Client enqueues agent:run tasks and waits for their results. It is safe
-// for concurrent use; Close it when done.
+// Client enqueues agent:run tasks, waits for their results, reads their
+// status and cancels them. It is safe for concurrent use; Close it when
+// done.
 type Client struct {
+	rdb       redis.UniversalClient // shared by client and inspector
 	client    *asynq.Client
 	inspector *asynq.Inspector
 	// minPoll and maxPoll bound Wait's polling interval.
@@ -47,11 +59,18 @@ const (
 )
 
 // New returns a client for the Redis r describes. It does not connect:
-// the first Enqueue or Wait does.
+// the first call that needs Redis does. Like asynq.NewClient, it panics
+// when r makes no go-redis v9 client, which asynq's own RedisConnOpts all
+// do.
 func New(r asynq.RedisConnOpt) *Client {
+	rdb, err := cancelmark.Client(r)
+	if err != nil {
+		panic("enqueue.New: " + err.Error())
+	}
 	return &Client{
-		client:    asynq.NewClient(r),
-		inspector: asynq.NewInspector(r),
+		rdb:       rdb,
+		client:    asynq.NewClientFromRedisClient(rdb),
+		inspector: asynq.NewInspectorFromRedisClient(rdb),
 		minPoll:   MinPoll,
 		maxPoll:   MaxPoll,
 	}
@@ -78,14 +97,18 @@ func ParseURL(redisURL string) (asynq.RedisConnOpt, error) {
 }
 
 // Close closes the connections to Redis.
-func (c *Client) Close() error {
-	return errors.Join(c.client.Close(), c.inspector.Close())
-}
+func (c *Client) Close() error { return c.rdb.Close() }
+
+// ValidateQueue checks a queue name: 1 to 64 characters of A-Z a-z 0-9
+// and _ . : -. Its error is a reason, without the field's name.
+func ValidateQueue(name string) error { return validate.Queue(name) }
 
 // Options adjusts one task. The zero value keeps the defaults of
 // [tasks.NewAgentRun].
 type Options struct {
-	// Queue is the queue to put the task on. Default tasks.DefaultQueue.
+	// Queue is the queue to put the task on: 1 to 64 characters of A-Z
+	// a-z 0-9 and _ . : - (see [ValidateQueue]). Default
+	// tasks.DefaultQueue.
 	Queue string
 	// MaxRetry is how often asynq retries a failed delivery. Zero keeps
 	// tasks.DefaultMaxRetry; NoRetry (or any negative value) means none.
@@ -113,6 +136,9 @@ type Options struct {
 func (o Options) asynq(p tasks.AgentRun) ([]asynq.Option, error) {
 	var opts []asynq.Option
 	if o.Queue != "" {
+		if err := validate.Queue(o.Queue); err != nil {
+			return nil, fmt.Errorf("%w: Queue %w", ErrInvalidOptions, err)
+		}
 		opts = append(opts, asynq.Queue(o.Queue))
 	}
 	switch {
@@ -158,6 +184,17 @@ func (c *Client) Enqueue(ctx context.Context, p tasks.AgentRun, o Options) (*asy
 	task, err := tasks.NewAgentRunWithMaxFilesBytes(p, o.MaxFilesBytes, opts...)
 	if err != nil {
 		return nil, err
+	}
+	if o.TaskID != "" {
+		// A cancel of an earlier task of this ID, since deleted, must not
+		// end this one.
+		queue := o.Queue
+		if queue == "" {
+			queue = tasks.DefaultQueue
+		}
+		if err := cancelmark.Clear(ctx, c.rdb, queue, o.TaskID); err != nil {
+			return nil, fmt.Errorf("enqueue: %w", err)
+		}
 	}
 	info, err := c.client.EnqueueContext(ctx, task)
 	switch {

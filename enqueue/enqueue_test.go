@@ -287,6 +287,9 @@ func TestEnqueueInvalid(t *testing.T) {
 		{name: "timeout option shorter than the command's", p: payload(), o: enqueue.Options{Timeout: time.Minute}},
 		{name: "sub-second retention", p: payload(), o: enqueue.Options{Retention: time.Millisecond}},
 		{name: "negative files cap", p: payload(), o: enqueue.Options{MaxFilesBytes: -1}},
+		{name: "blank queue", p: payload(), o: enqueue.Options{Queue: " "}},
+		{name: "queue with braces", p: payload(), o: enqueue.Options{Queue: "q{1}"}},
+		{name: "65-character queue", p: payload(), o: enqueue.Options{Queue: strings.Repeat("q", 65)}},
 		{name: "files over the default cap", p: withFile(payload(), 1<<20+1), wantField: "files"},
 		{name: "files over a lowered cap", p: withFile(payload(), 100), o: enqueue.Options{MaxFilesBytes: 99}, wantField: "files"},
 	}

@@ -8,6 +8,9 @@ import (
 	"os"
 	"time"
 
+	"github.com/alicebob/miniredis/v2"
+	"github.com/hibiken/asynq"
+
 	"github.com/bot-bottle/bottleq/enqueue"
 	"github.com/bot-bottle/bottleq/tasks"
 )
@@ -57,4 +60,41 @@ func Example() {
 			Command: []string{"agent", "--task", "now write the changelog"},
 		}, enqueue.Options{})
 	}
+}
+
+// A task nobody has started yet is cancelled at once; Wait then reports
+// it cancelled. Here no worker serves the queue, which Workers tells.
+func ExampleClient_Cancel() {
+	ctx := context.Background()
+	redis, err := miniredis.Run() // an in-process Redis stands in for yours
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer redis.Close()
+	c := enqueue.New(asynq.RedisClientOpt{Addr: redis.Addr()})
+	defer c.Close()
+
+	info, err := c.Enqueue(ctx, tasks.AgentRun{Image: "alpine:3.20", Command: []string{"sleep", "600"}},
+		enqueue.Options{Queue: "nightly", TaskID: "nightly-42"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	n, err := c.Workers(ctx, info.Queue)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Printf("%d workers serve queue %s\n", n, info.Queue)
+
+	out, err := c.Cancel(ctx, info.Queue, info.ID)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(out.TaskID, out.State, out.Result.State)
+
+	_, err = c.Wait(ctx, info.Queue, info.ID, nil)
+	fmt.Println(errors.Is(err, enqueue.ErrCancelled), err)
+	// Output:
+	// 0 workers serve queue nightly
+	// nightly-42 archived cancelled
+	// true task nightly-42 was cancelled
 }

@@ -9,16 +9,23 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/bot-bottle/bottleq/internal/cancelmark"
 	"github.com/bot-bottle/bottleq/tasks"
 )
 
-// Outcome is where a task ended, as [Client.Wait] last saw it.
+// Outcome is a task as [Client.Status] read it, or where it ended as
+// [Client.Wait] and [Client.Cancel] last saw it.
 type Outcome struct {
 	// TaskID and Queue name the task.
 	TaskID, Queue string
-	// State is asynq.TaskStateCompleted or asynq.TaskStateArchived, or,
-	// when Wait stopped early, the state it saw last.
+	// State is asynq's state of the task. Wait returns once it is
+	// asynq.TaskStateCompleted or asynq.TaskStateArchived; when it stops
+	// early, it is the state it saw last.
 	State asynq.TaskState
+	// Cancelled is true for a task a user cancelled (Cancel, `enqueue
+	// cancel`, the dashboard's cancel): asynq archived it, or is about to,
+	// and Result.State is tasks.StateCancelled.
+	Cancelled bool
 	// Result is the last result the worker wrote: the final one
 	// (State tasks.StateDone) for a completed task, the last progress
 	// report otherwise. Zero if the worker wrote none.
@@ -27,11 +34,14 @@ type Outcome struct {
 	LastErr string
 	// Retried counts the deliveries that failed and were retried.
 	Retried int
+	// MaxRetry is how many retries the task allows.
+	MaxRetry int
 }
 
-// TaskFailedError is a task the worker gave up on: asynq archived it after
-// its last retry, or at once for a failure that cannot succeed on retry
-// (such as an invalid payload).
+// TaskFailedError is a task that ended without a result: asynq archived it
+// after its last retry, or at once for a failure that cannot succeed on
+// retry (such as an invalid payload), or a user cancelled it (Cancelled;
+// the error then matches [ErrCancelled]).
 type TaskFailedError struct {
 	// TaskID is the ID of the task that failed.
 	TaskID string
@@ -39,12 +49,21 @@ type TaskFailedError struct {
 	State asynq.TaskState
 	// LastErr is the error of the last delivery, as the worker returned it.
 	LastErr string
+	// Cancelled is true when a user cancelled the task.
+	Cancelled bool
 }
 
-// Error names the task and quotes its last error.
+// Error names the task and quotes its last error, or says it was
+// cancelled.
 func (e *TaskFailedError) Error() string {
+	if e.Cancelled {
+		return fmt.Sprintf("task %s was cancelled", e.TaskID)
+	}
 	return fmt.Sprintf("task %s failed: %s", e.TaskID, e.LastErr)
 }
+
+// Is matches ErrCancelled when the task was cancelled.
+func (e *TaskFailedError) Is(target error) bool { return e.Cancelled && target == ErrCancelled }
 
 // notFoundError matches both ErrNotFound and asynq's own error.
 type notFoundError struct {
@@ -66,7 +85,8 @@ func (e *notFoundError) Unwrap() []error { return []error{ErrNotFound, e.err} }
 //
 // A completed task returns a nil error, whatever its command's exit code
 // (see Outcome.Result.ExitCode). An archived task returns the Outcome and a
-// [*TaskFailedError]. A task that does not exist is an error matching
+// [*TaskFailedError], which matches [ErrCancelled] when a user cancelled
+// the task. A task that does not exist is an error matching
 // [ErrNotFound]. When ctx ends, Wait returns ctx.Err() and the Outcome it
 // saw last; the task runs on, and Wait may be called again. Any other error
 // reading Redis ends Wait too.
@@ -89,36 +109,57 @@ func (c *Client) Wait(ctx context.Context, queue, taskID string, progress func(t
 			return out, ctx.Err()
 		case <-timer.C:
 		}
-		info, err := c.inspector.GetTaskInfo(queue, taskID)
-		switch {
-		case errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound):
-			return out, &notFoundError{taskID: taskID, queue: queue, err: err}
-		case err != nil:
-			return out, fmt.Errorf("enqueue: task %s: %w", taskID, err)
+		now, resultErr, err := c.read(ctx, queue, taskID)
+		if err != nil {
+			return out, err // with what it saw last
 		}
-		out.State, out.LastErr, out.Retried = info.State, info.LastErr, info.Retried
-		var r tasks.Result
-		resultErr := decodeResult(info.Result, &r)
-		if resultErr == nil {
-			out.Result = r
-		}
-		switch info.State {
+		out = now
+		r := out.Result
+		switch out.State {
 		case asynq.TaskStateCompleted:
 			if resultErr != nil {
 				return out, fmt.Errorf("enqueue: task %s: %w", taskID, resultErr)
 			}
 			return out, nil
 		case asynq.TaskStateArchived:
-			return out, &TaskFailedError{TaskID: taskID, State: info.State, LastErr: info.LastErr}
+			return out, &TaskFailedError{TaskID: taskID, State: out.State, LastErr: out.LastErr, Cancelled: out.Cancelled}
 		}
-		if now := (seen{r.Attempt, r.Phase}); progress != nil && resultErr == nil &&
-			r.State == tasks.StateRunning && r.Phase != "" && now != last {
-			last = now
+		if phase := (seen{r.Attempt, r.Phase}); progress != nil && resultErr == nil &&
+			r.State == tasks.StateRunning && r.Phase != "" && phase != last {
+			last = phase
 			progress(r)
 		}
 		timer.Reset(interval)
 		interval = min(2*interval, c.maxPoll)
 	}
+}
+
+// read reads the task once. resultErr is a result that does not decode;
+// err is a task that does not exist, or a failure to read Redis.
+func (c *Client) read(ctx context.Context, queue, taskID string) (out Outcome, resultErr, err error) {
+	out = Outcome{TaskID: taskID, Queue: queue}
+	info, err := c.inspector.GetTaskInfo(queue, taskID)
+	switch {
+	case errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound):
+		return out, nil, &notFoundError{taskID: taskID, queue: queue, err: err}
+	case err != nil:
+		return out, nil, fmt.Errorf("enqueue: task %s: %w", taskID, err)
+	}
+	out.State, out.LastErr, out.Retried, out.MaxRetry = info.State, info.LastErr, info.Retried, info.MaxRetry
+	var r tasks.Result
+	if resultErr = decodeResult(info.Result, &r); resultErr == nil {
+		out.Result = r
+	}
+	out.Cancelled = r.State == tasks.StateCancelled
+	if !out.Cancelled && info.State == asynq.TaskStateArchived {
+		// The mark comes first, the cancelled result a moment later.
+		by, err := cancelmark.Get(ctx, c.rdb, queue, taskID)
+		if err != nil {
+			return out, resultErr, fmt.Errorf("enqueue: task %s: %w", taskID, err)
+		}
+		out.Cancelled = by != ""
+	}
+	return out, resultErr, nil
 }
 
 // decodeResult reads what the worker wrote with its ResultWriter; none is

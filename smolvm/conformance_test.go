@@ -85,6 +85,9 @@ var confChecks = []struct {
 	{"create", confCreate},
 	{"create-errors", confCreateErrors},
 	{"create-label-dns", confCreateLabelDNS},
+	{"create-resources-from", confCreateResourcesFrom},
+	{"commit-manifest", confCommitManifest},
+	{"network-localhost-only", confNetworkLocalhostOnly},
 	{"start-stop", confStartStop},
 	{"delete", confDelete},
 	{"exec-exit-codes", confExecExitCodes},
@@ -250,9 +253,11 @@ func confCreateErrors(t *testing.T, x *confTarget) {
 	}
 }
 
-// confCreateLabelDNS: docs/smolvm.md "machine create" — --label K=V from
-// 1.8.0 (a parse error before; ls shows labels from 1.9.3) and --dns IP at
-// 1.9.3.
+// confCreateLabelDNS: docs/smolvm.md "machine create" and "machine ls and
+// status" — --label K=V from 1.8.0 (a parse error before), shown back as
+// labels from 1.8.0 ({} for a machine without any; absent before), and
+// --dns IPV4 at 1.9.3: an IPv6 address is a parse error, and on the --from
+// path --dns turns no network on.
 func confCreateLabelDNS(t *testing.T, x *confTarget) {
 	v := x.c.Version()
 	name := x.name(t, "label")
@@ -260,15 +265,125 @@ func confCreateLabelDNS(t *testing.T, x *confTarget) {
 	if !v.AtLeast(V1_8_0) {
 		_, err := x.c.call(context.Background(), "machine create", name, argv)
 		wantErr(t, err, ErrUsage, 2)
+		plain := x.create(t, "no-labels", CreateOptions{})
+		if m, _ := x.machine(t, plain); m.Labels != nil {
+			t.Errorf("smolvm %s reports labels %v; want none (the field appears at 1.8.0)", v, m.Labels)
+		}
 		return
 	}
 	x.ok(t, argv...)
-	if m, _ := x.machine(t, name); v.AtLeast(V1_9_3) && m.Labels["team"] != "bq" {
+	if m, _ := x.machine(t, name); m.Labels["team"] != "bq" {
 		t.Errorf("labels %v; want team=bq", m.Labels)
+	}
+	plain := x.create(t, "no-labels", CreateOptions{})
+	if m, _ := x.machine(t, plain); m.Labels == nil || len(m.Labels) != 0 {
+		t.Errorf("a machine without --label: labels %#v; want {}", m.Labels)
 	}
 	if v.AtLeast(V1_9_3) {
 		dns := x.name(t, "dns")
 		x.ok(t, append(confCreateArgv(v, dns, "--from", x.pack(t).Machine), "--dns", "127.0.0.53")...)
+		if m, _ := x.machine(t, dns); m.Network {
+			t.Errorf("create --from --dns turned a network on")
+		}
+		v6 := x.name(t, "dns-v6")
+		_, err := x.c.call(context.Background(), "machine create", v6, append(confCreateArgv(v, v6, "--from", x.pack(t).Machine), "--dns", "::1"))
+		wantErr(t, err, ErrUsage, 2)
+	}
+}
+
+// confCreateResourcesFrom: docs/smolvm.md "pack create" and "machine
+// create" — pack create --cpus/--mem write the pack's resources; a machine
+// created --from the pack gets them unless create passes --cpus/--mem
+// other than smolvm's defaults (4, 8192): the defaults cannot override
+// the pack. `machine status --json` shows what the machine got. --cpus 0
+// and --mem 0 are refused at create (exit 1) and make nothing.
+func confCreateResourcesFrom(t *testing.T, x *confTarget) {
+	ctx := context.Background()
+	out := filepath.Join(t.TempDir(), "sized")
+	x.ok(t, "pack", "create", "--image", x.image, "--cpus", "3", "--mem", "3072", "-o", out)
+	pack := out + ".smolmachine"
+	for _, tt := range []struct {
+		suffix            string
+		cpus, mem         int
+		wantCPUs, wantMem int
+	}{
+		{"res-unset", 0, 0, 3, 3072},
+		{"res-less", 2, 2048, 2, 2048},
+		{"res-default", DefaultCPUs, DefaultMemoryMiB, 3, 3072},
+		{"res-mixed", 1, DefaultMemoryMiB, 1, 3072},
+	} {
+		name := x.create(t, tt.suffix, CreateOptions{From: pack, CPUs: tt.cpus, MemoryMiB: tt.mem})
+		m, err := x.c.Status(ctx, name)
+		if err != nil || m.CPUs != tt.wantCPUs || m.MemoryMiB != tt.wantMem {
+			t.Errorf("%s: create --cpus %d --mem %d from a 3-CPU 3072-MiB pack: status %+v, %v; want %d CPUs, %d MiB",
+				tt.suffix, tt.cpus, tt.mem, m, err, tt.wantCPUs, tt.wantMem)
+		}
+	}
+	for _, flag := range []string{"--cpus", "--mem"} {
+		name := x.name(t, "res-zero-"+flag[2:])
+		_, err := x.c.call(ctx, "machine create", name, confCreateArgv(x.c.Version(), name, "--from", pack, flag, "0"))
+		wantErr(t, err, nil, 1)
+		if _, ok := x.machine(t, name); ok {
+			t.Errorf("create %s 0 made a machine", flag)
+		}
+	}
+}
+
+// confCommitManifest: docs/smolvm.md "Network policy" and "Pack files and
+// names" — a commit (pack --from-vm, here with --cpus 3 --mem 3072) of a
+// machine created with --net records network on: a machine created from it
+// without flags has a network and the commit's resources; --cpus/--mem
+// other than the defaults override the resources, and no flag bottleq sends
+// takes the network device away (from 1.8.0 --outbound-localhost-only
+// restricts it, and the machine still shows network).
+func confCommitManifest(t *testing.T, x *confTarget) {
+	ctx := context.Background()
+	v := x.c.Version()
+	src := x.name(t, "manifest-src")
+	x.ok(t, confCreateArgv(v, src, "--from", x.pack(t).Machine, "--net")...)
+	x.start(t, src)
+	if err := x.c.Stop(ctx, src); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "commit")
+	x.ok(t, "pack", "create", "--from-vm", src, "--cpus", "3", "--mem", "3072", "-o", out)
+	commit := out + ".smolmachine"
+	tests := []struct {
+		suffix            string
+		o                 CreateOptions
+		wantCPUs, wantMem int
+	}{
+		{"manifest-plain", CreateOptions{}, 3, 3072},
+		{"manifest-capped", CreateOptions{CPUs: 2, MemoryMiB: 2048}, 2, 2048},
+		{"manifest-default", CreateOptions{CPUs: DefaultCPUs, MemoryMiB: DefaultMemoryMiB}, 3, 3072},
+	}
+	if v.Supports(FeatureFromEgress) {
+		tests = append(tests, struct {
+			suffix            string
+			o                 CreateOptions
+			wantCPUs, wantMem int
+		}{"manifest-local", CreateOptions{CPUs: 1, MemoryMiB: 1024, LocalhostOnly: true}, 1, 1024})
+	}
+	for _, tt := range tests {
+		tt.o.From = commit
+		name := x.create(t, tt.suffix, tt.o)
+		m, err := x.c.Status(ctx, name)
+		if err != nil || !m.Network || m.CPUs != tt.wantCPUs || m.MemoryMiB != tt.wantMem {
+			t.Errorf("%s: status %+v, %v; want network on, %d CPUs, %d MiB", tt.suffix, m, err, tt.wantCPUs, tt.wantMem)
+		}
+	}
+}
+
+// confNetworkLocalhostOnly: docs/smolvm.md "machine create" and "Network
+// policy" — on the --from path --outbound-localhost-only gives a machine a
+// (loopback-only) network from 1.8.0, and is dropped before: the machine
+// from a pack without network then has none.
+func confNetworkLocalhostOnly(t *testing.T, x *confTarget) {
+	v := x.c.Version()
+	name := x.name(t, "net-local")
+	x.ok(t, confCreateArgv(v, name, "--from", x.pack(t).Machine, "--outbound-localhost-only")...)
+	if m, ok := x.machine(t, name); !ok || m.Network != v.Supports(FeatureFromEgress) {
+		t.Errorf("create --from --outbound-localhost-only: network %v (listed %v); want %v", m.Network, ok, v.Supports(FeatureFromEgress))
 	}
 }
 

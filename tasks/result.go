@@ -28,13 +28,20 @@ const (
 	StateRunning = "running"
 	// StateDone marks the final result: the command ran to an exit code.
 	StateDone = "done"
+	// StateCancelled marks the final result of a task a user cancelled
+	// (enqueue cancel, the dashboard's cancel): it was not retried, its VM
+	// was deleted, and Error says who cancelled it. The task itself is
+	// archived. A worker's shutdown is no cancel: it puts the task back
+	// in its queue.
+	StateCancelled = "cancelled"
 )
 
 // Result is what the worker writes with asynq's ResultWriter, as JSON: a
 // progress report at each phase, then the final result. A command that
 // exits non-zero still completes the task; its exit_code says how it went.
 type Result struct {
-	// State is StateRunning while the task runs, StateDone at the end.
+	// State is StateRunning while the task runs, StateDone at the end, or
+	// StateCancelled when a user cancelled it.
 	State string `json:"state"`
 	// Phase is the phase in progress (running) or the last one (done).
 	Phase string `json:"phase"`
@@ -75,7 +82,9 @@ type Result struct {
 	// Host or with the reason it was not.
 	Artifacts []Artifact `json:"artifacts,omitempty"`
 	// Error is the failure that will end this attempt, on a progress
-	// report written just before the handler returns it.
+	// report written just before the handler returns it; on a
+	// StateCancelled result, who cancelled the task ("cancelled by enqueue
+	// cancel").
 	Error string `json:"error,omitempty"`
 }
 

@@ -14,7 +14,8 @@ import (
 // writes compact JSON; the files are indented to be read) and checks that
 // encoding them again gives the same bytes, egress record included.
 // result-done.json and result-running.json predate tenants and must still
-// decode; result-done-tenant.json pins the tenant field.
+// decode; result-done-tenant.json pins the tenant field, and
+// result-cancelled.json the result of a task a user cancelled.
 func TestResultWireFormat(t *testing.T) {
 	t.Parallel()
 	files, err := filepath.Glob(filepath.Join("testdata", "result-*.json"))

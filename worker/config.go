@@ -34,13 +34,29 @@ type Config struct {
 	Deployment string
 	// ProxyURL is the address of the egress proxy as VMs reach it,
 	// "http://IP:PORT" (see [ParseProxyAddr]). VMs may then reach that
-	// address only, and get HTTP(S)_PROXY pointing at it. Default: none,
-	// and VMs get no network at all.
+	// address only, and get HTTP(S)_PROXY pointing at it; where smolvm
+	// lets the DNS server be set, an IPv4 proxy's address is it too (see
+	// docs/smolvm.md, Network policy). The address must serve nothing
+	// else: smolvm opens every port of it. Default: none, and VMs get no
+	// network: none at all when their pack has network off, and only
+	// loopback (--outbound-localhost-only) when it has network on, which
+	// smolvm older than 1.8.0 cannot give: such a task is refused.
 	ProxyURL string
 	// AllowUnenforcedEgress lets a ProxyURL be used with a smolvm older than
 	// 1.8.0, which ignores --allow-cidr for machines created from a pack,
 	// so VMs get unrestricted egress. Default false: refuse.
 	AllowUnenforcedEgress bool
+	// VMCPUs is the most vCPUs a task's VM may have, and what it gets when
+	// its payload asks for none (cpus 0); a payload asking for more is
+	// refused before any smolvm call. 1 to smolvm.MaxCPUs; zero:
+	// DefaultVMCPUs. smolvm's own default (smolvm.DefaultCPUs) cannot
+	// override a pack's manifest: a task asking for it from a pack that
+	// says more is refused after create.
+	VMCPUs int
+	// VMMemMiB is the most memory a task's VM may have, in MiB, and what
+	// it gets when its payload asks for none (mem_mib 0), with VMCPUs's
+	// rules. 1 to smolvm.MaxMemoryMiB; zero: DefaultVMMemMiB.
+	VMMemMiB int
 	// PackTTL is how long the pack of a tagged (not digest-pinned) image is
 	// reused before it is packed again. Zero: DefaultPackTTL; negative, such
 	// as PackTTLForever: reused forever, like a digest-pinned image's.
@@ -142,6 +158,10 @@ const (
 	// PackTTLForever, or any negative Config.PackTTL, reuses a tagged
 	// image's pack forever. It is not a default.
 	PackTTLForever time.Duration = -1
+	// DefaultVMCPUs is Config.VMCPUs's default.
+	DefaultVMCPUs = 2
+	// DefaultVMMemMiB is Config.VMMemMiB's default: 2 GiB.
+	DefaultVMMemMiB = 2048
 	// DefaultReadyTimeout is Config.ReadyTimeout's default.
 	DefaultReadyTimeout = 60 * time.Second
 	// DefaultTeardownTimeout is Config.TeardownTimeout's default.

@@ -3,6 +3,7 @@ package worker
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io/fs"
 	"os"
@@ -17,8 +18,13 @@ import (
 
 // fakeSmolvm behaves like smolvm's CLI for the handler: machines must be
 // created before they start, started before exec, stopped before pack
-// --from-vm; packs are files. Each method can be overridden by a function
-// field to inject a failure. It records every call.
+// --from-vm; packs are files holding the manifest fields a machine created
+// from them inherits (resources unless create asks for other values than
+// smolvm's defaults, and network; docs/smolvm.md, machine create), and a
+// pack --from-vm records its machine's network. Options the release does
+// not honour are refused as the client refuses them. Each method can be
+// overridden by a function field to inject a failure. It records every
+// call.
 type fakeSmolvm struct {
 	version smolvm.Version
 
@@ -26,6 +32,7 @@ type fakeSmolvm struct {
 	calls    []string                       // "op name"
 	machines map[string]string              // name → state
 	created  map[string]int64               // name → unix seconds
+	boxes    map[string]fakeBox             // name → what create gave it
 	files    map[string]map[string]fakeFile // name → guest path → file
 
 	packImage func(ctx context.Context, image, out string) (smolvm.Pack, error)
@@ -42,13 +49,23 @@ type fakeSmolvm struct {
 	stat func(ctx context.Context, name, guest string) (smolvm.ExecResult, error)
 
 	lastCreate smolvm.CreateOptions
+	creates    []smolvm.CreateOptions // every create that made a machine
 	lastExec   smolvm.ExecOptions
+}
+
+// fakeBox is a machine's resources and egress.
+type fakeBox struct {
+	CPUs      int      `json:"cpus"`
+	MemoryMiB int      `json:"mem"`
+	Network   bool     `json:"network"`
+	Allow     []string `json:"-"` // the allow-list, which status never shows
 }
 
 var _ Smolvm = (*fakeSmolvm)(nil)
 
 func newFake() *fakeSmolvm {
-	return &fakeSmolvm{version: smolvm.Version{Major: 1, Minor: 9, Patch: 3}, machines: map[string]string{}, created: map[string]int64{}, files: map[string]map[string]fakeFile{}}
+	return &fakeSmolvm{version: smolvm.Version{Major: 1, Minor: 9, Patch: 3}, machines: map[string]string{}, created: map[string]int64{},
+		boxes: map[string]fakeBox{}, files: map[string]map[string]fakeFile{}}
 }
 
 func (f *fakeSmolvm) record(op, name string) {
@@ -89,12 +106,23 @@ func (f *fakeSmolvm) toolErr(op, name, msg string, cause error) error {
 
 func (f *fakeSmolvm) Version() smolvm.Version { return f.version }
 
+// writePack writes a pack as `pack create` without --cpus/--mem does:
+// smolvm's default resources, network off.
 func writePack(out string) (smolvm.Pack, error) {
+	return writePackOf(out, fakeBox{CPUs: smolvm.DefaultCPUs, MemoryMiB: smolvm.DefaultMemoryMiB})
+}
+
+// writePackOf writes a pack whose manifest says b.
+func writePackOf(out string, b fakeBox) (smolvm.Pack, error) {
 	p := smolvm.Pack{Stub: out, Machine: out + ".smolmachine"}
 	if err := os.WriteFile(p.Stub, []byte("#!/bin/sh\n"), 0o755); err != nil {
 		return p, err
 	}
-	return p, os.WriteFile(p.Machine, []byte("pack of "+out), 0o644)
+	data, err := json.Marshal(b)
+	if err != nil {
+		return p, err
+	}
+	return p, os.WriteFile(p.Machine, data, 0o644)
 }
 
 func (f *fakeSmolvm) PackImage(ctx context.Context, image, out string) (smolvm.Pack, error) {
@@ -123,7 +151,10 @@ func (f *fakeSmolvm) PackFromVM(ctx context.Context, name, out string) (smolvm.P
 	case state == smolvm.StateCreated:
 		return smolvm.Pack{}, f.toolErr("pack create", name, "overlay disk not found. The VM may not have been started yet.", nil)
 	}
-	return writePack(out)
+	f.mu.Lock()
+	network := f.boxes[name].Network
+	f.mu.Unlock()
+	return writePackOf(out, fakeBox{CPUs: smolvm.DefaultCPUs, MemoryMiB: smolvm.DefaultMemoryMiB, Network: network})
 }
 
 func (f *fakeSmolvm) Create(ctx context.Context, name string, o smolvm.CreateOptions) error {
@@ -133,18 +164,59 @@ func (f *fakeSmolvm) Create(ctx context.Context, name string, o smolvm.CreateOpt
 			return err
 		}
 	}
+	if o.LocalhostOnly && !f.version.Supports(smolvm.FeatureFromEgress) {
+		return &smolvm.UnsupportedError{Field: "outbound_localhost_only", Feature: smolvm.FeatureFromEgress, Version: f.version}
+	}
+	if o.DNS.IsValid() && !f.version.Supports(smolvm.FeatureDNS) {
+		return &smolvm.UnsupportedError{Field: "dns", Feature: smolvm.FeatureDNS, Version: f.version}
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if _, ok := f.machines[name]; ok {
 		return f.toolErr("machine create", name, "machine '"+name+"' already exists", smolvm.ErrExists)
 	}
-	if _, err := os.Stat(o.From); err != nil {
+	data, err := os.ReadFile(o.From)
+	if err != nil {
 		return f.toolErr("machine create", name, "create from .smolmachine: file not found: "+o.From, nil)
+	}
+	var pack fakeBox
+	if err := json.Unmarshal(data, &pack); err != nil {
+		return f.toolErr("machine create", name, "create from .smolmachine: invalid .smolmachine file "+o.From, nil)
+	}
+	// --cpus/--mem override the pack only when they are not smolvm's
+	// defaults; 0 means not sent, which is the default.
+	b := pack
+	if o.CPUs != 0 && o.CPUs != smolvm.DefaultCPUs {
+		b.CPUs = o.CPUs
+	}
+	if o.MemoryMiB != 0 && o.MemoryMiB != smolvm.DefaultMemoryMiB {
+		b.MemoryMiB = o.MemoryMiB
+	}
+	// The client sends --net with an allow-list; before 1.8.0 the --from
+	// path drops the list (and the client refuses LocalhostOnly there).
+	b.Network = pack.Network || len(o.AllowCIDRs) > 0 || o.LocalhostOnly
+	if f.version.Supports(smolvm.FeatureFromEgress) {
+		for _, p := range o.AllowCIDRs {
+			b.Allow = append(b.Allow, p.String())
+		}
+		if o.LocalhostOnly {
+			b.Allow = append(b.Allow, "127.0.0.0/8", "::1/128")
+		}
 	}
 	f.machines[name] = smolvm.StateCreated
 	f.created[name] = time.Now().Unix()
+	f.boxes[name] = b
 	f.lastCreate = o
+	f.creates = append(f.creates, o)
 	return nil
+}
+
+// box returns what create gave a machine that exists.
+func (f *fakeSmolvm) box(name string) (fakeBox, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	b, ok := f.boxes[name]
+	return b, ok
 }
 
 func (f *fakeSmolvm) setState(name, want string) error {
@@ -236,6 +308,7 @@ func (f *fakeSmolvm) Delete(ctx context.Context, name string) error {
 		return f.toolErr("machine delete", name, "vm not found: "+name, smolvm.ErrNotFound)
 	}
 	delete(f.machines, name)
+	delete(f.boxes, name)
 	delete(f.files, name)
 	return nil
 }
@@ -353,24 +426,30 @@ func (f *fakeSmolvm) CopyOut(ctx context.Context, name, guest, host string) erro
 	return os.WriteFile(host, ff.data, ff.mode)
 }
 
-func (f *fakeSmolvm) Status(_ context.Context, name string) (smolvm.Machine, error) {
-	f.record("status", name)
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	s, ok := f.machines[name]
-	if !ok {
-		return smolvm.Machine{}, f.toolErr("machine status", name, "vm not found: "+name, smolvm.ErrNotFound)
-	}
-	return smolvm.Machine{Name: name, State: s, CreatedAt: f.created[name]}, nil
-}
-
 func (f *fakeSmolvm) List(context.Context) ([]smolvm.Machine, error) {
 	f.record("ls", "")
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var out []smolvm.Machine
-	for n, s := range f.machines {
-		out = append(out, smolvm.Machine{Name: n, State: s, CreatedAt: f.created[n]})
+	for n := range f.machines {
+		out = append(out, f.machineLocked(n))
 	}
 	return out, nil
+}
+
+// Status is `machine status --json`: resources and the network flag, not
+// the allow-list.
+func (f *fakeSmolvm) Status(_ context.Context, name string) (smolvm.Machine, error) {
+	f.record("status", name)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.machines[name]; !ok {
+		return smolvm.Machine{}, f.toolErr("machine status", name, "config operation failed: machine status: machine '"+name+"' not found", smolvm.ErrNotFound)
+	}
+	return f.machineLocked(name), nil
+}
+
+func (f *fakeSmolvm) machineLocked(name string) smolvm.Machine {
+	b := f.boxes[name]
+	return smolvm.Machine{Name: name, State: f.machines[name], CreatedAt: f.created[name], CPUs: b.CPUs, MemoryMiB: b.MemoryMiB, Network: b.Network}
 }

@@ -82,7 +82,7 @@ func TestHandlerFilesAndArtifacts(t *testing.T) {
 				t.Fatal(err)
 			}
 			vm := VMName(DefaultDeployment, "io", 1)
-			want := []string{"pack-image alpine:3", "create " + vm, "start " + vm, "ready " + vm,
+			want := []string{"pack-image alpine:3", "create " + vm, "status " + vm, "start " + vm, "ready " + vm,
 				"cp-in " + vm + ":/work/in/a.txt", "cp-in " + vm + ":/work/in/run.sh", "exec " + vm,
 				"stat " + vm + ":/work/out/A.txt", "cp-out " + vm + ":/work/out/A.txt",
 				"stat " + vm + ":/work/out/none.txt", "cp-out " + vm + ":/work/out/none.txt",

@@ -23,7 +23,7 @@ func TestHandlerFromPath(t *testing.T) {
 	allowed, outside := t.TempDir(), t.TempDir()
 	mustWrite := func(p string) {
 		t.Helper()
-		if err := os.WriteFile(p, []byte("pack"), 0o600); err != nil {
+		if _, err := writePack(strings.TrimSuffix(p, ".smolmachine")); err != nil {
 			t.Fatal(err)
 		}
 	}

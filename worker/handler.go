@@ -55,6 +55,8 @@ type Handler struct {
 	mu     sync.Mutex
 	active map[string]int // VM names this process is using, with a count
 	wg     sync.WaitGroup
+	// cancels, set by Serve, ends tasks that users cancel for good.
+	cancels *canceller
 }
 
 // NewHandler checks cfg and returns a handler, or a [*ConfigError] naming
@@ -124,6 +126,9 @@ func NewHandler(cfg Config) (*Handler, error) {
 		}
 		cfg.Registries = regs
 	}
+	if err := checkVMConfig(&cfg); err != nil {
+		return nil, err
+	}
 	h := &Handler{cfg: cfg, log: cfg.Logger, active: map[string]int{}}
 	if h.from, err = newFromPolicy(cfg.FromDirs, cfg.DataDir); err != nil {
 		return nil, err
@@ -161,7 +166,10 @@ type Meta struct {
 	MaxRetry int
 }
 
-// ProcessTask implements asynq.Handler.
+// ProcessTask implements asynq.Handler. Under [Serve], a task a user
+// cancels (enqueue cancel, the dashboard's cancel) ends for good: its VM
+// deleted, its result cancelled, archived without retry; a shutdown puts
+// it back in its queue instead.
 func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	var m Meta
 	m.ID, _ = asynq.GetTaskID(ctx)
@@ -171,6 +179,9 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	var w io.Writer
 	if rw := t.ResultWriter(); rw != nil {
 		w = rw
+	}
+	if h.cancels != nil {
+		return h.cancels.process(ctx, h, m, t.Payload(), w)
 	}
 	return h.Run(ctx, m, t.Payload(), w)
 }
@@ -249,5 +260,6 @@ func (h *Handler) runnableHere(p tasks.AgentRun) error {
 	if len(p.AllowHosts) > 0 && h.cfg.BundledProxy == nil {
 		return &tasks.ValidationError{Field: "allow_hosts", Reason: "this worker has no bundled egress proxy to enforce it"}
 	}
-	return nil
+	_, _, err := h.resources(p)
+	return err
 }

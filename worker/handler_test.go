@@ -93,7 +93,7 @@ func TestHandlerHappyPath(t *testing.T) {
 		t.Fatal(err)
 	}
 	vm := VMName(DefaultDeployment, "task-1", 1)
-	want := []string{"pack-image alpine:3", "create " + vm, "start " + vm, "ready " + vm, "exec " + vm, "stop " + vm, "pack-vm " + vm, "delete " + vm}
+	want := []string{"pack-image alpine:3", "create " + vm, "status " + vm, "start " + vm, "ready " + vm, "exec " + vm, "stop " + vm, "pack-vm " + vm, "delete " + vm}
 	if got := f.ops(); !slices.Equal(got, want) {
 		t.Errorf("calls:\n got %q\nwant %q", got, want)
 	}

@@ -149,8 +149,8 @@ func TestHandlerFakedSmolvmError(t *testing.T) {
 			var w results
 			err := h.Run(context.Background(), Meta{ID: "faked"}, payload(t, withIO()), &w)
 			res := w.result(t)
-			if f.count("status") != 1 {
-				t.Errorf("calls %q, want one status probe", f.ops())
+			if f.count("status") != 2 { // one after create, one probe after exec
+				t.Errorf("calls %q, want one status probe after exec", f.ops())
 			}
 			if strings.Contains(logs.String(), "sekret-value-42") || strings.Contains(res.Error, "sekret-value-42") {
 				t.Error("the agent's stderr line reached the log or the error")

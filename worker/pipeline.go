@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"net/netip"
 	"slices"
 	"time"
 
@@ -66,16 +65,16 @@ func (r *run) pipeline(ctx context.Context) error {
 		r.scrub = newScrubber(append(slices.Collect(maps.Values(r.p.Env)), token, proxyURL)...)
 	}
 
-	create := smolvm.CreateOptions{From: from.Machine}
-	if h.proxy != nil {
-		create.AllowCIDRs = []netip.Prefix{h.proxy.Prefix}
-		create.Env = h.proxy.env()
+	cpus, memMiB, err := h.resources(r.p)
+	if err != nil {
+		return err
 	}
+	create := r.createOptions(from.Machine, cpus, memMiB)
 	h.own(r.vm, true)
 	defer h.own(r.vm, false)
 	defer r.teardown(ctx)
 	if err := r.phase(ctx, tasks.PhaseCreate, func(ctx context.Context) error {
-		return r.create(ctx, create)
+		return r.createBoxed(ctx, create)
 	}); err != nil {
 		return err
 	}

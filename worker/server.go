@@ -44,21 +44,37 @@ type ServerConfig struct {
 
 // Serve processes agent:run tasks with h until ctx ends, then shuts down
 // gracefully and waits for h's VMs to be torn down.
+//
+// A task a user cancels while it runs (asynq's Inspector.CancelProcessing,
+// which the dashboard's cancel calls, or enqueue's Cancel) ends for good:
+// its VM is deleted, its result says cancelled, and it is archived without
+// a retry. The shutdown's cancel is not a user's: the task goes back to its
+// queue without burning a retry, as asynq does.
 func Serve(ctx context.Context, h *Handler, cfg ServerConfig) error {
-	srv := NewServer(cfg)
+	c, err := newCanceller(cfg.Redis, h)
+	if err != nil {
+		return err
+	}
+	defer c.close()
+	h.cancels = c
+	srv := newServer(cfg, c)
 	mux := asynq.NewServeMux()
 	mux.Handle(tasks.TypeAgentRun, h)
 	if err := srv.Start(mux); err != nil {
 		return err
 	}
 	<-ctx.Done()
+	c.shuttingDown.Store(true)
 	srv.Shutdown()
 	h.Wait()
 	return nil
 }
 
-// NewServer returns the asynq server Serve runs, configured from cfg.
-func NewServer(cfg ServerConfig) *asynq.Server {
+// NewServer returns an asynq server configured from cfg. Serve's server
+// also tells a user's cancel from a shutdown, which needs its Handler.
+func NewServer(cfg ServerConfig) *asynq.Server { return newServer(cfg, nil) }
+
+func newServer(cfg ServerConfig, c *canceller) *asynq.Server {
 	if cfg.Concurrency <= 0 {
 		cfg.Concurrency = DefaultConcurrency
 	}
@@ -72,7 +88,7 @@ func NewServer(cfg ServerConfig) *asynq.Server {
 		cfg.PollInterval = DefaultPollInterval
 	}
 	log := cfg.Logger.With().Str("component", "asynq").Logger()
-	return asynq.NewServer(cfg.Redis, asynq.Config{
+	ac := asynq.Config{
 		Concurrency:       cfg.Concurrency,
 		Queues:            cfg.Queues,
 		StrictPriority:    cfg.StrictPriority,
@@ -85,7 +101,13 @@ func NewServer(cfg ServerConfig) *asynq.Server {
 		RetryDelayFunc:           RetryDelay(cfg.RetryBase, cfg.RetryMax),
 		Logger:                   asynqLogger{log},
 		LogLevel:                 asynqLevel(log.GetLevel()),
-	})
+	}
+	if c != nil {
+		ac.ErrorHandler = c
+		ac.IsFailure = isFailure
+		ac.RetryDelayFunc = c.retryDelay(ac.RetryDelayFunc)
+	}
+	return asynq.NewServer(cfg.Redis, ac)
 }
 
 // RetryDelay returns an asynq.RetryDelayFunc: exponential backoff from base,

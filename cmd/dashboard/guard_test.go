@@ -90,7 +90,7 @@ func TestAllowedHosts(t *testing.T) {
 			if code != tt.want {
 				t.Errorf("GET task with Host %s: %d %s, want %d", tt.host, code, body, tt.want)
 			}
-			if tt.want == 200 && !strings.Contains(body, "exit code: 3") {
+			if tt.want == 200 && !strings.Contains(body, "exit code 3") {
 				t.Errorf("GET task with Host %s: no result in %s", tt.host, body)
 			}
 		})

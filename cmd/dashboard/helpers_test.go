@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -106,7 +107,13 @@ func testPayload() tasks.AgentRun {
 	}
 }
 
-// testResult is the result completedTask's handler writes.
+// testKey stands for the worker's file key of a task ID (its slug and a
+// hash), which names the task's commit and artifact directory.
+func testKey(id string) string { return id + "-1a2b3c4d5e" }
+
+// testResult is the result completedTask's handler writes: a task that
+// exited 3 after reaching one host and being refused another, with a
+// commit and an artifact, as the worker writes it.
 func testResult(id string) tasks.Result {
 	r := tasks.Result{
 		State:         tasks.StateDone,
@@ -114,16 +121,38 @@ func testResult(id string) tasks.Result {
 		ExitCode:      3,
 		Stdout:        "agent says hello\n",
 		Stderr:        "warning: dry run\n",
-		Commit:        "/var/lib/bottleq/commits/" + id + ".smolmachine",
+		Commit:        "/var/lib/bottleq/commits/" + testKey(id) + ".smolmachine",
 		Host:          "worker-1",
-		VM:            "bq-" + id,
+		VM:            "bq-" + testKey(id) + "-a1",
 		SmolvmVersion: "1.8.0",
 		Attempt:       1,
 		PackCached:    true,
+		Artifacts: []tasks.Artifact{
+			{Path: "/workspace/out/report.md", Host: "worker-1", HostPath: "/var/lib/bottleq/artifacts/" + testKey(id) + "/0-report.md", Size: 2345},
+			{Path: "/workspace/out/trace.json", Error: tasks.ArtifactMissing},
+		},
+		Egress: &tasks.EgressRecord{Entries: []tasks.EgressEntry{
+			{Host: "api.example.com", Port: 443, Allowed: true, Count: 3, BytesUp: 5120, BytesDown: 48128},
+			{Host: "evil.example.net", Port: 443, Reason: "not in allow_hosts", Count: 1},
+		}},
 	}
-	r.Add(tasks.PhasePack, 1500*time.Millisecond)
-	r.Add(tasks.PhaseExec, 12*time.Second)
-	r.Add(tasks.PhaseCommit, 2*time.Second)
+	for _, p := range []struct {
+		name string
+		d    time.Duration
+	}{
+		{tasks.PhasePack, 3 * time.Millisecond},
+		{tasks.PhaseCreate, 212 * time.Millisecond},
+		{tasks.PhaseStart, 480 * time.Millisecond},
+		{tasks.PhaseReady, 1234 * time.Millisecond},
+		{tasks.PhaseFiles, 35 * time.Millisecond},
+		{tasks.PhaseExec, 12 * time.Second},
+		{tasks.PhaseArtifacts, 41 * time.Millisecond},
+		{tasks.PhaseStop, 350 * time.Millisecond},
+		{tasks.PhaseCommit, 2 * time.Second},
+		{tasks.PhaseDelete, 90 * time.Millisecond},
+	} {
+		r.Add(p.name, p.d)
+	}
 	return r
 }
 
@@ -132,19 +161,40 @@ func testResult(id string) tasks.Result {
 // once the task is completed (and retained).
 func completedTask(t *testing.T, redisURL string) string {
 	t.Helper()
+	return completedTasks(t, redisURL, finished{testPayload(), testResult})[0]
+}
+
+// finished is a task for completedTasks: its payload and the result its
+// handler writes.
+type finished struct {
+	payload tasks.AgentRun
+	result  func(id string) tasks.Result
+}
+
+// completedTasks enqueues each task in order, runs them with a tiny asynq
+// server whose handler writes each its result, and returns their IDs once
+// all are completed (and retained).
+func completedTasks(t *testing.T, redisURL string, fs ...finished) []string {
+	t.Helper()
 	opt, err := asynq.ParseRedisURI(redisURL)
 	if err != nil {
 		t.Fatal(err)
 	}
 	client := asynq.NewClient(opt)
 	defer client.Close()
-	task, err := tasks.NewAgentRun(testPayload(), asynq.Retention(time.Hour), asynq.MaxRetry(0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := client.Enqueue(task)
-	if err != nil {
-		t.Fatal(err)
+	results := map[string]func(string) tasks.Result{}
+	var ids []string
+	for _, f := range fs {
+		task, err := tasks.NewAgentRun(f.payload, asynq.Retention(time.Hour), asynq.MaxRetry(0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := client.Enqueue(task)
+		if err != nil {
+			t.Fatal(err)
+		}
+		results[info.ID] = f.result
+		ids = append(ids, info.ID)
 	}
 	srv := asynq.NewServer(opt, asynq.Config{
 		Concurrency:       1,
@@ -153,7 +203,8 @@ func completedTask(t *testing.T, redisURL string) string {
 		LogLevel:          asynq.FatalLevel,
 	})
 	handler := asynq.HandlerFunc(func(_ context.Context, task *asynq.Task) error {
-		data, err := json.Marshal(testResult(task.ResultWriter().TaskID()))
+		id := task.ResultWriter().TaskID()
+		data, err := json.Marshal(results[id](id))
 		if err != nil {
 			return err
 		}
@@ -168,16 +219,19 @@ func completedTask(t *testing.T, redisURL string) string {
 	insp := asynq.NewInspector(opt)
 	defer insp.Close()
 	deadline := time.Now().Add(15 * time.Second)
-	for {
-		ti, err := insp.GetTaskInfo(info.Queue, info.ID)
-		if err == nil && ti.State == asynq.TaskStateCompleted {
-			return info.ID
+	for _, id := range ids {
+		for {
+			ti, err := insp.GetTaskInfo("default", id)
+			if err == nil && ti.State == asynq.TaskStateCompleted {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("task %s not completed within 15s: info %+v, err %v", id, ti, err)
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("task %s not completed within 15s: info %+v, err %v", info.ID, ti, err)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
+	return ids
 }
 
 // get fetches url and returns the status, Content-Type and body.
@@ -293,4 +347,46 @@ func taskState(t *testing.T, insp *asynq.Inspector, id string) asynq.TaskState {
 		t.Fatalf("task %s: %v", id, err)
 	}
 	return info.State
+}
+
+// archivedInvalid enqueues payload, as is, as an agent:run task, and has a
+// tiny asynq server's handler refuse it with lastErr and asynq.SkipRetry,
+// as the worker refuses a payload that does not decode; it returns the
+// task's ID once the task is archived.
+func archivedInvalid(t *testing.T, redisURL, payload, lastErr string) string {
+	t.Helper()
+	opt, err := asynq.ParseRedisURI(redisURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := asynq.NewClient(opt)
+	defer client.Close()
+	info, err := client.Enqueue(asynq.NewTask(tasks.TypeAgentRun, []byte(payload)), asynq.MaxRetry(5))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := asynq.NewServer(opt, asynq.Config{
+		Concurrency:       1,
+		Queues:            map[string]int{"default": 1},
+		TaskCheckInterval: 20 * time.Millisecond,
+		LogLevel:          asynq.FatalLevel,
+	})
+	if err := srv.Start(asynq.HandlerFunc(func(context.Context, *asynq.Task) error {
+		return fmt.Errorf("%s: %w", lastErr, asynq.SkipRetry)
+	})); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown()
+	insp := inspector(t, redisURL)
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		ti, err := insp.GetTaskInfo("default", info.ID)
+		if err == nil && ti.State == asynq.TaskStateArchived {
+			return info.ID
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("task %s not archived within 15s: info %+v, err %v", info.ID, ti, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

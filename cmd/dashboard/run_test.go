@@ -50,13 +50,34 @@ func TestDashboard(t *testing.T) {
 			t.Errorf("task id %q state %q, want %q completed", task.ID, task.State, id)
 		}
 		for _, want := range []string{
-			"done, exit code: 3",
-			"commit: /var/lib/bottleq/commits/" + id + ".smolmachine",
-			"exec       12.0s",
+			"done, exit code 3\n",
+			"data dir: /var/lib/bottleq\n",
+			"commit: commits/" + elide(testKey(id), 16) + ".smolmachine\n",
+			"  exec       12.000 s\n",
+			"  create       212 ms\n",
 		} {
 			if !strings.Contains(task.Result, want) {
 				t.Errorf("result lacks %q:\n%s", want, task.Result)
 			}
+		}
+	})
+
+	t.Run("task list shows a summary", func(t *testing.T) {
+		code, _, body := get(t, base+"/api/queues/default/completed_tasks")
+		if code != 200 {
+			t.Fatalf("GET completed tasks: %d %s", code, body)
+		}
+		var listed struct {
+			Tasks []struct {
+				Result string `json:"result"`
+			} `json:"tasks"`
+		}
+		if err := json.Unmarshal([]byte(body), &listed); err != nil || len(listed.Tasks) != 1 {
+			t.Fatalf("list JSON: %v\n%s", err, body)
+		}
+		want := "exit code 3 · 16.445 s\non worker-1, committed, 2 artifacts\nstderr: warning: dry run"
+		if got := listed.Tasks[0].Result; got != want {
+			t.Errorf("listed result:\n%s\nwant:\n%s", got, want)
 		}
 	})
 
@@ -96,7 +117,7 @@ func TestDashboard(t *testing.T) {
 			}
 		}
 		for name, payload := range map[string]string{"task": task.Payload, "list": listed.Tasks[0].Payload} {
-			for _, want := range []string{`"API_KEY":"<redacted>"`, `"path":"/in/notes.txt","content":"<40 bytes>"`, `"image":"alpine:3"`} {
+			for _, want := range []string{`env: {"API_KEY":"<redacted>"}`, `files: [{"path":"/in/notes.txt","content":"<40 bytes>"}]`, `image: "alpine:3"`} {
 				if !strings.Contains(payload, want) {
 					t.Errorf("%s payload lacks %s: %s", name, want, payload)
 				}
@@ -118,6 +139,48 @@ func TestDashboard(t *testing.T) {
 		} {
 			if !strings.Contains(body, want) {
 				t.Errorf("/metrics lacks %q", want)
+			}
+		}
+	})
+
+	t.Run("an archived invalid payload is shown redacted", func(t *testing.T) {
+		payload := `{"image":"alpine:3","command":["sh","-c","curl $API"],"env":{"API_KEY":"` + testSecret + `"},"token":"` + testSecret + `"}`
+		archived := archivedInvalid(t, redis.URL(), payload, `payload: json: unknown field "token"`)
+		code, _, detail := get(t, base+"/api/queues/default/tasks/"+archived)
+		if code != 200 {
+			t.Fatalf("GET task: %d %s", code, detail)
+		}
+		code, _, list := get(t, base+"/api/queues/default/archived_tasks")
+		if code != 200 {
+			t.Fatalf("GET archived tasks: %d %s", code, list)
+		}
+		var task struct {
+			Payload string `json:"payload"`
+			LastErr string `json:"error_message"`
+		}
+		var listed struct {
+			Tasks []struct {
+				Payload string `json:"payload"`
+			} `json:"tasks"`
+		}
+		if err := json.Unmarshal([]byte(detail), &task); err != nil {
+			t.Fatalf("task JSON: %v\n%s", err, detail)
+		}
+		if err := json.Unmarshal([]byte(list), &listed); err != nil || len(listed.Tasks) != 1 {
+			t.Fatalf("list JSON: %v\n%s", err, list)
+		}
+		want := "image: \"alpine:3\"\ncommand: [\"sh\",\"-c\",\"curl $API\"]\nenv: {\"API_KEY\":\"<redacted>\"}\ntoken: \"<redacted>\""
+		for name, got := range map[string]string{"task": task.Payload, "list": listed.Tasks[0].Payload} {
+			if got != want {
+				t.Errorf("%s payload:\n%s\nwant:\n%s", name, got, want)
+			}
+		}
+		if !strings.Contains(task.LastErr, `unknown field "token"`) {
+			t.Errorf("task's error %q, want the handler's", task.LastErr)
+		}
+		for name, body := range map[string]string{"task": detail, "list": list} {
+			if strings.Contains(body, testSecret) {
+				t.Errorf("%s JSON shows the secret:\n%s", name, body)
 			}
 		}
 	})

@@ -1,18 +1,27 @@
 // Command enqueue puts one agent:run task on bottleq's queue and, with
-// --wait, follows it to the end and exits with the agent's exit code.
+// --wait, follows it to the end and exits with the agent's exit code. Its
+// verbs act on a task by ID: status prints it, wait follows it, cancel
+// ends it for good.
 //
 //	enqueue [--redis URL] [--redis-ca FILE] [--tenant T] (--image IMG | --from REF)
 //	        [--env K=V]... [--allow-host HOST[:PORT]]... [--file LOCAL:GUEST]...
 //	        [--artifact GUEST]... [--workdir DIR] [--cpus N] [--mem MiB]
 //	        [--timeout DUR] [--no-commit] [--task-id ID] [--queue Q]
-//	        [--max-retry N] [--wait] -- CMD [ARG...]
+//	        [--max-retry N] [--wait [--wait-timeout DUR]] -- CMD [ARG...]
+//	enqueue status [--queue Q] [--json] ID
+//	enqueue wait   [--queue Q] [--wait-timeout DUR] ID
+//	enqueue cancel [--queue Q] [--wait-timeout DUR] ID
+//	enqueue -version
 //
 // REDIS_URL, REDIS_CA_FILE and BOTTLEQ_TENANT stand in for --redis,
 // --redis-ca and --tenant when those are not given.
 //
-// Everything is validated before it connects to Redis. A usage error exits
-// 2, any other failure 1, each with one line on stderr that never quotes an
-// env value. See `enqueue -h`.
+// Everything is validated before it connects to Redis. Exit codes: 0 done
+// (status: the task exists; cancel: it is cancelled); with --wait and wait,
+// the agent's exit code; 1 the task failed, was cancelled or is unknown, a
+// wait gave up, a cancel was not confirmed in time, or Redis failed; 2 a
+// usage error. Each error is one line on stderr that never quotes an env
+// value. See `enqueue -h`.
 //
 // It is a thin shell over the package enqueue: it must not run agents
 // itself.

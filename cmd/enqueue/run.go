@@ -8,11 +8,13 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
 
 	"github.com/bot-bottle/bottleq/enqueue"
+	"github.com/bot-bottle/bottleq/internal/cliflag"
 	"github.com/bot-bottle/bottleq/internal/redisurl"
 	"github.com/bot-bottle/bottleq/internal/validate"
 	"github.com/bot-bottle/bottleq/tasks"
@@ -29,11 +31,25 @@ const (
 const DefaultRedisURL = "redis://127.0.0.1:6379"
 
 const usageHead = `Usage: enqueue [flags] (--image IMG | --from REF) -- CMD [ARG...]
+       enqueue status [--queue Q] [--json] ID
+       enqueue wait   [--queue Q] [--wait-timeout D] ID
+       enqueue cancel [--queue Q] [--wait-timeout D] ID
+       enqueue -version
 
 Enqueues one bottleq agent:run task. Without --wait it prints the task ID.
 With --wait it reports each phase on stderr, then prints the agent's stdout
 and stderr, each artifact's place on the worker's host, and exits with the
-agent's exit code (1 if the task failed).
+agent's exit code.
+
+status prints a task's state, attempts, exit code, phases and result
+(--json: one JSON object). wait follows a task as --wait does. cancel ends
+a task for good: not retried, its VM deleted, its result cancelled. A task
+ID is looked up on --queue only (default "default"); each takes --redis and
+--redis-ca too. See enqueue status -h.
+
+Exit codes: 0 done; with --wait and wait, the agent's exit code; 1 the task
+failed, was cancelled or is unknown, a wait gave up (--wait-timeout, Ctrl-C),
+a cancel was not confirmed in time, or Redis failed; 2 a usage error.
 
 Flags:
 `
@@ -49,10 +65,12 @@ func usagef(format string, a ...any) error {
 
 // config is a parsed, validated command line.
 type config struct {
-	redis   asynq.RedisConnOpt
-	payload tasks.AgentRun
-	opts    enqueue.Options
-	wait    bool
+	redis       asynq.RedisConnOpt
+	payload     tasks.AgentRun
+	opts        enqueue.Options
+	wait        bool
+	waitTimeout time.Duration
+	version     bool
 }
 
 // envFlag collects --env entries; they are resolved and checked after
@@ -93,7 +111,40 @@ func newFlagSet(c *config, env *envFlag, files *listFlag, redisURL, redisCA, ten
 	fs.StringVar(&c.opts.Queue, "queue", tasks.DefaultQueue, "`queue` to put the task on")
 	fs.IntVar(maxRetry, "max-retry", tasks.DefaultMaxRetry, "retries of a failed delivery; 0 for none")
 	fs.BoolVar(&c.wait, "wait", false, "wait for the result, print the agent's output and exit with its exit code")
+	fs.DurationVar(&c.waitTimeout, "wait-timeout", 0, "with --wait, give up waiting after this `duration` (exit 1; the task runs on) (default 0: no limit)")
+	fs.BoolVar(&c.version, "version", false, "print the version and exit")
 	return fs
+}
+
+// redisOpt reads --redis and --redis-ca, or REDIS_URL and REDIS_CA_FILE.
+func redisOpt(redisURL, redisCA string, getenv func(string) string) (asynq.RedisConnOpt, error) {
+	redisFrom := "--redis"
+	if redisURL == "" {
+		redisURL, redisFrom = getenv("REDIS_URL"), "REDIS_URL"
+	}
+	if redisURL == "" {
+		redisURL = DefaultRedisURL
+	}
+	r, err := redisurl.Parse(redisURL)
+	if err != nil {
+		return nil, usagef("%s: %v", redisFrom, err)
+	}
+	caFrom := "--redis-ca"
+	if redisCA == "" {
+		redisCA, caFrom = getenv("REDIS_CA_FILE"), "REDIS_CA_FILE"
+	}
+	if r, err = redisurl.WithCA(r, redisCA); err != nil {
+		return nil, usagef("%s: %v", caFrom, err)
+	}
+	return r, nil
+}
+
+// checkQueue checks --queue.
+func checkQueue(q string) error {
+	if err := enqueue.ValidateQueue(q); err != nil {
+		return usagef("--queue: %v", err)
+	}
+	return nil
 }
 
 // parse reads and validates the command line; it does not touch Redis.
@@ -120,24 +171,13 @@ func parse(args []string, getenv func(string) string, help io.Writer) (config, e
 		}
 		return c, usagef("%v (see enqueue -h)", err)
 	}
+	if c.version {
+		return c, nil
+	}
 
-	redisFrom := "--redis"
-	if redisURL == "" {
-		redisURL, redisFrom = getenv("REDIS_URL"), "REDIS_URL"
-	}
-	if redisURL == "" {
-		redisURL = DefaultRedisURL
-	}
-	r, err := redisurl.Parse(redisURL)
+	r, err := redisOpt(redisURL, redisCA, getenv)
 	if err != nil {
-		return c, usagef("%s: %v", redisFrom, err)
-	}
-	caFrom := "--redis-ca"
-	if redisCA == "" {
-		redisCA, caFrom = getenv("REDIS_CA_FILE"), "REDIS_CA_FILE"
-	}
-	if r, err = redisurl.WithCA(r, redisCA); err != nil {
-		return c, usagef("%s: %v", caFrom, err)
+		return c, err
 	}
 	c.redis = r
 
@@ -212,11 +252,19 @@ func parse(args []string, getenv func(string) string, help io.Writer) (config, e
 	default:
 		c.opts.MaxRetry = maxRetry
 	}
-	if strings.TrimSpace(c.opts.Queue) == "" {
-		return c, usagef("--queue: must not be empty")
+	if err := checkQueue(c.opts.Queue); err != nil {
+		return c, err
 	}
-	if c.opts.TaskID != "" && strings.TrimSpace(c.opts.TaskID) != c.opts.TaskID {
-		return c, usagef("--task-id: must not be blank or start or end with white space")
+	if c.opts.TaskID != "" {
+		if err := checkID(c.opts.TaskID); err != nil {
+			return c, usagef("--task-id: %v", err)
+		}
+	}
+	switch {
+	case c.waitTimeout < 0:
+		return c, usagef("--wait-timeout: must not be negative")
+	case c.waitTimeout > 0 && !c.wait:
+		return c, usagef("--wait-timeout: only with --wait")
 	}
 	return c, nil
 }
@@ -242,9 +290,13 @@ func flagOf(field string) string {
 }
 
 // Run is the whole command: it parses args, enqueues, and with --wait
-// follows the task. It returns the exit code: 0, 1 or 2 of its own, or with
-// --wait the agent's exit code.
+// follows the task, or runs the verb args name (status, wait, cancel). It
+// returns the exit code: 0, 1 or 2 of its own, or with --wait and wait the
+// agent's exit code.
 func Run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	if v, rest, ok := verbOf(args); ok {
+		return runVerb(ctx, v, rest, getenv, stdout, stderr)
+	}
 	c, err := parse(args, getenv, stdout)
 	var ue *usageError
 	switch {
@@ -254,6 +306,9 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return fail(stderr, exitUsage, "%v", err)
 	case err != nil:
 		return fail(stderr, exitFail, "%v", err)
+	case c.version:
+		fmt.Fprintln(stdout, cliflag.VersionLine("enqueue"))
+		return exitOK
 	}
 
 	client := enqueue.New(c.redis)
@@ -269,44 +324,70 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprintln(stdout, info.ID)
 		return exitOK
 	}
-	return wait(ctx, client, info, c.payload.Tenant, stdout, stderr)
+	fmt.Fprintf(stderr, "bottleq: task %s: enqueued on queue %s\n", info.ID, info.Queue)
+	return wait(ctx, client, info.Queue, info.ID, c.payload.Tenant, c.waitTimeout, stdout, stderr)
 }
 
 // wait follows the task to its end and hands on the agent's output and
-// exit code. tenant is the payload's, empty for the default.
-func wait(ctx context.Context, client *enqueue.Client, info *asynq.TaskInfo, tenant string, stdout, stderr io.Writer) int {
-	fmt.Fprintf(stderr, "bottleq: task %s: enqueued on queue %s\n", info.ID, info.Queue)
-	out, err := client.Wait(ctx, info.Queue, info.ID, func(r tasks.Result) {
+// exit code. tenant is the payload's, empty for the default or unknown;
+// timeout, if not zero, bounds the wait.
+func wait(ctx context.Context, client *enqueue.Client, queue, id, tenant string, timeout time.Duration, stdout, stderr io.Writer) int {
+	waitCtx := ctx
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		waitCtx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	var mu sync.Mutex // the progress lines and the pending notice share stderr
+	say := func(format string, a ...any) {
+		mu.Lock()
+		defer mu.Unlock()
+		fmt.Fprintf(stderr, format, a...)
+	}
+	stopWatch := watchPending(waitCtx, client, queue, id, say)
+	out, err := client.Wait(waitCtx, queue, id, func(r tasks.Result) {
 		if r.Attempt > 1 {
-			fmt.Fprintf(stderr, "bottleq: task %s: %s (attempt %d)\n", info.ID, r.Phase, r.Attempt)
+			say("bottleq: task %s: %s (attempt %d)\n", id, r.Phase, r.Attempt)
 			return
 		}
-		fmt.Fprintf(stderr, "bottleq: task %s: %s\n", info.ID, r.Phase)
+		say("bottleq: task %s: %s\n", id, r.Phase)
 	})
+	stopWatch()
 	var failed *enqueue.TaskFailedError
 	switch {
+	case errors.Is(err, enqueue.ErrCancelled):
+		return fail(stderr, exitFail, "task %s was cancelled (%s)", id, cancelledBy(out))
 	case errors.As(err, &failed):
-		return fail(stderr, exitFail, "task %s failed: %s", info.ID, failed.LastErr)
-	case ctx.Err() != nil && errors.Is(err, ctx.Err()):
-		return fail(stderr, exitFail, "stopped waiting for task %s (%v); it keeps running", info.ID, err)
+		return fail(stderr, exitFail, "task %s failed: %s", id, failed.LastErr)
+	case errors.Is(err, enqueue.ErrNotFound):
+		return fail(stderr, exitFail, "%s", notFound(queue, id))
+	case waitCtx.Err() != nil && errors.Is(err, waitCtx.Err()):
+		why := "stopped waiting"
+		if ctx.Err() == nil {
+			why = "gave up waiting after " + timeout.String() + " (--wait-timeout)"
+		}
+		return fail(stderr, exitFail, "%s: %s", why, stillThere(ctx, client, queue, id, out))
 	case err != nil:
 		return fail(stderr, exitFail, "%v", strings.TrimPrefix(err.Error(), "enqueue: "))
 	}
 	r := out.Result
 	if r.State != tasks.StateDone {
-		return fail(stderr, exitFail, "task %s completed without a result", info.ID)
+		return fail(stderr, exitFail, "task %s completed without a result", id)
+	}
+	if tenant == "" && r.Tenant != tasks.DefaultTenant {
+		tenant = r.Tenant // wait ID: the result says whose the task was
 	}
 	_, _ = io.WriteString(stdout, r.Stdout)
 	_, _ = io.WriteString(stderr, r.Stderr)
 	if r.TimedOut {
-		fmt.Fprintf(stderr, "bottleq: task %s: the command timed out\n", info.ID)
+		fmt.Fprintf(stderr, "bottleq: task %s: the command timed out\n", id)
 	}
 	if r.Commit != "" {
 		sameTenant := ""
 		if tenant != "" {
 			sameTenant = " --tenant " + tenant // another tenant cannot start from it
 		}
-		fmt.Fprintf(stderr, "bottleq: commit: %s on %s (use --from %s%s%s)\n", r.Commit, r.Host, tasks.FromTaskPrefix, info.ID, sameTenant)
+		fmt.Fprintf(stderr, "bottleq: commit: %s on %s (use --from %s%s%s)\n", r.Commit, r.Host, tasks.FromTaskPrefix, id, sameTenant)
 	}
 	if r.Egress != nil {
 		for _, e := range r.Egress.Entries {

@@ -40,6 +40,19 @@ type callRecord struct {
 	Exit  int    `json:"exit"`
 	MS    int64  `json:"ms"`
 	Fault bool   `json:"fault,omitempty"`
+	// Created is what a successful `machine create` made.
+	Created *createdRecord `json:"created,omitempty"`
+}
+
+// createdRecord is the part of a created machine that says what it may use:
+// its resources and its egress, the allow-list included (which `status
+// --json` never shows). Tests read it to check what a worker asked for.
+type createdRecord struct {
+	CPUs         int      `json:"cpus"`
+	MemoryMiB    int      `json:"memory_mib"`
+	Network      bool     `json:"network"`
+	AllowedCIDRs []string `json:"allowed_cidrs,omitempty"`
+	DNS          string   `json:"dns,omitempty"`
 }
 
 // run is the whole program; main only wires it to the process.
@@ -234,9 +247,10 @@ const helpText = `smolvm-sim: a TEST DOUBLE of the smolvm CLI. It gives NO isola
 
 It accepts the argv bottleq sends (names positional up to 1.0.1):
   --version
-  pack create (--image IMAGE | --from-vm NAME) -o OUT
+  pack create (--image IMAGE | --from-vm NAME) [--cpus N] [--mem MIB] -o OUT
   machine create (--name NAME | NAME) [--from FILE] [--cpus N] [--mem MIB] [--net]
-                 [--allow-cidr CIDR]... [-e KEY=VALUE]... [--label K=V]... [--dns IP]
+                 [--allow-cidr CIDR]... [--outbound-localhost-only] [--dns IPV4]
+                 [--label K=V]... [-e KEY=VALUE]...
   machine start|stop --name NAME
   machine delete (--name NAME | NAME) -f
   machine exec --name NAME [-e KEY=VALUE]... [-w DIR] [--timeout DUR] [--stream] -- COMMAND...

@@ -50,9 +50,13 @@ func (a *app) create(args []string) error {
 		}
 		m.Labels[k] = v
 	}
+	if p.has(flagLocal.long) {
+		cidrs = append(cidrs, "127.0.0.0/8", "::1/128")
+	}
 	if p.has("dns") {
-		if _, err := netip.ParseAddr(p.get("dns")); err != nil {
-			return usagef("invalid value '%s' for '%s': invalid IP address syntax", p.get("dns"), flagDNS.display())
+		// An Ipv4Addr in clap: an IPv6 address is a parse error too.
+		if a, err := netip.ParseAddr(p.get("dns")); err != nil || !a.Is4() {
+			return usagef("invalid value '%s' for '%s': invalid IPv4 address syntax", p.get("dns"), flagDNS.display())
 		}
 		m.DNS = p.get("dns")
 	}
@@ -67,11 +71,15 @@ func (a *app) create(args []string) error {
 	if m.CPUs == 0 || m.MemoryMiB == 0 {
 		return configErr("create machine", "--cpus and --mem must be greater than 0")
 	}
-	m.Network, m.AllowedCIDRs, m.Env = p.has("net") || len(cidrs) > 0, cidrs, p.all("env")
+	m.AllowedCIDRs, m.Env = cidrs, p.all("env")
 	if p.has("from") {
 		if err := a.inherit(m, p.get("from"), p.has("net")); err != nil {
 			return err
 		}
+	} else {
+		// Without --from an allow-list (--outbound-localhost-only's
+		// included) or --dns implies --net.
+		m.Network = p.has("net") || len(cidrs) > 0 || m.DNS != ""
 	}
 
 	if err := a.gate("create"); err != nil {
@@ -115,17 +123,22 @@ func (a *app) create(args []string) error {
 	if err != nil {
 		return err
 	}
+	a.call.Created = &createdRecord{CPUs: m.CPUs, MemoryMiB: m.MemoryMiB, Network: m.Network, AllowedCIDRs: m.AllowedCIDRs, DNS: m.DNS}
 	fmt.Fprintf(a.stdout, "Created machine: %s\n  CPUs: %d, Memory: %d MiB\n", m.Name, m.CPUs, m.MemoryMiB)
 	fmt.Fprintf(a.stdout, "\nUse 'smolvm machine start --name %s' to start the machine.\n", m.Name)
 	fmt.Fprintf(a.stdout, "Then 'smolvm machine exec --name %s -- <command>' to run commands.\n", m.Name)
 	return nil
 }
 
-// inherit fills m from the pack at from (docs/smolvm.md, "Network policy"
-// and "Pack files and names"): its image and env (create's -e after it),
-// its cpus and mem unless the flags differ from the defaults, and its
-// network. Before 1.8.0 the --from path drops --allow-cidr: the machine has
-// network if the pack or --net says so, and no allow-list at all.
+// inherit fills m from the pack at from (docs/smolvm.md, "machine create",
+// "Network policy" and "Pack files and names"): its image and env (create's
+// -e after it), its cpus and mem unless the flags differ from smolvm's
+// defaults (asking for exactly the default cannot override the pack), and
+// its network. From 1.8.0 the allow-list flags (--allow-cidr,
+// --outbound-localhost-only) apply and imply a network; before, the --from
+// path drops them without a word: the machine has a network if the pack or
+// --net says so, and no allow-list at all. --dns never turns a network on
+// here.
 func (a *app) inherit(m *machine, from string, net bool) error {
 	var err error
 	if m.From, err = filepath.Abs(from); err != nil {
@@ -146,7 +159,7 @@ func (a *app) inherit(m *machine, from string, net bool) error {
 		m.MemoryMiB = src.Mem
 	}
 	if a.ver.atLeast(1, 8, 0) {
-		m.Network = src.Network || m.Network
+		m.Network = src.Network || net || len(m.AllowedCIDRs) > 0
 	} else {
 		m.Network, m.AllowedCIDRs = src.Network || net, nil
 	}

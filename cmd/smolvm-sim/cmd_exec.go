@@ -2,7 +2,9 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -63,7 +65,7 @@ func (a *app) exec(args []string) error {
 	cmd := exec.Command(command[0], command[1:]...)
 	cmd.Dir, cmd.Env = dir, env
 	cmd.SysProcAttr = guestAttr()
-	return a.runGuest(cmd, p.has("stream"), timeout)
+	return a.runGuest(cmd, m.Image != "", p.has("stream"), timeout)
 }
 
 // running loads a machine that exec/cp may use: it must exist and be running
@@ -93,8 +95,10 @@ func (a *app) running(name string, checkReady bool) (*machine, *store, error) {
 
 // runGuest runs cmd to completion with stdin from /dev/null, enforcing the
 // timeout and killing the guest's process group if the simulator itself is
-// told to stop.
-func (a *app) runGuest(cmd *exec.Cmd, stream bool, timeout time.Duration) error {
+// told to stop. container says the machine has an image: a command that
+// cannot be started is then the container runtime's non-zero exit, a guest
+// result (docs/smolvm.md, machine exec), not smolvm's own failure.
+func (a *app) runGuest(cmd *exec.Cmd, container, stream bool, timeout time.Duration) error {
 	overflow := make(chan struct{})
 	var once sync.Once
 	onOver := func() { once.Do(func() { close(overflow) }) }
@@ -115,7 +119,16 @@ func (a *app) runGuest(cmd *exec.Cmd, stream bool, timeout time.Duration) error 
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sigs)
 	if err := cmd.Start(); err != nil {
-		return agentErr("vm exec", "failed to spawn command: "+err.Error())
+		if !container {
+			return agentErr("vm exec", "failed to spawn command: "+err.Error())
+		}
+		// A shell's codes: 126 found but not runnable, 127 not found. The
+		// wording is the runtime's, never smolvm's "Error: " shape.
+		fmt.Fprintf(a.stderr, "exec %s: %v\n", cmd.Args[0], errors.Unwrap(err))
+		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, fs.ErrNotExist) {
+			return exitStatus(127)
+		}
+		return exitStatus(126)
 	}
 	done := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(done) }()
@@ -147,7 +160,10 @@ func (a *app) runGuest(cmd *exec.Cmd, stream bool, timeout time.Duration) error 
 		_, _ = a.stderr.Write(stderr.Bytes())
 	}
 	if timedOut {
-		if a.ver.atLeast(0, 8, 1) { // v0.8.0's bare-VM path added no text
+		switch {
+		case container:
+			fmt.Fprintln(a.stderr, "container timed out")
+		case a.ver.atLeast(0, 8, 1): // v0.8.0's bare-VM path added no text
 			fmt.Fprintf(a.stderr, "\ncommand timed out after %dms\n", timeout.Milliseconds())
 		}
 		return exitStatus(124)

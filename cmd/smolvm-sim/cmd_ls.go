@@ -17,7 +17,7 @@ type machineView struct {
 	Image     *string            `json:"image"`
 	Ephemeral bool               `json:"ephemeral"`
 	Network   bool               `json:"network"`
-	Labels    *map[string]string `json:"labels,omitempty"` // from 1.9.0, {} when there are none
+	Labels    *map[string]string `json:"labels,omitempty"` // from 1.8.0, {} when there are none
 }
 
 func (a *app) view(m *machine) machineView {
@@ -28,7 +28,7 @@ func (a *app) view(m *machine) machineView {
 	if m.Image != "" {
 		v.Image = &m.Image
 	}
-	if a.ver.atLeast(1, 9, 0) {
+	if a.ver.atLeast(1, 8, 0) {
 		labels := m.Labels
 		if labels == nil {
 			labels = map[string]string{}

@@ -32,11 +32,20 @@ func (a *app) pack(args []string) error {
 	case !p.has("output"):
 		return missing("--output <OUTPUT>")
 	}
+	m := &manifest{Format: manifestFormat, Image: image}
+	if m.CPUs, err = uintFlag(p, flagCPUs, defaultCPUs, 255); err != nil {
+		return err
+	}
+	if m.Mem, err = uintFlag(p, flagMem, defaultMemoryMiB, 1<<32-1); err != nil {
+		return err
+	}
+	if m.CPUs == 0 || m.Mem == 0 {
+		return notSimulated("pack create --cpus 0 or --mem 0")
+	}
 	if a.ver.atLeast(1, 7, 0) && strings.HasSuffix(out, ".smolmachine") {
 		// From 1.7.0; smolvm's exact wording is not known.
 		return configErr("pack", fmt.Sprintf("output path '%s' must not end in .smolmachine: -o names the executable and '%s.smolmachine' is written next to it", out, out))
 	}
-	m := &manifest{Format: manifestFormat, Image: image, CPUs: defaultCPUs, Mem: defaultMemoryMiB}
 	op := "pack-image"
 	if p.has("from-vm") {
 		op = "pack-vm"
@@ -69,7 +78,8 @@ func (a *app) pack(args []string) error {
 		case !vm.StartedOnce:
 			return agentErr("pack from VM", fmt.Sprintf("overlay disk not found for VM '%s' at %s. The VM may not have been started yet.", fromVM, st.root(fromVM)))
 		}
-		// The pack carries the machine's --net, never its allow-list.
+		// The pack carries the machine's network flag, never its
+		// allow-list; its cpus and mem are pack create's.
 		m.Image, m.Network, m.Env = vm.Image, vm.Network, vm.Env
 		if err := a.writePack(out, m, st.root(fromVM)); err != nil {
 			return agentErr("pack from VM", err.Error())

@@ -36,7 +36,8 @@
 // STATE/machines/NAME.json holds one record per machine, STATE/roots/NAME/ is
 // the guest root, STATE/counters.json the fault counters and STATE/calls.jsonl
 // one JSON line per invocation (op, machine name, image, exit code, duration;
-// never environment values). Every read-modify-write of state happens under
+// for a successful create, the machine's cpus, memory, network, allow-list
+// and DNS; never environment values). Every read-modify-write of state happens under
 // an exclusive flock on STATE/lock; the lock is never held while a guest
 // command runs or while sleeping for injected latency.
 //
@@ -49,11 +50,16 @@
 //
 // # What it accepts
 //
-// Only the argv bottleq sends (smolvm/argv.go), in each release's dialect,
-// and create's --cpus, --mem, --label and --dns. smolvm's other flags and
-// forms (volumes, ports, exec -i/-t/-d, a command without --name, delete
-// without -f, ls without --json, …) are parse errors here, so that a flag
-// new to bottleq fails loudly until the simulator learns it. The
-// conformance suite (smolvm/conformance_test.go) runs the same checks
-// against the simulator and against a real smolvm.
+// Only the argv bottleq sends (smolvm/argv.go), in each release's dialect
+// (create's --cpus, --mem, --allow-cidr, --outbound-localhost-only, --dns
+// and --label included), and pack create's --cpus and --mem, with which a
+// test writes a pack whose manifest asks for more than a worker allows; a
+// pack with network on is a commit of a machine created with --net, as in
+// smolvm. A machine created --from a pack inherits its manifest as
+// docs/smolvm.md says. smolvm's other flags and forms (volumes, ports, exec
+// -i/-t/-d, a command without --name, delete without -f, ls without --json,
+// …) are parse errors here, so that a flag new to bottleq fails loudly
+// until the simulator learns it. The conformance suite
+// (smolvm/conformance_test.go) runs the same checks against the simulator
+// and against a real smolvm.
 package main

@@ -50,6 +50,25 @@ func TestExecErrors(t *testing.T) {
 	s.fails(1, notRunning, "machine", "exec", "--name", "m", "--", "true")
 }
 
+// TestExecContainer: on a machine with an image (every machine bottleq
+// makes) a command that cannot start is the container runtime's exit, 127
+// or 126, with no "Error: " line; a timeout says "container timed out".
+func TestExecContainer(t *testing.T) {
+	t.Parallel()
+	s := newProcSim(t, "1.9.3")
+	s.running("c", "--from", s.pack("alpine:3"))
+	for cmd, code := range map[string]int{"no-such-command-smolvm-sim": 127, "/nonexistent/agent": 127, "/": 126} {
+		r := s.run("machine", "exec", "--name", "c", "--", cmd)
+		if r.code != code || strings.Contains(r.stderr, "Error:") || !strings.Contains(r.stderr, cmd) {
+			t.Errorf("%s: exit %d stderr %q; want %d and the runtime's line", cmd, r.code, r.stderr, code)
+		}
+	}
+	r := s.run("machine", "exec", "--name", "c", "--timeout", "200ms", "--", "sleep", "30")
+	if r.code != 124 || r.stderr != "container timed out\n" {
+		t.Errorf("timeout: exit %d stderr %q; want 124 and \"container timed out\"", r.code, r.stderr)
+	}
+}
+
 func TestExecOutput(t *testing.T) {
 	t.Parallel()
 	s := newProcSim(t, "1.9.3")

@@ -55,6 +55,8 @@ func TestCreateErrors(t *testing.T) {
 		}
 		s.fails(1, "Error: config operation failed: create machine:", s.create("c0", "--cpus", "0")...)
 		s.fails(1, "Error: config operation failed: create machine:", s.create("m0", "--mem", "0")...)
+		s.fails(2, "error: invalid value '256' for '--cpus <CPUS>'", s.create("c0", "--cpus", "256")...)
+		s.fails(2, "error: invalid value '4294967296' for '--mem <MEM>'", s.create("m0", "--mem", "4294967296")...)
 		s.fails(1, "Error: config operation failed: create from .smolmachine: file not found: /nonexistent.smolmachine",
 			s.create("f", "--from", "/nonexistent.smolmachine")...)
 		stub := strings.TrimSuffix(s.pack("alpine"), ".smolmachine")
@@ -145,9 +147,14 @@ func TestPackCreate(t *testing.T) {
 	if info, err := os.Stat(out); err != nil || info.Mode().Perm() != 0o755 {
 		t.Errorf("stub: %v %v", info, err)
 	}
-	if m, err := readManifest(out + ".smolmachine"); err != nil || m.Image != "alpine:3" || m.Network || m.CPUs != defaultCPUs {
+	if m, err := readManifest(out + ".smolmachine"); err != nil || m.Image != "alpine:3" || m.Network || m.CPUs != defaultCPUs || m.Mem != defaultMemoryMiB {
 		t.Errorf("manifest %+v, %v", m, err)
 	}
+	s.ok("pack", "create", "--image", "alpine:3", "--cpus", "3", "--mem", "3072", "-o", out+"-r")
+	if m, err := readManifest(out + "-r.smolmachine"); err != nil || m.CPUs != 3 || m.Mem != 3072 {
+		t.Errorf("pack --cpus 3 --mem 3072: manifest %+v, %v", m, err)
+	}
+	s.fails(2, "error: invalid value '256' for '--cpus <CPUS>'", "pack", "create", "--image", "alpine", "--cpus", "256", "-o", out+"-x")
 
 	s.ok(s.create("fresh")...)
 	s.fails(1, "The VM may not have been started yet.", "pack", "create", "--from-vm", "fresh", "-o", out+"-x")
@@ -244,7 +251,8 @@ func TestFromAllowCIDR(t *testing.T) {
 
 // TestManifestInheritance: a machine created --from a pack takes its
 // image, env (create's -e after it), network, and cpus and mem unless the
-// flags differ from the defaults.
+// flags differ from smolvm's defaults: --cpus 4 and --mem 8192 cannot
+// override a pack that says otherwise.
 func TestManifestInheritance(t *testing.T) {
 	t.Parallel()
 	s := newSim(t, "1.9.3")
@@ -260,6 +268,7 @@ func TestManifestInheritance(t *testing.T) {
 		{nil, 2, 512},
 		{[]string{"--cpus", "4", "--mem", "8192"}, 2, 512}, // the defaults do not override
 		{[]string{"--cpus", "1", "--mem", "1024"}, 1, 1024},
+		{[]string{"--cpus", "8", "--mem", "8192"}, 8, 512},
 	}
 	for i, tt := range tests {
 		name := "m" + string(rune('0'+i))
@@ -269,6 +278,111 @@ func TestManifestInheritance(t *testing.T) {
 			t.Errorf("%v: %+v; want cpus %d mem %d", tt.flags, m, tt.cpus, tt.mem)
 		}
 	}
+}
+
+// hungryPack makes, as a test would with smolvm itself, a pack whose
+// manifest says network on, 255 CPUs and 1 TiB: a commit (pack --from-vm
+// --cpus 255 --mem 1048576) of a machine created with --net.
+func hungryPack(s *sim) string {
+	s.t.Helper()
+	s.running("hungry-src", "--from", s.pack("alpine:3"), "--net")
+	s.ok("machine", "stop", "--name", "hungry-src")
+	out := filepath.Join(s.t.TempDir(), "hungry")
+	s.ok("pack", "create", "--from-vm", "hungry-src", "--cpus", "255", "--mem", "1048576", "-o", out)
+	s.ok(s.del("hungry-src")...)
+	return out + ".smolmachine"
+}
+
+// TestHungryPack: a networked commit packed with --cpus 255 --mem 1048576
+// gives machines created from it without flags a network, 255 CPUs and
+// 1 TiB; --cpus/--mem other than the defaults override the resources;
+// --outbound-localhost-only restricts the network from 1.8.0 and is dropped
+// before, where nothing takes the pack's network away.
+func TestHungryPack(t *testing.T) {
+	t.Parallel()
+	for _, v := range []string{"0.8.0", "1.7.0", "1.8.0", "1.9.3"} {
+		s := newSim(t, v)
+		pack := hungryPack(s)
+		if m, err := readManifest(pack); err != nil || !m.Network || m.CPUs != 255 || m.Mem != 1<<20 || m.Image != "alpine:3" {
+			t.Fatalf("%s: manifest %+v, %v", v, m, err)
+		}
+		s.ok(s.create("plain", "--from", pack)...)
+		if m := s.record("plain"); !m.Network || m.CPUs != 255 || m.MemoryMiB != 1<<20 || len(m.AllowedCIDRs) != 0 {
+			t.Errorf("%s: no flags: %+v; want the pack's network, 255 CPUs, 1 TiB", v, m)
+		}
+		s.ok(s.create("capped", "--from", pack, "--cpus", "2", "--mem", "2048")...)
+		if m := s.record("capped"); m.CPUs != 2 || m.MemoryMiB != 2048 {
+			t.Errorf("%s: --cpus 2 --mem 2048: %+v", v, m)
+		}
+		s.ok(s.create("dflt", "--from", pack, "--cpus", "4", "--mem", "8192")...)
+		if m := s.record("dflt"); m.CPUs != 255 || m.MemoryMiB != 1<<20 {
+			t.Errorf("%s: --cpus 4 --mem 8192 overrode the pack: %+v", v, m)
+		}
+		s.ok(s.create("local", "--from", pack, "--cpus", "2", "--mem", "2048", "--outbound-localhost-only")...)
+		var want []string
+		if v == "1.8.0" || v == "1.9.3" {
+			want = []string{"127.0.0.0/8", "::1/128"}
+		}
+		if m := s.record("local"); !m.Network || !reflect.DeepEqual(m.AllowedCIDRs, want) {
+			t.Errorf("%s: --outbound-localhost-only: network %v cidrs %v; want true %v", v, m.Network, m.AllowedCIDRs, want)
+		}
+	}
+}
+
+// TestLocalhostOnly: --outbound-localhost-only makes the allow-list
+// 127.0.0.0/8 and ::1/128 and gives the machine a network, except on the
+// --from path before 1.8.0, which drops it; the calls log records what
+// create made, allow-list included.
+func TestLocalhostOnly(t *testing.T) {
+	t.Parallel()
+	loop := []string{"127.0.0.0/8", "::1/128"}
+	for _, tt := range []struct {
+		version string
+		net     bool
+		cidrs   []string
+	}{{"0.8.0", false, nil}, {"1.7.0", false, nil}, {"1.8.0", true, loop}, {"1.9.3", true, loop}} {
+		s := newSim(t, tt.version)
+		s.ok(s.create("from", "--from", s.pack("alpine"), "--outbound-localhost-only")...)
+		if m := s.record("from"); m.Network != tt.net || !reflect.DeepEqual(m.AllowedCIDRs, tt.cidrs) {
+			t.Errorf("%s --from: network %v cidrs %v; want %v %v", tt.version, m.Network, m.AllowedCIDRs, tt.net, tt.cidrs)
+		}
+		s.ok(s.create("bare", "--outbound-localhost-only")...)
+		if m := s.record("bare"); !m.Network || !reflect.DeepEqual(m.AllowedCIDRs, loop) {
+			t.Errorf("%s without --from: network %v cidrs %v", tt.version, m.Network, m.AllowedCIDRs)
+		}
+		var logged []*createdRecord
+		for _, c := range s.calls() {
+			if c.Op == "machine create" {
+				logged = append(logged, c.Created)
+			}
+		}
+		want := []*createdRecord{
+			{CPUs: defaultCPUs, MemoryMiB: defaultMemoryMiB, Network: tt.net, AllowedCIDRs: tt.cidrs},
+			{CPUs: defaultCPUs, MemoryMiB: defaultMemoryMiB, Network: true, AllowedCIDRs: loop},
+		}
+		if !reflect.DeepEqual(logged, want) {
+			t.Errorf("%s calls log: %+v; want %+v", tt.version, logged, want)
+		}
+	}
+}
+
+// TestDNS: --dns takes an IPv4 address only (from 1.9.3 in the simulator);
+// it turns a network on without --from, and not on the --from path.
+func TestDNS(t *testing.T) {
+	t.Parallel()
+	s := newSim(t, "1.9.3")
+	s.fails(2, "error: invalid value '::1' for '--dns <DNS>': invalid IPv4 address syntax", s.create("v6", "--dns", "::1")...)
+	s.fails(2, "error: invalid value 'dns.example' for '--dns <DNS>'", s.create("name", "--dns", "dns.example")...)
+	s.ok(s.create("from", "--from", s.pack("alpine"), "--dns", "192.0.2.1")...)
+	if m := s.record("from"); m.Network || m.DNS != "192.0.2.1" {
+		t.Errorf("--from --dns: %+v; want no network", m)
+	}
+	s.ok(s.create("bare", "--dns", "192.0.2.1")...)
+	if m := s.record("bare"); !m.Network {
+		t.Errorf("--dns without --from: %+v; want a network", m)
+	}
+	old := newSim(t, "1.8.0")
+	old.fails(2, "error: unexpected argument '--dns' found", old.create("d", "--dns", "192.0.2.1")...)
 }
 
 // TestFromSourceLifetime: ≤ 0.9.0 reads the .smolmachine at every start;
@@ -323,14 +437,17 @@ func TestLsStatus(t *testing.T) {
 		t.Errorf("status --json %v (%v); want %v", st, err, b)
 	}
 
-	old := newSim(t, "1.8.0")
-	old.ok(old.create("a")...)
-	var oldView map[string]any
-	if err := json.Unmarshal([]byte(old.ok("machine", "status", "--name", "a", "--json").stdout), &oldView); err != nil {
-		t.Fatal(err)
-	}
-	if _, ok := oldView["labels"]; ok {
-		t.Errorf("1.8.0 JSON has labels: %v", oldView)
+	// labels appear with --label, at 1.8.0: {} for a machine without any.
+	for v, want := range map[string]bool{"1.7.0": false, "1.8.0": true} {
+		old := newSim(t, v)
+		old.ok(old.create("a")...)
+		var view map[string]any
+		if err := json.Unmarshal([]byte(old.ok("machine", "status", "--name", "a", "--json").stdout), &view); err != nil {
+			t.Fatal(err)
+		}
+		if labels, ok := view["labels"]; ok != want || (ok && len(labels.(map[string]any)) != 0) {
+			t.Errorf("%s JSON labels %v (present %v); want present %v and empty", v, labels, ok, want)
+		}
 	}
 }
 

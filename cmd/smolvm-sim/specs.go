@@ -1,10 +1,11 @@
 package main
 
 // The argv each subcommand accepts: what bottleq sends (smolvm/argv.go), in
-// the releases that have it, plus create's --cpus, --mem, --label and
-// --dns, the limits a contained machine may carry. smolvm has many more
-// flags and forms; here they are parse errors (exit 2), so that a flag new
-// to bottleq's argv fails loudly until the simulator learns it.
+// the releases that have it, plus pack create's --cpus and --mem, which
+// tests use to write a pack whose manifest asks for more than a worker
+// allows. smolvm has many more flags and forms; here they are parse errors
+// (exit 2), so that a flag new to bottleq's argv fails loudly until the
+// simulator learns it.
 
 var (
 	flagName    = flagSpec{long: "name", value: "NAME"}
@@ -15,24 +16,30 @@ var (
 	flagForce   = flagSpec{long: "force", short: 'f'}
 	flagLabel   = flagSpec{long: "label", value: "LABEL", multi: true}
 	flagDNS     = flagSpec{long: "dns", value: "DNS"}
+	flagLocal   = flagSpec{long: "outbound-localhost-only"}
 	flagTimeout = flagSpec{long: "timeout", value: "TIMEOUT"}
 	flagMode    = flagSpec{long: "mode", value: "MODE"}
 )
 
-// packFlags: `pack create (--image IMAGE | --from-vm NAME) -o OUT`.
+// packFlags: `pack create (--image IMAGE | --from-vm NAME) [--cpus N]
+// [--mem MIB] -o OUT`. bottleq never sends --cpus or --mem here; they set
+// the resources the pack's manifest asks for.
 var packFlags = []flagSpec{
 	{long: "image", value: "IMAGE"},
 	{long: "from-vm", value: "VM_NAME"},
 	{long: "output", short: 'o', value: "OUTPUT"},
+	flagCPUs, flagMem,
 }
 
 // createFlags: `machine create [--name NAME] [--from FILE] [--cpus N]
-// [--mem MIB] [--net] [--allow-cidr CIDR]... [-e K=V]... [NAME]`, the name
-// positional up to 1.0.1 and --name from 1.0.2.
+// [--mem MIB] [--net] [--allow-cidr CIDR]... [--outbound-localhost-only]
+// [--dns IPV4] [--label K=V]... [-e K=V]... [NAME]`, the name positional up
+// to 1.0.1 and --name from 1.0.2. --outbound-localhost-only exists in every
+// release read (what it does on the --from path changed at 1.8.0).
 func (a *app) createFlags() []flagSpec {
 	f := []flagSpec{
 		{long: "from", value: "FROM"}, flagCPUs, flagMem, {long: "net"},
-		{long: "allow-cidr", value: "CIDR", multi: true}, flagEnv,
+		{long: "allow-cidr", value: "CIDR", multi: true}, flagLocal, flagEnv,
 	}
 	if a.named() {
 		f = append(f, flagName)

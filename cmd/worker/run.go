@@ -66,6 +66,8 @@ type config struct {
 	maxArtifact   byteSize
 	maxArtifacts  byteSize
 	registries    registryList
+	vmCPUs        int
+	vmMemMiB      int
 }
 
 // envFallbacks maps each flag to the environment variable that sets it when
@@ -85,6 +87,8 @@ var envFallbacks = []cliflag.Env{
 	{"egress-deny", "BOTTLEQ_EGRESS_DENY"},
 	{"egress-allow-loopback-for-tests", "BOTTLEQ_EGRESS_ALLOW_LOOPBACK_FOR_TESTS"},
 	{"allow-unenforced-egress", "BOTTLEQ_ALLOW_UNENFORCED_EGRESS"},
+	{"vm-cpus", "BOTTLEQ_VM_CPUS"},
+	{"vm-mem", "BOTTLEQ_VM_MEM"},
 	{"concurrency", "BOTTLEQ_CONCURRENCY"},
 	{"queues", "BOTTLEQ_QUEUES"},
 	{"strict-priority", "BOTTLEQ_STRICT_PRIORITY"},
@@ -124,6 +128,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.Var(&c.egressDeny, "egress-deny", "a range no task may reach through the bundled proxy, whatever its allow_hosts say: CIDR or IP, comma-separated (repeatable)")
 	fs.BoolVar(&c.egressLoop, "egress-allow-loopback-for-tests", false, "TESTS ONLY: let tasks reach loopback addresses through the bundled proxy")
 	fs.BoolVar(&c.unenforced, "allow-unenforced-egress", false, "allow -proxy with smolvm < 1.8.0, which does NOT restrict egress of VMs created from a pack")
+	fs.IntVar(&c.vmCPUs, "vm-cpus", worker.DefaultVMCPUs, "vCPUs of each task's VM, and the most a task may ask for (cpus)")
+	fs.IntVar(&c.vmMemMiB, "vm-mem", worker.DefaultVMMemMiB, "memory of each task's VM in MiB, and the most a task may ask for (mem_mib)")
 	fs.IntVar(&c.concurrency, "concurrency", worker.DefaultConcurrency, "tasks (VMs) at once")
 	fs.StringVar(&c.queues, "queues", tasks.DefaultQueue+"=1", "queues and priorities, NAME=PRIORITY,...")
 	fs.BoolVar(&c.strict, "strict-priority", false, "drain higher-priority queues first instead of weighting")
@@ -154,6 +160,12 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	}
 	if _, err := parseQueues(c.queues); err != nil {
 		return c, err
+	}
+	if c.vmCPUs < 1 || c.vmCPUs > smolvm.MaxCPUs {
+		return c, fmt.Errorf("-vm-cpus: %d is not between 1 and %d", c.vmCPUs, smolvm.MaxCPUs)
+	}
+	if c.vmMemMiB < 1 || int64(c.vmMemMiB) > smolvm.MaxMemoryMiB {
+		return c, fmt.Errorf("-vm-mem: %d MiB is not between 1 and %d", c.vmMemMiB, int64(smolvm.MaxMemoryMiB))
 	}
 	if c.maxFiles < 1 || c.maxFiles > tasks.MaxFilesBytesLimit {
 		return c, fmt.Errorf("-max-files-bytes: %s is not between 1 byte and the hard limit of %s", c.maxFiles, byteSize(tasks.MaxFilesBytesLimit))
@@ -330,6 +342,8 @@ func serve(ctx context.Context, c config, log zerolog.Logger) error {
 		Deployment:            deployment,
 		ProxyURL:              c.proxy,
 		AllowUnenforcedEgress: c.unenforced,
+		VMCPUs:                c.vmCPUs,
+		VMMemMiB:              c.vmMemMiB,
 		PackTTL:               c.packTTL,
 		ReadyTimeout:          c.readyTimeout,
 		CopyTimeout:           c.cpTimeout,
@@ -429,6 +443,8 @@ var flagOfField = map[string]string{
 	"ProxyURL":              "-proxy",
 	"BundledProxy":          "-egress-listen",
 	"AllowUnenforcedEgress": "-allow-unenforced-egress",
+	"VMCPUs":                "-vm-cpus",
+	"VMMemMiB":              "-vm-mem",
 	"PackTTL":               "-pack-ttl",
 	"ReadyTimeout":          "-ready-timeout",
 	"CopyTimeout":           "-cp-timeout",

@@ -36,13 +36,15 @@ func TestListenersDefaultToLoopback(t *testing.T) {
 
 func TestParseFlags(t *testing.T) {
 	t.Parallel()
-	c, err := parseFlags([]string{"-concurrency", "8"}, env(map[string]string{
+	c, err := parseFlags([]string{"-concurrency", "8", "-vm-cpus", "3"}, env(map[string]string{
 		"BOTTLEQ_CONCURRENCY": "2", "BOTTLEQ_POLL_INTERVAL": "25ms", "REDIS_URL": "redis://127.0.0.1:7000", "BOTTLEQ_QUEUES": "hi=3,lo=1",
+		"BOTTLEQ_VM_CPUS": "1", "BOTTLEQ_VM_MEM": "1024",
 	}), &bytes.Buffer{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.concurrency != 8 || c.pollInterval != 25*time.Millisecond || c.redisURL != "redis://127.0.0.1:7000" || c.queues != "hi=3,lo=1" {
+	if c.concurrency != 8 || c.pollInterval != 25*time.Millisecond || c.redisURL != "redis://127.0.0.1:7000" || c.queues != "hi=3,lo=1" ||
+		c.vmCPUs != 3 || c.vmMemMiB != 1024 {
 		t.Errorf("config = %+v: flags must beat env, env must fill the rest", c)
 	}
 	for _, tt := range []struct {
@@ -65,6 +67,10 @@ func TestParseFlags(t *testing.T) {
 		{[]string{"-deployment", "prod-eu"}, nil, "-deployment"},
 		{nil, map[string]string{"BOTTLEQ_DEPLOYMENT": "Prod"}, "BOTTLEQ_DEPLOYMENT"},
 		{[]string{"-redis", "http://127.0.0.1:6379"}, nil, "-redis"},
+		{[]string{"-vm-cpus", "0"}, nil, "-vm-cpus"},
+		{[]string{"-vm-cpus", "256"}, nil, "-vm-cpus"},
+		{nil, map[string]string{"BOTTLEQ_VM_MEM": "0"}, "-vm-mem"},
+		{nil, map[string]string{"BOTTLEQ_VM_MEM": "2GiB"}, "BOTTLEQ_VM_MEM"},
 	} {
 		_, err := parseFlags(tt.args, env(tt.env), &bytes.Buffer{})
 		if err == nil || !strings.Contains(err.Error(), tt.want) || strings.Contains(err.Error(), "\n") {
@@ -100,6 +106,8 @@ func TestFlagDefaultsAreTheLibrarys(t *testing.T) {
 		{"max-artifact-bytes", int64(c.maxArtifact), int64(worker.DefaultMaxArtifactBytes)},
 		{"max-artifacts-bytes", int64(c.maxArtifacts), int64(worker.DefaultMaxArtifactsBytes)},
 		{"registries", c.registries.String(), worker.DefaultRegistries},
+		{"vm-cpus", c.vmCPUs, worker.DefaultVMCPUs},
+		{"vm-mem", c.vmMemMiB, worker.DefaultVMMemMiB},
 	} {
 		if tt.got != tt.want {
 			t.Errorf("-%s defaults to %v, want %v", tt.flag, tt.got, tt.want)

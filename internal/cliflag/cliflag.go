@@ -32,15 +32,25 @@ func (e Env) Var() string { return e[1] }
 // variable. It returns where each flag with a variable got its value ("-flag"
 // or the variable's name), for error messages. A bad variable's error names
 // the variable; -h prints usage (head, then the flags with their variables)
-// to w and returns flag.ErrHelp.
+// to w and returns flag.ErrHelp. Unless fs has a flag of that name, Parse
+// adds -version, which prints [VersionLine] of fs's name to w and returns
+// [ErrVersion].
 func Parse(fs *flag.FlagSet, args []string, envs []Env, getenv func(string) string, head string, w io.Writer) (origin map[string]string, err error) {
 	fs.SetOutput(io.Discard) // errors are the caller's one line; usage only on -h
 	fs.Usage = func() {}
+	var version *bool
+	if fs.Lookup("version") == nil {
+		version = fs.Bool("version", false, "print the version and exit")
+	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			Usage(w, head, fs, envs)
 		}
 		return nil, err
+	}
+	if version != nil && *version {
+		fmt.Fprintln(w, VersionLine(fs.Name()))
+		return nil, ErrVersion
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
@@ -64,10 +74,10 @@ func Parse(fs *flag.FlagSet, args []string, envs []Env, getenv func(string) stri
 }
 
 // ExitCode is the exit code of a command whose flags failed to parse with
-// err: 0 after -h (Parse printed the usage), else 2, with err on one line
-// after the command's name.
+// err: 0 after -h or -version (Parse printed the usage or the version),
+// else 2, with err on one line after the command's name.
 func ExitCode(stderr io.Writer, command string, err error) int {
-	if errors.Is(err, flag.ErrHelp) {
+	if errors.Is(err, flag.ErrHelp) || errors.Is(err, ErrVersion) {
 		return 0
 	}
 	fmt.Fprintf(stderr, "%s: %v\n", command, err)

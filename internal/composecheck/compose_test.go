@@ -6,6 +6,7 @@ import (
 	"go/parser"
 	"go/token"
 	"maps"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -31,6 +32,34 @@ func readCompose(t *testing.T) string {
 	return string(b)
 }
 
+// readEnvExample returns the repository's .env.example.
+func readEnvExample(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(root, ".env.example"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// exampleEnv is the variables .env.example sets, as compose reads them
+// from a .env copied from it.
+func exampleEnv(t *testing.T) map[string]string {
+	t.Helper()
+	return parseEnvFile(readEnvExample(t)).set
+}
+
+// scratchWithEnv is scratch with dotenv written as .env beside the file,
+// which docker-compose reads by itself.
+func scratchWithEnv(t *testing.T, yml, dotenv string) string {
+	t.Helper()
+	dir := scratch(t, yml)
+	if err := os.WriteFile(filepath.Join(dir, ".env"), []byte(dotenv), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
 // scratch writes yml as docker-compose.yml, beside a copy of the
 // repository's Dockerfile, into a new temporary directory and returns it.
 func scratch(t *testing.T, yml string) string {
@@ -53,8 +82,10 @@ func scratch(t *testing.T, yml string) string {
 // variables it may set.
 var cmdOf = map[string]string{"worker": "worker", "dashboard": "dashboard"}
 
-// problems returns what is wrong with p for bottleq, one string each.
-func problems(p *project, envRead map[string][]string) []string {
+// problems returns what is wrong with p for bottleq, one string each;
+// text is the file as written, whose comments tell users the names they
+// need.
+func problems(p *project, text string, envRead map[string][]string) []string {
 	var out []string
 	bad := func(format string, args ...any) { out = append(out, fmt.Sprintf(format, args...)) }
 	for _, name := range []string{"redis", "worker", "dashboard"} {
@@ -72,6 +103,14 @@ func problems(p *project, envRead map[string][]string) []string {
 		for _, v := range s.Volumes {
 			if _, ok := p.Volumes[v.Source]; v.Type == "volume" && v.Source != "" && !ok {
 				bad("%s mounts volume %s, which the top-level volumes do not declare", name, v.Source)
+			}
+			if v.Type == "bind" {
+				bad("%s bind-mounts %s, which Docker creates as an empty directory when it is missing: use a volume with the local driver's bind options", name, v.Source)
+			}
+		}
+		for n := range s.Networks {
+			if _, ok := p.Networks[n]; n != "default" && !ok {
+				bad("%s joins network %s, which the top-level networks do not declare", name, n)
 			}
 		}
 		if name == "redis" {
@@ -125,19 +164,107 @@ func problems(p *project, envRead map[string][]string) []string {
 		if !slices.ContainsFunc(w.Devices, func(d string) bool { return strings.Split(d, ":")[0] == "/dev/kvm" }) {
 			bad("worker does not get /dev/kvm")
 		}
+		bin := env(w, "SMOLVM_BIN")
 		if !slices.ContainsFunc(w.Volumes, func(v *volume) bool {
-			return v.Type == "bind" && v.Target == "/usr/local/bin/smolvm" && v.ReadOnly
+			nv := p.Volumes[v.Source]
+			return v.Type == "volume" && v.ReadOnly && strings.HasPrefix(bin, v.Target+"/") &&
+				nv != nil && (nv.Driver == "" || nv.Driver == "local") && nv.DriverOpts["type"] == "none" &&
+				slices.Contains(strings.Split(nv.DriverOpts["o"], ","), "bind") && strings.HasPrefix(nv.DriverOpts["device"], "/")
 		}) {
-			bad("worker does not mount smolvm read-only at /usr/local/bin/smolvm")
+			bad("worker does not mount smolvm's install directory read-only, from a volume the local driver binds, where SMOLVM_BIN (%q) points", bin)
 		}
-		if !slices.ContainsFunc(w.Volumes, func(v *volume) bool {
+		data := slices.IndexFunc(w.Volumes, func(v *volume) bool {
 			return v.Type == "volume" && v.Source != "" && v.Target == "/var/lib/bottleq"
-		}) {
+		})
+		if data < 0 {
 			bad("worker keeps its data dir in no named volume")
+		} else if nv := p.Volumes[w.Volumes[data].Source]; nv == nil || nv.Name == "" {
+			bad("worker's data volume %s has no fixed name: users cannot find their commits and artifacts by it", w.Volumes[data].Source)
+		} else if !strings.Contains(text, "docker volume inspect "+nv.Name) {
+			bad("the comments do not say how to find the data volume (docker volume inspect %s)", nv.Name)
 		}
 		if d := w.Environment["BOTTLEQ_DATA_DIR"]; d == nil || *d != "/var/lib/bottleq" {
 			bad("worker: BOTTLEQ_DATA_DIR is not /var/lib/bottleq")
 		}
+		out = append(out, listenerProblems(p, w)...)
+	}
+	return out
+}
+
+// env is the value a service sets for an environment variable, or "".
+func env(s *service, name string) string {
+	if v := s.Environment[name]; v != nil {
+		return *v
+	}
+	return ""
+}
+
+// listenerProblems checks the worker's listeners: its egress proxy on an
+// address with nothing else on it (a VM may reach every port of the
+// proxy's address), and its metrics reachable by a scraper.
+func listenerProblems(p *project, w *service) []string {
+	var out []string
+	bad := func(format string, args ...any) { out = append(out, fmt.Sprintf(format, args...)) }
+	// aliasNet is the one network on which name is an alias of the worker.
+	aliasNet := func(name string) (string, bool) {
+		var found []string
+		for n, a := range w.Networks {
+			if a != nil && slices.Contains(a.Aliases, name) {
+				found = append(found, n)
+			}
+		}
+		if len(found) != 1 {
+			return "", false
+		}
+		return found[0], true
+	}
+	wildcard := func(host string) bool { return host == "" || host == "0.0.0.0" || host == "::" }
+
+	listen := env(w, "BOTTLEQ_EGRESS_LISTEN")
+	proxyHost, proxyPort, err := net.SplitHostPort(listen)
+	proxyNet, ok := aliasNet(proxyHost)
+	switch {
+	case listen == "":
+		bad("worker runs no egress proxy (BOTTLEQ_EGRESS_LISTEN): agents can reach no API")
+	case err != nil:
+		bad("worker: BOTTLEQ_EGRESS_LISTEN %q is not HOST:PORT", listen)
+	case !ok:
+		bad("worker: BOTTLEQ_EGRESS_LISTEN's host %s is not an alias of the worker on exactly one network", proxyHost)
+	case proxyNet == "default":
+		bad("worker's egress proxy listens on its default network, whose address is shared with its other listeners and reachable by the other services")
+	default:
+		if n := p.Networks[proxyNet]; n == nil || !n.Internal {
+			bad("network %s, where the egress proxy listens, is not internal", proxyNet)
+		}
+		for _, name := range slices.Sorted(maps.Keys(p.Services)) {
+			if _, joins := p.Services[name].Networks[proxyNet]; joins && p.Services[name] != w {
+				bad("%s joins %s, the egress proxy's network", name, proxyNet)
+			}
+		}
+		for _, pt := range w.Ports {
+			if pt.Target == proxyPort {
+				bad("worker publishes the egress proxy's port %s", proxyPort)
+			}
+		}
+	}
+
+	metrics := env(w, "BOTTLEQ_METRICS_ADDR")
+	host, metricsPort, err := net.SplitHostPort(metrics)
+	metricsNet, ok := aliasNet(host)
+	switch {
+	case metrics == "" || metrics == "off":
+		bad("worker's metrics are not reachable by a scraper: BOTTLEQ_METRICS_ADDR is %q", metrics)
+	case err != nil:
+		bad("worker: BOTTLEQ_METRICS_ADDR %q is not HOST:PORT", metrics)
+	case wildcard(host):
+		bad("worker's metrics listen on every interface, so on the egress proxy's address too, where VMs reach them")
+	case !ok:
+		bad("worker: BOTTLEQ_METRICS_ADDR's host %s is not an alias of the worker on exactly one network", host)
+	case metricsNet == proxyNet:
+		bad("worker's metrics listen on the egress proxy's address, where VMs reach them")
+	}
+	if err == nil && !slices.ContainsFunc(w.Ports, func(pt *port) bool { return pt.Target == metricsPort && pt.HostIP == "127.0.0.1" }) {
+		bad("worker does not publish its metrics port %s on 127.0.0.1", metricsPort)
 	}
 	return out
 }
@@ -187,12 +314,15 @@ func envRead(t *testing.T) map[string][]string {
 }
 
 func TestComposeFile(t *testing.T) {
-	p, err := loadFile(root, nil)
+	p, err := loadFile(root, exampleEnv(t))
 	if err != nil {
-		t.Fatalf("docker-compose.yml does not load: %v", err)
+		t.Fatalf("docker-compose.yml does not load with .env.example's settings: %v", err)
 	}
-	for _, problem := range problems(p, envRead(t)) {
+	for _, problem := range problems(p, readCompose(t), envRead(t)) {
 		t.Error(problem)
+	}
+	if _, err := loadFile(root, nil); err == nil || !strings.Contains(err.Error(), "SMOLVM_DIR_HOST is required: set SMOLVM_DIR_HOST in .env") {
+		t.Errorf("without SMOLVM_DIR_HOST: %v, want the file to say it is required", err)
 	}
 }
 
@@ -203,6 +333,7 @@ func TestComposeChecksCatch(t *testing.T) {
 	t.Parallel()
 	good := readCompose(t)
 	env := envRead(t)
+	settings := exampleEnv(t)
 	for _, tt := range []struct {
 		name, old, new, want string
 	}{
@@ -219,7 +350,27 @@ func TestComposeChecksCatch(t *testing.T) {
 		{"dashboard writable by env", "BOTTLEQ_DASHBOARD_ADDR: 0.0.0.0:8080\n", "BOTTLEQ_DASHBOARD_ADDR: 0.0.0.0:8080\n      BOTTLEQ_DASHBOARD_WRITABLE: \"true\"\n", "dashboard sets -writable"},
 		{"dashboard writable by flag", `command: ["dashboard"]`, `command: ["dashboard", "-writable"]`, "dashboard sets -writable"},
 		{"dashboard writable by a bare name", "      BOTTLEQ_DASHBOARD_ADDR: 0.0.0.0:8080\n", "      BOTTLEQ_DASHBOARD_ADDR: 0.0.0.0:8080\n      BOTTLEQ_DASHBOARD_WRITABLE:\n", "dashboard sets -writable"},
-		{"smolvm writable", "/usr/local/bin/smolvm:ro", "/usr/local/bin/smolvm", "worker does not mount smolvm read-only"},
+		{"smolvm writable", "smolvm-install:/opt/smolvm:ro", "smolvm-install:/opt/smolvm", "worker does not mount smolvm's install directory read-only"},
+		{"smolvm by a plain bind", "- smolvm-install:/opt/smolvm:ro", "- ${SMOLVM_DIR_HOST}:/opt/smolvm:ro", "worker bind-mounts /home/you/.smolvm, which Docker creates"},
+		{"smolvm by a long-form bind", "- smolvm-install:/opt/smolvm:ro", "- type: bind\n        source: ${SMOLVM_DIR_HOST}\n        target: /opt/smolvm\n        read_only: true", "worker bind-mounts /home/you/.smolvm, which Docker creates"},
+		{"smolvm volume not a bind", "      o: bind\n", "      o: ro\n", "worker does not mount smolvm's install directory"},
+		{"smolvm volume with a relative device", "      device: \"${SMOLVM_DIR_HOST", "      device: \"smolvm${SMOLVM_DIR_HOST", "worker does not mount smolvm's install directory"},
+		{"SMOLVM_BIN outside the mount", "SMOLVM_BIN: /opt/smolvm/smolvm", "SMOLVM_BIN: /usr/local/bin/smolvm", "worker does not mount smolvm's install directory read-only, from a volume the local driver binds, where SMOLVM_BIN (\"/usr/local/bin/smolvm\")"},
+		{"data volume named by the project", "    name: bottleq-data\n", "", "worker's data volume bottleq-data has no fixed name"},
+		{"data volume not documented", "docker volume inspect bottleq-data", "docker volume ls", "the comments do not say how to find the data volume (docker volume inspect bottleq-data)"},
+		{"no egress proxy", "      BOTTLEQ_EGRESS_LISTEN: worker-egress:3128\n", "", "worker runs no egress proxy"},
+		{"egress proxy on every interface", "BOTTLEQ_EGRESS_LISTEN: worker-egress:3128", "BOTTLEQ_EGRESS_LISTEN: 0.0.0.0:3128", "worker: BOTTLEQ_EGRESS_LISTEN's host 0.0.0.0 is not an alias of the worker"},
+		{"egress proxy on the default network", "BOTTLEQ_EGRESS_LISTEN: worker-egress:3128", "BOTTLEQ_EGRESS_LISTEN: worker-metrics:3128", "worker's egress proxy listens on its default network"},
+		{"egress network not internal", "    internal: true", "    internal: false", "network vm-egress, where the egress proxy listens, is not internal"},
+		{"another service on the egress network", "    command: [\"dashboard\"]\n", "    command: [\"dashboard\"]\n    networks: [default, vm-egress]\n", "dashboard joins vm-egress, the egress proxy's network"},
+		{"egress port published", `"127.0.0.1:9400:9400"`, "\"127.0.0.1:9400:9400\"\n      - \"127.0.0.1:3128:3128\"", "worker publishes the egress proxy's port 3128"},
+		{"undeclared network", "      vm-egress:\n        aliases", "      vm-egres:\n        aliases", "worker joins network vm-egres, which the top-level networks do not declare"},
+		{"metrics off", "BOTTLEQ_METRICS_ADDR: worker-metrics:9400", "BOTTLEQ_METRICS_ADDR: \"off\"", `worker's metrics are not reachable by a scraper: BOTTLEQ_METRICS_ADDR is "off"`},
+		{"metrics on loopback", "BOTTLEQ_METRICS_ADDR: worker-metrics:9400", "BOTTLEQ_METRICS_ADDR: 127.0.0.1:9400", "worker: BOTTLEQ_METRICS_ADDR's host 127.0.0.1 is not an alias of the worker"},
+		{"metrics on every interface", "BOTTLEQ_METRICS_ADDR: worker-metrics:9400", "BOTTLEQ_METRICS_ADDR: 0.0.0.0:9400", "worker's metrics listen on every interface"},
+		{"metrics on an empty host", "BOTTLEQ_METRICS_ADDR: worker-metrics:9400", "BOTTLEQ_METRICS_ADDR: \":9400\"", "worker's metrics listen on every interface"},
+		{"metrics beside the proxy", "BOTTLEQ_METRICS_ADDR: worker-metrics:9400", "BOTTLEQ_METRICS_ADDR: worker-egress:9400", "worker's metrics listen on the egress proxy's address"},
+		{"metrics not published", `"127.0.0.1:9400:9400"`, `"127.0.0.1:9400:9401"`, "worker does not publish its metrics port 9400 on 127.0.0.1"},
 		{"data dir in the container", "- bottleq-data:/var/lib/bottleq", "- /var/lib/bottleq", "worker keeps its data dir in no named volume"},
 		{"Redis data in the container", "- redis-data:/data", "- /data", "redis keeps /data in no named volume"},
 		{"undeclared volume", "\n  bottleq-data:", "\n  bottleq-date:", "worker mounts volume bottleq-data, which the top-level volumes do not declare"},
@@ -231,11 +382,12 @@ func TestComposeChecksCatch(t *testing.T) {
 			if !strings.Contains(good, tt.old) {
 				t.Fatalf("docker-compose.yml no longer has %q: update this case", tt.old)
 			}
-			p, err := loadFile(scratch(t, strings.Replace(good, tt.old, tt.new, 1)), nil)
+			broken := strings.Replace(good, tt.old, tt.new, 1)
+			p, err := loadFile(scratch(t, broken), settings)
 			if err != nil {
 				t.Fatalf("broken file does not load: %v", err)
 			}
-			got := problems(p, env)
+			got := problems(p, broken, env)
 			if !slices.ContainsFunc(got, func(s string) bool { return strings.HasPrefix(s, tt.want) }) {
 				t.Errorf("problems = %q, want one starting %q", got, tt.want)
 			}
@@ -246,7 +398,7 @@ func TestComposeChecksCatch(t *testing.T) {
 		{"misspelt top-level key", "\nvolumes:\n", "\nvolume:\n", "field volume not found"},
 		{"key twice", "    init: true\n    devices:", "    init: true\n    init: false\n    devices:", "field init already set"},
 		{"lone $", "${KVM_GID:-kvm}", "$-kvm", "a $ that starts no variable"},
-		{"required variable unset", "${KVM_GID:-kvm}", "${KVM_GID:?set it to the kvm group's id}", "KVM_GID is required"},
+		{"required variable unset", "${BOTTLEQ_HOST:-bottleq-worker}", "${BOTTLEQ_HOST:?set it}", "BOTTLEQ_HOST is required"},
 		{"bad port", `"127.0.0.1:8080:8080"`, `"127.0.0.1:8080:8080:1"`, "is not [HOST_IP:][PUBLISHED:]TARGET"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -254,7 +406,7 @@ func TestComposeChecksCatch(t *testing.T) {
 			if !strings.Contains(good, tt.old) {
 				t.Fatalf("docker-compose.yml no longer has %q: update this case", tt.old)
 			}
-			_, err := loadFile(scratch(t, strings.Replace(good, tt.old, tt.new, 1)), nil)
+			_, err := loadFile(scratch(t, strings.Replace(good, tt.old, tt.new, 1)), settings)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("load: %v, want an error with %q", err, tt.want)
 			}
@@ -265,17 +417,15 @@ func TestComposeChecksCatch(t *testing.T) {
 func TestComposeInterpolation(t *testing.T) {
 	t.Parallel()
 	p, err := loadFile(root, map[string]string{
-		"SMOLVM_BIN_HOST": "/opt/smolvm/bin/smolvm",
+		"SMOLVM_DIR_HOST": "/srv/smolvm",
 		"KVM_GID":         "993",
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	w := p.Services["worker"]
-	if !slices.ContainsFunc(w.Volumes, func(v *volume) bool {
-		return v.Source == "/opt/smolvm/bin/smolvm" && v.Target == "/usr/local/bin/smolvm" && v.ReadOnly
-	}) {
-		t.Errorf("SMOLVM_BIN_HOST is not the read-only smolvm mount's source:\n%s", dump(t, w.Volumes))
+	if got := p.Volumes["smolvm-install"].DriverOpts["device"]; got != "/srv/smolvm" {
+		t.Errorf("smolvm-install binds %q, want SMOLVM_DIR_HOST's /srv/smolvm:\n%s", got, dump(t, p.Volumes))
 	}
 	if !slices.Equal(w.GroupAdd, []string{"993"}) {
 		t.Errorf("group_add = %q, want KVM_GID's [993]", w.GroupAdd)
@@ -327,9 +477,11 @@ func dump(t *testing.T, v any) string {
 
 // TestDockerComposeConfig runs Debian's docker-compose (apt-get install
 // docker-compose), which validates a file against the Compose schema
-// without a Docker engine: on docker-compose.yml, on a broken copy, and,
-// with and without variables set, to check that load reads the file as
-// docker-compose resolves it.
+// without a Docker engine: on docker-compose.yml with a .env copied from
+// .env.example, as a user runs it; without one, which must fail on the
+// required SMOLVM_DIR_HOST; on a broken copy; and, with variables set in
+// several ways, to check that load reads the file as docker-compose
+// resolves it.
 func TestDockerComposeConfig(t *testing.T) {
 	bin, err := exec.LookPath("docker-compose")
 	if err != nil {
@@ -345,27 +497,44 @@ func TestDockerComposeConfig(t *testing.T) {
 		out, err := cmd.CombinedOutput()
 		return string(out), err
 	}
-	good := readCompose(t)
-	if out, err := config(scratch(t, good), nil, "-q"); err != nil {
-		t.Errorf("docker-compose config -q: %v\n%s", err, out)
+	good, example := readCompose(t), readEnvExample(t)
+	if out, err := config(scratchWithEnv(t, good, example), nil, "-q"); err != nil {
+		t.Errorf("docker-compose config -q, with .env from .env.example: %v\n%s", err, out)
 	}
-	if out, err := config(scratch(t, strings.Replace(good, "    devices:", "    device:", 1)), nil, "-q"); err == nil {
+	if out, err := config(scratch(t, good), nil, "-q"); err == nil || !strings.Contains(out, "set SMOLVM_DIR_HOST in .env") {
+		t.Errorf("docker-compose config -q without .env: %v, want it refused for SMOLVM_DIR_HOST:\n%s", err, out)
+	}
+	if out, err := config(scratchWithEnv(t, strings.Replace(good, "    devices:", "    device:", 1), example), nil, "-q"); err == nil {
 		t.Errorf("docker-compose accepted a misspelt key:\n%s", out)
 	}
-	for _, env := range []map[string]string{nil, {
-		"SMOLVM_BIN_HOST": "/opt/smolvm/bin/smolvm",
-		"KVM_GID":         "993",
-		"BOTTLEQ_HOST":    "host-1",
-	}} {
-		t.Run(fmt.Sprintf("%d variables set", len(env)), func(t *testing.T) {
-			dir := scratch(t, good)
-			resolved, err := config(dir, env)
+	for _, tt := range []struct {
+		name   string
+		dotenv string
+		env    map[string]string
+	}{
+		{"only the required variable", "", map[string]string{"SMOLVM_DIR_HOST": "/srv/smolvm"}},
+		{"every variable", "", map[string]string{
+			"SMOLVM_DIR_HOST":              "/opt/smolvm",
+			"KVM_GID":                      "993",
+			"BOTTLEQ_HOST":                 "host-1",
+			"BOTTLEQ_CONCURRENCY":          "8",
+			"BOTTLEQ_EGRESS_ALLOW_PRIVATE": "true",
+		}},
+		{".env from .env.example", example, nil},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := scratchWithEnv(t, good, tt.dotenv)
+			resolved, err := config(dir, tt.env)
 			if err != nil {
 				t.Fatalf("docker-compose config: %v\n%s", err, resolved)
 			}
 			theirs, err := load([]byte(resolved), dir, nil)
 			if err != nil {
 				t.Fatalf("docker-compose's resolved file does not load: %v\n%s", err, resolved)
+			}
+			env := tt.env
+			if tt.dotenv != "" {
+				env = parseEnvFile(tt.dotenv).set
 			}
 			ours, err := loadFile(dir, env)
 			if err != nil {
@@ -379,8 +548,31 @@ func TestDockerComposeConfig(t *testing.T) {
 			if len(ours.Services) != len(theirs.Services) {
 				t.Errorf("load reads %d services, docker-compose %d", len(ours.Services), len(theirs.Services))
 			}
+			for _, name := range slices.Sorted(maps.Keys(theirs.Volumes)) {
+				if a, b := orEmpty(ours.Volumes[name]), orEmpty(theirs.Volumes[name]); !reflect.DeepEqual(a, b) {
+					t.Errorf("volume %s: load reads\n%sdocker-compose resolves\n%s", name, dump(t, a), dump(t, b))
+				}
+			}
+			for _, name := range slices.Sorted(maps.Keys(theirs.Networks)) {
+				if a, b := orEmpty(ours.Networks[name]), orEmpty(theirs.Networks[name]); !reflect.DeepEqual(a, b) {
+					t.Errorf("network %s: load reads\n%sdocker-compose resolves\n%s", name, dump(t, a), dump(t, b))
+				}
+			}
+			if len(ours.Volumes) != len(theirs.Volumes) || len(ours.Networks) != len(theirs.Networks) {
+				t.Errorf("load reads %d volumes and %d networks, docker-compose %d and %d", len(ours.Volumes), len(ours.Networks), len(theirs.Volumes), len(theirs.Networks))
+			}
 		})
 	}
+}
+
+// orEmpty is *p, or T's zero value for a nil p (a volume or network
+// declared bare, which docker-compose prints as {}).
+func orEmpty[T any](p *T) T {
+	var zero T
+	if p == nil {
+		return zero
+	}
+	return *p
 }
 
 // TestDockerfile checks what the image promises without building it: it

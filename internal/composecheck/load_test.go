@@ -18,9 +18,31 @@ import (
 // caught here as well as by docker-compose. If the key is a real one that
 // the file has started to use, add a field for it.
 type project struct {
-	Version  string              `yaml:"version"` // obsolete; docker-compose 1.x still prints it
-	Services map[string]*service `yaml:"services"`
-	Volumes  map[string]any      `yaml:"volumes"` // named volumes, nil when declared bare
+	Version  string                  `yaml:"version"` // obsolete; docker-compose 1.x still prints it
+	Services map[string]*service     `yaml:"services"`
+	Networks map[string]*network     `yaml:"networks"` // nil when declared bare
+	Volumes  map[string]*namedVolume `yaml:"volumes"`  // nil when declared bare
+}
+
+// namedVolume is a top-level volume.
+type namedVolume struct {
+	Name       string            `yaml:"name"`
+	Driver     string            `yaml:"driver"`
+	DriverOpts map[string]string `yaml:"driver_opts"`
+	External   bool              `yaml:"external"`
+	Labels     map[string]string `yaml:"labels"`
+}
+
+// network is a top-level network.
+type network struct {
+	Name       string         `yaml:"name"`
+	Driver     string         `yaml:"driver"`
+	DriverOpts map[string]any `yaml:"driver_opts"`
+	Internal   bool           `yaml:"internal"`
+	External   bool           `yaml:"external"`
+	Attachable bool           `yaml:"attachable"`
+	IPAM       map[string]any `yaml:"ipam"`
+	Labels     map[string]any `yaml:"labels"`
 }
 
 type service struct {
@@ -31,6 +53,7 @@ type service struct {
 	Devices         []string     `yaml:"devices"`
 	GroupAdd        []string     `yaml:"group_add"`
 	Environment     environment  `yaml:"environment"`
+	Networks        networks     `yaml:"networks"`
 	Ports           []*port      `yaml:"ports"`
 	Volumes         []*volume    `yaml:"volumes"`
 	DependsOn       dependsOn    `yaml:"depends_on"`
@@ -88,6 +111,29 @@ func (e *environment) UnmarshalYAML(unmarshal func(any) error) error {
 		} else {
 			(*e)[kv] = nil
 		}
+	}
+	return nil
+}
+
+// networks is a service's list of network names or its map from name to
+// attachment (nil when the name is given bare).
+type networks map[string]*attachment
+
+type attachment struct {
+	Aliases     []string `yaml:"aliases"`
+	IPv4Address string   `yaml:"ipv4_address"`
+	IPv6Address string   `yaml:"ipv6_address"`
+	Priority    int      `yaml:"priority"`
+}
+
+func (n *networks) UnmarshalYAML(unmarshal func(any) error) error {
+	var names []string
+	if unmarshal(&names) != nil {
+		return unmarshal((*map[string]*attachment)(n))
+	}
+	*n = networks{}
+	for _, name := range names {
+		(*n)[name] = nil
 	}
 	return nil
 }

@@ -21,6 +21,7 @@ var checked = []string{
 	"internal/cliflag",
 	"internal/redisurl",
 	"internal/validate",
+	"internal/cancelmark",
 	"internal/testredis",
 	"internal/testbin",
 	"cmd/dashboard",

@@ -69,7 +69,7 @@ func TestEgressDeny(t *testing.T) {
 	target := ln.Addr().String()
 
 	s := newStack(t, "miniredis", "1.9.3")
-	w := s.worker("BOTTLEQ_EGRESS_LISTEN=127.0.0.1:0", "BOTTLEQ_EGRESS_ALLOW_LOOPBACK_FOR_TESTS=true", "BOTTLEQ_EGRESS_DENY=127.0.0.2/32")
+	w := s.worker("BOTTLEQ_EGRESS_LISTEN=127.0.0.1:0", "BOTTLEQ_EGRESS_ALLOW_LOOPBACK_FOR_TESTS=true", "BOTTLEQ_EGRESS_DENY=127.0.0.2/32", "BOTTLEQ_METRICS_ADDR=off")
 	stdout, stderr, code := s.enqueue("--image", "alpine:3", "--no-commit", "--allow-host", target, "--wait", "--", "sh", "-c",
 		fmt.Sprintf(`curl -s -o /dev/null -w "%%{http_code}" http://%s/`, target))
 	if code != 0 || stdout != "403" {

@@ -266,6 +266,8 @@ type call struct {
 	Image string `json:"image"`
 	Exit  int    `json:"exit"`
 	Fault bool   `json:"fault"`
+	// Created is what a successful create made (see box_test.go).
+	Created *createdBox `json:"created"`
 }
 
 // calls returns the simulator's logged calls that match keep.
