@@ -341,3 +341,44 @@ func TestMetricsThroughAsynq(t *testing.T) {
 		}
 	}
 }
+
+// TestMetricsUserCancelAndShutdown: under Serve, a task a user cancels
+// mid-exec counts one cancelled attempt and one cancelled task; a task the
+// worker's shutdown interrupts counts one requeued attempt and no task,
+// for it runs again. Neither agent exited by itself.
+func TestMetricsUserCancelAndShutdown(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	m := NewMetrics(reg)
+	sv := serveBlocking(t, "miniredis", func(c *Config) { c.Hooks = m.Hooks() })
+	check := func(when string, want map[string]float64) {
+		t.Helper()
+		got := series(t, reg)
+		for key, v := range got {
+			if strings.HasPrefix(key, "bottleq_attempts_total") || strings.HasPrefix(key, "bottleq_tasks_total") || strings.Contains(key, "agent_exits_total") {
+				if v != want[key] {
+					t.Errorf("%s: %s = %v, want %v", when, key, v, want[key])
+				}
+			}
+		}
+	}
+
+	cancelled := sv.enqueue(asynq.MaxRetry(3))
+	sv.waitExec()
+	sv.cancelProcessing(cancelled.ID)
+	sv.await(cancelled, asynq.TaskStateArchived)
+	check("after a user's cancel", map[string]float64{
+		`bottleq_attempts_total{outcome="cancelled"}`: 1, `bottleq_tasks_total{outcome="cancelled"}`: 1,
+	})
+
+	requeued := sv.enqueue(asynq.MaxRetry(3))
+	sv.waitExec()
+	sv.stop()
+	if got, err := sv.insp.GetTaskInfo(requeued.Queue, requeued.ID); err != nil || got.State != asynq.TaskStatePending {
+		t.Fatalf("after the shutdown the task is %+v (%v), want pending", got, err)
+	}
+	check("after a shutdown", map[string]float64{
+		`bottleq_attempts_total{outcome="cancelled"}`: 1, `bottleq_tasks_total{outcome="cancelled"}`: 1,
+		`bottleq_attempts_total{outcome="requeued"}`: 1,
+	})
+}

@@ -3,6 +3,7 @@ package worker
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"slices"
 	"strings"
@@ -91,35 +92,67 @@ func isPermanent(err error) bool {
 // outcome tells the Attempt hook of an attempt that ended, as o, before
 // the agent's command ran; o ends the task.
 func (h *Handler) outcome(o, phase string) {
+	h.attempt(Attempt{Outcome: o, Phase: phase, Final: true})
+}
+
+// attempt calls the Attempt hook, if any, with a.
+func (h *Handler) attempt(a Attempt) {
 	if h.cfg.Hooks.Attempt != nil {
-		h.cfg.Hooks.Attempt(Attempt{Outcome: o, Phase: phase, Final: true})
+		h.cfg.Hooks.Attempt(a)
 	}
 }
 
 // ended tells the Attempt hook how r ended, as o from outcomeOf or
-// completed, with the agent's exit when its command ran to its end: the
-// exec phase finished without error, so the attempt got past it or
-// completed.
+// completed. Under [Serve], an attempt whose context was cancelled
+// (requeued) is left to the canceller, which alone can tell a user's
+// cancel from a shutdown: see cancelled.
 func (r *run) ended(o string) {
-	if r.h.cfg.Hooks.Attempt == nil {
+	if o == OutcomeRequeued && r.h.cancels != nil {
 		return
 	}
-	a := Attempt{Outcome: o, Phase: r.res.Phase, Final: o != OutcomeRetried && o != OutcomeRequeued}
+	r.h.attempt(attemptOf(o, r.res))
+}
+
+// cancelled tells the Attempt hook of an attempt Run left to the
+// canceller: as cancelled when a user cancelled it, else as requeued. err
+// is what Run returned under ctx, last its last report; an attempt Run
+// itself told the hook of (bad input, say) is not told again.
+func (h *Handler) cancelled(ctx context.Context, m Meta, err error, byUser bool, last []byte) {
+	if h.cancels == nil || outcomeOf(ctx, err, m) != OutcomeRequeued {
+		return
+	}
+	var res tasks.Result
+	if json.Unmarshal(last, &res) != nil {
+		res = tasks.Result{} // no report: no phase, no agent exit
+	}
+	o := OutcomeRequeued
+	if byUser {
+		o = OutcomeCancelled
+	}
+	h.attempt(attemptOf(o, res))
+}
+
+// attemptOf is how an attempt that ended as o went, by its result res:
+// the agent's exit is there when its command ran to its end, that is,
+// when the exec phase finished without error, so that the attempt got past
+// it or completed.
+func attemptOf(o string, res tasks.Result) Attempt {
+	a := Attempt{Outcome: o, Phase: res.Phase, Final: o != OutcomeRetried && o != OutcomeRequeued}
 	if o == OutcomeCompleted {
 		a.Phase = "done"
 	}
-	execRan := slices.ContainsFunc(r.res.Phases, func(p tasks.PhaseTime) bool { return p.Name == tasks.PhaseExec })
-	if o == OutcomeCompleted || (execRan && r.res.Phase != tasks.PhaseExec) {
+	execRan := slices.ContainsFunc(res.Phases, func(p tasks.PhaseTime) bool { return p.Name == tasks.PhaseExec })
+	if o == OutcomeCompleted || (execRan && res.Phase != tasks.PhaseExec) {
 		switch {
-		case r.res.TimedOut:
+		case res.TimedOut:
 			a.Exit = ExitTimeout
-		case r.res.ExitCode == 0:
+		case res.ExitCode == 0:
 			a.Exit = ExitZero
 		default:
 			a.Exit = ExitNonzero
 		}
 	}
-	r.h.cfg.Hooks.Attempt(a)
+	return a
 }
 
 // agentExit tells whether err, from the exec of the agent's command, is in
