@@ -176,6 +176,7 @@ func (c *canceller) process(ctx context.Context, h *Handler, m Meta, payload []b
 		return err // done, failed, or asynq's deadline
 	}
 	by, ok := c.byUser(ctx, m, d.verdict)
+	h.cancelled(ctx, m, err, ok, rec.last)
 	if !ok {
 		return err // shutdown (asynq put it back) or a lost lease
 	}

@@ -31,8 +31,9 @@ type served struct {
 }
 
 // serveBlocking runs Serve with a fake smolvm whose commands run until
-// cancelled, on miniredis or a real redis-server.
-func serveBlocking(t *testing.T, kind string) *served {
+// cancelled, on miniredis or a real redis-server; mod, if any, changes the
+// handler's Config.
+func serveBlocking(t *testing.T, kind string, mod ...func(*Config)) *served {
 	t.Helper()
 	var s *testredis.Server
 	if kind == "miniredis" {
@@ -47,7 +48,11 @@ func serveBlocking(t *testing.T, kind string) *served {
 		<-ctx.Done()
 		return smolvm.ExecResult{ExitCode: -1}, &smolvm.Error{Op: "machine exec", ExitCode: -1, Err: ctx.Err()}
 	}
-	h, _ := newHandler(t, sv.f, nil)
+	h, _ := newHandler(t, sv.f, func(c *Config) {
+		for _, f := range mod {
+			f(c)
+		}
+	})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {

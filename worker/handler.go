@@ -227,16 +227,16 @@ func (h *Handler) Run(ctx context.Context, m Meta, payload []byte, w io.Writer) 
 	if err != nil {
 		r.res.Error = err.Error()
 		r.report()
-		o := outcomeOf(ctx, err)
+		o := outcomeOf(ctx, err, m)
 		switch o {
 		case OutcomeInvalid:
 			r.log.Warn().Str("phase", r.res.Phase).Err(err).Msg("task cannot run, archived without retry")
-		case OutcomeCancelled:
+		case OutcomeRequeued:
 			r.log.Warn().Str("phase", r.res.Phase).Err(err).Msg("task cancelled")
 		default:
 			r.log.Error().Str("phase", r.res.Phase).Err(err).Msg("task failed, asynq will retry it")
 		}
-		h.outcome(o, r.res.Phase)
+		r.ended(o)
 		if o == OutcomeInvalid {
 			return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
 		}
@@ -245,7 +245,7 @@ func (h *Handler) Run(ctx context.Context, m Meta, payload []byte, w io.Writer) 
 	r.res.State = tasks.StateDone
 	r.report()
 	r.log.Info().Str("phase", "done").Int("exit_code", r.res.ExitCode).Float64("duration_ms", ms(time.Since(start))).Msg("task finished")
-	h.outcome(OutcomeCompleted, "done")
+	r.ended(OutcomeCompleted)
 	return nil
 }
 

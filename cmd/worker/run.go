@@ -150,7 +150,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.DurationVar(&c.packTTL, "pack-ttl", worker.DefaultPackTTL, "how long a tagged image's pack is reused before it is packed again (0: the default; negative, such as -1s: forever; digest-pinned images: forever)")
 	fs.DurationVar(&c.reapInterval, "reap-interval", worker.DefaultReapInterval, "how often to delete VMs left by crashed workers (0: never)")
 	fs.DurationVar(&c.reapMinAge, "reap-min-age", worker.DefaultReapMinAge, "spare VMs younger than this from the reaper")
-	fs.StringVar(&c.metricsAddr, "metrics-addr", "127.0.0.1:9400", "address of the Prometheus /metrics endpoint (\"off\": none)")
+	fs.StringVar(&c.metricsAddr, "metrics-addr", defaultMetricsAddr, "address of the Prometheus /metrics endpoint, HOST:PORT, or HOST:FIRST-LAST to take the first free port of a range, so that several workers share a host (\"off\": none)")
 	c.maxFiles, c.maxArtifact, c.maxArtifacts = tasks.DefaultMaxFilesBytes, worker.DefaultMaxArtifactBytes, worker.DefaultMaxArtifactsBytes
 	fs.Var(&c.maxFiles, "max-files-bytes", "cap on the total content of a task's files, such as 4MiB (at most "+byteSize(tasks.MaxFilesBytesLimit).String()+"); a task over it is archived")
 	fs.Var(&c.maxArtifact, "max-artifact-bytes", "cap on one artifact; a bigger one is deleted and reported")
@@ -211,7 +211,11 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 		if addr == "" || (name == "metrics-addr" && addr == "off") {
 			continue
 		}
-		if err := checkHostPort(addr); err != nil {
+		check := checkHostPort
+		if name == "metrics-addr" {
+			check = checkMetricsAddr
+		}
+		if err := check(addr); err != nil {
 			return c, fmt.Errorf("%s: %w", origin[name], err)
 		}
 	}
@@ -569,7 +573,7 @@ func startEmbeddedRedis(addr string, log zerolog.Logger) (string, func(), error)
 
 // serveMetrics serves /metrics on addr until the returned func is called.
 func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, log zerolog.Logger) (func(), error) {
-	ln, err := net.Listen("tcp", addr)
+	ln, err := listenMetrics(addr)
 	if err != nil {
 		return nil, fmt.Errorf("-metrics-addr: %w", err)
 	}
