@@ -13,6 +13,7 @@ require (
 	github.com/rs/zerolog v1.35.1
 	go.yaml.in/yaml/v2 v2.4.2
 	golang.org/x/sync v0.17.0
+	golang.org/x/time v0.14.0
 )
 
 require (
@@ -33,6 +34,5 @@ require (
 	go.uber.org/atomic v1.11.0 // indirect
 	go.yaml.in/yaml/v3 v3.0.6 // indirect
 	golang.org/x/sys v0.37.0 // indirect
-	golang.org/x/time v0.14.0 // indirect
 	google.golang.org/protobuf v1.36.10 // indirect
 )
