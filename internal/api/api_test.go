@@ -66,9 +66,9 @@ func TestErrors(t *testing.T) {
 	small := base64.StdEncoding.EncodeToString(make([]byte, 1<<10+1))
 	for _, tt := range []struct {
 		name, method, path, token, body string
-		headers                          []string
-		status                           int
-		code, field, message             string
+		headers                         []string
+		status                          int
+		code, field, message            string
 	}{
 		{"no token", "POST", "/v1/runs", "", hello, nil, 401, CodeUnauthorized, "Authorization", "a bearer token is required"},
 		{"unknown token", "GET", "/v1/runs/x", "nope", "", nil, 401, CodeUnauthorized, "Authorization", "unknown token"},

@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -296,6 +297,12 @@ func (h *standIn) ProcessTask(ctx context.Context, task *asynq.Task) error {
 			if err := report(); err != nil {
 				return err
 			}
+		}
+		if ph == tasks.PhaseExec && p.Command[0] == "flaky" && retried == 0 {
+			res.Error = "exec: the stand-in fails its first attempt"
+			res.Add(ph, time.Millisecond)
+			report()
+			return errors.New(res.Error)
 		}
 		if ph == tasks.PhaseExec && p.Command[0] == "fail" {
 			res.Error = "exec: the stand-in fails as told"
