@@ -16,8 +16,9 @@ build: ## build every command in cmd/ into bin/ (worker, enqueue, dashboard, egr
 	$(GO) build -o $(BIN)/ ./cmd/...
 
 .PHONY: test
-test: ## gofmt check, go vet, and every test with -race (installs redis-server if it can)
+test: ## gofmt check, go vet, and every test with -race (installs redis-server and versitygw if it can)
 	@scripts/ensure-redis
+	@scripts/ensure-versitygw >/dev/null || echo "make test: the S3 store tests will skip" >&2
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$unformatted" ]; then echo "gofmt would change: $$unformatted"; exit 1; fi
 	$(GO) vet $(PKGS)
