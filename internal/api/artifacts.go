@@ -143,7 +143,48 @@ func (s *Server) artifact(w http.ResponseWriter, r *http.Request, g Grant) {
 		return
 	}
 	h.Set("Content-Length", strconv.FormatInt(a.Size, 10))
-	if _, err := io.Copy(w, io.LimitReader(rc, a.Size)); err != nil {
-		panic(http.ErrAbortHandler) // the client must not take a short file for the artifact
+	if err := copyVerified(w, rc, a.Size, a.SHA256); err != nil {
+		s.cfg.Log.Error().Err(err).Str("run_id", ri.ID).Int("artifact", n).Msg("artifact stream cut")
+		// The last bytes are held back, so the client sees a short body,
+		// never a whole one that is wrong.
+		panic(http.ErrAbortHandler)
 	}
+}
+
+// copyVerified copies r to w, checking that it holds size bytes whose
+// SHA-256 is sum, and holds the last chunk back until it has: a source
+// that goes wrong never delivers a complete body.
+func copyVerified(w io.Writer, r io.Reader, size int64, sum string) error {
+	h := sha256.New()
+	cur, next := make([]byte, 32<<10), make([]byte, 32<<10)
+	var held []byte
+	var n int64
+	for {
+		k, err := r.Read(next)
+		if k > 0 {
+			n += int64(k)
+			if n > size {
+				return fmt.Errorf("%w: more than %d bytes", ErrArtifactMismatch, size)
+			}
+			h.Write(next[:k])
+			if len(held) > 0 {
+				if _, werr := w.Write(held); werr != nil {
+					return werr
+				}
+			}
+			held = next[:k]
+			cur, next = next, cur
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if n != size || hex.EncodeToString(h.Sum(nil)) != sum {
+		return fmt.Errorf("%w: %d bytes with another SHA-256", ErrArtifactMismatch, n)
+	}
+	_, err := w.Write(held)
+	return err
 }

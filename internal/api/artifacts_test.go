@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
@@ -9,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"strings"
 	"testing"
@@ -127,5 +129,75 @@ func TestArtifactNotReady(t *testing.T) {
 	r := a.do("GET", "/v1/runs/"+run.ID+"/artifacts/0", tokAcme, "")
 	if e := r.apiError(t); r.status != 409 || e.Code != CodeNotReady {
 		t.Errorf("%d %s", r.status, r.body)
+	}
+}
+
+// streamSource is an ArtifactSource that streams (no Seek), as a
+// store-backed source would: the file at the artifact's host path made
+// long (long), then changed as mode says, whatever the result recorded.
+type streamSource struct{ mode string }
+
+// long repeats b past 100 KiB, to span several chunks.
+func long(b []byte) []byte { return []byte(strings.Repeat(string(b), 1+(100<<10)/len(b))) }
+
+func (s streamSource) Open(_ context.Context, _, _ string, a tasks.Artifact) (io.ReadCloser, error) {
+	b, err := os.ReadFile(a.HostPath)
+	if err != nil {
+		return nil, err
+	}
+	b = long(b)
+	switch s.mode {
+	case "other bytes":
+		b[len(b)-1] ^= 1
+	case "short":
+		b = b[:len(b)-1]
+	case "long":
+		b = append(b, '!')
+	}
+	return io.NopCloser(bytes.NewReader(b)), nil
+}
+
+// TestStreamedArtifactVerified: an artifact from a source that cannot
+// seek is checked as it streams, and one that does not match its result
+// never arrives whole.
+func TestStreamedArtifactVerified(t *testing.T) {
+	t.Parallel()
+	for _, mode := range []string{"matches", "other bytes", "short", "long"} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			a := newAPI(t, nil, func(c *Config) { c.Artifacts = streamSource{mode} })
+			a.serve(nil)
+			run := a.create(tokAcme, `{"image":"a","command":["x"],"artifacts":["/out/big.bin"]}`)
+			done := a.waitState(tokAcme, run.ID, StateCompleted)
+			var res tasks.Result
+			json.Unmarshal(done.Result, &res)
+			base, _ := os.ReadFile(res.Artifacts[0].HostPath)
+			want := long(base)
+			sum := sha256.Sum256(want)
+			// The result describes the long file, as a worker that stored
+			// it would have written.
+			res.Artifacts[0].Size, res.Artifacts[0].SHA256 = int64(len(want)), hex.EncodeToString(sum[:])
+			b, _ := json.Marshal(res)
+			if err := a.s.rdb.HSet(t.Context(), "asynq:{default}:t:"+run.ID, "result", b).Err(); err != nil {
+				t.Fatal(err)
+			}
+			req, _ := http.NewRequest("GET", a.url+"/v1/runs/"+run.ID+"/artifacts/0", nil)
+			req.Header.Set("Authorization", "Bearer "+tokAcme)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			got, rerr := io.ReadAll(resp.Body)
+			if mode == "matches" {
+				if rerr != nil || !bytes.Equal(got, want) || resp.Header.Get("X-Checksum-Sha256") != hex.EncodeToString(sum[:]) {
+					t.Errorf("%d bytes, %v; want the %d bytes", len(got), rerr, len(want))
+				}
+				return
+			}
+			if rerr == nil || len(got) >= len(want) {
+				t.Errorf("a bad source delivered %d of %d bytes without an error (%v)", len(got), len(want), rerr)
+			}
+		})
 	}
 }
