@@ -3,7 +3,7 @@
 // It builds the real cmd/worker and cmd/smolvm-sim (as "smolvm"), starts a
 // redis-server on a free loopback port, runs the numbered scenarios below
 // (worker overhead, throughput, readiness lag, idle pickup, pack dedup,
-// memory) with the unmodified worker binary against the simulator, prints a
+// memory, warm pool) with the unmodified worker binary against the simulator, prints a
 // table and writes it, with the method of each scenario, to BENCHMARKS.md.
 //
 // Every figure that has a baseline is measured in the same run as it. The
@@ -42,6 +42,7 @@ var scenarios = []scenario{
 	{4, "Idle pickup latency", pickup},
 	{5, "Pack dedup across processes", packDedup},
 	{6, "Memory with 50 loud agents", memory},
+	{7, "Warm pool: enqueue to agent running", warmPool},
 }
 
 func run(args []string) int {

@@ -72,6 +72,14 @@ type Result struct {
 	Attempt int `json:"attempt"`
 	// PackCached is true when the image's pack was reused.
 	PackCached bool `json:"pack_cached,omitempty"`
+	// Warm is true when the task ran in a VM of the worker's warm pool:
+	// created and started before the task came, from the same pack and
+	// with the same options as its own VM would have had, and used by
+	// this task alone.
+	Warm bool `json:"warm,omitempty"`
+	// SkippedPhases lists the phases a warm VM spared the task (create,
+	// start and ready); empty on the cold path.
+	SkippedPhases []string `json:"skipped_phases,omitempty"`
 	// Phases lists the finished phases with their durations.
 	Phases []PhaseTime `json:"phases"`
 	// Egress records where the agent connected, or tried to, through the

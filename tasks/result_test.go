@@ -14,8 +14,9 @@ import (
 // writes compact JSON; the files are indented to be read) and checks that
 // encoding them again gives the same bytes, egress record included.
 // result-done.json and result-running.json predate tenants and must still
-// decode; result-done-tenant.json pins the tenant field, and
-// result-cancelled.json the result of a task a user cancelled.
+// decode; result-done-tenant.json pins the tenant field,
+// result-cancelled.json the result of a task a user cancelled, and
+// result-done-warm.json the warm pool's fields.
 func TestResultWireFormat(t *testing.T) {
 	t.Parallel()
 	files, err := filepath.Glob(filepath.Join("testdata", "result-*.json"))

@@ -113,6 +113,9 @@ type Config struct {
 	Logger zerolog.Logger
 	// Hooks observe the pipeline, for metrics. Default: none.
 	Hooks Hooks
+	// Warm keeps started VMs of some images waiting for their tasks (see
+	// [WarmPool]). Default: none.
+	Warm WarmConfig
 }
 
 // ConfigError is a [Config] that [NewHandler] refuses: the field at fault

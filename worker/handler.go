@@ -50,6 +50,7 @@ type Handler struct {
 	packs   *PackCache
 	commits commitStore
 	from    fromPolicy
+	warm    *WarmPool
 	log     zerolog.Logger
 
 	mu     sync.Mutex
@@ -150,6 +151,9 @@ func NewHandler(cfg Config) (*Handler, error) {
 	h.commits = commitStore{dir: filepath.Join(cfg.DataDir, "commits")}
 	if h.cfg.Commits == nil {
 		h.cfg.Commits = localCommits{store: h.commits, host: cfg.Host, hostOf: cfg.HostOfTask}
+	}
+	if h.warm, err = newWarmPool(h); err != nil {
+		return nil, err
 	}
 	return h, nil
 }

@@ -46,6 +46,18 @@ func (r *run) pipeline(ctx context.Context) error {
 		return err
 	}
 
+	cpus, memMiB, err := h.resources(r.p)
+	if err != nil {
+		return err
+	}
+	create := r.createOptions(from.Machine, cpus, memMiB)
+	ctx, warm := r.claimWarm(ctx, create)
+	if warm {
+		// The pool registered the VM as in use; it is this run's now.
+		defer h.own(r.vm, false)
+		defer r.teardown(ctx)
+	}
+
 	execEnv := r.p.Env
 	if h.cfg.BundledProxy != nil {
 		// allow_hosts was validated with the payload: what fails here is a
@@ -65,28 +77,13 @@ func (r *run) pipeline(ctx context.Context) error {
 		r.scrub = newScrubber(append(slices.Collect(maps.Values(r.p.Env)), token, proxyURL)...)
 	}
 
-	cpus, memMiB, err := h.resources(r.p)
-	if err != nil {
-		return err
-	}
-	create := r.createOptions(from.Machine, cpus, memMiB)
-	h.own(r.vm, true)
-	defer h.own(r.vm, false)
-	defer r.teardown(ctx)
-	if err := r.phase(ctx, tasks.PhaseCreate, func(ctx context.Context) error {
-		return r.createBoxed(ctx, create)
-	}); err != nil {
-		return err
-	}
-	if err := r.phase(ctx, tasks.PhaseStart, func(ctx context.Context) error {
-		return h.cfg.Smolvm.Start(ctx, r.vm)
-	}); err != nil {
-		return err
-	}
-	if err := r.phase(ctx, tasks.PhaseReady, func(ctx context.Context) error {
-		return h.cfg.Smolvm.WaitReady(ctx, r.vm, h.cfg.ReadyTimeout)
-	}); err != nil {
-		return err
+	if !warm {
+		h.own(r.vm, true)
+		defer h.own(r.vm, false)
+		defer r.teardown(ctx)
+		if err := r.boot(ctx, create); err != nil {
+			return err
+		}
 	}
 	if len(r.p.Files) > 0 {
 		if err := r.phase(ctx, tasks.PhaseFiles, r.copyIn); err != nil {
@@ -129,6 +126,25 @@ func (r *run) pipeline(ctx context.Context) error {
 		})
 		r.res.Commit = p.Machine
 		return err
+	})
+}
+
+// boot is the cold path's create, start and ready phases, for the
+// attempt's own VM.
+func (r *run) boot(ctx context.Context, create smolvm.CreateOptions) error {
+	h := r.h
+	if err := r.phase(ctx, tasks.PhaseCreate, func(ctx context.Context) error {
+		return r.createBoxed(ctx, create)
+	}); err != nil {
+		return err
+	}
+	if err := r.phase(ctx, tasks.PhaseStart, func(ctx context.Context) error {
+		return h.cfg.Smolvm.Start(ctx, r.vm)
+	}); err != nil {
+		return err
+	}
+	return r.phase(ctx, tasks.PhaseReady, func(ctx context.Context) error {
+		return h.cfg.Smolvm.WaitReady(ctx, r.vm, h.cfg.ReadyTimeout)
 	})
 }
 

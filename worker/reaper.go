@@ -29,7 +29,8 @@ var _ Inspector = (*asynq.Inspector)(nil)
 // orphan when its name starts with VMPrefix and the reaper's deployment, no
 // handler of this process uses it, it is older than MinAge, and it is not
 // the VM of a task attempt that a live asynq server on this host is running
-// now. Liveness comes from asynq's own server list (heartbeats expire 10 s
+// now, nor a warm pool VM of another live asynq server on this host (its
+// name holds the server's owner token, see [WarmOwner]). Liveness comes from asynq's own server list (heartbeats expire 10 s
 // after a process dies), not from guesses; that list is per Redis database,
 // so the reaper leaves the VMs of other deployments alone, whatever they
 // are doing.
@@ -164,6 +165,9 @@ func (r *Reaper) sweep(ctx context.Context) (reaped []string, next time.Time, er
 	if err != nil {
 		return nil, time.Time{}, err
 	}
+	if r.Handler != nil {
+		live.self = r.Handler.warmOwner() // its pool VMs are spared above, by name
+	}
 	confirm := r.confirm()
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -229,11 +233,19 @@ func (r *Reaper) handlerActive() map[string]bool {
 	return r.Handler.Active()
 }
 
-// liveSet holds the VM names of running attempts, and the stems of running
-// tasks whose attempt could not be read (those are spared whole).
-type liveSet struct{ names, stems map[string]bool }
+// liveSet holds the VM names of running attempts, the stems of running
+// tasks whose attempt could not be read (those are spared whole), and the
+// owner tokens of live servers, whose warm pool VMs are spared; self is
+// the reaper's own process's token, whose handler says which are in use.
+type liveSet struct {
+	names, stems, owners map[string]bool
+	self                 string
+}
 
 func (l liveSet) has(vm string) bool {
+	if owner, ok := warmOwnerOf(vm); ok {
+		return owner != l.self && l.owners[owner]
+	}
 	if l.names[vm] {
 		return true
 	}
@@ -264,11 +276,12 @@ func liveVMs(insp Inspector, deployment, host string, skipPID int) (liveSet, err
 	if err != nil {
 		return liveSet{}, err
 	}
-	l := liveSet{names: map[string]bool{}, stems: map[string]bool{}}
+	l := liveSet{names: map[string]bool{}, stems: map[string]bool{}, owners: map[string]bool{}}
 	for _, s := range servers {
 		if s.Host != host || (skipPID != 0 && s.PID == skipPID) {
 			continue
 		}
+		l.owners[ownerToken(s.ID)] = true
 		for _, w := range s.ActiveWorkers {
 			info, err := insp.GetTaskInfo(w.Queue, w.TaskID)
 			if err != nil {

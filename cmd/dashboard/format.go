@@ -122,6 +122,9 @@ func detail(r tasks.Result) string {
 	if r.VM != "" {
 		line("vm: %s", elide(r.VM, 24))
 	}
+	if r.Warm {
+		line("warm VM: %s skipped", strings.Join(r.SkippedPhases, ", "))
+	}
 	data := dataDir(r)
 	if data != "" {
 		line("data dir: %s", shortenPath(data, ""))

@@ -36,6 +36,8 @@ func TestFormatResultDetail(t *testing.T) {
 			{Path: "/o/c", Size: 9 << 20, Error: "over this worker's cap of 8 MiB per artifact"},
 		},
 		Egress: &tasks.EgressRecord{Truncated: 7, Invalid: 1}}
+	warm := tasks.Result{State: tasks.StateDone, Phase: tasks.PhaseDelete, VM: "bq-d-warm_0a_1b", Warm: true,
+		SkippedPhases: []string{"create", "start", "ready"}, Attempt: 1}
 
 	for _, tt := range []struct {
 		name   string
@@ -89,6 +91,11 @@ artifacts, in artifacts/k/:
   /o/c: over this worker's cap of 8 MiB per artifact
 egress refused 1 request to invalid host names
 egress: 7 more attempts not listed`},
+		{"a warm VM", warm, `done, exit code 0
+attempt 1
+vm: bq-d-warm_0a_1b
+warm VM: create, start, ready skipped
+commit: none`},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()

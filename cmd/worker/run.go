@@ -6,11 +6,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -68,6 +70,9 @@ type config struct {
 	registries    registryList
 	vmCPUs        int
 	vmMemMiB      int
+	warm          warmList
+	warmMax       int
+	warmMaxAge    time.Duration
 }
 
 // envFallbacks maps each flag to the environment variable that sets it when
@@ -108,6 +113,9 @@ var envFallbacks = []cliflag.Env{
 	{"registries", "BOTTLEQ_REGISTRIES"},
 	{"log-format", "BOTTLEQ_LOG_FORMAT"},
 	{"log-level", "BOTTLEQ_LOG_LEVEL"},
+	{"warm", "BOTTLEQ_WARM"},
+	{"warm-max", "BOTTLEQ_WARM_MAX"},
+	{"warm-max-age", "BOTTLEQ_WARM_MAX_AGE"},
 }
 
 func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
@@ -151,6 +159,9 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.Var(&c.registries, "registries", "registries tasks' images may come from, HOST or HOST:PORT, comma-separated (an image naming none, such as alpine:3, is on docker.io; \""+worker.AnyRegistry+"\": any)")
 	fs.StringVar(&c.logFormat, "log-format", "auto", "auto (console on a terminal, else JSON), json or console")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.Var(&c.warm, "warm", "keep N started VMs of IMAGE waiting for its tasks, IMAGE=N,... (default: none)")
+	fs.IntVar(&c.warmMax, "warm-max", 0, "most warm VMs in total, apart from -concurrency (0: the sum of -warm)")
+	fs.DurationVar(&c.warmMaxAge, "warm-max-age", worker.DefaultWarmMaxAge, "a warm VM unclaimed this long is replaced")
 	origin, err := cliflag.Parse(fs, args, envFallbacks, getenv, "Usage: worker [flags]\n\nRuns bottleq's agent:run tasks in smolvm microVMs.", stderr)
 	if err != nil {
 		return c, err
@@ -172,6 +183,12 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	}
 	if c.maxArtifact < 1 || c.maxArtifacts < 1 {
 		return c, fmt.Errorf("-max-artifact-bytes, -max-artifacts-bytes: must be at least 1 byte")
+	}
+	if c.warmMax < 0 {
+		return c, fmt.Errorf("%s: %d must not be negative", origin["warm-max"], c.warmMax)
+	}
+	if c.warmMaxAge <= 0 {
+		return c, fmt.Errorf("%s: %s must be positive", origin["warm-max-age"], c.warmMaxAge)
 	}
 	if _, err := cliflag.Logger(c.logFormat, c.logLevel, io.Discard); err != nil {
 		return c, fmt.Errorf("-log-format/-log-level: %w", err)
@@ -223,6 +240,22 @@ func (d *dirList) Set(s string) error {
 		*d = append(*d, dir)
 	}
 	return nil
+}
+
+// warmList is the -warm flag, as worker.ParseWarm reads it.
+type warmList map[string]int
+
+func (w warmList) String() string {
+	var parts []string
+	for _, img := range slices.Sorted(maps.Keys(w)) {
+		parts = append(parts, img+"="+strconv.Itoa(w[img]))
+	}
+	return strings.Join(parts, ",")
+}
+
+func (w *warmList) Set(s string) (err error) {
+	*w, err = worker.ParseWarm(s)
+	return err
 }
 
 // byteSize is a flag of a number of bytes: "1048576", "512KiB", "1MiB",
@@ -316,6 +349,7 @@ func serve(ctx context.Context, c config, log zerolog.Logger) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := worker.NewMetrics(reg)
+	warmMetrics := worker.NewWarmMetrics(reg)
 
 	sm, err := smolvm.New(ctx, smolvm.Config{Bin: c.smolvmBin, Logger: &log, Observe: metrics.ObserveSmolvm})
 	if errors.Is(err, smolvm.ErrNotInstalled) {
@@ -350,6 +384,7 @@ func serve(ctx context.Context, c config, log zerolog.Logger) error {
 		Registries:            c.registries,
 		Logger:                log,
 		Hooks:                 metrics.Hooks(),
+		Warm:                  worker.WarmConfig{Images: c.warm, Max: c.warmMax, MaxAge: c.warmMaxAge, Hooks: warmMetrics.Hooks()},
 	}
 	// Checked before the listeners, with the bundled proxy's address as far
 	// as it is known: before its listener is bound, port 0 is no port yet,
@@ -413,6 +448,25 @@ func serve(ctx context.Context, c config, log zerolog.Logger) error {
 		go func() { reaper.Run(reapCtx); close(reaped) }()
 		defer func() { stopReaper(); <-reaped }()
 	}
+	if pool := h.Warm(); pool != nil {
+		// The pool's VMs carry the owner token of this process's asynq
+		// server, which Serve starts; other workers' reapers spare them
+		// while it lives. On shutdown the pool deletes them, alongside the
+		// tasks' own shutdown.
+		warmCtx, stopWarm := context.WithCancel(ctx)
+		warmed := make(chan struct{})
+		go func() {
+			defer close(warmed)
+			owner, err := worker.WarmOwner(warmCtx, insp)
+			if err == nil {
+				err = pool.Run(warmCtx, owner)
+			}
+			if err != nil && warmCtx.Err() == nil {
+				log.Error().Err(err).Msg("warm pool stopped: tasks take the cold path")
+			}
+		}()
+		defer func() { stopWarm(); <-warmed }()
+	}
 	queues, _ := parseQueues(c.queues)
 	log.Info().Int("concurrency", c.concurrency).Str("queues", c.queues).Str("data_dir", c.dataDir).Str("deployment", deployment).Msg("worker serving")
 	err = worker.Serve(ctx, h, worker.ServerConfig{
@@ -448,6 +502,7 @@ var flagOfField = map[string]string{
 	"MaxArtifactBytes":      "-max-artifact-bytes",
 	"MaxArtifactsBytes":     "-max-artifacts-bytes",
 	"Registries":            "-registries",
+	"Warm":                  "-warm",
 }
 
 // flagError reports a *worker.ConfigError under the name of the flag that
