@@ -298,6 +298,7 @@ func (h *hub) poll(key string, p *poller) {
 	}
 	t := time.NewTimer(h.interval)
 	defer t.Stop()
+	failing := false
 	for {
 		select {
 		case <-t.C:
@@ -314,12 +315,17 @@ func (h *hub) poll(key string, p *poller) {
 		h.s.metrics.polls.Inc()
 		switch {
 		case err != nil:
-			h.s.cfg.Log.Warn().Err(err).Str("run_id", p.id).Msg("events: reading the run failed; trying again")
+			if !failing { // once, not at every poll while Redis is away
+				h.s.cfg.Log.Warn().Err(err).Str("run_id", p.id).Msg("events: reading the run failed; trying again")
+			}
+			failing = true
 		case !found:
+			failing = false
 			p.publish(snapshot{gone: true}, signature(nil))
 			stop(true)
 			return
 		default:
+			failing = false
 			p.publish(snapshot{run: ri}, signature(ri))
 			if ri.Final() {
 				stop(true)
