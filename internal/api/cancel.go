@@ -7,6 +7,7 @@ import (
 	"net/http"
 
 	"github.com/bot-bottle/bottleq/enqueue"
+	"github.com/bot-bottle/bottleq/internal/cancelmark"
 )
 
 // cancelRun cancels a run for good with enqueue's Cancel: a run waiting to
@@ -35,6 +36,12 @@ func (s *Server) cancelRun(w http.ResponseWriter, r *http.Request, g Grant) {
 	switch {
 	case err == nil:
 	case errors.Is(err, context.DeadlineExceeded):
+		// The cancel stands only if Cancel got as far as its mark.
+		by, merr := cancelmark.Get(context.WithoutCancel(r.Context()), s.rdb, ri.Queue, ri.ID)
+		if merr != nil || by == "" {
+			writeError(w, errRedis(err))
+			return
+		}
 		status = http.StatusAccepted
 	case errors.Is(err, enqueue.ErrFinished):
 		writeError(w, errorf(http.StatusConflict, CodeFinished, "", fmt.Sprintf("run %s completed before the cancel reached it", ri.ID)))
