@@ -12,7 +12,7 @@ help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 .PHONY: build
-build: ## build every command in cmd/ into bin/ (worker, enqueue, dashboard, egress-proxy, smolvm-sim)
+build: ## build every command in cmd/ into bin/ (worker, enqueue, api, dashboard, egress-proxy, smolvm-sim)
 	$(GO) build -o $(BIN)/ ./cmd/...
 
 .PHONY: sim
