@@ -2,6 +2,7 @@ package testredis
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net/url"
 	"os"
@@ -25,9 +26,9 @@ type SentinelConfig struct {
 	SentinelPassword string
 	// Replicas is how many replicas the master has; zero means one.
 	Replicas int
-	// MinReplicasToWrite, when set, makes every node refuse writes while
-	// it is a master with fewer replicas in sync (min-replicas-to-write).
-	MinReplicasToWrite int
+	// TLS makes every node and sentinel speak only TLS, with certificates
+	// for 127.0.0.1 from one CA made for the test (Sentinels.CAFile).
+	TLS bool
 }
 
 // Sentinels is a Redis master, one replica of it and the sentinels that
@@ -41,8 +42,11 @@ type Sentinels struct {
 	Nodes []*Server
 	// Sentinels are the sentinel processes.
 	Sentinels []*Server
+	// CAFile is the PEM CA of a TLS setup's certificates.
+	CAFile string
 
 	cfg SentinelConfig
+	tls *tls.Config // set for a TLS setup
 }
 
 // Timeouts of the sentinels: a master is down after downAfter without an
@@ -70,19 +74,30 @@ func Sentinel(t testing.TB, cfg SentinelConfig) *Sentinels {
 	}
 	bin := binaryOrSkip(t)
 	s := &Sentinels{Name: "bottleq", cfg: cfg}
+	var tf *tlsFiles
+	if cfg.TLS {
+		dir := t.TempDir()
+		ca, err := writeCerts(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tf = &tlsFiles{dir: dir, ca: ca}
+		s.tls = &tls.Config{RootCAs: ca, ServerName: "127.0.0.1"}
+		s.CAFile = filepath.Join(dir, "ca.pem")
+	}
 	// Either node may be the master: both start a replica's sync at once
 	// instead of after Redis's default 5 s.
 	node := []string{"--repl-diskless-sync-delay", "0"}
 	if cfg.Password != "" {
 		node = append(node, "--requirepass", cfg.Password, "--masterauth", cfg.Password)
 	}
-	if cfg.MinReplicasToWrite > 0 {
-		node = append(node, "--min-replicas-to-write", fmt.Sprint(cfg.MinReplicasToWrite))
+	if cfg.TLS {
+		node = append(node, "--tls-replication", "yes") // a replica's link to its master
 	}
-	master := Real(t, node...)
+	master := startReal(t, tf, node...)
 	s.Nodes = []*Server{master}
 	for range cfg.Replicas {
-		s.Nodes = append(s.Nodes, Real(t, append(node, "--replicaof", "127.0.0.1", master.port())...))
+		s.Nodes = append(s.Nodes, startReal(t, tf, append(node, "--replicaof", "127.0.0.1", master.port())...))
 	}
 	s.waitUntil(t, "the master's writes reach its replicas", func(ctx context.Context) error {
 		for _, r := range s.Nodes[1:] {
@@ -94,12 +109,23 @@ func Sentinel(t testing.TB, cfg SentinelConfig) *Sentinels {
 	})
 
 	for i := 0; i < cfg.Sentinels; i++ {
-		sen := &Server{Kind: "redis-sentinel", dir: t.TempDir()}
+		sen := &Server{Kind: "redis-sentinel", dir: t.TempDir(), tls: s.tls, CAFile: s.CAFile}
 		sen.launch(t, bin, func(port int) ([]string, error) {
 			// A sentinel rewrites its configuration file, so each gets its own.
 			conf := filepath.Join(sen.dir, "sentinel.conf")
+			listen := []string{fmt.Sprintf("port %d", port)}
+			if tf != nil {
+				listen = []string{
+					"port 0",
+					fmt.Sprintf("tls-port %d", port),
+					"tls-cert-file " + filepath.Join(tf.dir, "server.pem"),
+					"tls-key-file " + filepath.Join(tf.dir, "server.key"),
+					"tls-ca-cert-file " + filepath.Join(tf.dir, "ca.pem"),
+					"tls-auth-clients no",
+					"tls-replication yes", // the sentinel's links to the nodes
+				}
+			}
 			lines := []string{
-				fmt.Sprintf("port %d", port),
 				"bind 127.0.0.1",
 				"daemonize no",
 				"dir " + sen.dir,
@@ -109,6 +135,7 @@ func Sentinel(t testing.TB, cfg SentinelConfig) *Sentinels {
 				fmt.Sprintf("sentinel failover-timeout %s %d", s.Name, failoverTimeout.Milliseconds()),
 				fmt.Sprintf("sentinel parallel-syncs %s 1", s.Name),
 			}
+			lines = append(listen, lines...)
 			if cfg.Password != "" {
 				lines = append(lines, fmt.Sprintf("sentinel auth-pass %s %s", s.Name, cfg.Password))
 			}
@@ -133,7 +160,8 @@ func Sentinel(t testing.TB, cfg SentinelConfig) *Sentinels {
 }
 
 // URL returns asynq's form, redis-sentinel://[:SENTINELPASSWORD@]S1,S2,...?master=NAME.
-// It carries no master password: asynq's form has no place for one.
+// It carries no master password and no TLS: asynq's form has no place for
+// them.
 func (s *Sentinels) URL() string {
 	var addrs []string
 	for _, sen := range s.Sentinels {
@@ -147,9 +175,13 @@ func (s *Sentinels) URL() string {
 }
 
 // FailoverURL returns go-redis's form,
-// redis://[:SENTINELPASSWORD@]S1?master_name=NAME&addr=S2...&password=PASSWORD.
+// redis://[:SENTINELPASSWORD@]S1?master_name=NAME&addr=S2...&password=PASSWORD,
+// rediss:// for TLS.
 func (s *Sentinels) FailoverURL() string {
 	u := url.URL{Scheme: "redis", Host: s.Sentinels[0].Addr}
+	if s.tls != nil {
+		u.Scheme = "rediss"
+	}
 	if s.cfg.SentinelPassword != "" {
 		u.User = url.UserPassword("", s.cfg.SentinelPassword)
 	}
@@ -223,11 +255,11 @@ func (s *Sentinels) waitUntil(t testing.TB, what string, ok func(ctx context.Con
 }
 
 func (s *Sentinels) sentinelClient(sen *Server) *redis.SentinelClient {
-	return redis.NewSentinelClient(&redis.Options{Addr: sen.Addr, Password: s.cfg.SentinelPassword, MaxRetries: -1})
+	return redis.NewSentinelClient(&redis.Options{Addr: sen.Addr, Password: s.cfg.SentinelPassword, TLSConfig: s.tls, MaxRetries: -1})
 }
 
 func (s *Sentinels) nodeClient(n *Server) *redis.Client {
-	return redis.NewClient(&redis.Options{Addr: n.Addr, Password: s.cfg.Password, MaxRetries: -1})
+	return redis.NewClient(&redis.Options{Addr: n.Addr, Password: s.cfg.Password, TLSConfig: s.tls, MaxRetries: -1})
 }
 
 // agreedMaster returns the node every sentinel names as the master.

@@ -33,11 +33,24 @@ func TestServers(t *testing.T) {
 	}
 }
 
-// TestSentinel: the setup comes up with the replica known to every
-// sentinel, and SENTINEL FAILOVER moves the master there.
+// TestSentinel: the setup comes up with its replicas known to every
+// sentinel, and SENTINEL FAILOVER moves the master to one, with or without
+// TLS.
 func TestSentinel(t *testing.T) {
 	t.Parallel()
-	s := Sentinel(t, SentinelConfig{Sentinels: 3, Password: "node-pw", SentinelPassword: "sentinel-pw"})
+	for name, cfg := range map[string]SentinelConfig{
+		"plain": {Sentinels: 3, Password: "node-pw", SentinelPassword: "sentinel-pw"},
+		"tls":   {TLS: true, Replicas: 2},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			testSentinel(t, cfg)
+		})
+	}
+}
+
+func testSentinel(t *testing.T, cfg SentinelConfig) {
+	s := Sentinel(t, cfg)
 	if m := s.Master(t); m != s.Nodes[0] {
 		t.Fatalf("master is %s, want the first node %s", m.Addr, s.Nodes[0].Addr)
 	}
@@ -46,12 +59,15 @@ func TestSentinel(t *testing.T) {
 			t.Errorf("%s listens on %s, want loopback", n.Kind, n.Addr)
 		}
 	}
-	if m := s.Failover(t); m != s.Nodes[1] {
-		t.Fatalf("after a failover the master is %s, want the replica %s", m.Addr, s.Nodes[1].Addr)
+	if m := s.Failover(t); m == s.Nodes[0] {
+		t.Fatalf("after a failover the master is still %s", m.Addr)
 	}
 	for _, u := range []string{s.URL(), s.FailoverURL()} {
 		if !strings.Contains(u, "master") || !strings.Contains(u, s.Sentinels[0].Addr) {
 			t.Errorf("URL %q names no master or not the first sentinel", u)
 		}
+	}
+	if got := strings.HasPrefix(s.FailoverURL(), "rediss://"); got != cfg.TLS || (s.CAFile != "") != cfg.TLS {
+		t.Errorf("TLS %v: failover URL %q, CA file %q", cfg.TLS, s.FailoverURL(), s.CAFile)
 	}
 }
