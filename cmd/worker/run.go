@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
 	"github.com/bot-bottle/bottleq/egress"
@@ -104,8 +105,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	var c config
 	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&c.redisURL, "redis", "", "Redis URL, redis://[:PASSWORD@]HOST:PORT[/DB] or rediss:// for TLS; empty: run an embedded in-memory Redis")
-	fs.StringVar(&c.redisCA, "redis-ca", "", "PEM file of CA certificates to trust for rediss://")
+	fs.StringVar(&c.redisURL, "redis", "", "Redis URL: redis://[:PASSWORD@]HOST:PORT[/DB], rediss:// for TLS, or Sentinel's redis-sentinel://[:PASSWORD@]HOST:PORT[,HOST:PORT...][/DB]?master=NAME (see README); empty: run an embedded in-memory Redis")
+	fs.StringVar(&c.redisCA, "redis-ca", "", "PEM file of CA certificates to trust for rediss:// (and TLS to Sentinel)")
 	fs.StringVar(&c.embeddedRedis, "embedded-redis", "127.0.0.1:6379", "address of the embedded Redis when -redis is empty")
 	fs.StringVar(&c.smolvmBin, "smolvm", "smolvm", "smolvm binary, a path or a name on PATH")
 	fs.StringVar(&c.dataDir, "data-dir", defaultDataDir(getenv), "directory for packs, commits and artifacts; made private (0700)")
@@ -270,7 +271,7 @@ func serve(ctx context.Context, c config, log zerolog.Logger) error {
 	}
 	log.Info().Str("smolvm", sm.Bin()).Str("version", sm.Version().String()).Str("dialect", sm.Version().Dialect().String()).Msg("smolvm found")
 
-	redisOpt, stopRedis, err := redisConn(c, log)
+	rc, stopRedis, err := redisConn(c, log)
 	if err != nil {
 		return err
 	}
@@ -281,8 +282,7 @@ func serve(ctx context.Context, c config, log zerolog.Logger) error {
 		return err
 	}
 	defer stopEgress()
-	insp := asynq.NewInspector(redisOpt)
-	defer insp.Close()
+	insp := asynq.NewInspectorFromRedisClient(rc)
 	h, err := worker.NewHandler(worker.Config{
 		Smolvm:                sm,
 		DataDir:               c.dataDir,
@@ -320,7 +320,7 @@ func serve(ctx context.Context, c config, log zerolog.Logger) error {
 	queues, _ := parseQueues(c.queues)
 	log.Info().Int("concurrency", c.concurrency).Str("queues", c.queues).Str("data_dir", c.dataDir).Msg("worker serving")
 	err = worker.Serve(ctx, h, worker.ServerConfig{
-		Redis:           redisOpt,
+		Redis:           redisurl.Shared(rc),
 		Concurrency:     c.concurrency,
 		Queues:          queues,
 		StrictPriority:  c.strict,
@@ -361,25 +361,27 @@ func flagError(err error) error {
 	return err
 }
 
-// redisConn connects to REDIS_URL, or starts the embedded Redis.
-func redisConn(c config, log zerolog.Logger) (asynq.RedisConnOpt, func(), error) {
+// redisConn opens the one Redis client of the worker, on REDIS_URL or an
+// embedded Redis it starts; stop closes both.
+func redisConn(c config, log zerolog.Logger) (rc redis.UniversalClient, stop func(), err error) {
 	if c.redisURL != "" {
-		opt, err := redisurl.Parse(c.redisURL)
+		rc, err := redisurl.Open(c.redisURL, c.redisCA)
+		if errors.Is(err, redisurl.ErrCA) {
+			return nil, nil, fmt.Errorf("-redis-ca: %w", err)
+		}
 		if err != nil {
 			return nil, nil, fmt.Errorf("-redis: %w", err)
 		}
-		if opt, err = redisurl.WithCA(opt, c.redisCA); err != nil {
-			return nil, nil, fmt.Errorf("-redis-ca: %w", err)
-		}
 		log.Info().Str("redis", redisurl.Redacted(c.redisURL)).Msg("using Redis")
-		return opt, func() {}, nil
+		return rc, func() { rc.Close() }, nil
 	}
 	m := miniredis.NewMiniRedis()
 	if err := m.StartAddr(c.embeddedRedis); err != nil {
 		return nil, nil, fmt.Errorf("embedded Redis on %s: %w (set REDIS_URL, or -embedded-redis to another address)", c.embeddedRedis, err)
 	}
 	log.Warn().Str("addr", m.Addr()).Msg("no REDIS_URL: running an embedded in-memory Redis (miniredis); tasks are lost when this worker stops; use a real Redis in production")
-	return asynq.RedisClientOpt{Addr: m.Addr()}, m.Close, nil
+	rc = redis.NewClient(&redis.Options{Addr: m.Addr()})
+	return rc, func() { rc.Close(); m.Close() }, nil
 }
 
 // serveMetrics serves /metrics on addr until the returned func is called.
