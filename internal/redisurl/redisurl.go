@@ -35,7 +35,7 @@ import (
 // than the URL.
 var ErrCA = errors.New("redis CA file")
 
-// caError is an error about the CA file: its text is Err's, and it
+// caError is an error about the CA file: its text is err's, and it
 // matches ErrCA.
 type caError struct{ err error }
 
