@@ -90,7 +90,7 @@ func newFlagSet(c *config, env *envFlag, files *listFlag, redisURL, redisCA, ten
 	fs := flag.NewFlagSet("enqueue", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
-	fs.StringVar(redisURL, "redis", "", "Redis `URL`, redis:// or rediss:// (TLS) (default $REDIS_URL, else "+DefaultRedisURL+")")
+	fs.StringVar(redisURL, "redis", "", "Redis `URL`: redis://, rediss:// (TLS) or redis-sentinel:// (see README) (default $REDIS_URL, else "+DefaultRedisURL+")")
 	fs.StringVar(redisCA, "redis-ca", "", "PEM `file` of CA certificates to trust for rediss:// (default $REDIS_CA_FILE)")
 	fs.StringVar(tenant, "tenant", "", "the `tenant` the task runs for: up to "+fmt.Sprint(tasks.MaxTenantLen)+
 		" lower-case letters, digits and '-', not starting with '-'; --from task:ID finds only this tenant's commits (default $BOTTLEQ_TENANT, else "+
@@ -109,6 +109,7 @@ func newFlagSet(c *config, env *envFlag, files *listFlag, redisURL, redisCA, ten
 	fs.BoolVar(noCommit, "no-commit", false, "do not commit the VM's end state for later --from task:ID")
 	fs.StringVar(&c.opts.TaskID, "task-id", "", "task `ID`; enqueueing an ID that still exists fails (default random)")
 	fs.StringVar(&c.opts.Queue, "queue", tasks.DefaultQueue, "`queue` to put the task on")
+	fs.IntVar(&c.opts.Replicas, "replicas", 0, "return only once this many Redis replicas hold the task, so a Sentinel failover cannot lose it (see README)")
 	fs.IntVar(maxRetry, "max-retry", tasks.DefaultMaxRetry, "retries of a failed delivery; 0 for none")
 	fs.BoolVar(&c.wait, "wait", false, "wait for the result, print the agent's output and exit with its exit code")
 	fs.DurationVar(&c.waitTimeout, "wait-timeout", 0, "with --wait, give up waiting after this `duration` (exit 1; the task runs on) (default 0: no limit)")
@@ -251,6 +252,9 @@ func parse(args []string, getenv func(string) string, help io.Writer) (config, e
 		c.opts.MaxRetry = enqueue.NoRetry
 	default:
 		c.opts.MaxRetry = maxRetry
+	}
+	if c.opts.Replicas < 0 {
+		return c, usagef("--replicas: must not be negative")
 	}
 	if err := checkQueue(c.opts.Queue); err != nil {
 		return c, err

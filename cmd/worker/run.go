@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
 	"github.com/bot-bottle/bottleq/egress"
@@ -122,8 +123,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	var c config
 	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&c.redisURL, "redis", "", "Redis URL, redis://[[USER]:PASSWORD@]HOST:PORT[/DB] or rediss:// for TLS; empty: run an embedded in-memory Redis")
-	fs.StringVar(&c.redisCA, "redis-ca", "", "PEM file of CA certificates to trust for rediss://")
+	fs.StringVar(&c.redisURL, "redis", "", "Redis URL: redis://[[USER]:PASSWORD@]HOST:PORT[/DB], rediss:// for TLS, or Sentinel's redis-sentinel://[:PASSWORD@]HOST:PORT[,HOST:PORT...][/DB]?master=NAME (see README); empty: run an embedded in-memory Redis")
+	fs.StringVar(&c.redisCA, "redis-ca", "", "PEM file of CA certificates to trust for rediss:// (and TLS to Sentinel)")
 	fs.StringVar(&c.embeddedRedis, "embedded-redis", "127.0.0.1:6379", "address of the embedded Redis when -redis is empty")
 	fs.StringVar(&c.smolvmBin, "smolvm", "smolvm", "smolvm binary, a path or a name on PATH")
 	fs.StringVar(&c.dataDir, "data-dir", defaultDataDir(getenv), "directory for packs (packs/), commits (commits/TENANT/), artifacts (artifacts/TENANT/TASK-HASH/) and temporary files (tmp/); made private (0700)")
@@ -427,24 +428,25 @@ func serve(ctx context.Context, c config, log zerolog.Logger) error {
 		}
 		defer stopMetrics()
 	}
+	var rc redis.UniversalClient
 	if c.redisURL == "" {
 		addr, stopRedis, err := startEmbeddedRedis(c.embeddedRedis, log)
 		if err != nil {
 			return err
 		}
 		defer stopRedis()
-		redisOpt.Addr = addr
-		deployment = deploymentOf(c, redisOpt)
-	} else {
-		log.Info().Str("redis", redisurl.Redacted(c.redisURL)).Msg("using Redis")
+		rc = redis.NewClient(&redis.Options{Addr: addr})
+		deployment = deploymentOf(c, asynq.RedisClientOpt{Addr: addr})
+	} else if rc, err = redisConn(c, log); err != nil {
+		return err
 	}
+	defer rc.Close() // after the server, which uses it, has shut down
 	stopEgress, err := startEgress(ctx, egressProxy, &c, log)
 	if err != nil {
 		return err
 	}
 	defer stopEgress()
-	insp := asynq.NewInspector(redisOpt)
-	defer insp.Close()
+	insp := asynq.NewInspectorFromRedisClient(rc)
 	cfg.Deployment = deployment
 	cfg.ProxyURL = c.proxy
 	cfg.HostOfTask = worker.InspectorHostOf(insp)
@@ -485,7 +487,7 @@ func serve(ctx context.Context, c config, log zerolog.Logger) error {
 	queues, _ := parseQueues(c.queues)
 	log.Info().Int("concurrency", c.concurrency).Str("queues", c.queues).Str("data_dir", c.dataDir).Str("deployment", deployment).Msg("worker serving")
 	err = worker.Serve(ctx, h, worker.ServerConfig{
-		Redis:           redisOpt,
+		Redis:           redisurl.Shared(rc),
 		Concurrency:     c.concurrency,
 		Queues:          queues,
 		StrictPriority:  c.strict,
@@ -533,20 +535,27 @@ func flagError(err error) error {
 }
 
 // deploymentOf is the worker's deployment: -deployment, else a hash of the
-// Redis address and database opt gives. Give it the embedded Redis's
-// address once it listens: each embedded Redis on port 0 is a deployment
-// of its own, with no other worker in it.
-func deploymentOf(c config, opt asynq.RedisClientOpt) string {
+// Redis opt names (a server's address, or a Sentinel master's name and its
+// sentinels) and its database. Give it the embedded Redis's address once it
+// listens: each embedded Redis on port 0 is a deployment of its own, with
+// no other worker in it.
+func deploymentOf(c config, opt asynq.RedisConnOpt) string {
 	if c.deployment != "" {
 		return c.deployment
 	}
-	return worker.DeploymentOf(opt.Addr, opt.DB)
+	switch o := opt.(type) {
+	case asynq.RedisFailoverClientOpt:
+		return worker.DeploymentOf(o.MasterName+"@"+strings.Join(o.SentinelAddrs, ","), o.DB)
+	case asynq.RedisClientOpt:
+		return worker.DeploymentOf(o.Addr, o.DB)
+	}
+	return worker.DeploymentOf(fmt.Sprintf("%T", opt), 0)
 }
 
-// redisOption reads -redis and -redis-ca. Without -redis it is the
-// embedded Redis's option, its address as configured: the listener is not
-// bound yet.
-func redisOption(c config) (asynq.RedisClientOpt, error) {
+// redisOption reads -redis and -redis-ca, to check them and to name the
+// deployment before anything listens. Without -redis it is the embedded
+// Redis's option, its address as configured: the listener is not bound yet.
+func redisOption(c config) (asynq.RedisConnOpt, error) {
 	if c.redisURL == "" {
 		return asynq.RedisClientOpt{Addr: c.embeddedRedis}, nil
 	}
@@ -558,6 +567,20 @@ func redisOption(c config) (asynq.RedisClientOpt, error) {
 		return opt, fmt.Errorf("-redis-ca: %w", err)
 	}
 	return opt, nil
+}
+
+// redisConn opens the one Redis client of the worker on -redis; close it
+// after the server has shut down.
+func redisConn(c config, log zerolog.Logger) (redis.UniversalClient, error) {
+	rc, err := redisurl.Open(c.redisURL, c.redisCA)
+	if errors.Is(err, redisurl.ErrCA) {
+		return nil, fmt.Errorf("-redis-ca: %w", err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("-redis: %w", err)
+	}
+	log.Info().Str("redis", redisurl.Redacted(c.redisURL)).Msg("using Redis")
+	return rc, nil
 }
 
 // startEmbeddedRedis starts the embedded Redis on addr and returns the
