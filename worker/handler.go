@@ -211,7 +211,7 @@ func (h *Handler) Run(ctx context.Context, m Meta, payload []byte, w io.Writer) 
 	if err != nil {
 		log.Warn().Str("phase", "decode").Err(err).Msg("task cannot run, archived without retry")
 		h.outcome(OutcomeInvalid, "decode")
-		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
+		return noRetry(err)
 	}
 	r := &run{h: h, p: p, w: w, vm: VMName(h.cfg.Deployment, m.ID, attempt), taskID: m.ID}
 	r.log = log.With().Str("vm", r.vm).Logger()
@@ -238,7 +238,7 @@ func (h *Handler) Run(ctx context.Context, m Meta, payload []byte, w io.Writer) 
 		}
 		r.ended(o)
 		if o == OutcomeInvalid {
-			return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
+			return noRetry(err)
 		}
 		return err
 	}

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/hibiken/asynq"
+
 	"github.com/bot-bottle/bottleq/smolvm"
 	"github.com/bot-bottle/bottleq/tasks"
 )
@@ -88,6 +90,19 @@ func isPermanent(err error) bool {
 	var ve *tasks.ValidationError
 	return errors.As(err, &ce) || errors.As(err, &ve) || errors.Is(err, smolvm.ErrInvalid)
 }
+
+// noRetry returns err as an error that ends its task: it matches
+// asynq.SkipRetry, so asynq archives the task without a retry, yet its
+// text, which asynq keeps as the task's LastErr (what `enqueue --wait`,
+// `enqueue status` and the dashboard show), is err's alone, without
+// asynq's ": skip retry for the task".
+func noRetry(err error) error { return &noRetryError{err: err} }
+
+// noRetryError is an error that asynq does not retry; see noRetry.
+type noRetryError struct{ err error }
+
+func (e *noRetryError) Error() string   { return e.err.Error() }
+func (e *noRetryError) Unwrap() []error { return []error{e.err, asynq.SkipRetry} }
 
 // outcome tells the Attempt hook of an attempt that ended, as o, before
 // the agent's command ran; o ends the task.
