@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 
@@ -89,6 +90,25 @@ func isPermanent(err error) bool {
 	var ce *CommitError
 	var ve *tasks.ValidationError
 	return errors.As(err, &ce) || errors.As(err, &ve) || errors.Is(err, smolvm.ErrInvalid)
+}
+
+// msgInvalid is the log message of a task that cannot run.
+const msgInvalid = "invalid input; archived without retry"
+
+// failedMsg is the log message of an attempt of m that failed as o, from
+// outcomeOf: what becomes of the task, in a user's terms. asynq's own line
+// on an archived task is demoted (see asynqLogger), so this is the one.
+func failedMsg(o string, m Meta) string {
+	n, of := m.Retried+1, m.MaxRetry+1
+	switch o {
+	case OutcomeInvalid:
+		return msgInvalid
+	case OutcomeRequeued:
+		return "task interrupted: cancelled, or the worker is shutting down"
+	case OutcomeFailed:
+		return fmt.Sprintf("task failed on its last attempt (%d of %d); archived", n, of)
+	}
+	return fmt.Sprintf("task failed; asynq will retry it (attempt %d of %d)", n, of)
 }
 
 // noRetry returns err as an error that ends its task: it matches
