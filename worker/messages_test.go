@@ -188,3 +188,24 @@ func TestArchivedTaskID(t *testing.T) {
 		})
 	}
 }
+
+// TestFailedMsg: each way an attempt fails reads as what becomes of the
+// task, with the attempt and the attempts asynq allows in all.
+func TestFailedMsg(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		o    string
+		m    Meta
+		want string
+	}{
+		{OutcomeRetried, Meta{MaxRetry: 5}, "task failed; asynq will retry it (attempt 1 of 6)"},
+		{OutcomeFailed, Meta{Retried: 5, MaxRetry: 5}, "task failed on its last attempt (6 of 6); archived"},
+		{OutcomeFailed, Meta{}, "task failed on its last attempt (1 of 1); archived"},
+		{OutcomeInvalid, Meta{Retried: 1, MaxRetry: 5}, "invalid input; archived without retry"},
+		{OutcomeRequeued, Meta{MaxRetry: 5}, "task interrupted: a user's cancel, the worker's shutdown or a lost lease"},
+	} {
+		if got := failedMsg(tt.o, tt.m); got != tt.want {
+			t.Errorf("failedMsg(%s, %+v) = %q, want %q", tt.o, tt.m, got, tt.want)
+		}
+	}
+}

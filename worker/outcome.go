@@ -104,7 +104,7 @@ func failedMsg(o string, m Meta) string {
 	case OutcomeInvalid:
 		return msgInvalid
 	case OutcomeRequeued:
-		return "task interrupted: cancelled, or the worker is shutting down"
+		return "task interrupted: a user's cancel, the worker's shutdown or a lost lease"
 	case OutcomeFailed:
 		return fmt.Sprintf("task failed on its last attempt (%d of %d); archived", n, of)
 	}
