@@ -204,8 +204,11 @@ func TestFailedMsg(t *testing.T) {
 		{OutcomeInvalid, Meta{Retried: 1, MaxRetry: 5}, "invalid input; archived without retry"},
 		{OutcomeRequeued, Meta{MaxRetry: 5}, "task interrupted: a user's cancel, the worker's shutdown or a lost lease"},
 	} {
-		if got := failedMsg(tt.o, tt.m); got != tt.want {
-			t.Errorf("failedMsg(%s, %+v) = %q, want %q", tt.o, tt.m, got, tt.want)
-		}
+		t.Run(tt.want, func(t *testing.T) {
+			t.Parallel()
+			if got := failedMsg(tt.o, tt.m); got != tt.want {
+				t.Errorf("failedMsg(%s, %+v) = %q, want %q", tt.o, tt.m, got, tt.want)
+			}
+		})
 	}
 }
