@@ -5,8 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/hibiken/asynq"
 
 	"github.com/bot-bottle/bottleq/smolvm"
 	"github.com/bot-bottle/bottleq/tasks"
@@ -88,6 +91,38 @@ func isPermanent(err error) bool {
 	var ve *tasks.ValidationError
 	return errors.As(err, &ce) || errors.As(err, &ve) || errors.Is(err, smolvm.ErrInvalid)
 }
+
+// msgInvalid is the log message of a task that cannot run.
+const msgInvalid = "invalid input; archived without retry"
+
+// failedMsg is the log message of an attempt of m that failed as o, from
+// outcomeOf: what becomes of the task, in a user's terms. asynq's own line
+// on an archived task is demoted (see asynqLogger), so this is the one.
+func failedMsg(o string, m Meta) string {
+	n, of := m.Retried+1, m.MaxRetry+1
+	switch o {
+	case OutcomeInvalid:
+		return msgInvalid
+	case OutcomeRequeued:
+		return "task interrupted: a user's cancel, the worker's shutdown or a lost lease"
+	case OutcomeFailed:
+		return fmt.Sprintf("task failed on its last attempt (%d of %d); archived", n, of)
+	}
+	return fmt.Sprintf("task failed; asynq will retry it (attempt %d of %d)", n, of)
+}
+
+// noRetry returns err as an error that ends its task: it matches
+// asynq.SkipRetry, so asynq archives the task without a retry, yet its
+// text, which asynq keeps as the task's LastErr (what `enqueue --wait`,
+// `enqueue status` and the dashboard show), is err's alone, without
+// asynq's ": skip retry for the task".
+func noRetry(err error) error { return &noRetryError{err: err} }
+
+// noRetryError is an error that asynq does not retry; see noRetry.
+type noRetryError struct{ err error }
+
+func (e *noRetryError) Error() string   { return e.err.Error() }
+func (e *noRetryError) Unwrap() []error { return []error{e.err, asynq.SkipRetry} }
 
 // outcome tells the Attempt hook of an attempt that ended, as o, before
 // the agent's command ran; o ends the task.

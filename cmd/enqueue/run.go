@@ -362,7 +362,7 @@ func wait(ctx context.Context, client *enqueue.Client, queue, id, tenant string,
 	case errors.Is(err, enqueue.ErrCancelled):
 		return fail(stderr, exitFail, "task %s was cancelled (%s)", id, cancelledBy(out))
 	case errors.As(err, &failed):
-		return fail(stderr, exitFail, "task %s failed: %s", id, failed.LastErr)
+		return fail(stderr, exitFail, "task %s failed: %s", id, shownErr(failed.LastErr))
 	case errors.Is(err, enqueue.ErrNotFound):
 		return fail(stderr, exitFail, "%s", notFound(queue, id))
 	case waitCtx.Err() != nil && errors.Is(err, waitCtx.Err()):
