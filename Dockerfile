@@ -1,8 +1,8 @@
-# bottleq images: one image with the three commands, the worker by default.
+# bottleq images: one image with the commands, the worker by default.
 #
 #   docker build -t bottleq .
 #   docker run bottleq                     # worker (needs /dev/kvm and smolvm; see docker-compose.yml)
-#   docker run bottleq dashboard -h        # or: enqueue, dashboard
+#   docker run bottleq dashboard -h        # or: enqueue, dashboard, api
 #
 # The commands are static Go binaries (CGO_ENABLED=0); smolvm is not in the
 # image: the worker runs the host's smolvm, whose install directory is
@@ -15,7 +15,7 @@ ENV GOTOOLCHAIN=local CGO_ENABLED=0
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-RUN go build -trimpath -ldflags="-s -w" -o /out/ ./cmd/worker ./cmd/enqueue ./cmd/dashboard
+RUN go build -trimpath -ldflags="-s -w" -o /out/ ./cmd/worker ./cmd/enqueue ./cmd/dashboard ./cmd/api
 
 FROM debian:bookworm-slim
 # ca-certificates for rediss:// (Redis over TLS).

@@ -263,7 +263,7 @@ func (b *bench) stopAll() {
 }
 
 // logLine is the part of the worker's JSON log lines the harness reads.
-// zerolog writes durations in milliseconds, as floats.
+// Durations are in milliseconds (duration_ms).
 type logLine struct {
 	Level    string  `json:"level"`
 	Message  string  `json:"message"`
@@ -272,7 +272,7 @@ type logLine struct {
 	VM       string  `json:"vm"`
 	Op       string  `json:"op"`
 	Phase    string  `json:"phase"`
-	Duration float64 `json:"duration"`
+	Duration float64 `json:"duration_ms"`
 	Exit     *int    `json:"exit"`
 }
 

@@ -43,6 +43,7 @@ var scenarios = []scenario{
 	{5, "Pack dedup across processes", packDedup},
 	{6, "Memory with 50 loud agents", memory},
 	{7, "Warm pool: enqueue to agent running", warmPool},
+	{8, "HTTP API overhead", apiOverhead},
 }
 
 func run(args []string) int {

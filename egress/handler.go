@@ -67,13 +67,13 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// as the request line.
 		if _, reason := validate.HostName(host); reason != "" {
 			t.noteInvalid()
-			t.logs.gate(p.log.Info()).Str("task", t.id).Int("len", len(h)).Str("method", r.Method).
+			t.logs.gate(p.log.Info()).Str("vm", t.vm).Int("len", len(h)).Str("method", r.Method).
 				Msg("egress: refused a host that is not a valid name")
 			p.reply(w, r, refuse(http.StatusBadRequest, "", "the target host (%d bytes) %s", len(h), reason))
 			return
 		}
 	}
-	log := p.log.With().Str("task", t.id).Str("host", host).Int("port", port).Str("method", r.Method).Logger()
+	log := p.log.With().Str("vm", t.vm).Str("host", host).Int("port", port).Str("method", r.Method).Logger()
 
 	addrs, ref := p.check(r.Context(), t, host, port)
 	if ref == nil {
@@ -139,16 +139,17 @@ func (p *Proxy) check(ctx context.Context, t *task, host string, port int) ([]ne
 		ips, err = p.cfg.Resolver(rctx, host)
 		if err != nil || len(ips) == 0 {
 			if err == nil {
-				err = errors.New("no addresses")
+				err = errNoAddrs
 			}
-			t.logs.gate(p.log.Info()).Err(err).Str("task", t.id).Str("host", host).Msg("egress: cannot resolve")
-			return nil, refuse(http.StatusBadGateway, "", "cannot resolve host %q", host)
+			t.logs.gate(p.log.Info()).Err(err).Str("vm", t.vm).Str("host", host).Msg("egress: cannot resolve")
+			return nil, refuse(http.StatusBadGateway, resolveReason(err), "cannot resolve host %q", host)
 		}
 	}
 	local, err := p.localAddrs()
 	if err != nil {
-		t.logs.gate(p.log.Warn()).Err(err).Str("task", t.id).Msg("egress: cannot list this host's addresses")
-		return nil, refuse(http.StatusServiceUnavailable, "", "cannot list this host's addresses to check %q against them", host)
+		t.logs.gate(p.log.Warn()).Err(err).Str("vm", t.vm).Msg("egress: cannot list this host's addresses")
+		return nil, refuse(http.StatusServiceUnavailable, "the proxy cannot list its own addresses",
+			"cannot list this host's addresses to check %q against them", host)
 	}
 	aps := make([]netip.AddrPort, 0, len(ips))
 	for _, a := range ips {
@@ -160,6 +161,27 @@ func (p *Proxy) check(ctx context.Context, t *task, host string, port int) ([]ne
 		aps = append(aps, ap)
 	}
 	return aps, nil
+}
+
+// errNoAddrs is a resolver's answer without an address.
+var errNoAddrs = errors.New("no addresses")
+
+// resolveReason is what a task's record says of a name that did not
+// resolve: why, as far as the resolver's error tells, without its text
+// (which names the resolver's address).
+func resolveReason(err error) string {
+	var dns *net.DNSError
+	switch {
+	case errors.Is(err, errNoAddrs):
+		return "cannot resolve: no addresses"
+	case errors.As(err, &dns) && dns.IsNotFound:
+		return "cannot resolve: no such host"
+	case errors.As(err, &dns) && dns.IsTimeout, errors.Is(err, context.DeadlineExceeded):
+		return "cannot resolve: timed out"
+	case errors.As(err, &dns):
+		return "cannot resolve: DNS failure"
+	}
+	return "cannot resolve"
 }
 
 // dial connects to the first of the checked addresses that answers.
@@ -223,7 +245,7 @@ func (p *Proxy) tunnel(ctx context.Context, w http.ResponseWriter, r *http.Reque
 	}
 	start := time.Now()
 	p.splice(client, up, e)
-	log.Debug().Dur("took", time.Since(start)).Int64("bytes_up", e.up.Load()).Int64("bytes_down", e.down.Load()).Msg("egress: tunnel closed")
+	log.Debug().Float64("duration_ms", float64(time.Since(start))/float64(time.Millisecond)).Int64("bytes_up", e.up.Load()).Int64("bytes_down", e.down.Load()).Msg("egress: tunnel closed")
 }
 
 // splice copies both ways until both directions end, or nothing moves

@@ -97,7 +97,7 @@ type Proxy struct {
 
 	mu      sync.Mutex
 	byToken map[[sha256.Size]byte]*task // by hash, so lookups leak no timing about tokens
-	byID    map[string]*task
+	byVM    map[string]*task
 	self    map[netip.AddrPort]bool
 }
 
@@ -141,7 +141,7 @@ func New(cfg Config) *Proxy {
 		cfg:     cfg,
 		log:     cfg.Logger,
 		byToken: map[[sha256.Size]byte]*task{},
-		byID:    map[string]*task{},
+		byVM:    map[string]*task{},
 		self:    map[netip.AddrPort]bool{},
 	}
 	for _, ap := range cfg.Self {
@@ -150,16 +150,18 @@ func New(cfg Config) *Proxy {
 	return p
 }
 
-// Register installs a task's policy and returns a new random 128-bit
-// token, which the task's VM sends as its proxy password; see [ProxyURL].
-// It fails on an invalid policy or a task already registered.
-func (p *Proxy) Register(taskID string, pol Policy) (string, error) {
+// Register installs a task's policy for its VM, named vm (the worker
+// registers each attempt's VM by its name; log lines about its requests
+// carry it as "vm"), and returns a new random 128-bit token, which the VM
+// sends as its proxy password; see [ProxyURL]. It fails on an invalid
+// policy or a VM already registered.
+func (p *Proxy) Register(vm string, pol Policy) (string, error) {
 	var b [16]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		return "", fmt.Errorf("egress: token: %w", err)
 	}
 	tok := hex.EncodeToString(b[:])
-	return tok, p.RegisterToken(taskID, tok, pol)
+	return tok, p.RegisterToken(vm, tok, pol)
 }
 
 var tokenRE = regexp.MustCompile(`^[A-Za-z0-9._~-]{16,256}$`)
@@ -167,9 +169,9 @@ var tokenRE = regexp.MustCompile(`^[A-Za-z0-9._~-]{16,256}$`)
 // RegisterToken is [Proxy.Register] with a token chosen by the caller, as
 // cmd/egress-proxy's static token: 16 to 256 characters of A-Z a-z 0-9 and
 // ._~- so it needs no escaping in a URL. Prefer Register.
-func (p *Proxy) RegisterToken(taskID, token string, pol Policy) error {
-	if taskID == "" {
-		return errors.New("egress: task ID is empty")
+func (p *Proxy) RegisterToken(vm, token string, pol Policy) error {
+	if vm == "" {
+		return errors.New("egress: VM name is empty")
 	}
 	if !tokenRE.MatchString(token) {
 		return errors.New("egress: token must be 16 to 256 characters of A-Z a-z 0-9 . _ ~ -")
@@ -186,21 +188,21 @@ func (p *Proxy) RegisterToken(taskID, token string, pol Policy) error {
 		max = DefaultMaxConns
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	t := &task{id: taskID, rules: rules, max: max, ctx: ctx, cancel: cancel, entries: map[entryKey]*entry{}, kept: map[bool]int{}}
+	t := &task{vm: vm, rules: rules, max: max, ctx: ctx, cancel: cancel, entries: map[entryKey]*entry{}, kept: map[bool]int{}}
 	key := sha256.Sum256([]byte(token))
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if _, ok := p.byID[taskID]; ok {
+	if _, ok := p.byVM[vm]; ok {
 		cancel()
-		return fmt.Errorf("egress: task %q is already registered", taskID)
+		return fmt.Errorf("egress: VM %q is already registered", vm)
 	}
 	if _, ok := p.byToken[key]; ok {
 		cancel()
 		return errors.New("egress: token is already in use")
 	}
-	p.byID[taskID], p.byToken[key] = t, t
+	p.byVM[vm], p.byToken[key] = t, t
 	t.token = key
-	p.log.Debug().Str("task", taskID).Strs("allow_hosts", pol.Hosts).Int("max_conns", max).Msg("egress: registered")
+	p.log.Debug().Str("vm", vm).Strs("allow_hosts", pol.Hosts).Int("max_conns", max).Msg("egress: registered")
 	return nil
 }
 
@@ -208,14 +210,15 @@ func (p *Proxy) RegisterToken(taskID, token string, pol Policy) error {
 // connections to close after it closes them.
 const unregisterWait = 5 * time.Second
 
-// Unregister removes a task's policy, so later requests with its token
-// get 407, closes the task's open tunnels and requests, and returns its
-// egress record. An unknown task gets an empty record.
-func (p *Proxy) Unregister(taskID string) tasks.EgressRecord {
+// Unregister removes the policy of the task whose VM is named vm, so later
+// requests with its token get 407, closes the task's open tunnels and
+// requests, and returns its egress record. An unknown VM gets an empty
+// record.
+func (p *Proxy) Unregister(vm string) tasks.EgressRecord {
 	p.mu.Lock()
-	t := p.byID[taskID]
+	t := p.byVM[vm]
 	if t != nil {
-		delete(p.byID, taskID)
+		delete(p.byVM, vm)
 		delete(p.byToken, t.token)
 	}
 	p.mu.Unlock()
@@ -231,13 +234,13 @@ func (p *Proxy) Unregister(taskID string) tasks.EgressRecord {
 	select {
 	case <-done:
 	case <-time.After(unregisterWait):
-		p.log.Warn().Str("task", taskID).Msg("egress: connections still open after unregister; record may be short")
+		p.log.Warn().Str("vm", vm).Msg("egress: connections still open after unregister; record may be short")
 	}
 	rec := t.record()
 	if n := t.logs.flush(); n > 0 {
-		p.log.Info().Str("task", taskID).Int("suppressed", n).Msg("egress: lines about this task's requests were suppressed")
+		p.log.Info().Str("vm", vm).Int("suppressed", n).Msg("egress: lines about this task's requests were suppressed")
 	}
-	p.log.Debug().Str("task", taskID).Int("entries", len(rec.Entries)).Msg("egress: unregistered")
+	p.log.Debug().Str("vm", vm).Int("entries", len(rec.Entries)).Msg("egress: unregistered")
 	return rec
 }
 
@@ -254,9 +257,9 @@ func ProxyURL(base string, token string) string {
 	return u.String()
 }
 
-// task is one registered task.
+// task is one registered task, known by its VM's name.
 type task struct {
-	id     string
+	vm     string
 	token  [sha256.Size]byte
 	rules  []HostRule
 	max    int

@@ -391,7 +391,7 @@ func TestRegister(t *testing.T) {
 		want     string
 	}{
 		{"duplicate", "t", egress.Policy{}, "already registered"},
-		{"empty id", "", egress.Policy{}, "task ID is empty"},
+		{"empty VM name", "", egress.Policy{}, "VM name is empty"},
 		{"bad host", "u", egress.Policy{Hosts: []string{"ok.test", "http://x"}}, `allow_hosts[1]: "http://x"`},
 		{"negative cap", "u", egress.Policy{MaxConns: -1}, "negative"},
 	} {

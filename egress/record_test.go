@@ -2,12 +2,15 @@ package egress_test
 
 import (
 	"bufio"
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +18,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/bot-bottle/bottleq/egress"
+	"github.com/bot-bottle/bottleq/tasks"
 )
 
 // rawGets sends one authenticated plain GET per target over a single
@@ -160,12 +164,12 @@ func TestRefusalFlood(t *testing.T) {
 		var l struct {
 			Message    string
 			Suppressed int
-			Task       string
+			VM         string `json:"vm"`
 		}
 		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
 			t.Fatalf("log line %q: %v", sc.Text(), err)
 		}
-		if l.Task != "t" {
+		if l.VM != "t" {
 			continue
 		}
 		suppressed += l.Suppressed
@@ -178,5 +182,127 @@ func TestRefusalFlood(t *testing.T) {
 	}
 	if n := len(log.String()); n > 32<<10 {
 		t.Errorf("the log grew by %d bytes for %d refusals", n, flood)
+	}
+}
+
+// TestRecordResolveFailure checks that a name the task may reach but that
+// does not resolve is in the task's record, as a refusal saying why, and
+// that the log lines about it name the VM under "vm", as every egress line
+// about a registered VM does.
+func TestRecordResolveFailure(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name       string
+		answer     func() ([]netip.Addr, error)
+		wantReason string
+	}{
+		{"no such host", func() ([]netip.Addr, error) {
+			return nil, &net.DNSError{Err: "no such host", Name: "nx.test", IsNotFound: true}
+		}, "cannot resolve: no such host"},
+		{"timeout", func() ([]netip.Addr, error) {
+			return nil, &net.DNSError{Err: "i/o timeout", Name: "nx.test", Server: "10.9.8.7:53", IsTimeout: true}
+		}, "cannot resolve: timed out"},
+		{"server failure", func() ([]netip.Addr, error) {
+			return nil, &net.DNSError{Err: "server misbehaving", Name: "nx.test", Server: "10.9.8.7:53"}
+		}, "cannot resolve: DNS failure"},
+		{"no addresses", func() ([]netip.Addr, error) { return nil, nil }, "cannot resolve: no addresses"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var log lockedBuffer
+			h := newHarness(t, func(c *egress.Config) {
+				c.Logger = zerolog.New(&log).Level(zerolog.DebugLevel)
+				c.Resolver = func(context.Context, string) ([]netip.Addr, error) { return tt.answer() }
+			})
+			const vm = "bq-dep-task-a1"
+			tok := h.register(t, vm, egress.Policy{Hosts: []string{"nx.test"}})
+			for range 2 {
+				if resp, body, _ := h.connect(t, tok, "nx.test:443"); resp.StatusCode != http.StatusBadGateway {
+					t.Fatalf("CONNECT nx.test:443 = %d %q, want 502", resp.StatusCode, body)
+				}
+			}
+			if statuses, _ := h.rawGets(t, tok, []string{"nx.test:80"}); statuses[0] != http.StatusBadGateway {
+				t.Fatalf("GET http://nx.test:80/ = %d, want 502", statuses[0])
+			}
+
+			rec := h.p.Unregister(vm)
+			want := []tasks.EgressEntry{
+				{Host: "nx.test", Port: 80, Reason: tt.wantReason, Count: 1},
+				{Host: "nx.test", Port: 443, Reason: tt.wantReason, Count: 2},
+			}
+			if !slices.Equal(rec.Entries, want) || rec.Truncated != 0 {
+				t.Errorf("record %+v, want entries %+v", rec, want)
+			}
+			if b, _ := json.Marshal(rec); strings.Contains(string(b), "10.9.8.7") {
+				t.Errorf("the record names the resolver: %s", b)
+			}
+
+			var resolveLines int
+			sc := bufio.NewScanner(strings.NewReader(log.String()))
+			for sc.Scan() {
+				var l map[string]any
+				if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
+					t.Fatalf("log line %q: %v", sc.Text(), err)
+				}
+				if _, ok := l["task"]; ok {
+					t.Errorf("log line names the VM under \"task\": %s", sc.Text())
+				}
+				if l["vm"] != vm {
+					t.Errorf("log line does not name the VM under \"vm\": %s", sc.Text())
+				}
+				if l["message"] == "egress: cannot resolve" && l["host"] == "nx.test" {
+					resolveLines++
+				}
+			}
+			if resolveLines != 3 {
+				t.Errorf("%d \"egress: cannot resolve\" lines, want 3:\n%s", resolveLines, log.String())
+			}
+		})
+	}
+}
+
+// TestTunnelLogFields checks the debug lines of an allowed tunnel: each
+// names the VM under "vm", and "egress: tunnel closed" gives how long the
+// tunnel was open in milliseconds, under duration_ms, with its bytes.
+func TestTunnelLogFields(t *testing.T) {
+	t.Parallel()
+	var log lockedBuffer
+	h := newHarness(t, func(c *egress.Config) { c.Logger = zerolog.New(&log).Level(zerolog.DebugLevel) })
+	const vm = "bq-dep-task-a1"
+	tok := h.register(t, vm, egress.Policy{Hosts: []string{"allowed.test"}})
+	if status, _ := h.get(t, tok, "https://allowed.test:"+port(t, h.tls)+"/x"); status != http.StatusOK {
+		t.Fatalf("GET over CONNECT = %d", status)
+	}
+	h.p.Unregister(vm) // returns once the tunnel's handler is done, its line written
+
+	closed := 0
+	sc := bufio.NewScanner(strings.NewReader(log.String()))
+	for sc.Scan() {
+		var l map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
+			t.Fatalf("log line %q: %v", sc.Text(), err)
+		}
+		if l["vm"] != vm {
+			t.Errorf("log line does not name the VM under \"vm\": %s", sc.Text())
+		}
+		if l["message"] != "egress: tunnel closed" {
+			continue
+		}
+		closed++
+		if d, ok := l["duration_ms"].(float64); !ok || d < 0 {
+			t.Errorf("tunnel closed line has no duration_ms number: %s", sc.Text())
+		}
+		if up, _ := l["bytes_up"].(float64); up <= 0 {
+			t.Errorf("tunnel closed line has no bytes up: %s", sc.Text())
+		}
+		for _, k := range []string{"took", "duration", "task"} {
+			if _, ok := l[k]; ok {
+				t.Errorf("tunnel closed line has %q: %s", k, sc.Text())
+			}
+		}
+	}
+	if closed != 1 {
+		t.Errorf("%d \"egress: tunnel closed\" lines, want 1:\n%s", closed, log.String())
 	}
 }

@@ -2,6 +2,7 @@ package enqueue
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"time"
@@ -43,9 +44,12 @@ const NoRetry = -1
 // status and cancels them. It is safe for concurrent use; Close it when
 // done.
 type Client struct {
-	rdb       redis.UniversalClient // shared by client and inspector
 	client    *asynq.Client
 	inspector *asynq.Inspector
+	// redis is the one connection pool client and inspector share; Close
+	// closes it when the Client made it.
+	redis      redis.UniversalClient
+	ownsClient bool
 	// minPoll and maxPoll bound Wait's polling interval.
 	minPoll, maxPoll time.Duration
 }
@@ -58,50 +62,67 @@ const (
 	MaxPoll = 250 * time.Millisecond
 )
 
-// New returns a client for the Redis r describes. It does not connect:
-// the first call that needs Redis does. Like asynq.NewClient, it panics
-// when r makes no go-redis v9 client, which asynq's own RedisConnOpts all
-// do.
+// New returns a client for the Redis r describes, such as [ParseURL]'s
+// result. It does not connect: the first Enqueue or Wait does.
 func New(r asynq.RedisConnOpt) *Client {
-	rdb, err := cancelmark.Client(r)
-	if err != nil {
-		panic("enqueue.New: " + err.Error())
+	rc, ok := r.MakeRedisClient().(redis.UniversalClient)
+	if !ok {
+		panic(fmt.Sprintf("enqueue.New: unsupported RedisConnOpt type %T", r))
 	}
+	c := NewFromRedisClient(rc)
+	c.ownsClient = true
+	return c
+}
+
+// NewFromRedisClient returns a client that enqueues and waits through rc,
+// a go-redis client the caller already has (a Sentinel failover client,
+// say). Close leaves rc open: the caller closes it after the Client.
+func NewFromRedisClient(rc redis.UniversalClient) *Client {
 	return &Client{
-		rdb:       rdb,
-		client:    asynq.NewClientFromRedisClient(rdb),
-		inspector: asynq.NewInspectorFromRedisClient(rdb),
+		client:    asynq.NewClientFromRedisClient(rc),
+		inspector: asynq.NewInspectorFromRedisClient(rc),
+		redis:     rc,
 		minPoll:   MinPoll,
 		maxPoll:   MaxPoll,
 	}
 }
 
-// NewFromURL returns a client for a redis:// or rediss:// (TLS) URL; see
-// [ParseURL].
+// NewFromURL returns a client for a Redis URL; see [ParseURL].
 func NewFromURL(redisURL string) (*Client, error) {
-	r, err := ParseURL(redisURL)
+	rc, err := redisurl.Open(redisURL, "")
 	if err != nil {
 		return nil, err
 	}
-	return New(r), nil
+	c := NewFromRedisClient(rc)
+	c.ownsClient = true
+	return c, nil
 }
 
-// ParseURL reads redis://[user:password@]host[:port][/db], or rediss://
-// for TLS; the port defaults to 6379. Its errors never quote the URL, which may hold a password.
+// ParseURL reads a Redis URL: one server,
+// redis://[USER:PASSWORD@]HOST[:PORT][/DB] (rediss:// for TLS; the port
+// defaults to 6379), or a master behind Redis Sentinel, in asynq's form
+// redis-sentinel://[:PASSWORD@]S1:PORT[,S2:PORT...][/DB]?master=NAME (the
+// password is the sentinels') or go-redis's
+// redis://[USER:PASSWORD@]S1:PORT[/DB]?master_name=NAME[&addr=S2:PORT...][&password=MASTERPASSWORD]
+// (rediss:// for TLS). Its errors never quote the URL, which may hold a
+// password.
 func ParseURL(redisURL string) (asynq.RedisConnOpt, error) {
-	opt, err := redisurl.Parse(redisURL)
-	if err != nil {
-		return nil, err
-	}
-	return opt, nil
+	return redisurl.Parse(redisURL)
 }
 
 // Close closes the connections to Redis.
-func (c *Client) Close() error { return c.rdb.Close() }
-
 // ValidateQueue checks a queue name: 1 to 64 characters of A-Z a-z 0-9
 // and _ . : -. Its error is a reason, without the field's name.
 func ValidateQueue(name string) error { return validate.Queue(name) }
+
+// Close closes the connections to Redis, unless they came from
+// [NewFromRedisClient].
+func (c *Client) Close() error {
+	if !c.ownsClient {
+		return nil
+	}
+	return c.redis.Close()
+}
 
 // Options adjusts one task. The zero value keeps the defaults of
 // [tasks.NewAgentRun].
@@ -131,7 +152,24 @@ type Options struct {
 	// keeps tasks.DefaultMaxFilesBytes, what a worker accepts unless its
 	// -max-files-bytes says more; raise it only for such workers.
 	MaxFilesBytes int64
+	// Replicas, when positive, makes Enqueue return only once this many
+	// Redis replicas hold the task (Redis's WAIT), so that a failover
+	// cannot lose it: Redis replicates asynchronously, and a task only the
+	// old master took is gone once a replica is promoted. Until they do,
+	// Enqueue enqueues again under the same task ID (TaskID, or one it
+	// picks), for up to ReplicasTimeout or until ctx ends. Behind Sentinel
+	// set it to the number of replicas. Zero: return once the master has
+	// the task.
+	Replicas int
 }
+
+// ReplicasTimeout bounds how long Enqueue tries to get a task onto
+// Options.Replicas replicas: a Sentinel failover takes seconds, and the
+// new master has its replicas back some 10 s later.
+const ReplicasTimeout = time.Minute
+
+// replicaWait is how long one attempt waits for the replicas.
+const replicaWait = time.Second
 
 func (o Options) asynq(p tasks.AgentRun) ([]asynq.Option, error) {
 	var opts []asynq.Option
@@ -162,6 +200,9 @@ func (o Options) asynq(p tasks.AgentRun) ([]asynq.Option, error) {
 	if o.MaxFilesBytes < 0 {
 		return nil, fmt.Errorf("%w: MaxFilesBytes must not be negative", ErrInvalidOptions)
 	}
+	if o.Replicas < 0 {
+		return nil, fmt.Errorf("%w: Replicas must not be negative", ErrInvalidOptions)
+	}
 	switch {
 	case o.Retention == 0:
 	case o.Retention < time.Second:
@@ -177,6 +218,11 @@ func (o Options) asynq(p tasks.AgentRun) ([]asynq.Option, error) {
 // [ErrInvalidOptions]; neither enqueues anything. A TaskID in use matches
 // [ErrDuplicate].
 func (c *Client) Enqueue(ctx context.Context, p tasks.AgentRun, o Options) (*asynq.TaskInfo, error) {
+	ownID := o.TaskID == ""
+	if o.Replicas > 0 && ownID {
+		// Enqueueing again must not make a second task.
+		o.TaskID = newTaskID()
+	}
 	opts, err := o.asynq(p)
 	if err != nil {
 		return nil, err
@@ -192,9 +238,12 @@ func (c *Client) Enqueue(ctx context.Context, p tasks.AgentRun, o Options) (*asy
 		if queue == "" {
 			queue = tasks.DefaultQueue
 		}
-		if err := cancelmark.Clear(ctx, c.rdb, queue, o.TaskID); err != nil {
+		if err := cancelmark.Clear(ctx, c.redis, queue, o.TaskID); err != nil {
 			return nil, fmt.Errorf("enqueue: %w", err)
 		}
+	}
+	if o.Replicas > 0 {
+		return c.enqueueReplicated(ctx, task, o, ownID)
 	}
 	info, err := c.client.EnqueueContext(ctx, task)
 	switch {
@@ -204,4 +253,50 @@ func (c *Client) Enqueue(ctx context.Context, p tasks.AgentRun, o Options) (*asy
 		return nil, fmt.Errorf("enqueue: %w", err)
 	}
 	return info, nil
+}
+
+// enqueueReplicated enqueues task until o.Replicas replicas confirm it.
+// After a failed attempt the task may be on the master or not: the next
+// attempt either enqueues it or finds its ID taken, which then means it is
+// there (and, confirmed, on the replicas too). On the first attempt a
+// taken ID the caller chose is a duplicate.
+func (c *Client) enqueueReplicated(ctx context.Context, task *asynq.Task, o Options, ownID bool) (*asynq.TaskInfo, error) {
+	ctx, cancel := context.WithTimeout(ctx, ReplicasTimeout)
+	defer cancel()
+	// A client per call: it also re-adds the queue to asynq's list of
+	// queues, on whichever master is current.
+	client := asynq.NewClientFromRedisClient(redisurl.Replicated(c.redis, o.Replicas, replicaWait))
+	queue := o.Queue
+	if queue == "" {
+		queue = tasks.DefaultQueue
+	}
+	backoff := 50 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		info, err := client.EnqueueContext(ctx, task)
+		switch {
+		case err == nil:
+			return info, nil
+		case errors.Is(err, asynq.ErrTaskIDConflict) && attempt == 1 && !ownID:
+			return nil, fmt.Errorf("enqueue: task %q: %w (%w)", o.TaskID, ErrDuplicate, err)
+		case errors.Is(err, asynq.ErrTaskIDConflict):
+			if info, err = c.inspector.GetTaskInfo(queue, o.TaskID); err == nil {
+				return info, nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("enqueue: task %q not confirmed by %d replicas: %w (last: %v)", o.TaskID, o.Replicas, ctx.Err(), err)
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, time.Second)
+	}
+}
+
+// newTaskID returns a random ID in asynq's own form, a UUID.
+func newTaskID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // never fails (crypto/rand)
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
 }

@@ -181,7 +181,7 @@ func (c *Client) Follow(ctx context.Context, queue, taskID string, fn func(Event
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		es, err := livelog.Read(ctx, c.rdb, queue, taskID, after, followBatch, block)
+		es, err := livelog.Read(ctx, c.redis, queue, taskID, after, followBatch, block)
 		if err != nil {
 			return fmt.Errorf("enqueue: %w", err)
 		}
@@ -199,7 +199,7 @@ func (c *Client) Follow(ctx context.Context, queue, taskID string, fn func(Event
 		}
 		if ended {
 			for { // what was written before it ended
-				es, err := livelog.Read(ctx, c.rdb, queue, taskID, after, followBatch, 0)
+				es, err := livelog.Read(ctx, c.redis, queue, taskID, after, followBatch, 0)
 				if err != nil {
 					return fmt.Errorf("enqueue: %w", err)
 				}

@@ -83,7 +83,7 @@ func (c *Client) Cancel(ctx context.Context, queue, taskID string) (Outcome, err
 	case out.State == asynq.TaskStateCompleted, out.State == asynq.TaskStateArchived:
 		return out, &finishedError{taskID: taskID, state: out.State}
 	}
-	if err := cancelmark.Set(ctx, c.rdb, queue, taskID, cancelmark.ByEnqueue); err != nil {
+	if err := cancelmark.Set(ctx, c.redis, queue, taskID, cancelmark.ByEnqueue); err != nil {
 		return out, fmt.Errorf("enqueue: %w", err)
 	}
 	var signalled time.Time
@@ -143,7 +143,7 @@ func (c *Client) archive(ctx context.Context, out Outcome) error {
 	}
 	b, err := json.Marshal(r)
 	if err == nil {
-		_, err = cancelmark.WriteResult(ctx, c.rdb, out.Queue, out.TaskID, b)
+		_, err = cancelmark.WriteResult(ctx, c.redis, out.Queue, out.TaskID, b)
 	}
 	if err != nil {
 		return fmt.Errorf("enqueue: task %s was cancelled, but its result not written: %w", out.TaskID, err)

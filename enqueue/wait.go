@@ -153,7 +153,7 @@ func (c *Client) read(ctx context.Context, queue, taskID string) (out Outcome, r
 	out.Cancelled = r.State == tasks.StateCancelled
 	if !out.Cancelled && info.State == asynq.TaskStateArchived {
 		// The mark comes first, the cancelled result a moment later.
-		by, err := cancelmark.Get(ctx, c.rdb, queue, taskID)
+		by, err := cancelmark.Get(ctx, c.redis, queue, taskID)
 		if err != nil {
 			return out, resultErr, fmt.Errorf("enqueue: task %s: %w", taskID, err)
 		}

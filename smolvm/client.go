@@ -405,7 +405,7 @@ func (c *Client) invoke(ctx context.Context, op, machine string, argv []string, 
 	} else if machine != "" {
 		ev = ev.Str("vm", machine)
 	}
-	ev.Str("op", op).Int("exit", p.exitCode).Dur("duration", d).Err(err).Msg("smolvm")
+	ev.Str("op", op).Int("exit", p.exitCode).Float64("duration_ms", float64(d)/float64(time.Millisecond)).Err(err).Msg("smolvm")
 	if c.observe != nil {
 		c.observe(Call{Op: op, Machine: machine, Duration: d, ExitCode: p.exitCode, Err: err})
 	}

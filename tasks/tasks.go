@@ -305,7 +305,7 @@ func (p AgentRun) Validate() error {
 	}
 	for k, v := range p.Env {
 		if err := validate.EnvKey(k); err != nil {
-			return invalid("env", "key %q is not a valid name", k)
+			return invalid("env", "%v", err) // never quotes the key: it may be a secret
 		}
 		if strings.ContainsRune(v, 0) || len(v) > maxFieldBytes {
 			return invalid("env", "value of %s must be under %d bytes without NUL bytes", k, maxFieldBytes)

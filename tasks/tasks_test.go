@@ -94,6 +94,7 @@ func TestDecodeInvalid(t *testing.T) {
 		{"env key with =", `{` + ok + `,"env":{"A=B":"` + secret + `"}}`, "env"},
 		{"env key starting with a digit", `{` + ok + `,"env":{"1A":"` + secret + `"}}`, "env"},
 		{"empty env key", `{` + ok + `,"env":{"":"` + secret + `"}}`, "env"},
+		{"secret typed as an env key", `{` + ok + `,"env":{"` + secret + `":"x"}}`, "env"},
 		{"env value not a string", `{` + ok + `,"env":{"K":["` + secret + `"]}}`, "payload"},
 		{"env value not JSON", `{` + ok + `,"env":{"K":` + secret + `}}`, "payload"},
 		{"bad escape in env value", `{` + ok + `,"env":{"K":"` + secret + `\q"}}`, "payload"},
@@ -156,7 +157,7 @@ func TestDecodeInvalid(t *testing.T) {
 				t.Errorf("error %q spans lines", msg)
 			}
 			if strings.Contains(msg, secret) {
-				t.Errorf("error %q quotes an env value", msg)
+				t.Errorf("error %q quotes an env value (or a key that may be one)", msg)
 			}
 			if !reflect.DeepEqual(got, tasks.AgentRun{}) {
 				t.Errorf("Decode returned a payload with its error: %#v", got)
@@ -405,6 +406,7 @@ func TestNewAgentRunInvalid(t *testing.T) {
 		{"empty", tasks.AgentRun{}, "image"},
 		{"no command", tasks.AgentRun{Image: "alpine"}, "command"},
 		{"bad env key", tasks.AgentRun{Image: "alpine", Command: []string{"true"}, Env: map[string]string{"A-B": secret}}, "env"},
+		{"secret as env key", tasks.AgentRun{Image: "alpine", Command: []string{"true"}, Env: map[string]string{"API_KEY=" + secret: "x"}}, "env"},
 		{"timeout too long", tasks.AgentRun{Image: "alpine", Command: []string{"true"}, Timeout: tasks.Duration(25 * time.Hour)}, "timeout"},
 		{"future version", tasks.AgentRun{Version: 2, Image: "alpine", Command: []string{"true"}}, "version"},
 		{"bad tenant", tasks.AgentRun{Tenant: "Acme", Image: "alpine", Command: []string{"true"}}, "tenant"},

@@ -176,11 +176,12 @@ func (c *canceller) process(ctx context.Context, h *Handler, m Meta, payload []b
 		return err // done, failed, or asynq's deadline
 	}
 	by, ok := c.byUser(ctx, m, d.verdict)
+	h.cancelled(ctx, m, err, ok, rec.last)
 	if !ok {
 		return err // shutdown (asynq put it back) or a lost lease
 	}
 	c.finish(ctx, h, m, by, rec.last, d)
-	return fmt.Errorf("task cancelled by %s: %w", by, asynq.SkipRetry)
+	return noRetry(fmt.Errorf("task cancelled by %s", by))
 }
 
 // byUser tells whether a user cancelled the task whose context ended, and
@@ -284,7 +285,7 @@ func (c *canceller) endUnstarted(h *Handler, m Meta, by string, w io.Writer) err
 	}
 	c.log.Info().Str("task_id", m.ID).Str("by", by).Msg("task cancelled before it ran: archived without retry")
 	h.outcome(OutcomeCancelled, "")
-	return fmt.Errorf("task cancelled by %s before it ran: %w", by, asynq.SkipRetry)
+	return noRetry(fmt.Errorf("task cancelled by %s before it ran", by))
 }
 
 // lastReport passes reports on to w and keeps the last one, which asynq's

@@ -142,9 +142,9 @@ func configErr(field, format string, a ...any) error {
 type Hooks struct {
 	// Phase is called after each phase with its duration and error.
 	Phase func(phase string, d time.Duration, err error)
-	// Outcome is called once per task attempt with one of the Outcome
-	// constants and the phase it ended in.
-	Outcome func(outcome, phase string)
+	// Attempt is called once per task attempt with how it ended; on the
+	// task's last attempt, its Final is set.
+	Attempt func(Attempt)
 	// PackCache is called with whether an image pack was reused.
 	PackCache func(hit bool)
 	// VMs is called with +1 when a VM is created and -1 when it is deleted.

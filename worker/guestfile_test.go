@@ -155,7 +155,7 @@ func TestHandlerCopyInTimeout(t *testing.T) {
 	if !retryable(err) || !strings.Contains(err.Error(), "files[0]: not copied in within this worker's limit of 100ms per copy") {
 		t.Fatalf("err = %v, want a retryable error naming files[0] and the limit", err)
 	}
-	if ctx.Err() != nil || outcomeOf(ctx, err) != OutcomeFailed {
-		t.Errorf("outcome %s (task context: %v), want failed", outcomeOf(ctx, err), ctx.Err())
+	if o := outcomeOf(ctx, err, Meta{MaxRetry: 1}); ctx.Err() != nil || o != OutcomeRetried {
+		t.Errorf("outcome %s (task context: %v), want retried", o, ctx.Err())
 	}
 }

@@ -211,9 +211,9 @@ func (h *Handler) Run(ctx context.Context, m Meta, payload []byte, w io.Writer) 
 		err = h.runnableHere(p)
 	}
 	if err != nil {
-		log.Warn().Str("phase", "decode").Err(err).Msg("task cannot run, archived without retry")
+		log.Warn().Str("phase", "decode").Err(err).Msg(msgInvalid)
 		h.outcome(OutcomeInvalid, "decode")
-		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
+		return noRetry(err)
 	}
 	r := &run{h: h, p: p, w: w, vm: VMName(h.cfg.Deployment, m.ID, attempt), taskID: m.ID}
 	r.log = log.With().Str("vm", r.vm).Logger()
@@ -231,25 +231,22 @@ func (h *Handler) Run(ctx context.Context, m Meta, payload []byte, w io.Writer) 
 	if err != nil {
 		r.res.Error = err.Error()
 		r.report()
-		o := outcomeOf(ctx, err)
-		switch o {
-		case OutcomeInvalid:
-			r.log.Warn().Str("phase", r.res.Phase).Err(err).Msg("task cannot run, archived without retry")
-		case OutcomeCancelled:
-			r.log.Warn().Str("phase", r.res.Phase).Err(err).Msg("task cancelled")
-		default:
-			r.log.Error().Str("phase", r.res.Phase).Err(err).Msg("task failed, asynq will retry it")
+		o := outcomeOf(ctx, err, m)
+		level := zerolog.WarnLevel
+		if o == OutcomeFailed {
+			level = zerolog.ErrorLevel // the task ends without a result
 		}
-		h.outcome(o, r.res.Phase)
+		r.log.WithLevel(level).Str("phase", r.res.Phase).Err(err).Msg(failedMsg(o, m))
+		r.ended(o)
 		if o == OutcomeInvalid {
-			return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
+			return noRetry(err)
 		}
 		return err
 	}
 	r.res.State = tasks.StateDone
 	r.report()
-	r.log.Info().Str("phase", "done").Int("exit_code", r.res.ExitCode).Dur("duration", time.Since(start)).Msg("task finished")
-	h.outcome(OutcomeCompleted, "done")
+	r.log.Info().Str("phase", "done").Int("exit_code", r.res.ExitCode).Float64("duration_ms", ms(time.Since(start))).Msg("task finished")
+	r.ended(OutcomeCompleted)
 	return nil
 }
 

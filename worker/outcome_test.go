@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hibiken/asynq"
 
@@ -14,32 +15,44 @@ import (
 )
 
 // TestOutcomeOf: bad input is invalid even when the task was cancelled too;
-// otherwise an ended context means cancelled, and anything else is a
-// failure asynq retries.
+// otherwise a cancelled context means requeued, and anything else (asynq's
+// deadline too) is a failure that asynq retries, or, on the last attempt
+// it allows, archives.
 func TestOutcomeOf(t *testing.T) {
 	t.Parallel()
 	live := context.Background()
 	ended, cancel := context.WithCancel(context.Background())
 	cancel()
+	late, cancelLate := context.WithDeadline(context.Background(), time.Unix(1, 0))
+	defer cancelLate()
+	first := Meta{MaxRetry: 2}
+	last := Meta{Retried: 2, MaxRetry: 2}
 	smolvmFailure := &smolvm.Error{Op: "machine start", ExitCode: 1, Message: "injected"}
 	for _, tt := range []struct {
 		name string
 		ctx  context.Context
 		err  error
+		m    Meta
 		want string
 	}{
-		{"validation error", live, &tasks.ValidationError{Field: "files", Reason: "too big"}, OutcomeInvalid},
-		{"wrapped commit error", live, fmt.Errorf("pack: %w", &CommitError{TaskID: "t1", Host: "other"}), OutcomeInvalid},
-		{"argument smolvm refuses", live, &smolvm.ArgError{Field: "name", Reason: "bad"}, OutcomeInvalid},
-		{"validation error after cancel", ended, &tasks.ValidationError{Field: "from", Reason: "unreadable"}, OutcomeInvalid},
-		{"smolvm failure", live, smolvmFailure, OutcomeFailed},
-		{"smolvm failure after cancel", ended, smolvmFailure, OutcomeCancelled},
-		{"busy machine", live, &BusyError{VM: "bq-x-a1"}, OutcomeFailed},
+		{"validation error", live, &tasks.ValidationError{Field: "files", Reason: "too big"}, first, OutcomeInvalid},
+		{"wrapped commit error", live, fmt.Errorf("pack: %w", &CommitError{TaskID: "t1", Host: "other"}), first, OutcomeInvalid},
+		{"argument smolvm refuses", live, &smolvm.ArgError{Field: "name", Reason: "bad"}, first, OutcomeInvalid},
+		{"validation error after cancel", ended, &tasks.ValidationError{Field: "from", Reason: "unreadable"}, first, OutcomeInvalid},
+		{"validation error on the last attempt", live, &tasks.ValidationError{Field: "from", Reason: "unreadable"}, last, OutcomeInvalid},
+		{"smolvm failure", live, smolvmFailure, first, OutcomeRetried},
+		{"smolvm failure on the last attempt", live, smolvmFailure, last, OutcomeFailed},
+		{"smolvm failure with no retry allowed", live, smolvmFailure, Meta{}, OutcomeFailed},
+		{"smolvm failure after cancel", ended, smolvmFailure, first, OutcomeRequeued},
+		{"cancel on the last attempt", ended, smolvmFailure, last, OutcomeRequeued},
+		{"asynq's deadline", late, smolvmFailure, first, OutcomeRetried},
+		{"asynq's deadline on the last attempt", late, smolvmFailure, last, OutcomeFailed},
+		{"busy machine", live, &BusyError{VM: "bq-x-a1"}, first, OutcomeRetried},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			if got := outcomeOf(tt.ctx, tt.err); got != tt.want {
-				t.Errorf("outcomeOf(%v) = %s, want %s", tt.err, got, tt.want)
+			if got := outcomeOf(tt.ctx, tt.err, tt.m); got != tt.want {
+				t.Errorf("outcomeOf(%v, %+v) = %s, want %s", tt.err, tt.m, got, tt.want)
 			}
 		})
 	}

@@ -272,12 +272,15 @@ func (r *run) phase(ctx context.Context, name string, f func(context.Context) er
 	err := r.scrub.err(f(ctx))
 	d := time.Since(start)
 	r.res.Add(name, d)
-	r.log.Debug().Str("phase", name).Dur("duration", d).Err(err).Msg("phase done")
+	r.log.Debug().Str("phase", name).Float64("duration_ms", ms(d)).Err(err).Msg("phase done")
 	if r.h.cfg.Hooks.Phase != nil {
 		r.h.cfg.Hooks.Phase(name, d, err)
 	}
 	return err
 }
+
+// ms is d in milliseconds, the unit of the log's duration_ms fields.
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
 // report writes the result so far, at most MaxResultBytes of JSON; a
 // failed write only costs progress.

@@ -55,7 +55,7 @@ func fromErr(t *testing.T, h *Handler, f *fakeSmolvm, tenant, id string) string 
 	if f.count("create") != before {
 		t.Fatalf("tenant %s from task:%s created a VM", tenant, id)
 	}
-	return strings.TrimSuffix(err.Error(), ": "+asynq.SkipRetry.Error())
+	return err.Error()
 }
 
 // TestHandlerTenantsApart: tenant globex cannot start from acme's commit,

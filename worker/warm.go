@@ -426,7 +426,7 @@ func (p *WarmPool) make(ctx context.Context, image string) {
 	case err != nil:
 		p.log.Warn().Str("phase", "warm").Str("image", image).Err(err).Msg("pool VM failed; deleted, will try again")
 	case keep:
-		p.log.Debug().Str("phase", "warm").Str("image", image).Str("vm", vm.name).Dur("duration", d).Msg("pool VM ready")
+		p.log.Debug().Str("phase", "warm").Str("image", image).Str("vm", vm.name).Float64("duration_ms", ms(d)).Msg("pool VM ready")
 		p.sizes(map[string]int{image: n})
 	default:
 		p.destroy(ctx, vm.name, true) // the pool closed meanwhile

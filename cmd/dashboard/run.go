@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
 	// asynq's queue collector, from the untagged module asynq/x: go.mod
@@ -66,8 +67,8 @@ func newFlagSet(c *config) *flag.FlagSet {
 		"(and localhost, 127.0.0.1, ::1 when -addr is loopback or every interface); any other Host header is refused (421), which stops DNS rebinding. "+
 		"Behind a reverse proxy, list the name users browse to and have the proxy pass their Host header unchanged (nginx: proxy_set_header Host $http_host); "+
 		"a proxy that rewrites Host to -addr gets reads but not -writable's changes, whose Origin must match Host")
-	fs.StringVar(&c.redisURL, "redis", "redis://127.0.0.1:6379", "Redis URL, redis://[:PASSWORD@]HOST:PORT[/DB] or rediss:// for TLS")
-	fs.StringVar(&c.redisCA, "redis-ca", "", "PEM file of CA certificates to trust for rediss://")
+	fs.StringVar(&c.redisURL, "redis", "redis://127.0.0.1:6379", "Redis URL: redis://[[USER]:PASSWORD@]HOST:PORT[/DB], rediss:// for TLS, or Sentinel's redis-sentinel://[:PASSWORD@]HOST:PORT[,HOST:PORT...][/DB]?master=NAME (see README)")
+	fs.StringVar(&c.redisCA, "redis-ca", "", "PEM file of CA certificates to trust for rediss:// (and TLS to Sentinel)")
 	fs.BoolVar(&c.writable, "writable", false, "allow the UI's changes (run, archive, delete, cancel, pause tasks and queues); without it every request but GET, HEAD and OPTIONS is refused. "+
 		"Even then a change must come from the dashboard's own pages (Origin, else Sec-Fetch-Site or Referer, matching Host) or from no browser at all, with a JSON body or none")
 	fs.StringVar(&c.logFormat, "log-format", "auto", "auto (console on a terminal, else JSON), json or console")
@@ -121,18 +122,19 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 }
 
 // newHandler returns the dashboard's routes, behind guard: /metrics, and
-// the asynqmon UI and its /api for everything else. close releases its
-// Redis connections.
-func newHandler(c config, opt asynq.RedisConnOpt, log zerolog.Logger) (h http.Handler, close func()) {
+// the asynqmon UI and its /api for everything else, all on the one Redis
+// client rc, which the caller closes after close.
+func newHandler(c config, rc redis.UniversalClient, log zerolog.Logger) (h http.Handler, close func()) {
 	mon := asynqmon.New(asynqmon.Options{
-		RedisConnOpt: opt,
+		// asynqmon takes no client, only a RedisConnOpt: Shared hands it rc.
+		RedisConnOpt: redisurl.Shared(rc),
 		// Hides the UI's buttons; guard refuses the requests either way.
 		ReadOnly:        !c.writable,
 		ResultFormatter: asynqmon.ResultFormatterFunc(FormatResult),
 		// asynqmon's default shows payloads raw, env values and all.
 		PayloadFormatter: asynqmon.PayloadFormatterFunc(FormatPayload),
 	})
-	insp := asynq.NewInspector(opt)
+	insp := asynq.NewInspectorFromRedisClient(rc)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		// Unchecked, so that registering does not already query Redis.
@@ -143,10 +145,7 @@ func newHandler(c config, opt asynq.RedisConnOpt, log zerolog.Logger) (h http.Ha
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.Handle("/", mon)
-	return guard(mux, newHostPolicy(c.addr, c.allowedHosts), c.writable, log), func() {
-		mon.Close()
-		insp.Close()
-	}
+	return guard(mux, newHostPolicy(c.addr, c.allowedHosts), c.writable, log), func() { mon.Close() }
 }
 
 // unchecked is a collector that describes nothing up front: the registry
@@ -158,18 +157,19 @@ type unchecked struct{ prometheus.Collector }
 func (unchecked) Describe(chan<- *prometheus.Desc) {}
 
 func serve(ctx context.Context, c config, log zerolog.Logger) error {
-	opt, err := redisurl.Parse(c.redisURL)
-	if err == nil {
-		opt, err = redisurl.WithCA(opt, c.redisCA)
+	rc, err := redisurl.Open(c.redisURL, c.redisCA)
+	if errors.Is(err, redisurl.ErrCA) {
+		return fmt.Errorf("-redis-ca: %w", err)
 	}
 	if err != nil {
 		return fmt.Errorf("-redis: %w", err)
 	}
+	defer rc.Close()
 	ln, err := net.Listen("tcp", c.addr)
 	if err != nil {
 		return fmt.Errorf("-addr: %w", err)
 	}
-	h, closeHandler := newHandler(c, opt, log)
+	h, closeHandler := newHandler(c, rc, log)
 	defer closeHandler()
 	srv := &http.Server{
 		Handler:           h,

@@ -91,7 +91,7 @@ func newFlagSet(c *config, env *envFlag, files *listFlag, redisURL, redisCA, ten
 	fs := flag.NewFlagSet("enqueue", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
-	fs.StringVar(redisURL, "redis", "", "Redis `URL`, redis:// or rediss:// (TLS) (default $REDIS_URL, else "+DefaultRedisURL+")")
+	fs.StringVar(redisURL, "redis", "", "Redis `URL`: redis://, rediss:// (TLS) or redis-sentinel:// (see README) (default $REDIS_URL, else "+DefaultRedisURL+")")
 	fs.StringVar(redisCA, "redis-ca", "", "PEM `file` of CA certificates to trust for rediss:// (default $REDIS_CA_FILE)")
 	fs.StringVar(tenant, "tenant", "", "the `tenant` the task runs for: up to "+fmt.Sprint(tasks.MaxTenantLen)+
 		" lower-case letters, digits and '-', not starting with '-'; --from task:ID finds only this tenant's commits (default $BOTTLEQ_TENANT, else "+
@@ -110,6 +110,7 @@ func newFlagSet(c *config, env *envFlag, files *listFlag, redisURL, redisCA, ten
 	fs.BoolVar(noCommit, "no-commit", false, "do not commit the VM's end state for later --from task:ID")
 	fs.StringVar(&c.opts.TaskID, "task-id", "", "task `ID`; enqueueing an ID that still exists fails (default random)")
 	fs.StringVar(&c.opts.Queue, "queue", tasks.DefaultQueue, "`queue` to put the task on")
+	fs.IntVar(&c.opts.Replicas, "replicas", 0, "return only once this many Redis replicas hold the task, so a Sentinel failover cannot lose it (see README)")
 	fs.IntVar(maxRetry, "max-retry", tasks.DefaultMaxRetry, "retries of a failed delivery; 0 for none")
 	fs.BoolVar(&c.wait, "wait", false, "show the task's phases and the agent's output as it runs, and exit with the agent's exit code")
 	fs.DurationVar(&c.waitTimeout, "wait-timeout", 0, "with --wait, give up waiting after this `duration` (exit 1; the task runs on) (default 0: no limit)")
@@ -253,6 +254,9 @@ func parse(args []string, getenv func(string) string, help io.Writer) (config, e
 	default:
 		c.opts.MaxRetry = maxRetry
 	}
+	if c.opts.Replicas < 0 {
+		return c, usagef("--replicas: must not be negative")
+	}
 	if err := checkQueue(c.opts.Queue); err != nil {
 		return c, err
 	}
@@ -358,7 +362,7 @@ func wait(ctx context.Context, client *enqueue.Client, queue, id, tenant string,
 	case errors.Is(err, enqueue.ErrCancelled):
 		return fail(stderr, exitFail, "task %s was cancelled (%s)", id, cancelledBy(out))
 	case errors.As(err, &failed):
-		return fail(stderr, exitFail, "%s", failedLine(id, out, failed))
+		return fail(stderr, exitFail, "task %s failed: %s", id, shownErr(failed.LastErr))
 	case errors.Is(err, enqueue.ErrNotFound):
 		return fail(stderr, exitFail, "%s", notFound(queue, id))
 	case waitCtx.Err() != nil && errors.Is(err, waitCtx.Err()):
@@ -424,18 +428,4 @@ func fail(stderr io.Writer, code int, format string, a ...any) int {
 	msg := strings.Join(strings.Fields(fmt.Sprintf(format, a...)), " ")
 	fmt.Fprintf(stderr, "enqueue: %s\n", msg)
 	return code
-}
-
-// failedLine says how a task that failed for good ended: on which attempt
-// of how many, whether it was retried, and the last error, without
-// asynq's own suffix for an error that is not retried.
-func failedLine(id string, out enqueue.Outcome, failed *enqueue.TaskFailedError) string {
-	// The worker wraps asynq.SkipRetry into an error that must not be
-	// retried; asynq keeps its text at the end of the last error.
-	msg := strings.TrimSuffix(failed.LastErr, ": "+asynq.SkipRetry.Error())
-	attempt, of := out.Retried+1, out.MaxRetry+1
-	if out.Retried >= out.MaxRetry {
-		return fmt.Sprintf("task %s failed on attempt %d of %d: %s", id, attempt, of, msg)
-	}
-	return fmt.Sprintf("task %s failed on attempt %d of %d and was not retried: %s", id, attempt, of, msg)
 }

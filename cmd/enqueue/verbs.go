@@ -224,7 +224,7 @@ type statusJSON struct {
 }
 
 func statusJSONOf(out enqueue.Outcome) statusJSON {
-	j := statusJSON{TaskID: out.TaskID, Queue: out.Queue, State: stateName(out), Retried: out.Retried, MaxRetry: out.MaxRetry, LastError: out.LastErr}
+	j := statusJSON{TaskID: out.TaskID, Queue: out.Queue, State: stateName(out), Retried: out.Retried, MaxRetry: out.MaxRetry, LastError: shownErr(out.LastErr)}
 	if out.Result.State != "" {
 		r := out.Result
 		j.Result = &r
@@ -293,7 +293,7 @@ func printStatus(w io.Writer, out enqueue.Outcome) {
 	case r.Error != "":
 		line("error", "%s", oneLine(r.Error))
 	case out.LastErr != "":
-		line("error", "%s", oneLine(out.LastErr))
+		line("error", "%s", oneLine(shownErr(out.LastErr)))
 	}
 }
 

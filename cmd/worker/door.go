@@ -42,6 +42,32 @@ func proxyDoor(c config, origin map[string]string) (door netip.Addr, from string
 	return door, "", false, nil
 }
 
+// resolveListen turns -egress-listen's HOST:PORT into IP:PORT when HOST is
+// a name (compose gives the proxy a network alias of its own), so that the
+// address VMs are told is the one the proxy listens on: the name's first
+// IPv4 address, else its first address. An IP is returned as it is.
+func resolveListen(ctx context.Context, addr string, lookup lookupFunc) (string, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || host == "" {
+		return addr, nil // checkHostPort and proxyDoor say what is wrong
+	}
+	if _, err := netip.ParseAddr(host); err == nil {
+		return addr, nil
+	}
+	addrs, err := lookup(ctx, host)
+	if err != nil || len(addrs) == 0 {
+		return "", fmt.Errorf("VMs need an address to reach, and %s does not resolve", host)
+	}
+	pick := addrs[0]
+	for _, a := range addrs {
+		if a.Unmap().Is4() {
+			pick = a
+			break
+		}
+	}
+	return net.JoinHostPort(pick.Unmap().String(), port), nil
+}
+
 // checkDoor refuses a configuration in which a VM could reach one of the
 // worker's own listeners through the proxy's address: smolvm's
 // --allow-cidr IP/32 opens every port of it, so the proxy needs an address

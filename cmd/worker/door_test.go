@@ -41,7 +41,7 @@ func TestProxyDoorIsTheOnlyDoor(t *testing.T) {
 		{"no embedded Redis with a URL", []string{"-proxy", proxy, "-embedded-redis", "10.0.0.1:6379", "-redis", "redis://10.0.0.5:6379"}, nil, nil},
 		{"bundled proxy's address", []string{"-egress-listen", "10.0.0.1:0", "-metrics-addr", "10.0.0.1:9400"}, nil, []string{"-metrics-addr 10.0.0.1:9400", "-egress-listen", "10.0.0.1"}},
 		{"bundled proxy on every address", []string{"-egress-listen", "0.0.0.0:0"}, nil, []string{"-egress-listen 0.0.0.0:0", "VMs need an address"}},
-		{"bundled proxy by name", []string{"-egress-listen", "proxy.local:3128"}, nil, []string{"-egress-listen", "VMs need an address"}},
+		{"bundled proxy by name", []string{"-egress-listen", "localhost:0", "-metrics-addr", "off", "-embedded-redis", "127.0.0.2:0"}, nil, nil},
 		{"bundled proxy on the port VMs are told", []string{"-proxy", proxy, "-egress-listen", "0.0.0.0:3128"}, nil, nil},
 		{"bundled proxy on another port of the door", []string{"-proxy", proxy, "-egress-listen", "0.0.0.0:3129"}, nil, []string{"-egress-listen 0.0.0.0:3129", "-proxy"}},
 		{"listen address without a port", []string{"-metrics-addr", "127.0.0.1"}, nil, []string{"-metrics-addr", "HOST:PORT"}},
@@ -138,4 +138,30 @@ func TestRunChecksBeforeListening(t *testing.T) {
 func lastLine(s string) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
 	return lines[len(lines)-1]
+}
+
+// TestResolveListen: a bundled proxy named by a host name listens on, and
+// is announced to VMs at, one address of it, IPv4 first.
+func TestResolveListen(t *testing.T) {
+	t.Parallel()
+	lookup := func(_ context.Context, host string) ([]netip.Addr, error) {
+		switch host {
+		case "both":
+			return []netip.Addr{netip.MustParseAddr("fd00::1"), netip.MustParseAddr("10.9.0.2")}, nil
+		case "six":
+			return []netip.Addr{netip.MustParseAddr("fd00::1")}, nil
+		}
+		return nil, errors.New("no such host")
+	}
+	for _, tt := range []struct{ in, want, err string }{
+		{"10.0.0.1:3128", "10.0.0.1:3128", ""},
+		{"both:3128", "10.9.0.2:3128", ""},
+		{"six:3128", "[fd00::1]:3128", ""},
+		{"nowhere:3128", "", "does not resolve"},
+	} {
+		got, err := resolveListen(context.Background(), tt.in, lookup)
+		if got != tt.want || (err == nil) != (tt.err == "") || (err != nil && !strings.Contains(err.Error(), tt.err)) {
+			t.Errorf("resolveListen(%q) = %q, %v; want %q, %q", tt.in, got, err, tt.want, tt.err)
+		}
+	}
 }

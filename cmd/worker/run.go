@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
 	"github.com/bot-bottle/bottleq/egress"
@@ -124,11 +125,11 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	var c config
 	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&c.redisURL, "redis", "", "Redis URL, redis://[:PASSWORD@]HOST:PORT[/DB] or rediss:// for TLS; empty: run an embedded in-memory Redis")
-	fs.StringVar(&c.redisCA, "redis-ca", "", "PEM file of CA certificates to trust for rediss://")
+	fs.StringVar(&c.redisURL, "redis", "", "Redis URL: redis://[[USER]:PASSWORD@]HOST:PORT[/DB], rediss:// for TLS, or Sentinel's redis-sentinel://[:PASSWORD@]HOST:PORT[,HOST:PORT...][/DB]?master=NAME (see README); empty: run an embedded in-memory Redis")
+	fs.StringVar(&c.redisCA, "redis-ca", "", "PEM file of CA certificates to trust for rediss:// (and TLS to Sentinel)")
 	fs.StringVar(&c.embeddedRedis, "embedded-redis", "127.0.0.1:6379", "address of the embedded Redis when -redis is empty")
 	fs.StringVar(&c.smolvmBin, "smolvm", "smolvm", "smolvm binary, a path or a name on PATH")
-	fs.StringVar(&c.dataDir, "data-dir", defaultDataDir(getenv), "directory for packs, commits and artifacts; made private (0700)")
+	fs.StringVar(&c.dataDir, "data-dir", defaultDataDir(getenv), "directory for packs (packs/), commits (commits/TENANT/), artifacts (artifacts/TENANT/TASK-HASH/) and temporary files (tmp/); made private (0700)")
 	fs.Var(&c.fromDirs, "from-dir", "directory a task's absolute from path may name a pack in; repeatable, or several separated by "+strconv.Quote(string(os.PathListSeparator))+" (default: none, so such paths are refused)")
 	fs.StringVar(&c.host, "host", "", "this host's name in results (default: the hostname)")
 	fs.StringVar(&c.deployment, "deployment", "", "ID in the names of this deployment's VMs, 1-10 lowercase letters and digits; the reaper deletes no other deployment's VMs (default: a hash of the Redis address and database; of an embedded Redis, the address it listens on)")
@@ -152,7 +153,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.DurationVar(&c.packTTL, "pack-ttl", worker.DefaultPackTTL, "how long a tagged image's pack is reused before it is packed again (0: the default; negative, such as -1s: forever; digest-pinned images: forever)")
 	fs.DurationVar(&c.reapInterval, "reap-interval", worker.DefaultReapInterval, "how often to delete VMs left by crashed workers (0: never)")
 	fs.DurationVar(&c.reapMinAge, "reap-min-age", worker.DefaultReapMinAge, "spare VMs younger than this from the reaper")
-	fs.StringVar(&c.metricsAddr, "metrics-addr", "127.0.0.1:9400", "address of the Prometheus /metrics endpoint (\"off\": none)")
+	fs.StringVar(&c.metricsAddr, "metrics-addr", defaultMetricsAddr, "address of the Prometheus /metrics endpoint, HOST:PORT, or HOST:FIRST-LAST to take the first free port of a range, so that several workers share a host (\"off\": none)")
 	c.maxFiles, c.maxArtifact, c.maxArtifacts = tasks.DefaultMaxFilesBytes, worker.DefaultMaxArtifactBytes, worker.DefaultMaxArtifactsBytes
 	fs.Var(&c.maxFiles, "max-files-bytes", "cap on the total content of a task's files, such as 4MiB (at most "+byteSize(tasks.MaxFilesBytesLimit).String()+"); a task over it is archived")
 	fs.Var(&c.maxArtifact, "max-artifact-bytes", "cap on one artifact; a bigger one is deleted and reported")
@@ -197,8 +198,11 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	if c.warmMaxAge <= 0 {
 		return c, fmt.Errorf("%s: %s must be positive", origin["warm-max-age"], c.warmMaxAge)
 	}
-	if _, err := cliflag.Logger(c.logFormat, c.logLevel, io.Discard); err != nil {
-		return c, fmt.Errorf("-log-format/-log-level: %w", err)
+	if _, err := cliflag.Logger(c.logFormat, "info", io.Discard); err != nil {
+		return c, fmt.Errorf("%s: %w", origin["log-format"], err)
+	}
+	if _, err := cliflag.Logger("json", c.logLevel, io.Discard); err != nil {
+		return c, fmt.Errorf("%s: %w", origin["log-level"], err)
 	}
 	if c.deployment != "" {
 		if err := worker.ValidateDeployment(c.deployment); err != nil {
@@ -215,15 +219,27 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 		if addr == "" || (name == "metrics-addr" && addr == "off") {
 			continue
 		}
-		if err := checkHostPort(addr); err != nil {
+		check := checkHostPort
+		if name == "metrics-addr" {
+			check = checkMetricsAddr
+		}
+		if err := check(addr); err != nil {
 			return c, fmt.Errorf("%s: %w", origin[name], err)
 		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := checkDoor(ctx, c, origin, func(ctx context.Context, host string) ([]netip.Addr, error) {
+	lookup := func(ctx context.Context, host string) ([]netip.Addr, error) {
 		return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
-	}); err != nil {
+	}
+	if c.proxy == "" && c.egressListen != "" {
+		addr, err := resolveListen(ctx, c.egressListen, lookup)
+		if err != nil {
+			return c, fmt.Errorf("%s %s: %w", origin["egress-listen"], c.egressListen, err)
+		}
+		c.egressListen = addr
+	}
+	if err := checkDoor(ctx, c, origin, lookup); err != nil {
 		return c, err
 	}
 	return c, nil
@@ -423,24 +439,25 @@ func serve(ctx context.Context, c config, log zerolog.Logger) error {
 		}
 		defer stopMetrics()
 	}
+	var rc redis.UniversalClient
 	if c.redisURL == "" {
 		addr, stopRedis, err := startEmbeddedRedis(c.embeddedRedis, log)
 		if err != nil {
 			return err
 		}
 		defer stopRedis()
-		redisOpt.Addr = addr
-		deployment = deploymentOf(c, redisOpt)
-	} else {
-		log.Info().Str("redis", redisurl.Redacted(c.redisURL)).Msg("using Redis")
+		rc = redis.NewClient(&redis.Options{Addr: addr})
+		deployment = deploymentOf(c, asynq.RedisClientOpt{Addr: addr})
+	} else if rc, err = redisConn(c, log); err != nil {
+		return err
 	}
+	defer rc.Close() // after the server, which uses it, has shut down
 	stopEgress, err := startEgress(ctx, egressProxy, &c, log)
 	if err != nil {
 		return err
 	}
 	defer stopEgress()
-	insp := asynq.NewInspector(redisOpt)
-	defer insp.Close()
+	insp := asynq.NewInspectorFromRedisClient(rc)
 	cfg.Deployment = deployment
 	cfg.ProxyURL = c.proxy
 	cfg.HostOfTask = worker.InspectorHostOf(insp)
@@ -481,7 +498,7 @@ func serve(ctx context.Context, c config, log zerolog.Logger) error {
 	queues, _ := parseQueues(c.queues)
 	log.Info().Int("concurrency", c.concurrency).Str("queues", c.queues).Str("data_dir", c.dataDir).Str("deployment", deployment).Msg("worker serving")
 	err = worker.Serve(ctx, h, worker.ServerConfig{
-		Redis:           redisOpt,
+		Redis:           redisurl.Shared(rc),
 		Concurrency:     c.concurrency,
 		Queues:          queues,
 		StrictPriority:  c.strict,
@@ -530,20 +547,27 @@ func flagError(err error) error {
 }
 
 // deploymentOf is the worker's deployment: -deployment, else a hash of the
-// Redis address and database opt gives. Give it the embedded Redis's
-// address once it listens: each embedded Redis on port 0 is a deployment
-// of its own, with no other worker in it.
-func deploymentOf(c config, opt asynq.RedisClientOpt) string {
+// Redis opt names (a server's address, or a Sentinel master's name and its
+// sentinels) and its database. Give it the embedded Redis's address once it
+// listens: each embedded Redis on port 0 is a deployment of its own, with
+// no other worker in it.
+func deploymentOf(c config, opt asynq.RedisConnOpt) string {
 	if c.deployment != "" {
 		return c.deployment
 	}
-	return worker.DeploymentOf(opt.Addr, opt.DB)
+	switch o := opt.(type) {
+	case asynq.RedisFailoverClientOpt:
+		return worker.DeploymentOf(o.MasterName+"@"+strings.Join(o.SentinelAddrs, ","), o.DB)
+	case asynq.RedisClientOpt:
+		return worker.DeploymentOf(o.Addr, o.DB)
+	}
+	return worker.DeploymentOf(fmt.Sprintf("%T", opt), 0)
 }
 
-// redisOption reads -redis and -redis-ca. Without -redis it is the
-// embedded Redis's option, its address as configured: the listener is not
-// bound yet.
-func redisOption(c config) (asynq.RedisClientOpt, error) {
+// redisOption reads -redis and -redis-ca, to check them and to name the
+// deployment before anything listens. Without -redis it is the embedded
+// Redis's option, its address as configured: the listener is not bound yet.
+func redisOption(c config) (asynq.RedisConnOpt, error) {
 	if c.redisURL == "" {
 		return asynq.RedisClientOpt{Addr: c.embeddedRedis}, nil
 	}
@@ -555,6 +579,20 @@ func redisOption(c config) (asynq.RedisClientOpt, error) {
 		return opt, fmt.Errorf("-redis-ca: %w", err)
 	}
 	return opt, nil
+}
+
+// redisConn opens the one Redis client of the worker on -redis; close it
+// after the server has shut down.
+func redisConn(c config, log zerolog.Logger) (redis.UniversalClient, error) {
+	rc, err := redisurl.Open(c.redisURL, c.redisCA)
+	if errors.Is(err, redisurl.ErrCA) {
+		return nil, fmt.Errorf("-redis-ca: %w", err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("-redis: %w", err)
+	}
+	log.Info().Str("redis", redisurl.Redacted(c.redisURL)).Msg("using Redis")
+	return rc, nil
 }
 
 // startEmbeddedRedis starts the embedded Redis on addr and returns the
@@ -570,7 +608,7 @@ func startEmbeddedRedis(addr string, log zerolog.Logger) (string, func(), error)
 
 // serveMetrics serves /metrics on addr until the returned func is called.
 func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, log zerolog.Logger) (func(), error) {
-	ln, err := net.Listen("tcp", addr)
+	ln, err := listenMetrics(addr)
 	if err != nil {
 		return nil, fmt.Errorf("-metrics-addr: %w", err)
 	}

@@ -84,7 +84,9 @@ func ExitCode(stderr io.Writer, command string, err error) int {
 	return 2
 }
 
-// Usage prints head, then each flag with its variable and default.
+// Usage prints head, then each flag with its variable and default. An
+// empty default is not printed: such a flag's help says what empty means,
+// as "(default: the hostname)" does.
 func Usage(w io.Writer, head string, fs *flag.FlagSet, envs []Env) {
 	fmt.Fprintf(w, "%s\n\nFlags (environment fallback in brackets):\n", head)
 	fs.VisitAll(func(f *flag.Flag) {
@@ -94,7 +96,11 @@ func Usage(w io.Writer, head string, fs *flag.FlagSet, envs []Env) {
 				env = " [" + e.Var() + "]"
 			}
 		}
-		fmt.Fprintf(w, "  -%s%s\n    \t%s (default %q)\n", f.Name, env, f.Usage, f.DefValue)
+		def := ""
+		if f.DefValue != "" {
+			def = fmt.Sprintf(" (default %q)", f.DefValue)
+		}
+		fmt.Fprintf(w, "  -%s%s\n    \t%s%s\n", f.Name, env, f.Usage, def)
 	})
 }
 

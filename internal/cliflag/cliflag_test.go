@@ -66,6 +66,28 @@ func TestHelp(t *testing.T) {
 	}
 }
 
+// TestUsageDefaults: a default is printed after the help, once; an empty
+// one is not, so a help that says what empty means reads once.
+func TestUsageDefaults(t *testing.T) {
+	t.Parallel()
+	fs, _, _ := newFS()
+	fs.String("host", "", "this host's name (default: the hostname)")
+	var out bytes.Buffer
+	Usage(&out, "Usage: x", fs, envs)
+	for _, want := range []string{
+		"  -n [X_N]\n    \ta number (default \"1\")\n",
+		"  -d [X_D]\n    \ta duration (default \"1s\")\n",
+		"  -host\n    \tthis host's name (default: the hostname)\n",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("usage lacks %q:\n%s", want, out.String())
+		}
+	}
+	if strings.Contains(out.String(), `(default "")`) {
+		t.Errorf("usage prints an empty default:\n%s", out.String())
+	}
+}
+
 func TestLogger(t *testing.T) {
 	t.Parallel()
 	var out bytes.Buffer

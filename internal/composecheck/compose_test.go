@@ -80,7 +80,7 @@ func scratch(t *testing.T, yml string) string {
 
 // cmdOf maps a service's command to the bottleq command whose environment
 // variables it may set.
-var cmdOf = map[string]string{"worker": "worker", "dashboard": "dashboard"}
+var cmdOf = map[string]string{"worker": "worker", "dashboard": "dashboard", "api": "api"}
 
 // problems returns what is wrong with p for bottleq, one string each;
 // text is the file as written, whose comments tell users the names they
@@ -603,7 +603,7 @@ func TestDockerfile(t *testing.T) {
 		}
 	}
 	build := regexp.MustCompile(`(?m)^RUN go build .*$`).FindString(df)
-	for _, cmd := range []string{"worker", "enqueue", "dashboard"} {
+	for _, cmd := range []string{"worker", "enqueue", "dashboard", "api"} {
 		if !strings.Contains(build, " ./cmd/"+cmd) {
 			t.Errorf("Dockerfile's go build %q does not build ./cmd/%s", build, cmd)
 		}

@@ -48,16 +48,20 @@ func TestWorkerTakesComposeListeners(t *testing.T) {
 	}
 	redis := testredis.Mini(t)
 
-	// onLocalhost keeps addr's port name for the log, and moves it to
-	// localhost on a free port.
-	onLocalhost := func(name string) string {
-		host, _, err := net.SplitHostPort(env(w, name))
-		if err != nil || host == "" || net.ParseIP(host) != nil {
+	// onLoopback checks that compose names the listener by a network alias
+	// and moves it to host on a free port. In compose the two aliases are
+	// on different networks, so different addresses: here the proxy keeps a
+	// name (localhost, resolved by the worker to 127.0.0.1) and metrics go
+	// to 127.0.0.2, as the worker refuses any listener of its own on the
+	// proxy's address.
+	onLoopback := func(name, host string) string {
+		h, _, err := net.SplitHostPort(env(w, name))
+		if err != nil || h == "" || net.ParseIP(h) != nil {
 			t.Fatalf("%s %q: want NAME:PORT", name, env(w, name))
 		}
-		return net.JoinHostPort("localhost", strconv.Itoa(freePort(t)))
+		return net.JoinHostPort(host, strconv.Itoa(freePort(t, host)))
 	}
-	proxyAddr, metricsAddr := onLocalhost("BOTTLEQ_EGRESS_LISTEN"), onLocalhost("BOTTLEQ_METRICS_ADDR")
+	proxyAddr, metricsAddr := onLoopback("BOTTLEQ_EGRESS_LISTEN", "localhost"), onLoopback("BOTTLEQ_METRICS_ADDR", "127.0.0.2")
 	dir := t.TempDir()
 	cmd := exec.Command(worker)
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir}
@@ -76,8 +80,11 @@ func TestWorkerTakesComposeListeners(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	// exited is closed when the worker has exited, with waitErr set: a
+	// closed channel can be read by the failure path and by cleanup alike.
+	exited := make(chan struct{})
+	var waitErr error
+	go func() { waitErr = cmd.Wait(); close(exited) }()
 	defer func() {
 		cmd.Process.Signal(syscall.SIGTERM)
 		select {
@@ -100,8 +107,8 @@ func TestWorkerTakesComposeListeners(t *testing.T) {
 			break
 		}
 		select {
-		case err := <-exited:
-			t.Fatalf("the worker exited (%v) with compose's environment:\n%s", err, log.String())
+		case <-exited:
+			t.Fatalf("the worker exited (%v) with compose's environment:\n%s", waitErr, log.String())
 		case <-time.After(50 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
@@ -119,8 +126,8 @@ func TestWorkerTakesComposeListeners(t *testing.T) {
 			break
 		}
 		select {
-		case err := <-exited:
-			t.Fatalf("the worker exited (%v) with compose's environment:\n%s", err, log.String())
+		case <-exited:
+			t.Fatalf("the worker exited (%v) with compose's environment:\n%s", waitErr, log.String())
 		case <-time.After(50 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
@@ -159,9 +166,9 @@ func (b *lockedBuffer) String() string {
 }
 
 // freePort returns a loopback port that was free a moment ago.
-func freePort(t *testing.T) int {
+func freePort(t *testing.T, host string) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -25,6 +25,8 @@ var checked = []string{
 	"internal/testredis",
 	"internal/testbin",
 	"cmd/dashboard",
+	"cmd/api",
+	"internal/api",
 }
 
 func TestExportedIdentifiersHaveDocs(t *testing.T) {

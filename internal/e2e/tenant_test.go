@@ -42,7 +42,7 @@ func TestTenantsApart(t *testing.T) {
 		if code == 0 || stdout != "" || strings.Contains(stderr, "s3cret") {
 			t.Fatalf("%s from task:%s on queue %s: exit %d, stdout %q, stderr %q", tenant, id, queue, code, stdout, stderr)
 		}
-		m := regexp.MustCompile(`(?m)^enqueue: task \S+ failed on attempt \d+ of \d+(?: and was not retried)?: (.*)$`).FindStringSubmatch(stderr)
+		m := regexp.MustCompile(`(?m)^enqueue: task \S+ failed: (.*)$`).FindStringSubmatch(stderr)
 		if m == nil {
 			t.Fatalf("%s from task:%s: no failure in %q", tenant, id, stderr)
 		}

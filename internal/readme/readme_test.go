@@ -4,20 +4,26 @@
 // directory, with bin/ holding the real commands, against a worker that
 // runs on miniredis with the smolvm simulator. A bin/enqueue line must
 // succeed; a server (bin/worker, bin/dashboard) must accept its flags and
-// is stopped after a few seconds. Its Dependencies table must list each
-// module go.mod requires directly, once, at go.mod's version where it
-// names one.
+// is stopped after a few seconds. A bin/api line starts the API on a free
+// port for the curl lines after it, which must succeed against it. The
+// simulator walk-through (make sim, a worker, an enqueue) is also run as a
+// user would, built by the Makefile. What README says of the data
+// directory, the worker's flags and the Makefile's targets must match what
+// they are. Its Dependencies table must list each module go.mod requires
+// directly, once, at go.mod's version where it names one.
 package readme
 
 import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -34,7 +40,7 @@ func TestMain(m *testing.M) {
 		if err := os.Mkdir(binDir, 0o755); err != nil {
 			return err
 		}
-		for name, pkg := range map[string]string{"worker": "worker", "enqueue": "enqueue", "dashboard": "dashboard", "smolvm": "smolvm-sim"} {
+		for name, pkg := range map[string]string{"worker": "worker", "enqueue": "enqueue", "dashboard": "dashboard", "api": "api", "smolvm": "smolvm-sim", "sim/smolvm": "smolvm-sim"} {
 			if _, err := d.Build("github.com/bot-bottle/bottleq/cmd/"+pkg, filepath.Join("bin", name)); err != nil {
 				return err
 			}
@@ -104,9 +110,10 @@ func TestReadmeCommands(t *testing.T) {
 	if err := os.Symlink(binDir, filepath.Join(scratch, "bin")); err != nil {
 		t.Fatal(err)
 	}
+	dataDir := t.TempDir()
 	env := append(os.Environ(),
 		"REDIS_URL="+redis.URL(), "SMOLVM_BIN="+filepath.Join(binDir, "smolvm"), "SMOLVM_SIM_STATE="+t.TempDir(),
-		"BOTTLEQ_DATA_DIR="+t.TempDir(), "BOTTLEQ_METRICS_ADDR=off", "BOTTLEQ_EMBEDDED_REDIS=127.0.0.1:0", "BOTTLEQ_POLL_INTERVAL=20ms")
+		"BOTTLEQ_DATA_DIR="+dataDir, "BOTTLEQ_METRICS_ADDR=off", "BOTTLEQ_EMBEDDED_REDIS=127.0.0.1:0", "BOTTLEQ_POLL_INTERVAL=20ms")
 	worker := exec.Command(filepath.Join(binDir, "worker"))
 	worker.Env = env
 	var workerLog bytes.Buffer
@@ -120,9 +127,31 @@ func TestReadmeCommands(t *testing.T) {
 		worker.Wait()
 	}()
 
+	// apiAddr is where README's bin/api listens, once a line started it.
+	var apiAddr string
 	for _, line := range cmds {
+		if apiAddr != "" {
+			line = strings.ReplaceAll(line, "127.0.0.1:8090", apiAddr)
+		}
 		fields := strings.Fields(line)
 		switch prog := fields[0]; {
+		case strings.Contains(line, "bin/api"):
+			// It serves the curl lines after it, on a free port.
+			apiAddr = startAPI(t, scratch, env, line)
+		case prog == "curl":
+			if apiAddr == "" {
+				t.Errorf("README's %q runs before any bin/api line", line)
+				continue
+			}
+			out, code := run(t, scratch, env, line, 2*time.Minute)
+			for sub, want := range map[string]string{"/events": "event: done", "/artifacts/": "X-Checksum-Sha256: ", "/v1/runs |": `{"id":"`} {
+				if strings.Contains(line, sub) && !strings.Contains(out, want) {
+					t.Errorf("README's %q prints no %q:\n%s", line, want, out)
+				}
+			}
+			if code != 0 {
+				t.Errorf("README's %q exits %d:\n%s\nworker:\n%s", line, code, out, workerLog.String())
+			}
 		case prog == "make":
 			for _, tgt := range fields[1:] {
 				if !targets[tgt] {
@@ -134,8 +163,8 @@ func TestReadmeCommands(t *testing.T) {
 			if code != 0 {
 				t.Errorf("README's %q exits %d:\n%s\nworker:\n%s", line, code, out, workerLog.String())
 			}
-			if strings.Contains(line, "--artifact") && !strings.Contains(out, "bottleq: artifact /workspace/out/A.txt: ") {
-				t.Errorf("README's artifact example did not bring its artifact back:\n%s", out)
+			if strings.Contains(line, "--artifact") {
+				checkArtifactPath(t, out, dataDir)
 			}
 		case strings.Contains(line, "bin/worker"), strings.Contains(line, "bin/dashboard"):
 			// Servers: the README's own REDIS_URL is replaced by the test's.
@@ -156,6 +185,71 @@ func TestReadmeCommands(t *testing.T) {
 			t.Errorf("README shows %q, which no test runs", line)
 		}
 	}
+}
+
+// startAPI starts README's bin/api line in dir on a free port, stopped
+// (and checked to exit 0) when the test ends, and returns its address.
+func startAPI(t *testing.T, dir string, env []string, line string) string {
+	t.Helper()
+	line = regexp.MustCompile(`REDIS_URL=\S+ `).ReplaceAllString(line, "")
+	line = regexp.MustCompile(` -listen \S+`).ReplaceAllString(line, "") + " -listen 127.0.0.1:0 -log-format json"
+	cmd := exec.Command("sh", "-c", "exec "+line)
+	cmd.Dir, cmd.Env = dir, env
+	log := &lockedBuffer{}
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case err := <-exited:
+			if err != nil {
+				t.Errorf("README's %q exits with %v after SIGTERM:\n%s", line, err, log)
+			}
+		case <-time.After(20 * time.Second):
+			cmd.Process.Kill()
+			t.Errorf("README's %q did not stop within 20s of SIGTERM", line)
+		}
+	})
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		for _, l := range strings.Split(log.String(), "\n") {
+			var m struct{ Message, Addr string }
+			if json.Unmarshal([]byte(l), &m) == nil && m.Message == "api listening" {
+				return m.Addr
+			}
+		}
+		select {
+		case err := <-exited:
+			exited <- err
+			t.Fatalf("README's %q exits before it listens: %v\n%s", line, err, log)
+		default:
+		}
+	}
+	t.Fatalf("README's %q never listens:\n%s", line, log)
+	return ""
+}
+
+// lockedBuffer is a bytes.Buffer that a process writes while the test
+// reads it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // run runs line with sh in dir and returns its combined output and exit

@@ -96,6 +96,28 @@ type tlsFiles struct {
 
 func startReal(t testing.TB, tf *tlsFiles, extra ...string) *Server {
 	t.Helper()
+	bin := binaryOrSkip(t)
+	s := &Server{Kind: "redis-server", dir: t.TempDir()}
+	if tf != nil {
+		s.tls = &tls.Config{RootCAs: tf.ca, ServerName: "127.0.0.1"}
+		s.CAFile = filepath.Join(tf.dir, "ca.pem")
+	}
+	s.launch(t, bin, func(port int) ([]string, error) {
+		args := []string{"--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", s.dir, "--daemonize", "no"}
+		if tf != nil {
+			args = []string{"--port", "0", "--tls-port", fmt.Sprint(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", s.dir, "--daemonize", "no",
+				"--tls-cert-file", filepath.Join(tf.dir, "server.pem"), "--tls-key-file", filepath.Join(tf.dir, "server.key"),
+				"--tls-ca-cert-file", filepath.Join(tf.dir, "ca.pem"), "--tls-auth-clients", "no"}
+		}
+		return append(args, extra...), nil
+	})
+	return s
+}
+
+// binaryOrSkip returns the redis-server path, or skips the test (fails it
+// under CI) when there is none.
+func binaryOrSkip(t testing.TB) string {
+	t.Helper()
 	bin, err := Binary()
 	if err != nil {
 		if os.Getenv("CI") != "" {
@@ -103,7 +125,14 @@ func startReal(t testing.TB, tf *tlsFiles, extra ...string) *Server {
 		}
 		t.Skipf("skipping real-Redis test: %v", err)
 	}
-	s := &Server{Kind: "redis-server", dir: t.TempDir()}
+	return bin
+}
+
+// launch starts bin with the arguments argsFor gives for a free loopback
+// port, trying other ports if one is taken meanwhile; the server is
+// stopped at cleanup.
+func (s *Server) launch(t testing.TB, bin string, argsFor func(port int) ([]string, error)) {
+	t.Helper()
 	var last error
 	for try := 0; try < 5; try++ {
 		port, err := freePort()
@@ -111,22 +140,15 @@ func startReal(t testing.TB, tf *tlsFiles, extra ...string) *Server {
 			t.Fatal(err)
 		}
 		s.Addr = fmt.Sprintf("127.0.0.1:%d", port)
-		s.args = []string{"--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", s.dir, "--daemonize", "no"}
-		if tf != nil {
-			s.args = []string{"--port", "0", "--tls-port", fmt.Sprint(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", s.dir, "--daemonize", "no",
-				"--tls-cert-file", filepath.Join(tf.dir, "server.pem"), "--tls-key-file", filepath.Join(tf.dir, "server.key"),
-				"--tls-ca-cert-file", filepath.Join(tf.dir, "ca.pem"), "--tls-auth-clients", "no"}
-			s.tls = &tls.Config{RootCAs: tf.ca, ServerName: "127.0.0.1"}
-			s.CAFile = filepath.Join(tf.dir, "ca.pem")
+		if s.args, err = argsFor(port); err != nil {
+			t.Fatal(err)
 		}
-		s.args = append(s.args, extra...)
 		if last = s.start(bin); last == nil {
 			t.Cleanup(s.Stop)
-			return s
+			return
 		}
 	}
 	t.Fatalf("redis-server did not start: %v", last)
-	return nil
 }
 
 func (s *Server) start(bin string) error {
@@ -248,4 +270,14 @@ func lastLines(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, " | ")
+}
+
+// LogTail returns the last n lines the server logged, for a failing
+// test's message. A miniredis logs nothing.
+func (s *Server) LogTail(n int) string {
+	if s.dir == "" {
+		return ""
+	}
+	b, _ := os.ReadFile(filepath.Join(s.dir, "redis.log"))
+	return lastLines(string(b), n)
 }

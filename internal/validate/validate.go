@@ -19,17 +19,23 @@ import (
 )
 
 // EnvKey checks that key is a portable environment variable name: a letter
-// or '_' first, then letters, digits and '_'.
+// or '_' first, then letters, digits and '_'. Its error never quotes the
+// key, which may be a secret typed where a name belongs ("sk-..."): it
+// gives the key's length and where the first byte that does not belong
+// is.
 func EnvKey(key string) error {
 	if key == "" {
 		return errors.New("key must not be empty")
 	}
 	for i := 0; i < len(key); i++ {
 		c := key[i]
-		if c == '_' || isAlpha(c) || (i > 0 && isDigit(c)) {
+		switch {
+		case c == '_' || isAlpha(c) || (i > 0 && isDigit(c)):
 			continue
+		case i == 0 && isDigit(c):
+			return fmt.Errorf("a key of %d bytes is not a valid name: it starts with a digit", len(key))
 		}
-		return fmt.Errorf("key %q is not a valid name", key)
+		return fmt.Errorf("a key of %d bytes is not a valid name: byte %d is not an ASCII letter, digit or '_'", len(key), i+1)
 	}
 	return nil
 }

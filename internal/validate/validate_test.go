@@ -18,10 +18,13 @@ func TestEnvKey(t *testing.T) {
 		{"_X1", ""},
 		{"a_b9", ""},
 		{"", "key must not be empty"},
-		{"1A", `key "1A" is not a valid name`},
-		{"A=B", `key "A=B" is not a valid name`},
-		{"A-B", `key "A-B" is not a valid name`},
-		{"É", `key "É" is not a valid name`},
+		{"1A", "a key of 2 bytes is not a valid name: it starts with a digit"},
+		{"A=B", "a key of 3 bytes is not a valid name: byte 2 is not an ASCII letter, digit or '_'"},
+		{"A-B", "a key of 3 bytes is not a valid name: byte 2 is not an ASCII letter, digit or '_'"},
+		{"É", "a key of 2 bytes is not a valid name: byte 1 is not an ASCII letter, digit or '_'"},
+		// A secret typed where the name belongs: the error must not echo it.
+		{"sk-live-4f9a8b7c6d5e", "a key of 20 bytes is not a valid name: byte 3 is not an ASCII letter, digit or '_'"},
+		{"API KEY", "a key of 7 bytes is not a valid name: byte 4 is not an ASCII letter, digit or '_'"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.key, func(t *testing.T) {
@@ -29,6 +32,9 @@ func TestEnvKey(t *testing.T) {
 			err := validate.EnvKey(tt.key)
 			if got := reason(err); got != tt.want {
 				t.Errorf("EnvKey(%q) = %q, want %q", tt.key, got, tt.want)
+			}
+			if err != nil && len(tt.key) > 1 && strings.Contains(err.Error(), tt.key) {
+				t.Errorf("EnvKey(%q) = %q quotes the key", tt.key, err)
 			}
 		})
 	}
