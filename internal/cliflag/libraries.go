@@ -1,0 +1,61 @@
+package cliflag
+
+import (
+	"log"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/rs/zerolog"
+
+	"github.com/bot-bottle/bottleq/internal/lograte"
+	"github.com/bot-bottle/bottleq/internal/redisurl"
+)
+
+// RouteLibraryLogs sends the lines that libraries log on their own to
+// log, so that a command's log stays one format (JSON lines, unless it
+// logs to a terminal): go-redis's, through [redisurl.RouteLogs], and
+// those of Go's log package, which asynq's queue metrics, asynqmon and an
+// http.Server without an ErrorLog write to. Each is a warn line with
+// "component" "redis" or "stdlog"; a line repeated within
+// [lograte.DefaultWindow] is written once, and the next one written
+// carries "suppressed", the number held back.
+//
+// Both loggers are one per process: a command's main hands this to its
+// Run, which calls it once its logger exists and before it opens Redis.
+// Tests that call Run in-process do not, and leave them alone. Later calls
+// only change the logger the lines go to; any call is safe alongside
+// another.
+func RouteLibraryLogs(l zerolog.Logger) {
+	redisurl.RouteLogs(l)
+	stdLog.log.Store(&l)
+	stdLogOnce.Do(func() {
+		log.SetFlags(0) // the line's own time stamp is the logger's
+		log.SetPrefix("")
+		log.SetOutput(&stdLog)
+	})
+}
+
+var (
+	stdLog     stdLogWriter
+	stdLogOnce sync.Once
+)
+
+// stdLogWriter is the output of Go's log package once RouteLibraryLogs
+// has run: each Write is one line.
+type stdLogWriter struct {
+	log  atomic.Pointer[zerolog.Logger]
+	rate lograte.Limiter
+}
+
+func (w *stdLogWriter) Write(p []byte) (int, error) {
+	msg := strings.TrimSpace(string(p))
+	if write, held := w.rate.Allow(msg); write {
+		e := w.log.Load().Warn().Str("component", "stdlog")
+		if held > 0 {
+			e = e.Int("suppressed", held)
+		}
+		e.Msg(msg)
+	}
+	return len(p), nil
+}
