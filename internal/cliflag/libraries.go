@@ -14,7 +14,8 @@ import (
 
 // RouteLibraryLogs sends the lines that libraries log on their own to
 // log, so that a command's log stays one format (JSON lines, unless it
-// logs to a terminal): go-redis's, through [redisurl.RouteLogs], and
+// logs to a terminal): go-redis's, through [redisurl.RouteLogs] (which
+// drops them while redisurl.Ping waits: its error says it all), and
 // those of Go's log package, which asynq's queue metrics, asynqmon and an
 // http.Server without an ErrorLog write to. Each is a warn line with
 // "component" "redis" or "stdlog"; a line repeated within
@@ -27,7 +28,9 @@ import (
 // only change the logger the lines go to; any call is safe alongside
 // another.
 func RouteLibraryLogs(l zerolog.Logger) {
-	redisurl.RouteLogs(l)
+	redisurl.RouteLogs(func(msg string, suppressed int) {
+		warn(&l, "redis", msg, suppressed)
+	})
 	stdLog.log.Store(&l)
 	stdLogOnce.Do(func() {
 		log.SetFlags(0) // the line's own time stamp is the logger's
@@ -51,11 +54,17 @@ type stdLogWriter struct {
 func (w *stdLogWriter) Write(p []byte) (int, error) {
 	msg := strings.TrimSpace(string(p))
 	if write, held := w.rate.Allow(msg); write {
-		e := w.log.Load().Warn().Str("component", "stdlog")
-		if held > 0 {
-			e = e.Int("suppressed", held)
-		}
-		e.Msg(msg)
+		warn(w.log.Load(), "stdlog", msg, held)
 	}
 	return len(p), nil
+}
+
+// warn writes a library's line msg as a warning of component, with the
+// number of its repeats held back before it.
+func warn(l *zerolog.Logger, component, msg string, suppressed int) {
+	e := l.Warn().Str("component", component)
+	if suppressed > 0 {
+		e = e.Int("suppressed", suppressed)
+	}
+	e.Msg(msg)
 }
