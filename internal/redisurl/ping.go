@@ -23,13 +23,13 @@ var ErrNoAnswer = errors.New("no answer from Redis")
 // Ping sends PING through rc until Redis answers, for up to wait (one
 // try if wait is zero or less), and returns nil at the first answer. If
 // none came in time its error matches ErrNoAnswer and wraps the last
-// failure of a try that ended before the deadline (a refused connection,
-// say; a try takes a second or two, go-redis retrying inside it). An answer that waiting cannot
-// change, such as a wrong password (redis.IsAuthError) or a TLS
-// certificate not trusted, is returned at once, wrapped. When ctx ends
-// first, the error matches ctx's.
+// failure of a try that ended before the deadline: a refused connection,
+// say (a try takes a second or two: go-redis retries inside it). An
+// answer that waiting cannot change, such as a wrong password
+// (redis.IsAuthError) or a TLS certificate not trusted, is returned at
+// once, wrapped. When ctx ends first, the error matches ctx's.
 //
-// While Ping waits, the go-redis lines [RouteLogs] would write are
+// While Ping waits, the go-redis lines [RouteLogs] would hand on are
 // dropped: Ping's error reports what they would. Call it at start, before
 // anything else uses Redis.
 func Ping(ctx context.Context, rc redis.UniversalClient, wait time.Duration) error {
