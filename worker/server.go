@@ -12,6 +12,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/rs/zerolog"
 
+	"github.com/bot-bottle/bottleq/internal/lograte"
 	"github.com/bot-bottle/bottleq/tasks"
 )
 
@@ -115,7 +116,7 @@ func newServer(cfg ServerConfig, c *canceller) *asynq.Server {
 		// (BENCHMARKS.md, scenario 4).
 		DelayedTaskCheckInterval: max(cfg.PollInterval, time.Second),
 		RetryDelayFunc:           RetryDelay(cfg.RetryBase, cfg.RetryMax),
-		Logger:                   asynqLogger{log},
+		Logger:                   newAsynqLogger(log),
 		LogLevel:                 asynqLevel(log.GetLevel()),
 	}
 	if c != nil {
@@ -195,8 +196,18 @@ func earlierTask(info *asynq.TaskInfo) (EarlierTask, error) {
 	}, nil
 }
 
-// asynqLogger adapts zerolog to asynq.Logger.
-type asynqLogger struct{ l zerolog.Logger }
+// asynqLogger adapts zerolog to asynq.Logger. While Redis is away asynq
+// logs the same error several times a second from each of its loops: a
+// warning or error repeated within rate's window is written once, and the
+// next one written carries "suppressed", the number held back.
+type asynqLogger struct {
+	l    zerolog.Logger
+	rate *lograte.Limiter
+}
+
+func newAsynqLogger(l zerolog.Logger) asynqLogger {
+	return asynqLogger{l: l, rate: &lograte.Limiter{}}
+}
 
 func (a asynqLogger) Debug(args ...any) { a.l.Debug().Msg(fmt.Sprint(args...)) }
 func (a asynqLogger) Info(args ...any)  { a.l.Info().Msg(fmt.Sprint(args...)) }
@@ -209,9 +220,9 @@ func (a asynqLogger) Warn(args ...any) {
 		a.l.Debug().Str("task_id", id).Msg("asynq archived the task")
 		return
 	}
-	a.l.Warn().Msg(msg)
+	a.limited(a.l.Warn(), msg)
 }
-func (a asynqLogger) Error(args ...any) { a.l.Error().Msg(fmt.Sprint(args...)) }
+func (a asynqLogger) Error(args ...any) { a.limited(a.l.Error(), fmt.Sprint(args...)) }
 func (a asynqLogger) Fatal(args ...any) { a.l.Fatal().Msg(fmt.Sprint(args...)) }
 
 // asynqArchived is how asynq v0.26's processor starts the warning it logs
@@ -227,6 +238,22 @@ const asynqArchived = "Retry exhausted for task id="
 func archivedTaskID(msg string) (string, bool) {
 	id, ok := strings.CutPrefix(msg, asynqArchived)
 	return id, ok && id != "" && !strings.ContainsAny(id, " \n")
+}
+
+// limited writes e with msg unless rate holds it back.
+func (a asynqLogger) limited(e *zerolog.Event, msg string) {
+	if e == nil {
+		return // below the level: neither written nor counted
+	}
+	write, held := a.rate.Allow(msg)
+	if !write {
+		e.Discard()
+		return
+	}
+	if held > 0 {
+		e = e.Int("suppressed", held)
+	}
+	e.Msg(msg)
 }
 
 func asynqLevel(l zerolog.Level) asynq.LogLevel {

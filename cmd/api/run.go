@@ -33,6 +33,7 @@ type config struct {
 	tokens      string
 	redisURL    string
 	redisCA     string
+	redisWait   time.Duration
 	tlsCert     string
 	tlsKey      string
 	dataDir     string
@@ -56,6 +57,7 @@ var envFallbacks = []cliflag.Env{
 	{"tokens", "BOTTLEQ_API_TOKENS"},
 	{"redis", "REDIS_URL"},
 	{"redis-ca", "REDIS_CA_FILE"},
+	{"redis-wait", "BOTTLEQ_REDIS_WAIT"},
 	{"tls-cert", "BOTTLEQ_API_TLS_CERT"},
 	{"tls-key", "BOTTLEQ_API_TLS_KEY"},
 	{"data-dir", "BOTTLEQ_DATA_DIR"},
@@ -85,6 +87,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.StringVar(&c.tokens, "tokens", "", "tokens file (required): SHA256HEX TENANT QUEUE[,QUEUE...] per line; reloaded on SIGHUP")
 	fs.StringVar(&c.redisURL, "redis", "redis://127.0.0.1:6379", "Redis URL, redis://[:PASSWORD@]HOST:PORT[/DB] or rediss:// for TLS")
 	fs.StringVar(&c.redisCA, "redis-ca", "", "PEM file of CA certificates to trust for rediss://")
+	fs.DurationVar(&c.redisWait, "redis-wait", redisurl.DefaultWait, "at start, how long to wait for -redis to answer before giving up (0: one try)")
 	fs.StringVar(&c.tlsCert, "tls-cert", "", "PEM certificate (chain) to serve HTTPS with; needs -tls-key")
 	fs.StringVar(&c.tlsKey, "tls-key", "", "PEM private key of -tls-cert")
 	fs.StringVar(&c.dataDir, "data-dir", defaultDataDir(getenv), "the worker's data directory, to serve artifacts from (the API must run on the worker's host, as its user)")
@@ -147,6 +150,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 		return c, fmt.Errorf("%s: must be above 0", origin["cancel-wait"])
 	case c.shutdown <= 0:
 		return c, fmt.Errorf("%s: must be above 0", origin["shutdown-timeout"])
+	case c.redisWait < 0:
+		return c, fmt.Errorf("%s: %s must not be negative", origin["redis-wait"], c.redisWait)
 	}
 	if _, err := cliflag.Logger(c.logFormat, "info", io.Discard); err != nil {
 		return c, fmt.Errorf("%s: %w", origin["log-format"], err)
@@ -156,6 +161,11 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	}
 	return c, nil
 }
+
+// routeLibraryLogs takes the API's logger for the lines libraries log on
+// their own (go-redis, Go's log package). It is process-wide: main sets it
+// to cliflag.RouteLibraryLogs; tests that call Run leave it alone.
+var routeLibraryLogs = func(zerolog.Logger) {}
 
 // Run serves the API until ctx ends and returns the process exit code: 0
 // after a clean shutdown (and for -h and -version), 2 for bad flags, 1 for
@@ -189,6 +199,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return cliflag.ExitCode(stderr, "api", err)
 	}
 	log, _ := cliflag.Logger(c.logFormat, c.logLevel, stderr) // checked by parseFlags
+	routeLibraryLogs(log)
 	if err := serve(ctx, c, log, reload); err != nil {
 		log.Error().Err(err).Msg("api stopped")
 		return 1
@@ -197,23 +208,27 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 }
 
 func serve(ctx context.Context, c config, log zerolog.Logger, reload <-chan struct{}) error {
-	opt, err := redisurl.Parse(c.redisURL)
-	if err == nil {
-		opt, err = redisurl.WithCA(opt, c.redisCA)
+	tokens, err := api.LoadTokensFile(c.tokens)
+	if err != nil {
+		return fmt.Errorf("-tokens: %w", err)
+	}
+	rc, err := redisurl.Open(c.redisURL, c.redisCA)
+	if errors.Is(err, redisurl.ErrCA) {
+		return fmt.Errorf("-redis-ca: %w", err)
 	}
 	if err != nil {
 		return fmt.Errorf("-redis: %w", err)
 	}
-	tokens, err := api.LoadTokensFile(c.tokens)
-	if err != nil {
-		return fmt.Errorf("-tokens: %w", err)
+	defer rc.Close() // after srv, which uses it
+	if err := redisurl.Ping(ctx, rc, c.redisWait); err != nil {
+		return fmt.Errorf("-redis: %s: %w", redisurl.Redacted(c.redisURL), err)
 	}
 	ln, err := net.Listen("tcp", c.listen)
 	if err != nil {
 		return fmt.Errorf("-listen: %w", err)
 	}
 	srv, err := api.New(api.Config{
-		Redis:         opt,
+		Redis:         redisurl.Shared(rc),
 		Tokens:        tokens,
 		Artifacts:     api.LocalArtifacts{DataDir: c.dataDir},
 		MaxOpenRuns:   c.maxOpen,

@@ -163,6 +163,8 @@ func TestFlagErrors(t *testing.T) {
 		{"listen not host:port", []string{"-tokens", tokens, "-listen", "8090"}, nil, "-listen"},
 		{"listen by env", []string{"-tokens", tokens}, map[string]string{"BOTTLEQ_API_LISTEN": "nowhere"}, "BOTTLEQ_API_LISTEN"},
 		{"redis scheme", []string{"-tokens", tokens, "-redis", "http://:pw@h:1"}, nil, "-redis"},
+		{"redis wait negative", []string{"-tokens", tokens, "-redis-wait", "-1s"}, nil, "-redis-wait"},
+		{"redis wait by env", []string{"-tokens", tokens}, map[string]string{"BOTTLEQ_REDIS_WAIT": "-1s"}, "BOTTLEQ_REDIS_WAIT"},
 		{"cert without key", []string{"-tokens", tokens, "-tls-cert", cert}, nil, "-tls-cert and -tls-key go together"},
 		{"key is no key", []string{"-tokens", tokens, "-tls-cert", cert, "-tls-key", cert}, nil, "-tls-cert"},
 		{"max open 0", []string{"-tokens", tokens, "-max-open-runs", "0"}, nil, "-max-open-runs"},

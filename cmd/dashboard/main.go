@@ -13,9 +13,14 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/bot-bottle/bottleq/internal/cliflag"
 )
 
 func main() {
+	// Process-wide, so set here and not by tests that call Run: the lines
+	// libraries write on their own go to the dashboard's logger.
+	routeLibraryLogs = cliflag.RouteLibraryLogs
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := Run(ctx, os.Args[1:], os.Getenv, os.Stderr)
 	stop() // before os.Exit, which runs no deferred call

@@ -42,6 +42,7 @@ type config struct {
 	allowedHosts hostList
 	redisURL     string
 	redisCA      string
+	redisWait    time.Duration
 	writable     bool
 	logFormat    string
 	logLevel     string
@@ -54,6 +55,7 @@ var envFallbacks = []cliflag.Env{
 	{"allowed-hosts", "BOTTLEQ_DASHBOARD_HOSTS"},
 	{"redis", "REDIS_URL"},
 	{"redis-ca", "REDIS_CA_FILE"},
+	{"redis-wait", "BOTTLEQ_REDIS_WAIT"},
 	{"writable", "BOTTLEQ_DASHBOARD_WRITABLE"},
 	{"log-format", "BOTTLEQ_LOG_FORMAT"},
 	{"log-level", "BOTTLEQ_LOG_LEVEL"},
@@ -69,6 +71,7 @@ func newFlagSet(c *config) *flag.FlagSet {
 		"a proxy that rewrites Host to -addr gets reads but not -writable's changes, whose Origin must match Host")
 	fs.StringVar(&c.redisURL, "redis", "redis://127.0.0.1:6379", "Redis URL: redis://[[USER]:PASSWORD@]HOST:PORT[/DB], rediss:// for TLS, or Sentinel's redis-sentinel://[:PASSWORD@]HOST:PORT[,HOST:PORT...][/DB]?master=NAME (see README)")
 	fs.StringVar(&c.redisCA, "redis-ca", "", "PEM file of CA certificates to trust for rediss:// (and TLS to Sentinel)")
+	fs.DurationVar(&c.redisWait, "redis-wait", redisurl.DefaultWait, "at start, how long to wait for -redis to answer before giving up (0: one try)")
 	fs.BoolVar(&c.writable, "writable", false, "allow the UI's changes (run, archive, delete, cancel, pause tasks and queues); without it every request but GET, HEAD and OPTIONS is refused. "+
 		"Even then a change must come from the dashboard's own pages (Origin, else Sec-Fetch-Site or Referer, matching Host) or from no browser at all, with a JSON body or none")
 	fs.StringVar(&c.logFormat, "log-format", "auto", "auto (console on a terminal, else JSON), json or console")
@@ -96,6 +99,9 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	if _, err := redisurl.WithCA(opt, c.redisCA); err != nil {
 		return c, fmt.Errorf("%s: %w", origin["redis-ca"], err)
 	}
+	if c.redisWait < 0 {
+		return c, fmt.Errorf("%s: %s must not be negative", origin["redis-wait"], c.redisWait)
+	}
 	if _, err := cliflag.Logger(c.logFormat, "info", io.Discard); err != nil {
 		return c, fmt.Errorf("%s: %w", origin["log-format"], err)
 	}
@@ -104,6 +110,12 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	}
 	return c, nil
 }
+
+// routeLibraryLogs takes the dashboard's logger for the lines libraries
+// log on their own (asynq's queue metrics and asynqmon through Go's log
+// package, go-redis). It is process-wide: main sets it to
+// cliflag.RouteLibraryLogs; tests that call Run leave it alone.
+var routeLibraryLogs = func(zerolog.Logger) {}
 
 // Run serves the dashboard until ctx ends and returns the process exit
 // code: 0 after a clean shutdown (and for -h), 2 for bad flags, 1 for
@@ -114,6 +126,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return cliflag.ExitCode(stderr, "dashboard", err)
 	}
 	log, _ := cliflag.Logger(c.logFormat, c.logLevel, stderr) // checked by parseFlags
+	routeLibraryLogs(log)
 	if err := serve(ctx, c, log); err != nil {
 		log.Error().Err(err).Msg("dashboard stopped")
 		return 1
@@ -165,6 +178,9 @@ func serve(ctx context.Context, c config, log zerolog.Logger) error {
 		return fmt.Errorf("-redis: %w", err)
 	}
 	defer rc.Close()
+	if err := redisurl.Ping(ctx, rc, c.redisWait); err != nil {
+		return fmt.Errorf("-redis: %s: %w", redisurl.Redacted(c.redisURL), err)
+	}
 	ln, err := net.Listen("tcp", c.addr)
 	if err != nil {
 		return fmt.Errorf("-addr: %w", err)

@@ -224,6 +224,8 @@ func TestFlagErrors(t *testing.T) {
 		{"allowed host a wildcard", []string{"-allowed-hosts", "localhost,*.example.com"}, nil, `"*.example.com"`},
 		{"allowed host with a space", []string{"-allowed-hosts", "dash example"}, nil, "-allowed-hosts"},
 		{"redis scheme", []string{"-redis", "http://:pw@h:1"}, nil, "-redis"},
+		{"redis wait negative", []string{"-redis-wait", "-1s"}, nil, "-redis-wait"},
+		{"env redis wait", nil, map[string]string{"BOTTLEQ_REDIS_WAIT": "soon"}, "BOTTLEQ_REDIS_WAIT"},
 		{"log level", []string{"-log-level", "loud"}, nil, "-log-level"},
 		{"log format", []string{"-log-format", "xml"}, nil, "-log-format"},
 		{"argument", []string{"extra"}, nil, `"extra"`},

@@ -3,7 +3,7 @@
 // verbs act on a task by ID: status prints it, wait follows it, cancel
 // ends it for good.
 //
-//	enqueue [--redis URL] [--redis-ca FILE] [--tenant T] (--image IMG | --from REF)
+//	enqueue [--redis URL] [--redis-ca FILE] [--redis-wait D] [--tenant T] (--image IMG | --from REF)
 //	        [--env K=V]... [--allow-host HOST[:PORT]]... [--file LOCAL:GUEST]...
 //	        [--artifact GUEST]... [--workdir DIR] [--cpus N] [--mem MiB]
 //	        [--timeout DUR] [--no-commit] [--task-id ID] [--queue Q]

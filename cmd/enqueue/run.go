@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/bot-bottle/bottleq/enqueue"
 	"github.com/bot-bottle/bottleq/internal/cliflag"
@@ -45,8 +46,8 @@ with the agent's exit code.
 status prints a task's state, attempts, exit code, phases and result
 (--json: one JSON object). wait follows a task as --wait does. cancel ends
 a task for good: not retried, its VM deleted, its result cancelled. A task
-ID is looked up on --queue only (default "default"); each takes --redis and
---redis-ca too. See enqueue status -h.
+ID is looked up on --queue only (default "default"); each takes --redis,
+--redis-ca and --redis-wait too. See enqueue status -h.
 
 Exit codes: 0 done; with --wait and wait, the agent's exit code; 1 the task
 failed, was cancelled or is unknown, a wait gave up (--wait-timeout, Ctrl-C),
@@ -66,7 +67,8 @@ func usagef(format string, a ...any) error {
 
 // config is a parsed, validated command line.
 type config struct {
-	redis       asynq.RedisConnOpt
+	redis       redisTarget
+	redisWait   time.Duration
 	payload     tasks.AgentRun
 	opts        enqueue.Options
 	wait        bool
@@ -93,6 +95,7 @@ func newFlagSet(c *config, env *envFlag, files *listFlag, redisURL, redisCA, ten
 	fs.Usage = func() {}
 	fs.StringVar(redisURL, "redis", "", "Redis `URL`: redis://, rediss:// (TLS) or redis-sentinel:// (see README) (default $REDIS_URL, else "+DefaultRedisURL+")")
 	fs.StringVar(redisCA, "redis-ca", "", "PEM `file` of CA certificates to trust for rediss:// (default $REDIS_CA_FILE)")
+	fs.DurationVar(&c.redisWait, "redis-wait", redisurl.DefaultWait, "how long to wait for Redis to answer before giving up (0: one try)")
 	fs.StringVar(tenant, "tenant", "", "the `tenant` the task runs for: up to "+fmt.Sprint(tasks.MaxTenantLen)+
 		" lower-case letters, digits and '-', not starting with '-'; --from task:ID finds only this tenant's commits (default $BOTTLEQ_TENANT, else "+
 		strconv.Quote(tasks.DefaultTenant)+")")
@@ -118,8 +121,17 @@ func newFlagSet(c *config, env *envFlag, files *listFlag, redisURL, redisCA, ten
 	return fs
 }
 
-// redisOpt reads --redis and --redis-ca, or REDIS_URL and REDIS_CA_FILE.
-func redisOpt(redisURL, redisCA string, getenv func(string) string) (asynq.RedisConnOpt, error) {
+// redisTarget is the Redis --redis and --redis-ca name.
+type redisTarget struct {
+	opt  asynq.RedisConnOpt
+	from string // --redis or REDIS_URL, for errors
+	url  string // without its password, for errors
+	wait time.Duration
+}
+
+// redisOpt reads --redis and --redis-ca, or REDIS_URL and REDIS_CA_FILE,
+// and --redis-wait (wait).
+func redisOpt(redisURL, redisCA string, wait time.Duration, getenv func(string) string) (redisTarget, error) {
 	redisFrom := "--redis"
 	if redisURL == "" {
 		redisURL, redisFrom = getenv("REDIS_URL"), "REDIS_URL"
@@ -129,16 +141,36 @@ func redisOpt(redisURL, redisCA string, getenv func(string) string) (asynq.Redis
 	}
 	r, err := redisurl.Parse(redisURL)
 	if err != nil {
-		return nil, usagef("%s: %v", redisFrom, err)
+		return redisTarget{}, usagef("%s: %v", redisFrom, err)
 	}
 	caFrom := "--redis-ca"
 	if redisCA == "" {
 		redisCA, caFrom = getenv("REDIS_CA_FILE"), "REDIS_CA_FILE"
 	}
 	if r, err = redisurl.WithCA(r, redisCA); err != nil {
-		return nil, usagef("%s: %v", caFrom, err)
+		return redisTarget{}, usagef("%s: %v", caFrom, err)
 	}
-	return r, nil
+	if wait < 0 {
+		return redisTarget{}, usagef("--redis-wait: %s must not be negative", wait)
+	}
+	return redisTarget{opt: r, from: redisFrom, url: redisurl.Redacted(redisURL), wait: wait}, nil
+}
+
+// connect returns a client on r once Redis answers, waiting up to r.wait.
+// Close rc after the client.
+func (r redisTarget) connect(ctx context.Context) (client *enqueue.Client, rc redis.UniversalClient, err error) {
+	rc = r.opt.MakeRedisClient().(redis.UniversalClient) // all redisurl.Parse returns do
+	pingCtx, wait := ctx, r.wait
+	if ctx.Err() != nil {
+		// Interrupted before it began: one try, so that a wait can
+		// still say where the task is, as it does when interrupted later.
+		pingCtx, wait = context.WithoutCancel(ctx), 0
+	}
+	if err := redisurl.Ping(pingCtx, rc, wait); err != nil {
+		rc.Close()
+		return nil, nil, fmt.Errorf("%s: %s: %w", r.from, r.url, err)
+	}
+	return enqueue.NewFromRedisClient(rc), rc, nil
 }
 
 // checkQueue checks --queue.
@@ -177,7 +209,7 @@ func parse(args []string, getenv func(string) string, help io.Writer) (config, e
 		return c, nil
 	}
 
-	r, err := redisOpt(redisURL, redisCA, getenv)
+	r, err := redisOpt(redisURL, redisCA, c.redisWait, getenv)
 	if err != nil {
 		return c, err
 	}
@@ -316,8 +348,11 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return exitOK
 	}
 
-	client := enqueue.New(c.redis)
-	defer client.Close()
+	client, rc, err := c.redis.connect(ctx)
+	if err != nil {
+		return fail(stderr, exitFail, "%v", err)
+	}
+	defer rc.Close()
 	info, err := client.Enqueue(ctx, c.payload, c.opts)
 	switch {
 	case errors.Is(err, enqueue.ErrDuplicate):

@@ -82,6 +82,7 @@ func TestRunUsageErrors(t *testing.T) {
 		{"bad REDIS_URL", []string{"--image", "alpine", "--", "true"}, []string{"REDIS_URL", "redis://:pw-SECRET@h:1/x"}, "REDIS_URL: redis URL path"},
 		{"blank --task-id", []string{"--image", "alpine", "--task-id", " ", "--", "true"}, nil, "--task-id"},
 		{"negative --replicas", []string{"--image", "alpine", "--replicas", "-1", "--", "true"}, nil, "--replicas: must not be negative"},
+		{"negative --redis-wait", []string{"--image", "alpine", "--redis-wait", "-1s", "--", "true"}, nil, "--redis-wait: -1s must not be negative"},
 		{"sentinel URL without master", []string{"--redis", "redis-sentinel://:pw-SECRET@h:26379", "--image", "alpine", "--", "true"}, nil, "--redis: redis URL has no master=NAME"},
 		{"upper-case --tenant", []string{"--tenant", "Acme", "--image", "alpine", "--", "true"}, nil, `--tenant: "Acme" may hold only lower-case letters`},
 		{"64-character --tenant", []string{"--tenant", strings.Repeat("a", 64), "--image", "alpine", "--", "true"}, nil, "--tenant: is 64 bytes, more than 63"},

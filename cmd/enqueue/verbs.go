@@ -14,6 +14,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/bot-bottle/bottleq/enqueue"
+	"github.com/bot-bottle/bottleq/internal/redisurl"
 	"github.com/bot-bottle/bottleq/tasks"
 )
 
@@ -77,14 +78,15 @@ stands: the task ends when its worker gets to it).`},
 }
 
 // verbOf finds the verb args name: the first argument, or the first after
-// --redis and --redis-ca, which the verb then gets with the rest.
+// --redis, --redis-ca and --redis-wait, which the verb then gets with the
+// rest.
 func verbOf(args []string) (*verb, []string, bool) {
 	for i := 0; i < len(args); i++ {
 		if v, ok := verbs[args[i]]; ok {
 			return v, append(append([]string(nil), args[:i]...), args[i+1:]...), true
 		}
 		name, _, hasValue := strings.Cut(strings.TrimLeft(args[i], "-"), "=")
-		if !strings.HasPrefix(args[i], "-") || (name != "redis" && name != "redis-ca") {
+		if !strings.HasPrefix(args[i], "-") || (name != "redis" && name != "redis-ca" && name != "redis-wait") {
 			return nil, nil, false
 		}
 		if !hasValue {
@@ -99,12 +101,14 @@ func runVerb(ctx context.Context, v *verb, args []string, getenv func(string) st
 	var (
 		a                 = verbArgs{stdout: stdout, stderr: stderr}
 		redisURL, redisCA string
+		redisWait         time.Duration
 	)
 	fs := flag.NewFlagSet("enqueue "+v.name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
 	fs.StringVar(&redisURL, "redis", "", "Redis `URL`, redis:// or rediss:// (TLS) (default $REDIS_URL, else "+DefaultRedisURL+")")
 	fs.StringVar(&redisCA, "redis-ca", "", "PEM `file` of CA certificates to trust for rediss:// (default $REDIS_CA_FILE)")
+	fs.DurationVar(&redisWait, "redis-wait", redisurl.DefaultWait, "how long to wait for Redis to answer before giving up (0: one try)")
 	fs.StringVar(&a.queue, "queue", tasks.DefaultQueue, "the task's `queue`: an ID names a task on one queue only")
 	if v.json {
 		fs.BoolVar(&a.json, "json", false, "print one JSON object, for scripts")
@@ -150,12 +154,16 @@ func runVerb(ctx context.Context, v *verb, args []string, getenv func(string) st
 	if a.waitTimeout < 0 {
 		return fail(stderr, exitUsage, "--wait-timeout: must not be negative")
 	}
-	r, err := redisOpt(redisURL, redisCA, getenv)
+	r, err := redisOpt(redisURL, redisCA, redisWait, getenv)
 	if err != nil {
 		return fail(stderr, exitUsage, "%v", err)
 	}
-	a.client = enqueue.New(r)
-	defer a.client.Close()
+	client, rc, err := r.connect(ctx)
+	if err != nil {
+		return fail(stderr, exitFail, "%v", err)
+	}
+	defer rc.Close()
+	a.client = client
 	return v.run(ctx, a)
 }
 

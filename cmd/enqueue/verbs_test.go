@@ -42,6 +42,7 @@ func TestVerbUsageErrors(t *testing.T) {
 		{"--json is status's", []string{"wait", "--json", "x"}, "flag provided but not defined: -json (see enqueue wait -h)"},
 		{"--wait-timeout is not status's", []string{"status", "--wait-timeout", "1s", "x"}, "-wait-timeout"},
 		{"bad --redis", []string{"status", "--redis", "http://:pw-SECRET@h:1", "x"}, "--redis: redis URL scheme"},
+		{"negative --redis-wait before the verb", []string{"--redis-wait", "-1s", "status", "x"}, "--redis-wait: -1s must not be negative"},
 		{"enqueue: bad --queue", []string{"--queue", "q{1}", "--image", "alpine", "--", "true"}, `--queue: "q{1}" may hold only`},
 		{"enqueue: 65-character --queue", []string{"--queue", strings.Repeat("q", 65), "--image", "alpine", "--", "true"}, "--queue: is 65 bytes, more than 64"},
 		{"enqueue: --wait-timeout without --wait", []string{"--wait-timeout", "1m", "--image", "alpine", "--", "true"}, "--wait-timeout: only with --wait"},

@@ -38,6 +38,7 @@ import (
 type config struct {
 	redisURL      string
 	redisCA       string
+	redisWait     time.Duration
 	embeddedRedis string
 	smolvmBin     string
 	dataDir       string
@@ -82,6 +83,7 @@ type config struct {
 var envFallbacks = []cliflag.Env{
 	{"redis", "REDIS_URL"},
 	{"redis-ca", "REDIS_CA_FILE"},
+	{"redis-wait", "BOTTLEQ_REDIS_WAIT"},
 	{"embedded-redis", "BOTTLEQ_EMBEDDED_REDIS"},
 	{"smolvm", "SMOLVM_BIN"},
 	{"data-dir", "BOTTLEQ_DATA_DIR"},
@@ -127,6 +129,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.redisURL, "redis", "", "Redis URL: redis://[[USER]:PASSWORD@]HOST:PORT[/DB], rediss:// for TLS, or Sentinel's redis-sentinel://[:PASSWORD@]HOST:PORT[,HOST:PORT...][/DB]?master=NAME (see README); empty: run an embedded in-memory Redis")
 	fs.StringVar(&c.redisCA, "redis-ca", "", "PEM file of CA certificates to trust for rediss:// (and TLS to Sentinel)")
+	fs.DurationVar(&c.redisWait, "redis-wait", redisurl.DefaultWait, "at start, how long to wait for -redis to answer before giving up (0: one try)")
 	fs.StringVar(&c.embeddedRedis, "embedded-redis", "127.0.0.1:6379", "address of the embedded Redis when -redis is empty")
 	fs.StringVar(&c.smolvmBin, "smolvm", "smolvm", "smolvm binary, a path or a name on PATH")
 	fs.StringVar(&c.dataDir, "data-dir", defaultDataDir(getenv), "directory for packs (packs/), commits (commits/TENANT/), artifacts (artifacts/TENANT/TASK-HASH/) and temporary files (tmp/); made private (0700)")
@@ -191,6 +194,9 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	}
 	if c.liveOutput > maxLiveOutput {
 		return c, fmt.Errorf("%s: %s is over %s", origin["live-output-bytes"], c.liveOutput, byteSize(maxLiveOutput))
+	}
+	if c.redisWait < 0 {
+		return c, fmt.Errorf("%s: %s must not be negative", origin["redis-wait"], c.redisWait)
 	}
 	if c.warmMax < 0 {
 		return c, fmt.Errorf("%s: %d must not be negative", origin["warm-max"], c.warmMax)
@@ -348,6 +354,11 @@ func parseQueues(s string) (map[string]int, error) {
 	return qs, nil
 }
 
+// routeLibraryLogs takes the worker's logger for the lines libraries log
+// on their own. It is process-wide: main sets it to
+// cliflag.RouteLibraryLogs; tests that call Run leave it alone.
+var routeLibraryLogs = func(zerolog.Logger) {}
+
 // Run runs the worker until ctx ends and returns the process exit code:
 // 0 after a clean shutdown, 2 for bad flags, 1 for anything else.
 func Run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) int {
@@ -356,6 +367,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return cliflag.ExitCode(stderr, "worker", err)
 	}
 	log, _ := cliflag.Logger(c.logFormat, c.logLevel, stderr) // checked by parseFlags
+	routeLibraryLogs(log)
 	if err := serve(ctx, c, log); err != nil {
 		log.Error().Err(err).Msg("worker stopped")
 		fmt.Fprintln(stderr, "worker:", err)
@@ -448,7 +460,7 @@ func serve(ctx context.Context, c config, log zerolog.Logger) error {
 		defer stopRedis()
 		rc = redis.NewClient(&redis.Options{Addr: addr})
 		deployment = deploymentOf(c, asynq.RedisClientOpt{Addr: addr})
-	} else if rc, err = redisConn(c, log); err != nil {
+	} else if rc, err = redisConn(ctx, c, log); err != nil {
 		return err
 	}
 	defer rc.Close() // after the server, which uses it, has shut down
@@ -581,15 +593,20 @@ func redisOption(c config) (asynq.RedisConnOpt, error) {
 	return opt, nil
 }
 
-// redisConn opens the one Redis client of the worker on -redis; close it
-// after the server has shut down.
-func redisConn(c config, log zerolog.Logger) (redis.UniversalClient, error) {
+// redisConn opens the one Redis client of the worker on -redis, once
+// Redis answers (waiting up to -redis-wait); close it after the server has
+// shut down.
+func redisConn(ctx context.Context, c config, log zerolog.Logger) (redis.UniversalClient, error) {
 	rc, err := redisurl.Open(c.redisURL, c.redisCA)
 	if errors.Is(err, redisurl.ErrCA) {
 		return nil, fmt.Errorf("-redis-ca: %w", err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("-redis: %w", err)
+	}
+	if err := redisurl.Ping(ctx, rc, c.redisWait); err != nil {
+		rc.Close()
+		return nil, fmt.Errorf("-redis: %s: %w", redisurl.Redacted(c.redisURL), err)
 	}
 	log.Info().Str("redis", redisurl.Redacted(c.redisURL)).Msg("using Redis")
 	return rc, nil

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bot-bottle/bottleq/internal/redisurl"
 	"github.com/bot-bottle/bottleq/tasks"
 	"github.com/bot-bottle/bottleq/worker"
 )
@@ -67,6 +68,8 @@ func TestParseFlags(t *testing.T) {
 		{[]string{"-deployment", "prod-eu"}, nil, "-deployment"},
 		{nil, map[string]string{"BOTTLEQ_DEPLOYMENT": "Prod"}, "BOTTLEQ_DEPLOYMENT"},
 		{[]string{"-redis", "http://127.0.0.1:6379"}, nil, "-redis"},
+		{[]string{"-redis-wait", "-1s"}, nil, "-redis-wait"},
+		{nil, map[string]string{"BOTTLEQ_REDIS_WAIT": "-1s"}, "BOTTLEQ_REDIS_WAIT"},
 		{[]string{"-vm-cpus", "0"}, nil, "-vm-cpus"},
 		{[]string{"-vm-cpus", "256"}, nil, "-vm-cpus"},
 		{nil, map[string]string{"BOTTLEQ_VM_MEM": "0"}, "-vm-mem"},
@@ -96,6 +99,7 @@ func TestFlagDefaultsAreTheLibrarys(t *testing.T) {
 		{"concurrency", c.concurrency, worker.DefaultConcurrency},
 		{"queues", c.queues, tasks.DefaultQueue + "=1"},
 		{"poll-interval", c.pollInterval, worker.DefaultPollInterval},
+		{"redis-wait", c.redisWait, redisurl.DefaultWait},
 		{"shutdown-timeout", c.shutdown, worker.DefaultShutdownTimeout},
 		{"ready-timeout", c.readyTimeout, worker.DefaultReadyTimeout},
 		{"cp-timeout", c.cpTimeout, worker.DefaultCopyTimeout},

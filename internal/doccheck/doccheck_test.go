@@ -20,6 +20,7 @@ var checked = []string{
 	"worker",
 	"internal/cliflag",
 	"internal/redisurl",
+	"internal/lograte",
 	"internal/validate",
 	"internal/cancelmark",
 	"internal/testredis",
