@@ -2,8 +2,12 @@ package worker
 
 import (
 	"context"
+	"slices"
+	"strings"
+	"sync"
 	"testing"
 
+	"github.com/bot-bottle/bottleq/smolvm"
 	"github.com/bot-bottle/bottleq/tasks"
 )
 
@@ -33,5 +37,44 @@ func TestSimSecondRunWins(t *testing.T) {
 	}
 	if got := w.result(t).Stdout; got != "second\n" {
 		t.Errorf("a task from the commit read %q, want the second run's %q", got, "second\n")
+	}
+}
+
+// TestWarmDeleteFailureCounted: a pool VM no task got, whose delete fails
+// every try when the pool shuts down, is logged at each try and once more
+// as left to the reaper, and counted through Hooks.DeleteFailed (behind
+// bottleq_vm_delete_failures_total).
+func TestWarmDeleteFailureCounted(t *testing.T) {
+	t.Parallel()
+	f := newFake()
+	f.delete = func(_ context.Context, name string) error {
+		return &smolvm.Error{Op: "machine delete", Machine: name, ExitCode: 1, Message: "injected"}
+	}
+	var mu sync.Mutex
+	var counted []string
+	h, logs := newHandler(t, f, func(c *Config) {
+		c.Warm = WarmConfig{Images: map[string]int{"alpine:3": 1}}
+		c.Hooks.DeleteFailed = func(vm string) {
+			mu.Lock()
+			defer mu.Unlock()
+			counted = append(counted, vm)
+		}
+	})
+	stop := startPool(t, h)
+	vm := waitPool(t, h, "alpine:3", 1)[0]
+	stop()
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Equal(counted, []string{vm}) {
+		t.Errorf("counted %q as failed deletes, want %q", counted, vm)
+	}
+	if n := f.count("delete " + vm); n != 3 {
+		t.Errorf("%d deletes of %s, want 3 tries", n, vm)
+	}
+	if n := strings.Count(logs.String(), `"message":"delete failed"`); n != 3 {
+		t.Errorf("%d failed deletes logged, want 3:\n%s", n, logs)
+	}
+	if !strings.Contains(logs.String(), "pool VM left behind; the reaper will delete it") {
+		t.Errorf("the VM left behind was not logged:\n%s", logs)
 	}
 }
