@@ -1,8 +1,11 @@
 package e2e
 
 import (
+	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -245,5 +248,89 @@ func waitLog(t *testing.T, p *proc, text string) {
 			t.Fatalf("the worker never logged %q:\n%s", text, p.logs)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestBundledProxyHoldsAFlood: the worker's bundled proxy, with its
+// default caps, holds at most 256 client connections from one source and
+// 1024 in all, answering 503 at once to the rest, and the worker still
+// runs tasks meanwhile; a held connection that sends no request is closed
+// 10 s after it came, which frees its slot.
+func TestBundledProxyHoldsAFlood(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: waits out the proxy's 10 s header timeout")
+	}
+	t.Parallel()
+	s := newStack(t, "miniredis", "1.9.3")
+	w := s.worker("BOTTLEQ_EGRESS_LISTEN=127.0.0.1:0", "BOTTLEQ_METRICS_ADDR=off")
+	var addr string
+	for _, line := range strings.Split(w.logs.String(), "\n") {
+		var l struct{ Addr, Message string }
+		if json.Unmarshal([]byte(line), &l) == nil && l.Message == "bundled egress proxy serving" {
+			addr = l.Addr
+		}
+	}
+	if addr == "" {
+		t.Fatalf("no proxy address in the worker's log:\n%s", w.logs)
+	}
+	dial := func(src string) net.Conn {
+		t.Helper()
+		d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+		c, err := d.Dial("tcp", addr)
+		if errors.Is(err, syscall.EADDRNOTAVAIL) {
+			t.Skipf("cannot use %s as a source address here: %v", src, err)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	// refused reads the proxy's answer to a connection that sent nothing:
+	// a 503 naming why, at once.
+	refused := func(c net.Conn, why string) {
+		t.Helper()
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		b, err := io.ReadAll(c)
+		if !strings.HasPrefix(string(b), "HTTP/1.1 503 ") || !strings.Contains(string(b), why) {
+			t.Errorf("a connection past the cap got %q (%v), want a 503 saying %q", b, err, why)
+		}
+	}
+	start := time.Now()
+	first := dial("127.0.0.1")
+	for range 255 {
+		dial("127.0.0.1")
+	}
+	refused(dial("127.0.0.1"), "too many connections from one source (max 256)")
+	for _, src := range []string{"127.0.0.2", "127.0.0.3", "127.0.0.4"} {
+		for range 256 {
+			dial(src)
+		}
+	}
+	refused(dial("127.0.0.5"), "too many client connections (max 1024)")
+	if time.Since(start) > 8*time.Second {
+		t.Fatalf("the flood took %v: the proxy's 10 s header timeout may have closed some of it", time.Since(start))
+	}
+	if stdout, stderr, code := s.enqueue("--image", "alpine:3", "--no-commit", "--wait", "--", "echo", "still here"); code != 0 || stdout != "still here\n" {
+		t.Errorf("a task during the flood: exit %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
+	// The first connection was accepted no sooner than it was dialed.
+	_ = first.SetReadDeadline(time.Now().Add(30 * time.Second))
+	if _, err := io.ReadAll(first); err != nil {
+		t.Fatalf("an idle connection was not closed: %v", err)
+	}
+	if held := time.Since(start); held < 10*time.Second || held > 20*time.Second {
+		t.Errorf("an idle connection was closed after %v, want 10 s", held)
+	}
+	// Its slot is free: a request without credentials is answered 407,
+	// not 503.
+	c := dial("127.0.0.1")
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, "GET http://example.test/ HTTP/1.1\r\nHost: example.test\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil || resp.StatusCode != http.StatusProxyAuthRequired {
+		t.Errorf("after the flood timed out a new connection got %v (%v), want 407", resp, err)
 	}
 }
