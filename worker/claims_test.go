@@ -2,10 +2,13 @@ package worker
 
 import (
 	"context"
+	"errors"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/bot-bottle/bottleq/smolvm"
 	"github.com/bot-bottle/bottleq/tasks"
@@ -76,5 +79,42 @@ func TestWarmDeleteFailureCounted(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "pool VM left behind; the reaper will delete it") {
 		t.Errorf("the VM left behind was not logged:\n%s", logs)
+	}
+}
+
+// TestRetryDelay: a failed attempt waits longer the more it has failed,
+// base doubling up to the cap, with jitter between half and all of it;
+// zero settings take the defaults.
+func TestRetryDelay(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name      string
+		base, max time.Duration
+		n         int
+		lo, hi    time.Duration
+	}{
+		{"first retry", time.Second, time.Minute, 0, 500 * time.Millisecond, time.Second},
+		{"second", time.Second, time.Minute, 1, time.Second, 2 * time.Second},
+		{"fourth", time.Second, time.Minute, 3, 4 * time.Second, 8 * time.Second},
+		{"at the cap", time.Second, time.Minute, 6, 30 * time.Second, time.Minute},
+		{"far past the cap", time.Second, time.Minute, 200, 30 * time.Second, time.Minute},
+		{"defaults", 0, 0, 0, DefaultRetryBase / 2, DefaultRetryBase},
+		{"defaults at the cap", 0, 0, 200, DefaultRetryMax / 2, DefaultRetryMax},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			delay := RetryDelay(tt.base, tt.max)
+			seen := map[time.Duration]bool{}
+			for range 200 {
+				d := delay(tt.n, errors.New("smolvm failed"), nil)
+				if d < tt.lo || d > tt.hi {
+					t.Fatalf("retry %d waits %v, want %v to %v", tt.n, d, tt.lo, tt.hi)
+				}
+				seen[d] = true
+			}
+			if len(seen) < 2 {
+				t.Errorf("retry %d always waits %v: no jitter", tt.n, slices.Collect(maps.Keys(seen)))
+			}
+		})
 	}
 }
