@@ -73,7 +73,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	log := p.log.With().Str("vm", t.vm).Str("host", host).Int("port", port).Str("method", r.Method).Logger()
+	log := t.hostFields(p.log.With().Str("vm", t.vm), host, port).Int("port", port).Str("method", r.Method).Logger()
 
 	addrs, ref := p.check(r.Context(), t, host, port)
 	if ref == nil {
@@ -141,7 +141,9 @@ func (p *Proxy) check(ctx context.Context, t *task, host string, port int) ([]ne
 			if err == nil {
 				err = errNoAddrs
 			}
-			t.logs.gate(p.log.Info()).Err(err).Str("vm", t.vm).Str("host", host).Msg("egress: cannot resolve")
+			// Not the resolver's error: its text quotes the name.
+			l := t.hostFields(p.log.With().Str("vm", t.vm), host, port).Logger()
+			t.logs.gate(l.Info()).Str("reason", resolveReason(err)).Msg("egress: cannot resolve")
 			return nil, refuse(http.StatusBadGateway, resolveReason(err), "cannot resolve host %q", host)
 		}
 	}
@@ -161,6 +163,23 @@ func (p *Proxy) check(ctx context.Context, t *task, host string, port int) ([]ne
 		aps = append(aps, ap)
 	}
 	return aps, nil
+}
+
+// upstreamReason says why a forwarded request failed without the error's
+// text.
+func upstreamReason(err error) string {
+	var ne net.Error
+	switch {
+	case errors.Is(err, context.Canceled):
+		return "cancelled"
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		return "timed out"
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "upstream closed the connection"
+	case errors.As(err, new(*net.OpError)):
+		return "connection failed"
+	}
+	return "bad upstream reply"
 }
 
 // errNoAddrs is a resolver's answer without an address.
@@ -331,7 +350,9 @@ func (p *Proxy) forward(ctx context.Context, w http.ResponseWriter, r *http.Requ
 		Transport: tr,
 		ErrorLog:  newStdLog(log),
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			logs.gate(log.Info()).Err(err).Msg("egress: upstream failed")
+			// Not the error's text, which may quote the URL or the
+			// upstream's reply.
+			logs.gate(log.Info()).Str("reason", upstreamReason(err)).Msg("egress: upstream failed")
 			p.reply(w, r, refuse(http.StatusBadGateway, "", "upstream %q failed", r.URL.Host))
 		},
 	}

