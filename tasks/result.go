@@ -58,6 +58,12 @@ type Result struct {
 	// Commit is the path of the committed .smolmachine on Host, if any;
 	// later tasks start from it with from "task:<this task's ID>".
 	Commit string `json:"commit,omitempty"`
+	// CommitKey is the commit's key in the worker's store (see package
+	// store), where any host of the pool finds it; empty without a commit.
+	CommitKey string `json:"commit_key,omitempty"`
+	// CommitExpires is when the store's retention deletes the commit;
+	// a from "task:ID" after it fails.
+	CommitExpires *time.Time `json:"commit_expires,omitempty"`
 	// Host is the worker host that ran the task and holds its commit.
 	Host string `json:"host"`
 	// Tenant is the tenant the task ran for (the payload's TenantName),
@@ -72,6 +78,10 @@ type Result struct {
 	Attempt int `json:"attempt"`
 	// PackCached is true when the image's pack was reused.
 	PackCached bool `json:"pack_cached,omitempty"`
+	// PackSource says where the VM's pack came from: PackSourceCache,
+	// PackSourceStore or PackSourcePacked for an image; PackSourceCommit
+	// for from "task:ID"; PackSourcePath for an absolute from path.
+	PackSource string `json:"pack_source,omitempty"`
 	// Warm is true when the task ran in a VM of the worker's warm pool:
 	// created and started before the task came, from the same pack and
 	// with the same options as its own VM would have had, and used by
@@ -96,6 +106,21 @@ type Result struct {
 	Error string `json:"error,omitempty"`
 }
 
+// Values of Result.PackSource.
+const (
+	// PackSourceCache: the pack was already in this host's cache.
+	PackSourceCache = "cache"
+	// PackSourceStore: another host packed the image; this one
+	// downloaded the pack from the store.
+	PackSourceStore = "store"
+	// PackSourcePacked: this host packed the image and uploaded the pack.
+	PackSourcePacked = "packed"
+	// PackSourceCommit: the VM started from an earlier task's commit.
+	PackSourceCommit = "commit"
+	// PackSourcePath: the VM started from a pack file the payload named.
+	PackSourcePath = "path"
+)
+
 // ArtifactMissing is Artifact.Error for a guest file that was not there.
 const ArtifactMissing = "missing"
 
@@ -107,6 +132,10 @@ type Artifact struct {
 	Host string `json:"host,omitempty"`
 	// HostPath is where the file is on Host; empty when Error is set.
 	HostPath string `json:"host_path,omitempty"`
+	// Key is the file's key in the worker's store, where a producer on
+	// any machine fetches it (enqueue.FetchArtifact); empty when Error is
+	// set.
+	Key string `json:"key,omitempty"`
 	// Size is the file's size in bytes (also set for a file over a cap).
 	Size int64 `json:"size"`
 	// SHA256 is the hex SHA-256 digest of the file's content.
