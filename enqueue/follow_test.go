@@ -12,7 +12,8 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/bot-bottle/bottleq/enqueue"
-	"github.com/bot-bottle/bottleq/enqueue/enqueuetest"
+	"github.com/bot-bottle/bottleq/internal/testredis"
+	"github.com/bot-bottle/bottleq/internal/testworker"
 	"github.com/bot-bottle/bottleq/tasks"
 )
 
@@ -42,11 +43,11 @@ func summary(es []enqueue.Event) []string {
 // event's ID, it passes on only the events after it.
 func TestFollow(t *testing.T) {
 	t.Parallel()
-	r := enqueuetest.Redis(t)
+	r := asynq.RedisClientOpt{Addr: testredis.Mini(t).Addr}
 	c := newClient(t, r)
 	seen := make(chan string, 16)
 	phases := []string{tasks.PhasePack, tasks.PhaseExec}
-	enqueuetest.Serve(t, r, &enqueuetest.Agent{
+	testworker.Serve(t, r, &testworker.Agent{
 		Phases: phases,
 		Step: func(ctx context.Context, phase string) error {
 			for {
@@ -119,9 +120,9 @@ func TestFollow(t *testing.T) {
 // from that is no event ID and an ended ctx are errors of their own.
 func TestFollowErrors(t *testing.T) {
 	t.Parallel()
-	r := enqueuetest.Redis(t)
+	r := asynq.RedisClientOpt{Addr: testredis.Mini(t).Addr}
 	c := newClient(t, r)
-	enqueuetest.Serve(t, r, &enqueuetest.Agent{Phases: []string{tasks.PhasePack}})
+	testworker.Serve(t, r, &testworker.Agent{Phases: []string{tasks.PhasePack}})
 	ctx := context.Background()
 	info, err := c.Enqueue(ctx, payload(), enqueue.Options{})
 	if err != nil {
@@ -153,9 +154,9 @@ func TestFollowErrors(t *testing.T) {
 // by an older worker) has no events, and Follow returns once it ended.
 func TestFollowWithoutLiveOutput(t *testing.T) {
 	t.Parallel()
-	r := enqueuetest.Redis(t)
+	r := asynq.RedisClientOpt{Addr: testredis.Mini(t).Addr}
 	c := newClient(t, r)
-	enqueuetest.Serve(t, r, &enqueuetest.Agent{NoLiveOutput: true, Phases: []string{tasks.PhasePack},
+	testworker.Serve(t, r, &testworker.Agent{NoLiveOutput: true, Phases: []string{tasks.PhasePack},
 		Run: func(context.Context, tasks.AgentRun, int) (tasks.Result, error) {
 			return tasks.Result{Stdout: "x"}, nil
 		}})
