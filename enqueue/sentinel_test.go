@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/bot-bottle/bottleq/enqueue"
+	"github.com/bot-bottle/bottleq/internal/redisurl"
 	"github.com/bot-bottle/bottleq/internal/testredis"
 	"github.com/bot-bottle/bottleq/internal/testworker"
 	"github.com/bot-bottle/bottleq/tasks"
@@ -23,12 +24,12 @@ import (
 func TestSentinel(t *testing.T) {
 	t.Parallel()
 	s := testredis.Sentinel(t, testredis.SentinelConfig{Sentinels: 2})
-	r, err := enqueue.ParseURL(s.FailoverURL())
+	r, err := redisurl.Parse(s.FailoverURL())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, ok := r.(asynq.RedisFailoverClientOpt); !ok {
-		t.Fatalf("ParseURL(go-redis's form) = %T, want asynq.RedisFailoverClientOpt", r)
+		t.Fatalf("redisurl.Parse(go-redis's form) = %T, want asynq.RedisFailoverClientOpt", r)
 	}
 	testworker.Serve(t, r, &testworker.Agent{
 		Run: func(_ context.Context, p tasks.AgentRun, _ int) (tasks.Result, error) {
