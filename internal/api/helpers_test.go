@@ -36,7 +36,7 @@ const (
 
 func testTokens(t testing.TB) *Tokens {
 	t.Helper()
-	tk := NewTokens()
+	tk := newTokens()
 	file := fmt.Sprintf("# test tokens\n%s acme default,fast\n%s acme fast  # a comment\n%s globex *\n",
 		TokenHash(tokAcme), TokenHash(tokAcmeFast), TokenHash(tokGlobex))
 	if err := tk.Load(strings.NewReader(file)); err != nil {
