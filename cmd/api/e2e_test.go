@@ -213,9 +213,11 @@ func (s *stack) waitState(token, id, want string) api.Run {
 	}
 }
 
-// events reads a run's event stream to its end: "name id" per event, the
-// done event's data, and how the stream ended.
-func (s *stack) events(token, id, lastID string) (evs []string, done []byte, err error) {
+// events reads a run's event stream to its end: "name id" per event, with
+// only the phase part of the id (ATTEMPT-INDEX, the part before "/"), the
+// done event's data, the agent's stdout from the stdout events, and how
+// the stream ended.
+func (s *stack) events(token, id, lastID string) (evs []string, done []byte, stdout string, err error) {
 	s.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -240,9 +242,17 @@ func (s *stack) events(token, id, lastID string) (evs []string, done []byte, err
 		line := sc.Text()
 		switch {
 		case line == "" && name != "":
-			evs = append(evs, name+" "+eid)
-			if name == api.EventDone {
+			phase, _, _ := strings.Cut(eid, "/")
+			evs = append(evs, name+" "+phase)
+			switch name {
+			case api.EventDone:
 				done = []byte(data)
+			case api.EventStdout:
+				var o api.OutputEvent
+				if err := json.Unmarshal([]byte(data), &o); err != nil || o.Attempt != 1 || o.DataBase64 != "" {
+					s.t.Errorf("stdout event %s: %v", data, err)
+				}
+				stdout += o.Data
 			}
 			name, eid, data = "", "", ""
 		case strings.HasPrefix(line, "event: "):
@@ -253,7 +263,7 @@ func (s *stack) events(token, id, lastID string) (evs []string, done []byte, err
 			data = line[6:]
 		}
 	}
-	return evs, done, sc.Err()
+	return evs, done, stdout, sc.Err()
 }
 
 // TestEndToEnd: the real API, worker and simulator: a run with a file and
@@ -275,7 +285,7 @@ func TestEndToEnd(t *testing.T) {
 		t.Errorf("POST again with the key: %d %s", code, b)
 	}
 
-	evs, done, err := s.events("tok-acme", run.ID, "")
+	evs, done, stdout, err := s.events("tok-acme", run.ID, "")
 	if err != nil {
 		t.Errorf("the stream ended with %v", err)
 	}
