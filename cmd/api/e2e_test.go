@@ -297,17 +297,22 @@ func TestEndToEnd(t *testing.T) {
 	if err := json.Unmarshal(final.Result, &res); err != nil || res.ExitCode != 0 || res.Stdout != "ran\n" || res.Tenant != "acme" {
 		t.Fatalf("result %s", final.Result)
 	}
+	// The phases, with the agent's output, from the worker's live output
+	// stream, in exec.
 	var want []string
-	for i := range res.Phases {
+	for i, p := range res.Phases {
 		want = append(want, fmt.Sprintf("phase 1-%d", i))
+		if p.Name == tasks.PhaseExec {
+			want = append(want, fmt.Sprintf("stdout 1-%d", i))
+		}
 	}
 	want = append(want, "done done")
-	if strings.Join(evs, ",") != strings.Join(want, ",") {
-		t.Errorf("events %q, want %q (phases %+v)", evs, want, res.Phases)
+	if strings.Join(evs, ",") != strings.Join(want, ",") || stdout != "ran\n" {
+		t.Errorf("events %q, stdout %q; want %q and \"ran\\n\" (phases %+v)", evs, stdout, want, res.Phases)
 	}
 	// Resumed from the middle: the rest only.
-	if evs, _, _ := s.events("tok-acme", run.ID, "1-3"); len(evs) != len(want)-4 || evs[0] != "phase 1-4" {
-		t.Errorf("events after 1-3: %q", evs)
+	if evs, _, _, _ := s.events("tok-acme", run.ID, "1-3"); strings.Join(evs, ",") != strings.Join(want[4:], ",") {
+		t.Errorf("events after 1-3: %q, want %q", evs, want[4:])
 	}
 
 	code, h, b = s.call("GET", "/v1/runs/"+run.ID+"/artifacts/0", "tok-acme", "")
@@ -351,7 +356,7 @@ func TestEndToEnd(t *testing.T) {
 		if ms := s.machines(); len(ms) != 0 {
 			t.Errorf("machines left after the cancel: %q", ms)
 		}
-		if evs, done, _ := s.events("tok-acme", id, ""); len(evs) == 0 || evs[len(evs)-1] != "done done" || !bytes.Contains(done, []byte(`"state":"cancelled"`)) {
+		if evs, done, _, _ := s.events("tok-acme", id, ""); len(evs) == 0 || evs[len(evs)-1] != "done done" || !bytes.Contains(done, []byte(`"state":"cancelled"`)) {
 			t.Errorf("events of the cancelled run %q %s", evs, done)
 		}
 	})
@@ -447,7 +452,8 @@ func TestPythonExample(t *testing.T) {
 	if err != nil {
 		t.Fatalf("python3 bottleq_client.py: %v\n%s", err, out)
 	}
-	for _, want := range []string{"] pack\n", "] exec\n", "exit code 0, stdout: hello from python", "artifact 0: hello.txt, sha256 "} {
+	// The agent's output comes as stdout events in exec, before its result.
+	for _, want := range []string{"] pack\n", "] exec\nhello from python\n", "exit code 0, stdout: hello from python", "artifact 0: hello.txt, sha256 "} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
