@@ -86,7 +86,9 @@ type WarmHooks struct {
 	// VMs of it the pool keeps.
 	Target func(image string, n int)
 	// Size is called with the number of ready VMs of an image each time it
-	// changes.
+	// may have changed. Calls are made one at a time, each with the count
+	// at the time it is made, so the last call is never older than the
+	// last change: after Run returns, the last call for each image said 0.
 	Size func(image string, ready int)
 	// Claim is called for each task that the pool could serve (a pooled
 	// image, the pool's create options): hit with the age of the VM it
@@ -141,6 +143,9 @@ type WarmPool struct {
 
 	// tick and backoff are warmTick and warmBackoffMin, shorter in tests.
 	tick, backoff time.Duration
+
+	// reportMu makes the Size hook's calls one at a time; see report.
+	reportMu sync.Mutex
 
 	mu         sync.Mutex
 	owner      string
@@ -245,10 +250,8 @@ func (p *WarmPool) Run(ctx context.Context, owner string) error {
 		if p.hooks.Target != nil {
 			p.hooks.Target(img, p.targets[img])
 		}
-		if p.hooks.Size != nil {
-			p.hooks.Size(img, 0)
-		}
 	}
+	p.report(p.images...)
 	p.log.Info().Str("phase", "warm").Any("images", p.targets).Int("max", p.max).Dur("max_age", p.maxAge).Msg("warm pool filling")
 	for {
 		wait := p.maintain(ctx)
@@ -302,8 +305,7 @@ func (p *WarmPool) maintain(ctx context.Context) time.Duration {
 	}
 	next := p.tick
 	var stale []*warmVM
-	var refresh []string
-	sizes := map[string]int{}
+	var refresh, changed []string
 	p.mu.Lock()
 	for _, img := range p.images {
 		var kept []*warmVM
@@ -316,7 +318,7 @@ func (p *WarmPool) maintain(ctx context.Context) time.Duration {
 		}
 		if len(kept) != len(p.ready[img]) {
 			p.ready[img] = kept
-			sizes[img] = len(kept)
+			changed = append(changed, img)
 		}
 	}
 	p.draining += len(stale)
@@ -346,7 +348,7 @@ func (p *WarmPool) maintain(ctx context.Context) time.Duration {
 		}
 	}
 	p.mu.Unlock()
-	p.sizes(sizes)
+	p.report(changed...)
 	for _, vm := range stale {
 		p.wg.Add(1)
 		go p.drain(ctx, vm)
@@ -376,12 +378,21 @@ func (p *WarmPool) neediest(now time.Time) string {
 	return best
 }
 
-// sizes tells the Size hook of changed counts.
-func (p *WarmPool) sizes(m map[string]int) {
-	if p.hooks.Size == nil {
+// report tells the Size hook how many VMs of each of images are ready.
+// Reports are made one at a time and each reads the count it reports, so
+// a report is never overtaken by an older one: a refill that put its VM in
+// just before shutdown emptied the pool cannot report its count after
+// shutdown reported 0, as it could when the count went with the change.
+func (p *WarmPool) report(images ...string) {
+	if p.hooks.Size == nil || len(images) == 0 {
 		return
 	}
-	for img, n := range m {
+	p.reportMu.Lock()
+	defer p.reportMu.Unlock()
+	for _, img := range images {
+		p.mu.Lock()
+		n := len(p.ready[img])
+		p.mu.Unlock()
 		p.hooks.Size(img, n)
 	}
 }
@@ -403,12 +414,10 @@ func (p *WarmPool) make(ctx context.Context, image string) {
 	d := time.Since(start)
 	p.mu.Lock()
 	p.making[image]--
-	keep := err == nil && p.open
-	n := 0
+	keep := err == nil && p.open // closed: shutdown took what was ready
 	switch {
 	case keep:
 		p.ready[image] = append(p.ready[image], vm)
-		n = len(p.ready[image])
 		p.failures[image] = 0
 	case err != nil && ctx.Err() == nil:
 		p.failures[image]++
@@ -427,7 +436,7 @@ func (p *WarmPool) make(ctx context.Context, image string) {
 		p.log.Warn().Str("phase", "warm").Str("image", image).Err(err).Msg("pool VM failed; deleted, will try again")
 	case keep:
 		p.log.Debug().Str("phase", "warm").Str("image", image).Str("vm", vm.name).Float64("duration_ms", ms(d)).Msg("pool VM ready")
-		p.sizes(map[string]int{image: n})
+		p.report(image)
 	default:
 		p.destroy(ctx, vm.name, true) // the pool closed meanwhile
 	}
@@ -530,14 +539,12 @@ func (p *WarmPool) shutdown(ctx context.Context) {
 	p.mu.Lock()
 	p.open = false
 	var all []*warmVM
-	sizes := map[string]int{}
 	for _, img := range p.images {
 		all = append(all, p.ready[img]...)
 		p.ready[img] = nil
-		sizes[img] = 0
 	}
 	p.mu.Unlock()
-	p.sizes(sizes)
+	p.report(p.images...)
 	p.log.Info().Str("phase", "warm").Int("vms", len(all)).Msg("warm pool closing: deleting its VMs")
 	var g errgroup.Group
 	g.SetLimit(warmDrainers)
@@ -562,7 +569,6 @@ func (p *WarmPool) claim(image string, create smolvm.CreateOptions) (vm *warmVM,
 	}
 	cur, err := os.Stat(tmpl.From)
 	now := time.Now()
-	n := 0
 	p.mu.Lock()
 	if p.open && err == nil {
 		vms := p.ready[image]
@@ -570,7 +576,6 @@ func (p *WarmPool) claim(image string, create smolvm.CreateOptions) (vm *warmVM,
 			if !p.expired(v, cur, now) {
 				vm = v
 				p.ready[image] = slices.Delete(vms, i, i+1)
-				n = len(p.ready[image])
 				break
 			}
 		}
@@ -584,7 +589,7 @@ func (p *WarmPool) claim(image string, create smolvm.CreateOptions) (vm *warmVM,
 		p.hooks.Claim(image, vm != nil, age)
 	}
 	if vm != nil {
-		p.sizes(map[string]int{image: n})
+		p.report(image)
 	}
 	p.poke() // refill, or drain what expired
 	return vm, true

@@ -501,6 +501,113 @@ func TestWarmShutdownDeletesAll(t *testing.T) {
 	}
 }
 
+// TestWarmShutdownDuringRefill: a refill that is in flight when the pool
+// shuts down neither leaves its VM behind nor its count in the Size hook.
+func TestWarmShutdownDuringRefill(t *testing.T) {
+	t.Parallel()
+	t.Run("ready as shutdown begins", func(t *testing.T) {
+		// The refill's VM becomes ready only once the pool's context has
+		// ended: it must be deleted, not put in the pool.
+		t.Parallel()
+		reg := prometheus.NewRegistry()
+		m := NewWarmMetrics(reg)
+		f := newFake()
+		var late atomic.Value // the refill's VM
+		armed := make(chan struct{})
+		waiting := make(chan struct{})
+		var once sync.Once
+		f.ready = func(ctx context.Context, name string) error {
+			select {
+			case <-armed:
+				once.Do(func() {
+					late.Store(name)
+					close(waiting)
+				})
+				<-ctx.Done()
+			default:
+			}
+			return nil // ready all the same
+		}
+		h, _ := newHandler(t, f, func(c *Config) { c.Warm = WarmConfig{Images: map[string]int{"alpine:3": 1}, Hooks: m.Hooks()} })
+		stop := startPool(t, h)
+		waitPool(t, h, "alpine:3", 1)
+		close(armed)
+		if err := h.Run(context.Background(), Meta{ID: "hit"}, payload(t, basic), nil); err != nil {
+			t.Fatal(err)
+		}
+		<-waiting
+		stop()
+		if left := f.left(); len(left) != 0 {
+			t.Errorf("left after shutdown: %q", left)
+		}
+		if vm, _ := late.Load().(string); !slices.Contains(opsOn(f, vm), "delete") {
+			t.Errorf("the refill's VM %s was not deleted: %q", vm, opsOn(f, vm))
+		}
+		if n := len(h.Warm().readyNames("alpine:3")); n != 0 {
+			t.Errorf("%d VMs in the pool after shutdown", n)
+		}
+		if got := testutil.ToFloat64(m.size.WithLabelValues("alpine:3")); got != 0 {
+			t.Errorf("size after shutdown = %g, want 0", got)
+		}
+	})
+	t.Run("count reported as shutdown begins", func(t *testing.T) {
+		// The refill puts its VM in the pool and, before its count of 1
+		// reaches the hook, shutdown takes the VM out and reports 0. The
+		// hook holds the refill's report until shutdown has reported (or
+		// 200 ms, when shutdown's report waits for this one): the last
+		// count the gauge gets must still be 0.
+		t.Parallel()
+		reg := prometheus.NewRegistry()
+		m := NewWarmMetrics(reg)
+		set := m.Hooks().Size
+		var armed atomic.Bool
+		var closedZero atomic.Bool // shutdown reported 0
+		refilled := make(chan struct{})
+		var h *Handler
+		closed := func() bool {
+			p := h.Warm()
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			return !p.open
+		}
+		hooks := m.Hooks()
+		hooks.Size = func(image string, n int) {
+			switch {
+			case n == 1 && armed.CompareAndSwap(true, false):
+				close(refilled)
+				for deadline := time.Now().Add(10 * time.Second); !closed(); time.Sleep(time.Millisecond) {
+					if time.Now().After(deadline) {
+						t.Error("timed out waiting for shutdown to begin")
+						break
+					}
+				}
+				for deadline := time.Now().Add(200 * time.Millisecond); !closedZero.Load() && time.Now().Before(deadline); {
+					time.Sleep(time.Millisecond)
+				}
+			case n == 0 && closed():
+				closedZero.Store(true)
+			}
+			set(image, n)
+		}
+		f := newFake()
+		h, _ = newHandler(t, f, func(c *Config) { c.Warm = WarmConfig{Images: map[string]int{"alpine:3": 1}, Hooks: hooks} })
+		stop := startPool(t, h)
+		waitFor(t, "the first VM's count", func() bool { return testutil.ToFloat64(m.size.WithLabelValues("alpine:3")) == 1 })
+		armed.Store(true)
+		if err := h.Run(context.Background(), Meta{ID: "hit"}, payload(t, basic), nil); err != nil {
+			t.Fatal(err)
+		}
+		<-refilled
+		stop()
+		if got := testutil.ToFloat64(m.size.WithLabelValues("alpine:3")); got != 0 {
+			t.Errorf("size after shutdown = %g, want 0", got)
+		}
+		if left := f.left(); len(left) != 0 {
+			t.Errorf("left after shutdown: %q", left)
+		}
+	})
+}
+
 // TestWarmMaxAndRefills: Max caps the pool's VMs in total, shared fairly
 // between images, and no more than Refills are made at once.
 func TestWarmMaxAndRefills(t *testing.T) {

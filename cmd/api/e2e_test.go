@@ -213,9 +213,11 @@ func (s *stack) waitState(token, id, want string) api.Run {
 	}
 }
 
-// events reads a run's event stream to its end: "name id" per event, the
-// done event's data, and how the stream ended.
-func (s *stack) events(token, id, lastID string) (evs []string, done []byte, err error) {
+// events reads a run's event stream to its end: "name id" per event, with
+// only the phase part of the id (ATTEMPT-INDEX, the part before "/"), the
+// done event's data, the agent's stdout from the stdout events, and how
+// the stream ended.
+func (s *stack) events(token, id, lastID string) (evs []string, done []byte, stdout string, err error) {
 	s.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -240,9 +242,17 @@ func (s *stack) events(token, id, lastID string) (evs []string, done []byte, err
 		line := sc.Text()
 		switch {
 		case line == "" && name != "":
-			evs = append(evs, name+" "+eid)
-			if name == api.EventDone {
+			phase, _, _ := strings.Cut(eid, "/")
+			evs = append(evs, name+" "+phase)
+			switch name {
+			case api.EventDone:
 				done = []byte(data)
+			case api.EventStdout:
+				var o api.OutputEvent
+				if err := json.Unmarshal([]byte(data), &o); err != nil || o.Attempt != 1 || o.DataBase64 != "" {
+					s.t.Errorf("stdout event %s: %v", data, err)
+				}
+				stdout += o.Data
 			}
 			name, eid, data = "", "", ""
 		case strings.HasPrefix(line, "event: "):
@@ -253,7 +263,7 @@ func (s *stack) events(token, id, lastID string) (evs []string, done []byte, err
 			data = line[6:]
 		}
 	}
-	return evs, done, sc.Err()
+	return evs, done, stdout, sc.Err()
 }
 
 // TestEndToEnd: the real API, worker and simulator: a run with a file and
@@ -275,7 +285,7 @@ func TestEndToEnd(t *testing.T) {
 		t.Errorf("POST again with the key: %d %s", code, b)
 	}
 
-	evs, done, err := s.events("tok-acme", run.ID, "")
+	evs, done, stdout, err := s.events("tok-acme", run.ID, "")
 	if err != nil {
 		t.Errorf("the stream ended with %v", err)
 	}
@@ -287,17 +297,22 @@ func TestEndToEnd(t *testing.T) {
 	if err := json.Unmarshal(final.Result, &res); err != nil || res.ExitCode != 0 || res.Stdout != "ran\n" || res.Tenant != "acme" {
 		t.Fatalf("result %s", final.Result)
 	}
+	// The phases, with the agent's output, from the worker's live output
+	// stream, in exec.
 	var want []string
-	for i := range res.Phases {
+	for i, p := range res.Phases {
 		want = append(want, fmt.Sprintf("phase 1-%d", i))
+		if p.Name == tasks.PhaseExec {
+			want = append(want, fmt.Sprintf("stdout 1-%d", i))
+		}
 	}
 	want = append(want, "done done")
-	if strings.Join(evs, ",") != strings.Join(want, ",") {
-		t.Errorf("events %q, want %q (phases %+v)", evs, want, res.Phases)
+	if strings.Join(evs, ",") != strings.Join(want, ",") || stdout != "ran\n" {
+		t.Errorf("events %q, stdout %q; want %q and \"ran\\n\" (phases %+v)", evs, stdout, want, res.Phases)
 	}
 	// Resumed from the middle: the rest only.
-	if evs, _, _ := s.events("tok-acme", run.ID, "1-3"); len(evs) != len(want)-4 || evs[0] != "phase 1-4" {
-		t.Errorf("events after 1-3: %q", evs)
+	if evs, _, _, _ := s.events("tok-acme", run.ID, "1-3"); strings.Join(evs, ",") != strings.Join(want[4:], ",") {
+		t.Errorf("events after 1-3: %q, want %q", evs, want[4:])
 	}
 
 	code, h, b = s.call("GET", "/v1/runs/"+run.ID+"/artifacts/0", "tok-acme", "")
@@ -341,7 +356,7 @@ func TestEndToEnd(t *testing.T) {
 		if ms := s.machines(); len(ms) != 0 {
 			t.Errorf("machines left after the cancel: %q", ms)
 		}
-		if evs, done, _ := s.events("tok-acme", id, ""); len(evs) == 0 || evs[len(evs)-1] != "done done" || !bytes.Contains(done, []byte(`"state":"cancelled"`)) {
+		if evs, done, _, _ := s.events("tok-acme", id, ""); len(evs) == 0 || evs[len(evs)-1] != "done done" || !bytes.Contains(done, []byte(`"state":"cancelled"`)) {
 			t.Errorf("events of the cancelled run %q %s", evs, done)
 		}
 	})
@@ -437,7 +452,8 @@ func TestPythonExample(t *testing.T) {
 	if err != nil {
 		t.Fatalf("python3 bottleq_client.py: %v\n%s", err, out)
 	}
-	for _, want := range []string{"] pack\n", "] exec\n", "exit code 0, stdout: hello from python", "artifact 0: hello.txt, sha256 "} {
+	// The agent's output comes as stdout events in exec, before its result.
+	for _, want := range []string{"] pack\n", "] exec\nhello from python\n", "exit code 0, stdout: hello from python", "artifact 0: hello.txt, sha256 "} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}

@@ -221,12 +221,22 @@ func serve(ctx context.Context, c config, log zerolog.Logger, reload <-chan stru
 	if err := redisurl.Ping(ctx, rc, c.redisWait); err != nil {
 		return fmt.Errorf("-redis: %s: %w", redisurl.Redacted(c.redisURL), err)
 	}
+	// The event streams' blocking reads of live output get a pool of
+	// their own, so that they never take the connections requests need.
+	liveOpt, err := redisurl.Parse(c.redisURL)
+	if err == nil {
+		liveOpt, err = redisurl.WithCA(liveOpt, c.redisCA)
+	}
+	if err != nil {
+		return fmt.Errorf("-redis: %w", err)
+	}
 	ln, err := net.Listen("tcp", c.listen)
 	if err != nil {
 		return fmt.Errorf("-listen: %w", err)
 	}
 	srv, err := api.New(api.Config{
 		Redis:         redisurl.Shared(rc),
+		LiveRedis:     redisurl.WithPoolSize(liveOpt, api.LiveReaders),
 		Tokens:        tokens,
 		Artifacts:     api.LocalArtifacts{DataDir: c.dataDir},
 		MaxOpenRuns:   c.maxOpen,

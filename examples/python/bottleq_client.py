@@ -3,9 +3,10 @@
 
     BOTTLEQ_API=http://127.0.0.1:8090 BOTTLEQ_TOKEN=your-token python3 bottleq_client.py
 
-It starts a run that writes a file, follows the run's events (resuming with
-Last-Event-ID if the stream drops), downloads the file as an artifact and
-checks it against the SHA-256 the API sends. Copy the Client class into your
+It starts a run that writes a file, follows the run's events (its phases and
+the agent's output as it comes, resuming with Last-Event-ID if the stream
+drops), downloads the file as an artifact and checks it against the SHA-256
+the API sends. Copy the Client class into your
 service; main() shows how to use it.
 """
 
@@ -72,7 +73,8 @@ class Client:
 
     def events(self, run_id, last_event_id=None):
         """Yields (event, id, data) from the run's event stream, resuming
-        after last_event_id, until the done event."""
+        after last_event_id, until the done event: "phase", "stdout" and
+        "stderr" (see output_bytes), "truncated", then "done"."""
         while True:
             headers = {"Accept": "text/event-stream"}
             if last_event_id:
@@ -111,6 +113,15 @@ class Client:
                     event, eid, data = None, None, []
             # The stream ended before done (the API restarted): resume.
 
+    @staticmethod
+    def output_bytes(data):
+        """The bytes of a stdout or stderr event: its text, or its exact
+        bytes when they are not valid UTF-8 (a chunk may end inside a
+        character)."""
+        if "data_base64" in data:
+            return base64.b64decode(data["data_base64"])
+        return data["data"].encode()
+
     def artifact(self, run_id, n, dest):
         """Downloads artifact n to dest, checked against the API's SHA-256,
         and returns the digest."""
@@ -143,7 +154,11 @@ def main():
     final = None
     for event, eid, data in client.events(run["id"]):
         if event == "phase":
-            print(f"  [{eid}] {data['phase']}")
+            print(f"  [{eid}] {data['phase']}", flush=True)
+        elif event in ("stdout", "stderr"):  # the agent's output, as it comes
+            out = sys.stdout if event == "stdout" else sys.stderr
+            out.buffer.write(client.output_bytes(data))
+            out.flush()
         elif event == "done":
             final = data
         else:

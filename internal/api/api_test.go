@@ -98,7 +98,7 @@ func TestErrors(t *testing.T) {
 		{"missing run's artifact", "GET", "/v1/runs/no-such-run/artifacts/0", tokAcme, "", nil, 404, CodeNotFound, "id", "no run no-such-run"},
 		{"no route", "GET", "/v2/runs", tokAcme, "", nil, 404, CodeNoRoute, "", "no such endpoint: /v2/runs"},
 		{"wrong method", "DELETE", "/v1/runs/x", tokAcme, "", nil, 405, CodeMethodNotAllowed, "", "DELETE is not allowed here; GET is"},
-		{"bad Last-Event-ID", "GET", "/v1/runs/x/events", tokAcme, "", []string{"Last-Event-ID: 7"}, 400, CodeInvalid, "Last-Event-ID", "ATTEMPT-INDEX or done"},
+		{"bad Last-Event-ID", "GET", "/v1/runs/x/events", tokAcme, "", []string{"Last-Event-ID: 7"}, 400, CodeInvalid, "Last-Event-ID", "ATTEMPT-INDEX[/OUTPUT-ID], 0/OUTPUT-ID or done"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()

@@ -16,11 +16,16 @@
 // exactly like a run that does not exist.
 //
 // Events: one poller per run, shared by every client that follows it,
-// reads the task at [Config.EventsPoll] and fans the changes out. Event IDs
-// are derived from the worker's result ("ATTEMPT-INDEX" for the INDEX-th
-// phase of an attempt), so a client that reconnects with Last-Event-ID, to
-// this replica or another, gets every phase it has not seen of the attempt
-// the task is on.
+// reads the task at [Config.EventsPoll] and fans the changes out as phase
+// events. The agent's output comes from the live output stream the worker
+// writes (package internal/livelog), which each event stream reads with
+// blocking XREADs on [Config.LiveRedis]: stdout and stderr events, in the
+// order written, between the phases they came between. An event ID holds
+// both places: "ATTEMPT-INDEX" for the INDEX-th phase of an attempt, then
+// "/" and the stream ID of the last live output entry passed, so a client
+// that reconnects with Last-Event-ID, to this replica or another, gets
+// every phase it has not seen of the attempt the task is on and every
+// chunk of output after the last it got.
 //
 // The package never logs a token, an env value or a request body; it
 // never runs agents or talks to smolvm.

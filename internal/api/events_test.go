@@ -195,10 +195,20 @@ func TestLastEventID(t *testing.T) {
 		{"1--1", cursor{}, true},
 		{"1", cursor{}, true},
 		{"a-b", cursor{}, true},
+		{"1-4/1733050000000-3", cursor{attempt: 1, index: 4, out: "1733050000000-3"}, false},
+		{"0/1733050000000-0", cursor{index: -1, out: "1733050000000-0"}, false},
+		{"0", cursor{}, true},
+		{"1-4/", cursor{}, true},
+		{"1-4/x-1", cursor{}, true},
+		{"1-4/1733050000000", cursor{}, true},
+		{"/1733050000000-0", cursor{}, true},
 	} {
 		got, e := parseLastEventID(tt.in)
 		if (e != nil) != tt.bad || !tt.bad && got != tt.want {
 			t.Errorf("parseLastEventID(%q) = %+v, %v", tt.in, got, e)
+		}
+		if in := strings.TrimSpace(tt.in); !tt.bad && in != "" && in != doneID && got.String() != in {
+			t.Errorf("parseLastEventID(%q).String() = %q", tt.in, got.String())
 		}
 	}
 }

@@ -20,8 +20,10 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
+	"github.com/bot-bottle/bottleq/internal/livelog"
 	"github.com/bot-bottle/bottleq/internal/testredis"
 	"github.com/bot-bottle/bottleq/internal/testworker"
 	"github.com/bot-bottle/bottleq/tasks"
@@ -259,9 +261,45 @@ func (s *sse) next(t testing.TB) (sseEvent, bool) {
 // a running result at the start of each phase with the finished ones, then
 // the final result, artifacts kept under its data directory. When step is
 // not nil, each phase waits for a value from it first.
+//
+// With live set it also writes the task's live output as the worker does,
+// with the worker's own livelog.Append: an attempt entry, a phase entry as
+// each phase starts (just before the result says so), talk's entries in
+// exec (each after a step too), and an end entry.
 type standIn struct {
 	dataDir string
 	step    chan struct{}
+	live    redis.Scripter
+	talk    []livelog.Entry
+}
+
+// liveLimits are a worker's with its default cap.
+var liveLimits = livelog.Limits{MaxBytes: 1 << 20, MaxEntries: 1<<20/livelog.EntryOverhead + 1024}
+
+// write appends entries of attempt to the task's live output, if live.
+func (h *standIn) write(ctx context.Context, task *asynq.Task, attempt int, entries ...livelog.Entry) error {
+	if h.live == nil {
+		return nil
+	}
+	queue, _ := asynq.GetQueueName(ctx)
+	for i := range entries {
+		entries[i].Attempt = attempt
+	}
+	_, err := livelog.Append(ctx, h.live, queue, task.ResultWriter().TaskID(), liveLimits, time.Hour, entries)
+	return err
+}
+
+// wait waits for a step, when there are steps.
+func (h *standIn) wait(ctx context.Context) error {
+	if h.step == nil {
+		return nil
+	}
+	select {
+	case <-h.step:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 func (h *standIn) ProcessTask(ctx context.Context, task *asynq.Task) error {
@@ -284,13 +322,15 @@ func (h *standIn) ProcessTask(ctx context.Context, task *asynq.Task) error {
 		phases = append(phases, tasks.PhaseArtifacts)
 	}
 	phases = append(phases, tasks.PhaseStop, tasks.PhaseCommit, tasks.PhaseDelete)
+	if err := h.write(ctx, task, res.Attempt, livelog.Entry{Kind: livelog.KindAttempt, Host: res.Host}); err != nil {
+		return err
+	}
 	for _, ph := range phases {
-		if h.step != nil {
-			select {
-			case <-h.step:
-			case <-ctx.Done():
-				return ctx.Err()
-			}
+		if err := h.wait(ctx); err != nil {
+			return err
+		}
+		if err := h.write(ctx, task, res.Attempt, livelog.Entry{Kind: livelog.KindPhase, Phase: ph}); err != nil {
+			return err
 		}
 		if ph != tasks.PhaseDelete {
 			res.State, res.Phase = tasks.StateRunning, ph
@@ -298,9 +338,20 @@ func (h *standIn) ProcessTask(ctx context.Context, task *asynq.Task) error {
 				return err
 			}
 		}
+		if ph == tasks.PhaseExec {
+			for _, e := range h.talk {
+				if err := h.wait(ctx); err != nil {
+					return err
+				}
+				if err := h.write(ctx, task, res.Attempt, e); err != nil {
+					return err
+				}
+			}
+		}
 		if ph == tasks.PhaseExec && p.Command[0] == "flaky" && retried == 0 {
 			res.Error = "exec: the stand-in fails its first attempt"
 			res.Add(ph, time.Millisecond)
+			h.write(ctx, task, res.Attempt, livelog.Entry{Kind: livelog.KindEnd, Phase: ph, Outcome: livelog.OutcomeFailed, Error: res.Error})
 			report()
 			return errors.New(res.Error)
 		}
@@ -318,6 +369,9 @@ func (h *standIn) ProcessTask(ctx context.Context, task *asynq.Task) error {
 		res.Add(ph, time.Millisecond)
 	}
 	res.State, res.Stdout = tasks.StateDone, strings.Join(p.Command, " ")+"\n"
+	if err := h.write(ctx, task, res.Attempt, livelog.Entry{Kind: livelog.KindEnd, Phase: tasks.PhaseDelete, Outcome: livelog.OutcomeDone}); err != nil {
+		return err
+	}
 	return report()
 }
 
@@ -340,6 +394,15 @@ func (h *standIn) keep(tenant, id string, i int, guest string) tasks.Artifact {
 func (a *testAPI) serve(step chan struct{}, queues ...string) {
 	a.t.Helper()
 	testworker.Serve(a.t, a.opt, &standIn{dataDir: a.dataDir, step: step}, queues...)
+}
+
+// serveLive runs the stand-in on the API's Redis, writing live output
+// with talk in exec.
+func (a *testAPI) serveLive(step chan struct{}, talk []livelog.Entry, queues ...string) {
+	a.t.Helper()
+	rdb := redis.NewClient(&redis.Options{Addr: a.redis.Addr})
+	a.t.Cleanup(func() { rdb.Close() })
+	testworker.Serve(a.t, a.opt, &standIn{dataDir: a.dataDir, step: step, live: rdb, talk: talk}, queues...)
 }
 
 // pretty indents JSON for a failure message.

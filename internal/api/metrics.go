@@ -15,6 +15,8 @@ type metrics struct {
 	streams  prometheus.Gauge
 	pollers  prometheus.Gauge
 	polls    prometheus.Counter
+	// liveReads counts the blocking reads of live output.
+	liveReads prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -40,8 +42,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "bottleq_api_event_polls_total",
 			Help: "Reads of a run's task by the event pollers.",
 		}),
+		liveReads: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bottleq_api_event_live_reads_total",
+			Help: "Reads of live output by the event streams: each waits up to 5 s for the worker to write (XREAD BLOCK).",
+		}),
 	}
-	reg.MustRegister(m.requests, m.latency, m.streams, m.pollers, m.polls)
+	reg.MustRegister(m.requests, m.latency, m.streams, m.pollers, m.polls, m.liveReads)
 	return m
 }
 

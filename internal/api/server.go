@@ -50,6 +50,13 @@ const (
 type Config struct {
 	// Redis is the Redis the queues live in. Required.
 	Redis asynq.RedisConnOpt
+	// LiveRedis is the same Redis, for the event streams' blocking reads
+	// of live output: each open stream of a run that has not ended holds
+	// one of its connections while its read waits (up to 5 s), so give it
+	// a pool of its own, as large as the streams you expect (cmd/api
+	// gives it LiveReaders). Default: a client made from Redis, whose
+	// pool is the shared one when Redis hands out a shared client.
+	LiveRedis asynq.RedisConnOpt
 	// Tokens are the bearer tokens and their grants. Required; reload it
 	// with Tokens.LoadFile while the server runs.
 	Tokens *Tokens
@@ -86,6 +93,7 @@ type Config struct {
 type Server struct {
 	cfg     Config
 	rdb     redis.UniversalClient
+	liveRdb redis.UniversalClient
 	insp    *asynq.Inspector
 	enq     *enqueue.Client
 	mux     *http.ServeMux
@@ -138,9 +146,19 @@ func New(cfg Config) (*Server, error) {
 	if !ok {
 		return nil, fmt.Errorf("api: Config.Redis %T does not make a go-redis v9 client", cfg.Redis)
 	}
+	liveOpt := cfg.LiveRedis
+	if liveOpt == nil {
+		liveOpt = cfg.Redis
+	}
+	liveRdb, ok := liveOpt.MakeRedisClient().(redis.UniversalClient)
+	if !ok {
+		rdb.Close()
+		return nil, fmt.Errorf("api: Config.LiveRedis %T does not make a go-redis v9 client", liveOpt)
+	}
 	s := &Server{
 		cfg:      cfg,
 		rdb:      rdb,
+		liveRdb:  liveRdb,
 		insp:     asynq.NewInspectorFromRedisClient(rdb),
 		enq:      enqueue.New(cfg.Redis),
 		reg:      prometheus.NewRegistry(),
@@ -207,11 +225,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.metrics.observe("unmatched", e.Status, time.Since(start))
 }
 
-// Close ends open event streams and closes the connections to Redis.
+// Close ends open event streams and closes the connections to Redis (a
+// read of live output that still waits ends with its connection).
 func (s *Server) Close() error {
 	s.CloseStreams()
 	s.hub.wait()
-	return errors.Join(s.enq.Close(), s.rdb.Close())
+	return errors.Join(s.enq.Close(), s.liveRdb.Close(), s.rdb.Close())
 }
 
 // CloseStreams ends every open event stream cleanly (its response ends;

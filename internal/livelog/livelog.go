@@ -171,9 +171,9 @@ func (e Entry) cost() int64 {
 // errBadEntry is an entry that does not decode: not one of this package's.
 var errBadEntry = errors.New("not a live output entry")
 
-// parse decodes the entry of stream ID id with the field values values, as
+// Parse decodes the entry of stream ID id with the field values values, as
 // go-redis returns them.
-func parse(id string, values map[string]any) (Entry, error) {
+func Parse(id string, values map[string]any) (Entry, error) {
 	e := Entry{ID: id}
 	str := func(k string) string { s, _ := values[k].(string); return s }
 	var err error
@@ -303,7 +303,7 @@ func Read(ctx context.Context, rdb redis.Cmdable, queue, id, after string, count
 	var out []Entry
 	for _, s := range streams {
 		for _, m := range s.Messages {
-			e, err := parse(m.ID, m.Values)
+			e, err := Parse(m.ID, m.Values)
 			if err != nil {
 				return out, err
 			}

@@ -48,13 +48,13 @@ func TestEntryRoundTrip(t *testing.T) {
 		for i := 0; i < len(f); i += 2 {
 			values[f[i]] = f[i+1]
 		}
-		got, err := parse("1-0", values)
+		got, err := Parse("1-0", values)
 		e.ID = "1-0"
 		if e.Kind == KindOutput && e.Data == nil {
 			e.Data = []byte{}
 		}
 		if err != nil || !reflect.DeepEqual(got, e) {
-			t.Errorf("parse(Fields(%+v)) = %+v, %v", e, got, err)
+			t.Errorf("Parse(Fields(%+v)) = %+v, %v", e, got, err)
 		}
 	}
 	for _, values := range []map[string]any{
@@ -62,8 +62,8 @@ func TestEntryRoundTrip(t *testing.T) {
 		{"attempt": "1"},
 		{"kind": KindPhase, "attempt": "one"},
 	} {
-		if _, err := parse("1-0", values); !errors.Is(err, errBadEntry) {
-			t.Errorf("parse(%v) = %v, want errBadEntry", values, err)
+		if _, err := Parse("1-0", values); !errors.Is(err, errBadEntry) {
+			t.Errorf("Parse(%v) = %v, want errBadEntry", values, err)
 		}
 	}
 }

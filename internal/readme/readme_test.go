@@ -144,9 +144,12 @@ func TestReadmeCommands(t *testing.T) {
 				continue
 			}
 			out, code := run(t, scratch, env, line, 2*time.Minute)
-			for sub, want := range map[string]string{"/events": "event: done", "/artifacts/": "X-Checksum-Sha256: ", "/v1/runs |": `{"id":"`} {
-				if strings.Contains(line, sub) && !strings.Contains(out, want) {
-					t.Errorf("README's %q prints no %q:\n%s", line, want, out)
+			for _, w := range []struct{ sub, want string }{
+				{"/events", "event: stdout\nid: "}, {"/events", `"data":"hello\n"`}, {"/events", "event: done"},
+				{"/artifacts/", "X-Checksum-Sha256: "}, {"/v1/runs |", `{"id":"`},
+			} {
+				if strings.Contains(line, w.sub) && !strings.Contains(out, w.want) {
+					t.Errorf("README's %q prints no %q:\n%s", line, w.want, out)
 				}
 			}
 			if code != 0 {

@@ -351,6 +351,22 @@ func WithCA(opt asynq.RedisConnOpt, caFile string) (asynq.RedisConnOpt, error) {
 	return opt, nil
 }
 
+// WithPoolSize sets how many connections a client made from opt keeps at
+// most: for one that holds a connection per blocking read (XREAD BLOCK),
+// so that such reads never wait for one another. Options of other
+// kinds are returned unchanged.
+func WithPoolSize(opt asynq.RedisConnOpt, n int) asynq.RedisConnOpt {
+	switch o := opt.(type) {
+	case asynq.RedisClientOpt:
+		o.PoolSize = n
+		return o
+	case asynq.RedisFailoverClientOpt:
+		o.PoolSize = n
+		return o
+	}
+	return opt
+}
+
 // Shared returns an asynq.RedisConnOpt for constructors that take nothing
 // else (asynqmon.New, asynq.NewServer behind worker.ServerConfig): each
 // MakeRedisClient returns c itself, whose Close does nothing, so they all

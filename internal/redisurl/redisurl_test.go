@@ -274,3 +274,30 @@ func selfSignedPEM(t *testing.T) []byte {
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }
+
+// TestWithPoolSize: the pool size reaches the client made from the URL's
+// options, for one server and behind Sentinel; other options stay.
+func TestWithPoolSize(t *testing.T) {
+	t.Parallel()
+	for _, raw := range []string{"redis://127.0.0.1:1/3", "redis-sentinel://127.0.0.1:1?master=m"} {
+		t.Run(raw, func(t *testing.T) {
+			t.Parallel()
+			opt, err := Parse(raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c, ok := WithPoolSize(opt, 777).MakeRedisClient().(*redis.Client)
+			if !ok {
+				t.Fatalf("%T, want a *redis.Client", c)
+			}
+			defer c.Close()
+			if o := c.Options(); o.PoolSize != 777 || o.DB != 3 && raw == "redis://127.0.0.1:1/3" {
+				t.Errorf("pool size %d, db %d; want 777 and the URL's db", o.PoolSize, o.DB)
+			}
+		})
+	}
+	shared := Shared(redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}))
+	if got := WithPoolSize(shared, 777); got != shared {
+		t.Errorf("a shared client's options changed: %v", got)
+	}
+}
