@@ -463,14 +463,9 @@ func serve(ctx context.Context, c config, log zerolog.Logger) error {
 	if c.egressListen != "" {
 		egressProxy = egress.New(egress.Config{AllowPrivate: c.egressPrivate, AllowLoopback: c.egressLoop, Deny: c.egressDeny, Logger: log.With().Str("component", "egress").Logger()})
 	}
-	st, err := openStore(ctx, c, log)
-	if err != nil {
-		return err
-	}
 	cfg := worker.Config{
 		Smolvm:                sm,
 		DataDir:               c.dataDir,
-		Store:                 st,
 		Retention:             time.Duration(c.retention),
 		CacheMaxBytes:         int64(c.cacheMax),
 		FromDirs:              c.fromDirs,
@@ -506,6 +501,11 @@ func serve(ctx context.Context, c config, log zerolog.Logger) error {
 	checked, err := worker.NewHandler(check)
 	if err != nil {
 		return flagError(err)
+	}
+	// The store is opened once the data directory is known to be good: a
+	// file store in it would create it.
+	if cfg.Store, err = openStore(ctx, c, log); err != nil {
+		return err
 	}
 	if err := checked.Sweep(ctx); err != nil { // creates the data directory, 0700
 		return fmt.Errorf("-data-dir: %w", err)
