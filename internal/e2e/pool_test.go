@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -101,20 +103,77 @@ func storeKeys(t *testing.T, srv *teststore.Server, prefix string) []string {
 	return keys
 }
 
+// poolStore is the store of a pool test, as the test looks into it.
+type poolStore struct {
+	env []string
+	// keys lists the keys under prefix.
+	keys func(prefix string) []string
+	// object returns an object's size and SHA-256.
+	object func(key string) (int64, string, error)
+}
+
+// s3Pool is a pool store on a real versitygw, under the prefix "pool".
+func s3Pool(t *testing.T) poolStore {
+	srv := teststore.Start(t)
+	return poolStore{
+		env:  storeEnv(t, srv),
+		keys: func(prefix string) []string { return storeKeys(t, srv, prefix) },
+		object: func(key string) (int64, string, error) {
+			head, err := srv.Client().HeadObject(context.Background(), &s3.HeadObjectInput{Bucket: aws.String(srv.Bucket), Key: aws.String("pool/" + key)})
+			if err != nil {
+				return 0, "", err
+			}
+			return aws.ToInt64(head.ContentLength), head.Metadata["sha256"], nil
+		},
+	}
+}
+
+// filePool is a pool store in a directory outside every host's data
+// directory, as a shared mount would be.
+func filePool(t *testing.T) poolStore {
+	dir := filepath.Join(t.TempDir(), "shared")
+	return poolStore{
+		env: []string{"BOTTLEQ_STORE=file://" + dir},
+		keys: func(prefix string) []string {
+			var keys []string
+			filepath.WalkDir(filepath.Join(dir, filepath.FromSlash(prefix)), func(p string, d os.DirEntry, err error) error {
+				if err == nil && !d.IsDir() {
+					rel, _ := filepath.Rel(dir, p)
+					keys = append(keys, filepath.ToSlash(rel))
+				}
+				return nil
+			})
+			return keys
+		},
+		object: func(key string) (int64, string, error) {
+			b, err := os.ReadFile(filepath.Join(dir, filepath.FromSlash(key)))
+			sum := sha256.Sum256(b)
+			return int64(len(b)), hex.EncodeToString(sum[:]), err
+		},
+	}
+}
+
 // TestPoolCommitsAcrossHosts is the pool test: three worker hosts (their
 // own host name, data directory and simulator state), one Redis and one
-// S3 store (a real versitygw). Task A commits on host 1, which is then
-// stopped and its data directory deleted; task B from task:A runs on host 2
-// and sees A's file; task C from task:B runs on host 3 and sees both. Each
-// result names its commit's key and when it expires, and says its pack came
-// from a commit; each artifact is in the store under its key.
+// store, a real S3 server (versitygw) or a directory they share. Task A
+// commits on host 1, which is then stopped and its data directory deleted;
+// task B from task:A runs on host 2 and sees A's file; task C from task:B
+// runs on host 3 and sees both. Each result names its commit's key and when
+// it expires, and says its pack came from a commit; each artifact is in the
+// store under its key.
 func TestPoolCommitsAcrossHosts(t *testing.T) {
 	t.Parallel()
-	s := newStack(t, "redis-server", "1.9.3")
-	srv := teststore.Start(t)
-	env := storeEnv(t, srv)
-	_, insp := s.client()
+	for name, open := range map[string]func(*testing.T) poolStore{"s3": s3Pool, "file": filePool} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			poolCommits(t, open(t))
+		})
+	}
+}
 
+func poolCommits(t *testing.T, ps poolStore) {
+	s := newStack(t, "redis-server", "1.9.3")
+	_, insp := s.client()
 	type step struct {
 		host, id, from string
 		script, want   string
@@ -125,7 +184,7 @@ func TestPoolCommitsAcrossHosts(t *testing.T) {
 		{"host-3", "pool-c", "task:pool-b", "cat a.txt b.txt; echo from-c > c.txt", "from-a\nfrom-b\n"},
 	}
 	for _, st := range steps {
-		h := s.poolWorker(st.host, env...)
+		h := s.poolWorker(st.host, ps.env...)
 		args := []string{"--task-id", st.id, "--workdir", "/work", "--artifact", "/work/" + strings.TrimPrefix(st.id, "pool-") + ".txt", "--wait"}
 		if st.from == "" {
 			args = append(args, "--image", "alpine:3")
@@ -142,15 +201,14 @@ func TestPoolCommitsAcrossHosts(t *testing.T) {
 			wantSource = tasks.PackSourcePacked
 		}
 		if r.Host != st.host || r.PackSource != wantSource || r.CommitKey == "" || r.CommitExpires == nil ||
-			r.CommitExpires.Sub(time.Now()) < 6*24*time.Hour || r.CommitExpires.Sub(time.Now()) > 7*24*time.Hour {
+			time.Until(*r.CommitExpires) < 6*24*time.Hour || time.Until(*r.CommitExpires) > 7*24*time.Hour {
 			t.Errorf("%s: host %q, pack source %q, commit key %q expiring %v; want %s, %s, a key, in 7 days", st.id, r.Host, r.PackSource, r.CommitKey, r.CommitExpires, st.host, wantSource)
 		}
 		if len(r.Artifacts) != 1 || r.Artifacts[0].Key == "" {
 			t.Fatalf("%s: artifacts %+v, want one stored", st.id, r.Artifacts)
 		}
-		head, err := srv.Client().HeadObject(context.Background(), &s3.HeadObjectInput{Bucket: aws.String(srv.Bucket), Key: aws.String("pool/" + r.Artifacts[0].Key)})
-		if err != nil || aws.ToInt64(head.ContentLength) != r.Artifacts[0].Size || head.Metadata["sha256"] != r.Artifacts[0].SHA256 {
-			t.Errorf("%s: artifact %s in the store: %v, %+v", st.id, r.Artifacts[0].Key, err, head)
+		if size, sum, err := ps.object(r.Artifacts[0].Key); err != nil || size != r.Artifacts[0].Size || sum != r.Artifacts[0].SHA256 {
+			t.Errorf("%s: artifact %s in the store: %d bytes, sha256 %s, %v; want %d, %s", st.id, r.Artifacts[0].Key, size, sum, err, r.Artifacts[0].Size, r.Artifacts[0].SHA256)
 		}
 		// The host goes, and its disk with it.
 		h.stop(t)
@@ -158,7 +216,7 @@ func TestPoolCommitsAcrossHosts(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if keys := storeKeys(t, srv, "commits/"); len(keys) != 6 {
+	if keys := ps.keys("commits/"); len(keys) != 6 {
 		t.Errorf("store commits %q, want three commits and their owner records", keys)
 	}
 }
