@@ -44,6 +44,9 @@ type cache struct {
 	max   int64
 	log   zerolog.Logger
 	group singleflight.Group
+	// evicting keeps this process's evictions one at a time, so that two
+	// do not both free the same excess.
+	evicting sync.Mutex
 }
 
 // Directories of the cache that hold no cached file.
@@ -356,6 +359,8 @@ func (c *cache) usage() ([]cached, int64) {
 // most max bytes, sparing keep (the file just added) and every file a
 // lease holds.
 func (c *cache) evict(keep string) {
+	c.evicting.Lock()
+	defer c.evicting.Unlock()
 	files, total := c.usage()
 	if total <= c.max {
 		return
