@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -9,6 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/bot-bottle/bottleq/smolvm"
 	"github.com/bot-bottle/bottleq/store"
 	"github.com/bot-bottle/bottleq/tasks"
 )
@@ -162,5 +167,78 @@ func TestPacksShared(t *testing.T) {
 	}
 	if left := storeKeys(t, shared, "packs/"); len(left) != 1 || left[0] == first[0] {
 		t.Errorf("Retain past TTL and margin left %q, want the new generation only", left)
+	}
+}
+
+// TestPackLockWaiters: while one host packs an image under the pool's lock
+// (a real RedisPoolLock), another host that needs it waits and packs
+// nothing; it downloads the pack once it is in the store, or, when the
+// first host's pack fails and the lock is released without a pack, takes
+// the lock and packs it itself.
+func TestPackLockWaiters(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name      string
+		firstErr  error
+		wantFirst bool
+		want      string
+	}{
+		{"first host uploads", nil, true, tasks.PackSourceStore},
+		{"first host fails", errors.New("registry down"), false, tasks.PackSourcePacked},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			m := miniredis.RunT(t)
+			rdb := redis.NewClient(&redis.Options{Addr: m.Addr()})
+			defer rdb.Close()
+			shared, _ := store.NewFile(filepath.Join(t.TempDir(), "store"))
+			withPool := func(c *Config) { c.Store, c.PackLock = shared, RedisPoolLock(rdb) }
+			f1, f2 := newFake(), newFake()
+			started, release := make(chan struct{}), make(chan struct{})
+			f1.packImage = func(ctx context.Context, image, out string) (smolvm.Pack, error) {
+				close(started)
+				<-release
+				if tt.firstErr != nil {
+					return smolvm.Pack{}, tt.firstErr
+				}
+				return writePack(out)
+			}
+			h1, _ := newHandler(t, f1, withPool)
+			h2, _ := newHandler(t, f2, withPool)
+			ctx := context.Background()
+			first := make(chan error, 1)
+			go func() {
+				_, _, l, err := h1.packs.Get(ctx, "alpine:3")
+				l.Release()
+				first <- err
+			}()
+			<-started
+			second := make(chan string, 1)
+			go func() {
+				_, src, l, err := h2.packs.Get(ctx, "alpine:3")
+				l.Release()
+				if err != nil {
+					t.Error(err)
+				}
+				second <- src
+			}()
+			time.Sleep(3 * packPoll) // the second host looks, finds the lock held, waits
+			if n := f2.count("pack-image"); n != 0 {
+				t.Fatalf("the second host packed while the first held the lock")
+			}
+			close(release)
+			if err := <-first; (err == nil) != tt.wantFirst {
+				t.Fatalf("first host: %v", err)
+			}
+			if src := <-second; src != tt.want {
+				t.Errorf("second host's pack source %q, want %q", src, tt.want)
+			}
+			if n := f1.count("pack-image") + f2.count("pack-image"); n != map[bool]int{true: 1, false: 2}[tt.wantFirst] {
+				t.Errorf("%d packs in the pool", n)
+			}
+			if keys := storeKeys(t, shared, "packs/"); len(keys) != 1 {
+				t.Errorf("store packs %q, want one", keys)
+			}
+		})
 	}
 }
