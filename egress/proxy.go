@@ -82,10 +82,6 @@ type Config struct {
 	// ends, for requests and tunnels to finish before closing them.
 	// Default 10s.
 	ShutdownTimeout time.Duration
-	// Self lists addresses of the proxy itself, which no task may dial.
-	// Serve adds its listener's address (every local address, for an
-	// unspecified one). Default: none beyond those.
-	Self []netip.AddrPort
 	// Logger gets one line per decision, without tokens. Default: none.
 	Logger zerolog.Logger
 }
@@ -143,9 +139,6 @@ func New(cfg Config) *Proxy {
 		byToken: map[[sha256.Size]byte]*task{},
 		byVM:    map[string]*task{},
 		self:    map[netip.AddrPort]bool{},
-	}
-	for _, ap := range cfg.Self {
-		p.self[unmapAP(ap)] = true
 	}
 	return p
 }

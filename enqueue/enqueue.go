@@ -54,16 +54,16 @@ type Client struct {
 	minPoll, maxPoll time.Duration
 }
 
-// Polling intervals of [Client.Wait]: it starts at MinPoll, so a short task
-// is seen finishing quickly, and doubles up to MaxPoll, so a long one costs
-// Redis a few reads a second.
+// Polling intervals of [Client.Wait]: it starts at firstPoll, so a short
+// task is seen finishing quickly, and doubles up to longestPoll, so a long
+// one costs Redis a few reads a second.
 const (
-	MinPoll = 10 * time.Millisecond
-	MaxPoll = 250 * time.Millisecond
+	firstPoll   = 10 * time.Millisecond
+	longestPoll = 250 * time.Millisecond
 )
 
-// New returns a client for the Redis r describes, such as [ParseURL]'s
-// result. It does not connect: the first Enqueue or Wait does.
+// New returns a client for the Redis r describes. It does not connect: the
+// first Enqueue or Wait does.
 func New(r asynq.RedisConnOpt) *Client {
 	rc, ok := r.MakeRedisClient().(redis.UniversalClient)
 	if !ok {
@@ -82,12 +82,19 @@ func NewFromRedisClient(rc redis.UniversalClient) *Client {
 		client:    asynq.NewClientFromRedisClient(rc),
 		inspector: asynq.NewInspectorFromRedisClient(rc),
 		redis:     rc,
-		minPoll:   MinPoll,
-		maxPoll:   MaxPoll,
+		minPoll:   firstPoll,
+		maxPoll:   longestPoll,
 	}
 }
 
-// NewFromURL returns a client for a Redis URL; see [ParseURL].
+// NewFromURL returns a client for a Redis URL: one server,
+// redis://[USER:PASSWORD@]HOST[:PORT][/DB] (rediss:// for TLS; the port
+// defaults to 6379), or a master behind Redis Sentinel, in asynq's form
+// redis-sentinel://[:PASSWORD@]S1:PORT[,S2:PORT...][/DB]?master=NAME (the
+// password is the sentinels') or go-redis's
+// redis://[USER:PASSWORD@]S1:PORT[/DB]?master_name=NAME[&addr=S2:PORT...][&password=MASTERPASSWORD]
+// (rediss:// for TLS). Its errors never quote the URL, which may hold a
+// password.
 func NewFromURL(redisURL string) (*Client, error) {
 	rc, err := redisurl.Open(redisURL, "")
 	if err != nil {
@@ -98,19 +105,6 @@ func NewFromURL(redisURL string) (*Client, error) {
 	return c, nil
 }
 
-// ParseURL reads a Redis URL: one server,
-// redis://[USER:PASSWORD@]HOST[:PORT][/DB] (rediss:// for TLS; the port
-// defaults to 6379), or a master behind Redis Sentinel, in asynq's form
-// redis-sentinel://[:PASSWORD@]S1:PORT[,S2:PORT...][/DB]?master=NAME (the
-// password is the sentinels') or go-redis's
-// redis://[USER:PASSWORD@]S1:PORT[/DB]?master_name=NAME[&addr=S2:PORT...][&password=MASTERPASSWORD]
-// (rediss:// for TLS). Its errors never quote the URL, which may hold a
-// password.
-func ParseURL(redisURL string) (asynq.RedisConnOpt, error) {
-	return redisurl.Parse(redisURL)
-}
-
-// Close closes the connections to Redis.
 // ValidateQueue checks a queue name: 1 to 64 characters of A-Z a-z 0-9
 // and _ . : -. Its error is a reason, without the field's name.
 func ValidateQueue(name string) error { return validate.Queue(name) }
@@ -157,16 +151,16 @@ type Options struct {
 	// cannot lose it: Redis replicates asynchronously, and a task only the
 	// old master took is gone once a replica is promoted. Until they do,
 	// Enqueue enqueues again under the same task ID (TaskID, or one it
-	// picks), for up to ReplicasTimeout or until ctx ends. Behind Sentinel
+	// picks), for up to a minute or until ctx ends. Behind Sentinel
 	// set it to the number of replicas. Zero: return once the master has
 	// the task.
 	Replicas int
 }
 
-// ReplicasTimeout bounds how long Enqueue tries to get a task onto
+// replicasTimeout bounds how long Enqueue tries to get a task onto
 // Options.Replicas replicas: a Sentinel failover takes seconds, and the
 // new master has its replicas back some 10 s later.
-const ReplicasTimeout = time.Minute
+const replicasTimeout = time.Minute
 
 // replicaWait is how long one attempt waits for the replicas.
 const replicaWait = time.Second
@@ -261,7 +255,7 @@ func (c *Client) Enqueue(ctx context.Context, p tasks.AgentRun, o Options) (*asy
 // there (and, confirmed, on the replicas too). On the first attempt a
 // taken ID the caller chose is a duplicate.
 func (c *Client) enqueueReplicated(ctx context.Context, task *asynq.Task, o Options, ownID bool) (*asynq.TaskInfo, error) {
-	ctx, cancel := context.WithTimeout(ctx, ReplicasTimeout)
+	ctx, cancel := context.WithTimeout(ctx, replicasTimeout)
 	defer cancel()
 	// A client per call: it also re-adds the queue to asynq's list of
 	// queues, on whichever master is current.

@@ -12,7 +12,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/bot-bottle/bottleq/enqueue"
-	"github.com/bot-bottle/bottleq/enqueue/enqueuetest"
+	"github.com/bot-bottle/bottleq/internal/testredis"
+	"github.com/bot-bottle/bottleq/internal/testworker"
 	"github.com/bot-bottle/bottleq/tasks"
 )
 
@@ -101,8 +102,8 @@ func TestEnqueueWait(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			r := enqueuetest.Redis(t)
-			enqueuetest.Serve(t, r, &enqueuetest.Agent{Phases: []string{tasks.PhasePack}, Run: tt.run})
+			r := asynq.RedisClientOpt{Addr: testredis.Mini(t).Addr}
+			testworker.Serve(t, r, &testworker.Agent{Phases: []string{tasks.PhasePack}, Run: tt.run})
 			c := newClient(t, r)
 			ctx := context.Background()
 
@@ -149,10 +150,10 @@ func TestWaitProgress(t *testing.T) {
 	t.Parallel()
 	phases := []string{tasks.PhasePack, tasks.PhaseCreate, tasks.PhaseStart, tasks.PhaseExec, tasks.PhaseCommit}
 	seen := make(chan string, len(phases))
-	r := enqueuetest.Redis(t)
+	r := asynq.RedisClientOpt{Addr: testredis.Mini(t).Addr}
 	polled := make(chan struct{}, 1)
 	c := newClient(t, signalingOpt{r, polled})
-	enqueuetest.Serve(t, r, &enqueuetest.Agent{
+	testworker.Serve(t, r, &testworker.Agent{
 		Phases: phases,
 		Step: func(ctx context.Context, phase string) error {
 			select {
@@ -248,7 +249,7 @@ func (h signalHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pr
 
 func TestEnqueueDuplicateTaskID(t *testing.T) {
 	t.Parallel()
-	r := enqueuetest.Redis(t)
+	r := asynq.RedisClientOpt{Addr: testredis.Mini(t).Addr}
 	c := newClient(t, r)
 	ctx := context.Background()
 	o := enqueue.Options{TaskID: "job-42"}
@@ -296,7 +297,7 @@ func TestEnqueueInvalid(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			r := enqueuetest.Redis(t)
+			r := asynq.RedisClientOpt{Addr: testredis.Mini(t).Addr}
 			c := newClient(t, r)
 
 			info, err := c.Enqueue(context.Background(), tt.p, tt.o)
@@ -372,7 +373,7 @@ func TestEnqueueOptions(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			r := enqueuetest.Redis(t)
+			r := asynq.RedisClientOpt{Addr: testredis.Mini(t).Addr}
 			c := newClient(t, r)
 
 			p := p
@@ -431,7 +432,7 @@ func TestEnqueueTenantAndResources(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			r := enqueuetest.Redis(t)
+			r := asynq.RedisClientOpt{Addr: testredis.Mini(t).Addr}
 			c := newClient(t, r)
 			ctx := context.Background()
 			p := payload()
@@ -466,7 +467,7 @@ func TestEnqueueTenantAndResources(t *testing.T) {
 			}
 
 			// A worker decodes the same payload and names the tenant in its result.
-			enqueuetest.Serve(t, r, &enqueuetest.Agent{
+			testworker.Serve(t, r, &testworker.Agent{
 				Run: func(_ context.Context, p tasks.AgentRun, _ int) (tasks.Result, error) {
 					return tasks.Result{Tenant: p.TenantName()}, nil
 				},
@@ -484,7 +485,7 @@ func TestEnqueueTenantAndResources(t *testing.T) {
 
 func TestWaitNotFound(t *testing.T) {
 	t.Parallel()
-	r := enqueuetest.Redis(t)
+	r := asynq.RedisClientOpt{Addr: testredis.Mini(t).Addr}
 	c := newClient(t, r)
 	ctx := context.Background()
 	if _, err := c.Enqueue(ctx, payload(), enqueue.Options{}); err != nil {
@@ -510,7 +511,7 @@ func TestWaitNotFound(t *testing.T) {
 
 func TestWaitCanceled(t *testing.T) {
 	t.Parallel()
-	r := enqueuetest.Redis(t) // no server: the task stays pending
+	r := asynq.RedisClientOpt{Addr: testredis.Mini(t).Addr} // no server: the task stays pending
 	c := newClient(t, r)
 	info, err := c.Enqueue(context.Background(), payload(), enqueue.Options{})
 	if err != nil {
@@ -526,57 +527,5 @@ func TestWaitCanceled(t *testing.T) {
 	}
 	if out.TaskID != info.ID || (out.State != 0 && out.State != asynq.TaskStatePending) {
 		t.Errorf("Outcome = %+v, want task %s, pending or not yet read", out, info.ID)
-	}
-}
-
-func TestParseURL(t *testing.T) {
-	t.Parallel()
-	tests := []struct {
-		url     string
-		want    asynq.RedisClientOpt // Addr, Username, Password, DB
-		wantTLS bool
-		wantErr bool
-	}{
-		{url: "redis://127.0.0.1:6379", want: asynq.RedisClientOpt{Addr: "127.0.0.1:6379"}},
-		{url: "redis://:pw-SECRET@redis:6379/2", want: asynq.RedisClientOpt{Addr: "redis:6379", Password: "pw-SECRET", DB: 2}},
-		{url: "rediss://bot:pw-SECRET@redis.example:6380", want: asynq.RedisClientOpt{Addr: "redis.example:6380", Username: "bot", Password: "pw-SECRET"}, wantTLS: true},
-		{url: "redis://redis", want: asynq.RedisClientOpt{Addr: "redis:6379"}},
-		{url: "redis://[::1]/1", want: asynq.RedisClientOpt{Addr: "[::1]:6379", DB: 1}},
-		{url: "http://redis:6379", wantErr: true},
-		{url: "redis://", wantErr: true},
-		{url: "redis://:pw-SECRET@redis:6379/db", wantErr: true},
-		{url: "redis://:pw-SECRET@redis:6379/%zz", wantErr: true},
-		{url: "redis-sentinel://redis:26379", wantErr: true},
-	}
-	for _, tt := range tests {
-		t.Run(tt.url, func(t *testing.T) {
-			t.Parallel()
-			got, err := enqueue.ParseURL(tt.url)
-			if tt.wantErr {
-				if err == nil {
-					t.Fatalf("ParseURL = %+v, want an error", got)
-				}
-				if strings.Contains(err.Error(), "pw-SECRET") || strings.Contains(err.Error(), "\n") {
-					t.Errorf("error %q quotes the password or spans lines", err)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatalf("ParseURL: %v", err)
-			}
-			opt, ok := got.(asynq.RedisClientOpt)
-			if !ok {
-				t.Fatalf("ParseURL = %T, want asynq.RedisClientOpt", got)
-			}
-			if opt.Addr != tt.want.Addr || opt.Username != tt.want.Username || opt.Password != tt.want.Password || opt.DB != tt.want.DB {
-				t.Errorf("ParseURL = addr %q user %q password %q db %d, want %q %q %q %d",
-					opt.Addr, opt.Username, opt.Password, opt.DB, tt.want.Addr, tt.want.Username, tt.want.Password, tt.want.DB)
-			}
-			if gotTLS := opt.TLSConfig != nil; gotTLS != tt.wantTLS {
-				t.Errorf("TLS = %t, want %t", gotTLS, tt.wantTLS)
-			} else if gotTLS && opt.TLSConfig.ServerName != "redis.example" {
-				t.Errorf("TLS ServerName = %q, want redis.example", opt.TLSConfig.ServerName)
-			}
-		})
 	}
 }

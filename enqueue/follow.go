@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -101,17 +99,6 @@ type Event struct {
 	TimedOut bool
 	// Error says why an attempt failed or stopped.
 	Error string
-}
-
-// Time returns when the worker wrote the event, to the millisecond, as
-// its ID says.
-func (e Event) Time() time.Time {
-	ms, _, _ := strings.Cut(e.ID, "-")
-	n, err := strconv.ParseInt(ms, 10, 64)
-	if err != nil {
-		return time.Time{}
-	}
-	return time.UnixMilli(n)
 }
 
 func eventOf(e livelog.Entry) Event {

@@ -12,8 +12,9 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/bot-bottle/bottleq/enqueue"
-	"github.com/bot-bottle/bottleq/enqueue/enqueuetest"
+	"github.com/bot-bottle/bottleq/internal/redisurl"
 	"github.com/bot-bottle/bottleq/internal/testredis"
+	"github.com/bot-bottle/bottleq/internal/testworker"
 	"github.com/bot-bottle/bottleq/tasks"
 )
 
@@ -23,14 +24,14 @@ import (
 func TestSentinel(t *testing.T) {
 	t.Parallel()
 	s := testredis.Sentinel(t, testredis.SentinelConfig{Sentinels: 2})
-	r, err := enqueue.ParseURL(s.FailoverURL())
+	r, err := redisurl.Parse(s.FailoverURL())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, ok := r.(asynq.RedisFailoverClientOpt); !ok {
-		t.Fatalf("ParseURL(go-redis's form) = %T, want asynq.RedisFailoverClientOpt", r)
+		t.Fatalf("redisurl.Parse(go-redis's form) = %T, want asynq.RedisFailoverClientOpt", r)
 	}
-	enqueuetest.Serve(t, r, &enqueuetest.Agent{
+	testworker.Serve(t, r, &testworker.Agent{
 		Run: func(_ context.Context, p tasks.AgentRun, _ int) (tasks.Result, error) {
 			return tasks.Result{Stdout: strings.Join(p.Command, " ")}, nil
 		},
@@ -54,10 +55,10 @@ func TestSentinel(t *testing.T) {
 // it, and Close leaves it open for the caller.
 func TestNewFromRedisClient(t *testing.T) {
 	t.Parallel()
-	r := enqueuetest.Redis(t)
+	r := asynq.RedisClientOpt{Addr: testredis.Mini(t).Addr}
 	rc := redis.NewClient(&redis.Options{Addr: r.Addr})
 	defer rc.Close()
-	enqueuetest.Serve(t, r, &enqueuetest.Agent{})
+	testworker.Serve(t, r, &testworker.Agent{})
 	c := enqueue.NewFromRedisClient(rc)
 	info, err := c.Enqueue(t.Context(), payload(), enqueue.Options{})
 	if err != nil {

@@ -11,8 +11,9 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/bot-bottle/bottleq/enqueue"
-	"github.com/bot-bottle/bottleq/enqueue/enqueuetest"
 	"github.com/bot-bottle/bottleq/internal/cancelmark"
+	"github.com/bot-bottle/bottleq/internal/testredis"
+	"github.com/bot-bottle/bottleq/internal/testworker"
 	"github.com/bot-bottle/bottleq/tasks"
 )
 
@@ -20,7 +21,7 @@ import (
 // does not exist.
 func TestStatus(t *testing.T) {
 	t.Parallel()
-	r := enqueuetest.Redis(t)
+	r := asynq.RedisClientOpt{Addr: testredis.Mini(t).Addr}
 	c := newClient(t, r)
 	ctx := context.Background()
 	pending, err := c.Enqueue(ctx, payload(), enqueue.Options{Queue: "nobody", MaxRetry: 2})
@@ -32,7 +33,7 @@ func TestStatus(t *testing.T) {
 		t.Errorf("Status of a pending task = %+v, %v", out, err)
 	}
 
-	enqueuetest.Serve(t, r, &enqueuetest.Agent{Run: func(context.Context, tasks.AgentRun, int) (tasks.Result, error) {
+	testworker.Serve(t, r, &testworker.Agent{Run: func(context.Context, tasks.AgentRun, int) (tasks.Result, error) {
 		return tasks.Result{ExitCode: 4, Stdout: "out"}, nil
 	}})
 	done, err := c.Enqueue(ctx, payload(), enqueue.Options{})
@@ -67,7 +68,7 @@ func TestCancelWaiting(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			r := enqueuetest.Redis(t) // no worker: the task waits
+			r := asynq.RedisClientOpt{Addr: testredis.Mini(t).Addr} // no worker: the task waits
 			c := newClient(t, r)
 			ctx := context.Background()
 			task, err := tasks.NewAgentRun(payload(), append(tt.opts, asynq.Queue("q1"))...)
@@ -121,8 +122,8 @@ func TestCancelWaiting(t *testing.T) {
 // unknown one is ErrNotFound.
 func TestCancelFinished(t *testing.T) {
 	t.Parallel()
-	r := enqueuetest.Redis(t)
-	enqueuetest.Serve(t, r, &enqueuetest.Agent{Run: func(_ context.Context, p tasks.AgentRun, _ int) (tasks.Result, error) {
+	r := asynq.RedisClientOpt{Addr: testredis.Mini(t).Addr}
+	testworker.Serve(t, r, &testworker.Agent{Run: func(_ context.Context, p tasks.AgentRun, _ int) (tasks.Result, error) {
 		if p.Workdir == "/fail" {
 			return tasks.Result{}, fmt.Errorf("from: no commit: %w", asynq.SkipRetry)
 		}
@@ -160,7 +161,7 @@ func TestCancelFinished(t *testing.T) {
 // task was deleted starts clean.
 func TestEnqueueClearsCancelMark(t *testing.T) {
 	t.Parallel()
-	r := enqueuetest.Redis(t)
+	r := asynq.RedisClientOpt{Addr: testredis.Mini(t).Addr}
 	c := newClient(t, r)
 	ctx := context.Background()
 	rdb, err := cancelmark.Client(r)
@@ -182,13 +183,13 @@ func TestEnqueueClearsCancelMark(t *testing.T) {
 // TestWorkers counts the live servers of a queue.
 func TestWorkers(t *testing.T) {
 	t.Parallel()
-	r := enqueuetest.Redis(t)
+	r := asynq.RedisClientOpt{Addr: testredis.Mini(t).Addr}
 	c := newClient(t, r)
 	ctx := context.Background()
 	if n, err := c.Workers(ctx, "q1"); n != 0 || err != nil {
 		t.Errorf("Workers before any server = %d, %v", n, err)
 	}
-	enqueuetest.Serve(t, r, &enqueuetest.Agent{}, "q1", "q2")
+	testworker.Serve(t, r, &testworker.Agent{}, "q1", "q2")
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		n, err := c.Workers(ctx, "q1")

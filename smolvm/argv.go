@@ -86,7 +86,7 @@ func execArgv(name string, command []string, o ExecOptions) []string {
 		argv = append(argv, "-w", o.Workdir)
 	}
 	if o.Timeout > 0 {
-		argv = append(argv, "--timeout", FormatDuration(o.Timeout))
+		argv = append(argv, "--timeout", formatDuration(o.Timeout))
 	}
 	if o.Stream {
 		argv = append(argv, "--stream")
@@ -102,7 +102,7 @@ func cpArgv(src, dst string) []string { return []string{"machine", "cp", src, ds
 // such flag and get the plain form.
 func copyInArgv(v Version, name, host, guest string, mode fs.FileMode) []string {
 	if v.Supports(FeatureCpMode) {
-		return []string{"machine", "cp", "--mode", FormatMode(mode), host, name + ":" + guest}
+		return []string{"machine", "cp", "--mode", formatMode(mode), host, name + ":" + guest}
 	}
 	return cpArgv(host, name+":"+guest)
 }
@@ -110,9 +110,9 @@ func copyInArgv(v Version, name, host, guest string, mode fs.FileMode) []string 
 // copyOutArgv downloads MACHINE:GUEST to host.
 func copyOutArgv(name, guest, host string) []string { return cpArgv(name+":"+guest, host) }
 
-// FormatMode writes permission bits as four octal digits, "0644", the form
+// formatMode writes permission bits as four octal digits, "0644", the form
 // smolvm's --mode and chmod read.
-func FormatMode(m fs.FileMode) string { return fmt.Sprintf("%04o", uint32(m.Perm())) }
+func formatMode(m fs.FileMode) string { return fmt.Sprintf("%04o", uint32(m.Perm())) }
 
 func lsArgv() []string { return []string{"machine", "ls", "--json"} }
 
@@ -132,10 +132,10 @@ func appendPairs(argv []string, flag string, m map[string]string) []string {
 	return argv
 }
 
-// FormatDuration writes d in the humantime form smolvm's --timeout parses:
+// formatDuration writes d in the humantime form smolvm's --timeout parses:
 // whole seconds as "30s", anything else as milliseconds rounded up ("1500ms").
 // smolvm rejects a bare number and zero, so the result is at least "1ms".
-func FormatDuration(d time.Duration) string {
+func formatDuration(d time.Duration) string {
 	if d > 0 && d%time.Second == 0 {
 		return fmt.Sprintf("%ds", d/time.Second)
 	}

@@ -67,8 +67,8 @@ func TestSeedArgv(t *testing.T) {
 			return err
 		}, []string{"machine", "exec", "--name", "agent-xyz", "-e", "BAZ=qux", "-e", "FOO=bar", "-w", "/app", "--timeout", "30s", "--", "ls"}},
 		{"machine_cp_positional_argv", func(ctx context.Context, c *Client) error {
-			return c.Cp(ctx, "/host/file", "agent-xyz:/dest/file")
-		}, []string{"machine", "cp", "/host/file", "agent-xyz:/dest/file"}},
+			return c.CopyOut(ctx, "agent-xyz", "/dest/file", "/host/file")
+		}, []string{"machine", "cp", "agent-xyz:/dest/file", "/host/file"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -83,22 +83,6 @@ func TestSeedArgv(t *testing.T) {
 				t.Errorf("argv:\n got %q\nwant %q", calls, tt.want)
 			}
 		})
-	}
-}
-
-// TestSeedCpEmptyIsNoop: an unset path on either side starts no process.
-func TestSeedCpEmptyIsNoop(t *testing.T) {
-	t.Parallel()
-	f := &fakeRun{answers: []proc{ok("")}}
-	c := fakeClient(t, v080, f)
-	if err := c.Cp(context.Background(), "", "agent-xyz:/dest"); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Cp(context.Background(), "/host", ""); err != nil {
-		t.Fatal(err)
-	}
-	if n := len(f.argvs()); n != 0 {
-		t.Errorf("ran smolvm %d times, want 0", n)
 	}
 }
 
@@ -165,8 +149,8 @@ func TestFormatDuration(t *testing.T) {
 		{time.Microsecond, "1ms"},
 		{1001 * time.Microsecond, "2ms"},
 	} {
-		if got := FormatDuration(tt.d); got != tt.want {
-			t.Errorf("FormatDuration(%v) = %q, want %q", tt.d, got, tt.want)
+		if got := formatDuration(tt.d); got != tt.want {
+			t.Errorf("formatDuration(%v) = %q, want %q", tt.d, got, tt.want)
 		}
 	}
 }

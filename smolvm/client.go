@@ -22,11 +22,8 @@ type Config struct {
 	// Env is added to the worker's environment for every smolvm process,
 	// such as SMOLVM_DATA_DIR=/srv/smolvm. Default: the environment as is.
 	Env []string
-	// OutputLimit is how many bytes of each of stdout and stderr a call
-	// keeps (head and tail). Default DefaultOutputLimit.
-	OutputLimit int
 	// KillGrace is how long a cancelled smolvm process gets between SIGTERM
-	// and SIGKILL. Default DefaultKillGrace.
+	// and SIGKILL. Default 10s.
 	KillGrace time.Duration
 	// Logger receives one debug line per smolvm call (op, machine, exit
 	// code, duration; never argv or env). A logger in the call's context
@@ -35,17 +32,12 @@ type Config struct {
 	// Observe, if set, is called after every smolvm call, from the calling
 	// goroutine. Metrics and benchmarks use it.
 	Observe func(Call)
-	// Version skips `smolvm --version` and assumes this release. Default:
-	// detect it.
-	Version Version
 }
 
 // Call describes one finished smolvm invocation, for [Config.Observe].
 type Call struct {
 	Op       string        // "machine start", "pack create", …
-	Machine  string        // the machine, if the call names one
 	Duration time.Duration // how long the process ran
-	ExitCode int           // -1 if smolvm did not exit by itself
 	Err      error         // nil, or the *Error the call returned
 }
 
@@ -53,15 +45,14 @@ type Call struct {
 type Client struct {
 	bin     string
 	version Version
-	limit   int
 	log     zerolog.Logger
 	observe func(Call)
 	run     runFunc
 }
 
 // New returns a client for the smolvm binary cfg names, after reading its
-// version (unless cfg.Version is set). A missing binary is an error
-// matching [ErrNotInstalled].
+// version with `smolvm --version`. A missing binary is an error matching
+// [ErrNotInstalled].
 func New(ctx context.Context, cfg Config) (*Client, error) {
 	bin := cfg.Bin
 	if bin == "" {
@@ -73,12 +64,10 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	}
 	grace := cfg.KillGrace
 	if grace <= 0 {
-		grace = DefaultKillGrace
+		grace = defaultKillGrace
 	}
 	c := &Client{
 		bin:     path,
-		version: cfg.Version,
-		limit:   cfg.OutputLimit,
 		log:     zerolog.Nop(),
 		observe: cfg.Observe,
 		run:     processRunner(path, cfg.Env, grace),
@@ -86,23 +75,14 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	if cfg.Logger != nil {
 		c.log = *cfg.Logger
 	}
-	if c.version.IsZero() {
-		p, err := c.call(ctx, "--version", "", []string{"--version"})
-		if err != nil {
-			return nil, err
-		}
-		if c.version, err = ParseVersion(string(p.stdout)); err != nil {
-			return nil, &Error{Op: "--version", ExitCode: p.exitCode, Message: err.Error()}
-		}
+	p, err := c.call(ctx, "--version", "", []string{"--version"})
+	if err != nil {
+		return nil, err
+	}
+	if c.version, err = parseVersion(string(p.stdout)); err != nil {
+		return nil, &Error{Op: "--version", ExitCode: p.exitCode, Message: err.Error()}
 	}
 	return c, nil
-}
-
-// Available reports whether bin names an executable smolvm binary, as a
-// path or on PATH.
-func Available(bin string) bool {
-	_, err := exec.LookPath(bin)
-	return err == nil
 }
 
 // Bin returns the resolved path of the smolvm binary.
@@ -151,7 +131,7 @@ func (c *Client) checkOut(out string) error {
 	if err := checkArg("output", out); err != nil {
 		return err
 	}
-	if c.version.AtLeast(V1_7_0) && strings.HasSuffix(out, ".smolmachine") {
+	if c.version.atLeast(v1_7_0) && strings.HasSuffix(out, ".smolmachine") {
 		return argErr("output", "%q must not end in .smolmachine: smolvm %s writes OUT and OUT.smolmachine", out, c.version)
 	}
 	return nil
@@ -209,7 +189,7 @@ type CreateOptions struct {
 	DNS netip.Addr
 	// Labels are sent as --label KEY=VALUE, sorted by key, and read back
 	// in [Machine.Labels]. They need [FeatureLabels]. A key is 1 to
-	// MaxLabelKeyLen bytes of ASCII letters, digits, '.', '_', '-' and
+	// 128 bytes of ASCII letters, digits, '.', '_', '-' and
 	// '/', starting with a letter or digit; a value may hold anything but
 	// a NUL byte.
 	Labels map[string]string
@@ -262,44 +242,12 @@ func (c *Client) Delete(ctx context.Context, name string) error {
 	if err := ValidateName(name); err != nil {
 		return err
 	}
-	if c.version.Less(V0_8_1) {
+	if c.version.less(v0_8_1) {
 		if err := c.Stop(ctx, name); err != nil && !errors.Is(err, ErrNotFound) {
 			return err
 		}
 	}
 	_, err := c.call(ctx, "machine delete", name, deleteArgv(c.version.Dialect(), name))
-	return err
-}
-
-// Cp runs `machine cp SRC DST`; exactly one side is MACHINE:PATH. An empty
-// side makes it a no-op: there is nothing to copy. smolvm copies
-// one regular file per call into or out of a running machine.
-func (c *Client) Cp(ctx context.Context, src, dst string) error {
-	if src == "" || dst == "" {
-		return nil
-	}
-	for _, f := range [...]struct{ field, v string }{{"src", src}, {"dst", dst}} {
-		if err := checkArg(f.field, f.v); err != nil {
-			return err
-		}
-	}
-	// smolvm reads SRC first: a ':' in it means a download.
-	srcVM, dstVM := strings.Contains(src, ":"), strings.Contains(dst, ":")
-	if srcVM == dstVM {
-		return argErr("src", "exactly one of %q and %q must be MACHINE:PATH, and a host path must not contain ':'", src, dst)
-	}
-	remote := dst
-	if srcVM {
-		remote = src
-	}
-	name, guest, _ := strings.Cut(remote, ":")
-	if err := ValidateName(name); err != nil {
-		return err
-	}
-	if err := checkGuestPath("guest_path", guest); err != nil {
-		return err
-	}
-	_, err := c.call(ctx, "machine cp", name, cpArgv(src, dst))
 	return err
 }
 
@@ -335,7 +283,7 @@ func (c *Client) CopyIn(ctx context.Context, name, hostPath, guestPath string, m
 	}
 	// chmod runs in the file's directory on "./BASE": the same file, and a
 	// base name starting with '-' cannot pass for an option.
-	argv := []string{"chmod", FormatMode(mode), "./" + path.Base(guestPath)}
+	argv := []string{"chmod", formatMode(mode), "./" + path.Base(guestPath)}
 	o := ExecOptions{Workdir: path.Dir(guestPath), Timeout: time.Minute}
 	res, err := c.Exec(ctx, name, argv, o)
 	if err != nil {
@@ -343,7 +291,7 @@ func (c *Client) CopyIn(ctx context.Context, name, hostPath, guestPath string, m
 	}
 	if res.ExitCode != 0 {
 		return &Error{Op: "machine exec", Machine: name, Args: redact(execArgv(name, argv, o)), ExitCode: res.ExitCode,
-			Message: fmt.Sprintf("chmod %s after machine cp failed (its stderr, the guest's, is not kept)", FormatMode(mode))}
+			Message: fmt.Sprintf("chmod %s after machine cp failed (its stderr, the guest's, is not kept)", formatMode(mode))}
 	}
 	return nil
 }
@@ -369,7 +317,7 @@ func (c *Client) CopyOut(ctx context.Context, name, guestPath, hostPath string) 
 // call runs one smolvm invocation and turns its outcome into an *Error
 // unless it exited 0. Every method but Exec goes through it.
 func (c *Client) call(ctx context.Context, op, machine string, argv []string) (proc, error) {
-	return c.callLimit(ctx, op, machine, argv, c.limit)
+	return c.callLimit(ctx, op, machine, argv, outputLimit)
 }
 
 // callLimit is call keeping limit bytes of each output stream.
@@ -407,7 +355,7 @@ func (c *Client) invoke(ctx context.Context, op, machine string, argv []string, 
 	}
 	ev.Str("op", op).Int("exit", p.exitCode).Float64("duration_ms", float64(d)/float64(time.Millisecond)).Err(err).Msg("smolvm")
 	if c.observe != nil {
-		c.observe(Call{Op: op, Machine: machine, Duration: d, ExitCode: p.exitCode, Err: err})
+		c.observe(Call{Op: op, Duration: d, Err: err})
 	}
 	return p, err
 }

@@ -118,7 +118,7 @@ func runConformance(t *testing.T, x *confTarget, parallel bool) {
 // "smolvm X.Y.Z" on stdout and exits 0.
 func confVersion(t *testing.T, x *confTarget) {
 	p := x.raw(t, "--version")
-	v, err := ParseVersion(string(p.stdout))
+	v, err := parseVersion(string(p.stdout))
 	if p.exitCode != 0 || !strings.HasPrefix(string(p.stdout), "smolvm ") || err != nil || v != x.c.Version() {
 		t.Errorf("--version: exit %d stdout %q (%v); want 0 and smolvm %s", p.exitCode, p.stdout, err, x.c.Version())
 	}
@@ -167,7 +167,7 @@ func confPackImage(t *testing.T, x *confTarget) {
 // confPackOutputSuffix: docs/smolvm.md "pack create" — from 1.7.0, -o
 // ending in .smolmachine is an error (exit 1) and writes nothing.
 func confPackOutputSuffix(t *testing.T, x *confTarget) {
-	if !x.c.Version().AtLeast(V1_7_0) {
+	if !x.c.Version().atLeast(v1_7_0) {
 		t.Skip("smolvm before 1.7.0 accepts -o X.smolmachine")
 	}
 	out := filepath.Join(t.TempDir(), "agent.smolmachine")
@@ -262,7 +262,7 @@ func confCreateLabelDNS(t *testing.T, x *confTarget) {
 	v := x.c.Version()
 	name := x.name(t, "label")
 	argv := append(confCreateArgv(v, name, "--from", x.pack(t).Machine), "--label", "team=bq")
-	if !v.AtLeast(V1_8_0) {
+	if !v.atLeast(V1_8_0) {
 		_, err := x.c.call(context.Background(), "machine create", name, argv)
 		wantErr(t, err, ErrUsage, 2)
 		plain := x.create(t, "no-labels", CreateOptions{})
@@ -279,7 +279,7 @@ func confCreateLabelDNS(t *testing.T, x *confTarget) {
 	if m, _ := x.machine(t, plain); m.Labels == nil || len(m.Labels) != 0 {
 		t.Errorf("a machine without --label: labels %#v; want {}", m.Labels)
 	}
-	if v.AtLeast(V1_9_3) {
+	if v.atLeast(v1_9_3) {
 		dns := x.name(t, "dns")
 		x.ok(t, append(confCreateArgv(v, dns, "--from", x.pack(t).Machine), "--dns", "127.0.0.53")...)
 		if m, _ := x.machine(t, dns); m.Network {
@@ -421,7 +421,7 @@ func confStartStop(t *testing.T, x *confTarget) {
 	ghost := x.name(t, "ghost")
 	wantErr(t, x.c.Start(ctx, ghost), ErrNotFound, 1)
 	err := x.c.Stop(ctx, ghost)
-	if x.c.Version().AtLeast(V0_8_1) {
+	if x.c.Version().atLeast(v0_8_1) {
 		wantErr(t, err, ErrNotFound, 1)
 	} else if err != nil {
 		t.Errorf("0.8.0 stop of an unknown machine: %v; want exit 0", err)
@@ -453,7 +453,7 @@ func confDelete(t *testing.T, x *confTarget) {
 func confExecExitCodes(t *testing.T, x *confTarget) {
 	name := x.started(t, "exit-codes")
 	killed := 137
-	if !x.c.Version().AtLeast(V0_8_1) {
+	if !x.c.Version().atLeast(v0_8_1) {
 		killed = 255
 	}
 	for script, want := range map[string]int{
@@ -473,7 +473,7 @@ func confExecTimeout(t *testing.T, x *confTarget) {
 	name := x.started(t, "timeout")
 	for _, d := range []time.Duration{30 * time.Second, 1500 * time.Millisecond} {
 		if res := x.exec(t, name, ExecOptions{Timeout: d}, "true"); res.ExitCode != 0 || res.TimedOut {
-			t.Errorf("--timeout %s on true: %+v", FormatDuration(d), res)
+			t.Errorf("--timeout %s on true: %+v", formatDuration(d), res)
 		}
 	}
 	res := x.exec(t, name, ExecOptions{Timeout: 500 * time.Millisecond}, "sleep", "30")
@@ -643,7 +643,7 @@ func confPackLifetime(t *testing.T, x *confTarget) {
 		t.Fatal(err)
 	}
 	err = x.c.Start(context.Background(), name)
-	if x.c.Version().AtLeast(Version{1, 0, 0}) {
+	if x.c.Version().atLeast(Version{1, 0, 0}) {
 		if err != nil {
 			t.Errorf("start after the pack went: %v", err)
 		}

@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/bot-bottle/bottleq/internal/validate"
 )
 
 // TestCopyArgv pins the pure argv builders of CopyIn and CopyOut in both
@@ -25,7 +27,7 @@ func TestCopyArgv(t *testing.T) {
 		{"in 1.0.1 ignores mode", copyInArgv(v101, "vm1", "/h/a", "/g/a", 0o755), []string{"machine", "cp", "/h/a", "vm1:/g/a"}},
 		{"in 1.0.2", copyInArgv(v102, "vm1", "/h/a", "/g/a", 0o600), []string{"machine", "cp", "/h/a", "vm1:/g/a"}},
 		{"in 1.9.2", copyInArgv(Version{1, 9, 2}, "vm1", "/h/a", "/g/a", 0o600), []string{"machine", "cp", "/h/a", "vm1:/g/a"}},
-		{"in 1.9.3 mode before SRC DST", copyInArgv(V1_9_3, "vm1", "/h/a", "/g/a", 0o600), []string{"machine", "cp", "--mode", "0600", "/h/a", "vm1:/g/a"}},
+		{"in 1.9.3 mode before SRC DST", copyInArgv(v1_9_3, "vm1", "/h/a", "/g/a", 0o600), []string{"machine", "cp", "--mode", "0600", "/h/a", "vm1:/g/a"}},
 		{"in 1.9.3 default mode", copyInArgv(v193, "vm1", "/h/a", "/g/a", 0o644), []string{"machine", "cp", "--mode", "0644", "/h/a", "vm1:/g/a"}},
 		{"in 1.9.3 mode zero", copyInArgv(v193, "vm1", "/h/a", "/g/a", 0), []string{"machine", "cp", "--mode", "0000", "/h/a", "vm1:/g/a"}},
 		{"out", copyOutArgv("vm1", "/g/out.txt", "/h/out"), []string{"machine", "cp", "vm1:/g/out.txt", "/h/out"}},
@@ -113,7 +115,7 @@ func TestCopyRefusesBadInput(t *testing.T) {
 		{"guest root", "vm1", "/h/a", "/", 0o644, "guest_path"},
 		{"NUL in guest", "vm1", "/h/a", "/g/\x00", 0o644, "guest_path"},
 		{"empty guest", "vm1", "/h/a", "", 0o644, "guest_path"},
-		{"long guest", "vm1", "/h/a", "/" + strings.Repeat("a", MaxGuestPathLen), 0o644, "guest_path"},
+		{"long guest", "vm1", "/h/a", "/" + strings.Repeat("a", validate.MaxGuestPathLen), 0o644, "guest_path"},
 		{"setuid mode", "vm1", "/h/a", "/g/a", 0o644 | fs.ModeSetuid, "mode"},
 		{"dir mode", "vm1", "/h/a", "/g/a", fs.ModeDir | 0o755, "mode"},
 	}

@@ -90,7 +90,7 @@ func TestCreateRefusesBadOptions(t *testing.T) {
 		{"label key with =", CreateOptions{Labels: map[string]string{"a=b": "v"}}, "labels"},
 		{"flag-like label key", CreateOptions{Labels: map[string]string{"-x": "v"}}, "labels"},
 		{"label key with space", CreateOptions{Labels: map[string]string{"a b": "v"}}, "labels"},
-		{"label key too long", CreateOptions{Labels: map[string]string{strings.Repeat("k", MaxLabelKeyLen+1): "v"}}, "labels"},
+		{"label key too long", CreateOptions{Labels: map[string]string{strings.Repeat("k", maxLabelKeyLen+1): "v"}}, "labels"},
 		{"label value NUL", CreateOptions{Labels: map[string]string{"k": "a\x00b"}}, "labels"},
 		{"flag-like from", CreateOptions{From: "--net"}, "from"},
 		{"invalid prefix", CreateOptions{AllowCIDRs: []netip.Prefix{{}}}, "allow_cidr"},

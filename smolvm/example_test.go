@@ -14,11 +14,8 @@ import (
 // force something, read the machine back with Client.Status after create
 // (Machine.CPUs, MemoryMiB, Network) and refuse what it got.
 func ExampleVersion_Supports() {
-	for _, release := range []string{"smolvm 1.7.0", "smolvm 1.8.0", "smolvm 1.9.3"} {
-		v, err := smolvm.ParseVersion(release)
-		if err != nil {
-			panic(err)
-		}
+	for _, v := range []smolvm.Version{{Major: 1, Minor: 7}, {Major: 1, Minor: 8}, {Major: 1, Minor: 9, Patch: 3}} {
+		// In a program, v is Client.Version(): the release New detected.
 		o := smolvm.CreateOptions{
 			From: "/srv/packs/agent.smolmachine",
 			// Not smolvm's defaults (4 CPUs, 8192 MiB): a --from create

@@ -7,10 +7,10 @@ import (
 	"time"
 )
 
-// ExecGrace is how much longer than its --timeout the wrapper lets an exec
+// execGrace is how much longer than its --timeout the wrapper lets an exec
 // run before it cancels smolvm itself. smolvm's own client gives up 5 s
 // after the timeout; this is the backstop for a smolvm that hangs.
-const ExecGrace = 10 * time.Second
+const execGrace = 10 * time.Second
 
 // ExecOptions are the optional parts of [Client.Exec].
 type ExecOptions struct {
@@ -19,7 +19,7 @@ type ExecOptions struct {
 	// Workdir is the command's working directory, an absolute guest path.
 	Workdir string
 	// Timeout makes smolvm kill the command after this long (exit 124),
-	// and the wrapper cancel smolvm ExecGrace later. Zero means no timeout
+	// and the wrapper cancel smolvm 10 s later. Zero means no timeout
 	// at all: set one.
 	Timeout time.Duration
 	// Stream passes --stream: output is relayed as the guest writes it
@@ -36,8 +36,8 @@ type ExecOptions struct {
 	Stdout, Stderr io.Writer
 }
 
-// ExecResult is what a guest command did. Output is bounded: see
-// [Config.OutputLimit].
+// ExecResult is what a guest command did. Output is bounded: each stream
+// keeps its first and last 32 KiB.
 type ExecResult struct {
 	// ExitCode is the guest command's exit code: 124 when smolvm's
 	// --timeout fired, 128+N when a signal N killed it.
@@ -86,12 +86,12 @@ func (c *Client) Exec(ctx context.Context, name string, command []string, o Exec
 	}
 	if o.Timeout > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, o.Timeout+ExecGrace)
+		ctx, cancel = context.WithTimeout(ctx, o.Timeout+execGrace)
 		defer cancel()
 	}
 	argv := execArgv(name, command, o)
 	start := time.Now()
-	p, err := c.invoke(ctx, "machine exec", name, argv, outputs{limit: c.limit, stdout: o.Stdout, stderr: o.Stderr}, func(p proc) error {
+	p, err := c.invoke(ctx, "machine exec", name, argv, outputs{limit: outputLimit, stdout: o.Stdout, stderr: o.Stderr}, func(p proc) error {
 		if p.exitCode == 0 {
 			return nil
 		}

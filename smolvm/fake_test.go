@@ -5,6 +5,8 @@ import (
 	"slices"
 	"sync"
 	"testing"
+
+	"github.com/rs/zerolog"
 )
 
 // fakeRun stands in for the process runner in unit tests: it records each
@@ -45,10 +47,5 @@ func fail(code int, stderr string) proc { return proc{exitCode: code, stderr: []
 // fakeClient returns a client of release v whose processes are f.
 func fakeClient(t *testing.T, v Version, f *fakeRun) *Client {
 	t.Helper()
-	c, err := New(context.Background(), Config{Bin: "/bin/true", Version: v})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.run = f.run
-	return c
+	return &Client{bin: "/bin/true", version: v, log: zerolog.Nop(), run: f.run}
 }

@@ -111,7 +111,7 @@ func FuzzArgv(f *testing.F) {
 			{"pack vm", func(c *Client) error { _, err := c.PackFromVM(ctx, name, out); return err },
 				map[string]string{"--from-vm": name, "-o": out}, nil, nil},
 			{"delete", func(c *Client) error { return c.Delete(ctx, name) }, nil, nil, nil},
-			{"cp", func(c *Client) error { return c.Cp(ctx, from, name+":"+workdir) }, nil, []string{from, name + ":" + workdir}, nil},
+			{"cp", func(c *Client) error { return c.CopyOut(ctx, name, workdir, from) }, nil, []string{name + ":" + workdir, from}, nil},
 		}
 		for _, call := range calls {
 			fr := &fakeRun{answers: []proc{ok("")}}
@@ -125,7 +125,7 @@ func FuzzArgv(f *testing.F) {
 				continue
 			}
 			if len(argvs) == 0 {
-				continue // cp with an empty side is a no-op
+				t.Fatalf("%s: accepted, but ran no smolvm", call.op)
 			}
 			argv := argvs[len(argvs)-1]
 			values, pos, trailing, bad := splitArgv(argv)

@@ -16,7 +16,8 @@ const (
 )
 
 // Machine is one entry of `machine ls --json` or `machine status --json`.
-// Only the fields bottleq uses are decoded.
+// Only the fields bottleq reads, or checks in its conformance suite (PID,
+// Labels), are decoded.
 type Machine struct {
 	// Name is the machine's name.
 	Name string `json:"name"`
@@ -31,16 +32,12 @@ type Machine struct {
 	MemoryMiB int `json:"memory_mib"`
 	// CreatedAt is when the machine was created, in unix seconds.
 	CreatedAt int64 `json:"created_at"`
-	// Image is the OCI image it was created from, if any.
-	Image string `json:"image"`
 	// Network tells whether the machine has a network device: true when
 	// create gave it --net, an allow-list or --outbound-localhost-only, or
 	// its pack's manifest says network. smolvm does not show the
 	// allow-list, so true does not say whether egress is restricted; false
 	// says the machine has no egress at all.
 	Network bool `json:"network"`
-	// Ephemeral marks machines of `smolvm machine run`.
-	Ephemeral bool `json:"ephemeral"`
 	// Labels are the machine's --label KEY=VALUE pairs. smolvm reports
 	// them from 1.8.0, as an empty object when there are none; before, the
 	// field is absent and Labels is nil. Nil thus means the release does

@@ -89,9 +89,9 @@ func TestMachineDecode(t *testing.T) {
 		want Machine
 	}{
 		{"0.8.0", machine080, Machine{Name: "bq-old", State: StateCreated, CPUs: 255, MemoryMiB: 1048576,
-			CreatedAt: 1779000000, Image: "alpine:3", Network: true}},
+			CreatedAt: 1779000000, Network: true}},
 		{"1.9.3", machine193, Machine{Name: "bq-new", State: StateRunning, PID: 4242, CPUs: 2, MemoryMiB: 2048,
-			CreatedAt: 1787000000, Image: "alpine:3", Network: false,
+			CreatedAt: 1787000000, Network: false,
 			Labels: map[string]string{"bottleq.io/deployment": "prod-1", "app": "a=b"}}},
 		{"1.9.3 without labels", machine193NoLabels, Machine{Name: "bq-bare", State: StateStopped, CPUs: 4, MemoryMiB: 8192,
 			CreatedAt: 1787000001, Labels: map[string]string{}}},

@@ -4,9 +4,9 @@ import (
 	"fmt"
 )
 
-// DefaultOutputLimit is how many bytes of each output stream a call keeps
-// when [Config.OutputLimit] is zero: half from the start, half from the end.
-const DefaultOutputLimit = 64 << 10
+// outputLimit is how many bytes of each output stream a call keeps: half
+// from the start, half from the end.
+const outputLimit = 64 << 10
 
 // capture is an io.Writer that keeps the first and the last limit/2 bytes
 // written to it and counts what it drops, so an agent that prints gigabytes
@@ -20,7 +20,7 @@ type capture struct {
 
 func newCapture(limit int) *capture {
 	if limit <= 0 {
-		limit = DefaultOutputLimit
+		limit = outputLimit
 	}
 	return &capture{half: max(limit/2, 1)}
 }

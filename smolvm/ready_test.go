@@ -64,16 +64,6 @@ func TestWaitReadyCancelled(t *testing.T) {
 	}
 }
 
-func TestAvailable(t *testing.T) {
-	t.Parallel()
-	if !Available("/bin/sh") {
-		t.Error("Available(/bin/sh) = false")
-	}
-	if Available("/nonexistent/smolvm") {
-		t.Error("Available(/nonexistent/smolvm) = true")
-	}
-}
-
 func TestNewMissingBinary(t *testing.T) {
 	t.Parallel()
 	_, err := New(context.Background(), Config{Bin: "/nonexistent/smolvm"})

@@ -11,10 +11,10 @@ import (
 	"time"
 )
 
-// DefaultKillGrace is how long a cancelled smolvm process gets between
+// defaultKillGrace is how long a cancelled smolvm process gets between
 // SIGTERM and SIGKILL when [Config.KillGrace] is zero. smolvm stops the VM
 // it started on SIGTERM, which takes a moment.
-const DefaultKillGrace = 10 * time.Second
+const defaultKillGrace = 10 * time.Second
 
 // proc is the outcome of one smolvm process.
 type proc struct {

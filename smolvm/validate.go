@@ -1,15 +1,14 @@
 package smolvm
 
 import (
-	"net/netip"
 	"path/filepath"
 	"strings"
 
 	"github.com/bot-bottle/bottleq/internal/validate"
 )
 
-// MaxNameLen is the longest machine name smolvm accepts.
-const MaxNameLen = 128
+// maxNameLen is the longest machine name smolvm accepts.
+const maxNameLen = 128
 
 // ValidateName checks a machine name against smolvm's rules: 1–128 bytes,
 // an ASCII letter or digit first, then letters, digits, '-' and '_', no
@@ -18,8 +17,8 @@ func ValidateName(name string) error {
 	switch {
 	case name == "":
 		return argErr("name", "must not be empty")
-	case len(name) > MaxNameLen:
-		return argErr("name", "is %d bytes, longer than %d", len(name), MaxNameLen)
+	case len(name) > maxNameLen:
+		return argErr("name", "is %d bytes, longer than %d", len(name), maxNameLen)
 	case !isAlnum(name[0]):
 		return argErr("name", "%q must start with an ASCII letter or digit", name)
 	case strings.HasSuffix(name, "-"):
@@ -35,42 +34,29 @@ func ValidateName(name string) error {
 	return nil
 }
 
-// ValidateEnvKey checks that key is a portable environment variable name:
+// validateEnvKey checks that key is a portable environment variable name:
 // a letter or '_' first, then letters, digits and '_'.
-func ValidateEnvKey(key string) error {
+func validateEnvKey(key string) error {
 	if err := validate.EnvKey(key); err != nil {
 		return argErr("env", "%s", err)
 	}
 	return nil
 }
 
-// ParseCIDR reads an egress allow-list entry as smolvm does: a prefix such
-// as "10.0.0.2/32", or a bare address, which becomes a /32 or /128.
-func ParseCIDR(s string) (netip.Prefix, error) {
-	if p, err := netip.ParsePrefix(s); err == nil {
-		return p.Masked(), nil
-	}
-	a, err := netip.ParseAddr(s)
-	if err != nil {
-		return netip.Prefix{}, argErr("allow_cidr", "%q is not an IP address or CIDR prefix", s)
-	}
-	return netip.PrefixFrom(a, a.BitLen()), nil
-}
+// maxLabelKeyLen is the longest label key [CreateOptions.Labels] takes.
+const maxLabelKeyLen = 128
 
-// MaxLabelKeyLen is the longest label key [CreateOptions.Labels] takes.
-const MaxLabelKeyLen = 128
-
-// ValidateLabelKey checks a key for [CreateOptions.Labels]: 1 to
-// MaxLabelKeyLen bytes of ASCII letters, digits, '.', '_', '-' and '/',
+// validateLabelKey checks a key for [CreateOptions.Labels]: 1 to
+// maxLabelKeyLen bytes of ASCII letters, digits, '.', '_', '-' and '/',
 // starting with a letter or digit. smolvm itself only refuses an empty key
 // and splits KEY=VALUE at the first '='; the narrower rule keeps a key
 // from passing for a flag and reads the same in every tool.
-func ValidateLabelKey(key string) error {
+func validateLabelKey(key string) error {
 	switch {
 	case key == "":
 		return argErr("labels", "key must not be empty")
-	case len(key) > MaxLabelKeyLen:
-		return argErr("labels", "key is %d bytes, longer than %d", len(key), MaxLabelKeyLen)
+	case len(key) > maxLabelKeyLen:
+		return argErr("labels", "key is %d bytes, longer than %d", len(key), maxLabelKeyLen)
 	case !isAlnum(key[0]):
 		return argErr("labels", "key %q must start with an ASCII letter or digit", key)
 	}
@@ -122,7 +108,7 @@ func checkCreate(v Version, o CreateOptions) error {
 	}
 	if len(o.Labels) > 0 {
 		for k, val := range o.Labels {
-			if err := ValidateLabelKey(k); err != nil {
+			if err := validateLabelKey(k); err != nil {
 				return err
 			}
 			if strings.ContainsRune(val, 0) {
@@ -155,7 +141,7 @@ func checkArg(field, v string) error {
 // names the key, never the value.
 func checkEnv(env map[string]string) error {
 	for k, v := range env {
-		if err := ValidateEnvKey(k); err != nil {
+		if err := validateEnvKey(k); err != nil {
 			return err
 		}
 		if strings.ContainsRune(v, 0) {
@@ -165,14 +151,10 @@ func checkEnv(env map[string]string) error {
 	return nil
 }
 
-// MaxGuestPathLen is the longest guest path [ValidateGuestPath] accepts
-// (Linux's PATH_MAX).
-const MaxGuestPathLen = validate.MaxGuestPathLen
-
 // ValidateGuestPath checks a path in the machine for [Client.CopyIn] and
 // [Client.CopyOut]: absolute, already clean (path.Clean leaves it as is, so
 // no "." or ".." segment, no "//" and no trailing '/'), not "/" itself, at
-// most MaxGuestPathLen bytes, and without ':' (smolvm cp reads the first ':'
+// most 4096 bytes (Linux's PATH_MAX), and without ':' (smolvm cp reads the first ':'
 // of an argument as the MACHINE:PATH separator) or a NUL byte.
 func ValidateGuestPath(p string) error {
 	return checkCopyGuestPath("guest_path", p)

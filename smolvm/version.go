@@ -12,10 +12,10 @@ type Version struct {
 	Major, Minor, Patch int
 }
 
-// ParseVersion reads the output of `smolvm --version`, such as
+// parseVersion reads the output of `smolvm --version`, such as
 // "smolvm 1.9.3\n". A bare "1.9.3" and pre-release suffixes ("1.9.3-rc1")
 // are accepted too.
-func ParseVersion(s string) (Version, error) {
+func parseVersion(s string) (Version, error) {
 	f := strings.Fields(s)
 	if len(f) == 0 {
 		return Version{}, fmt.Errorf("smolvm: empty version string")
@@ -47,10 +47,10 @@ func ParseVersion(s string) (Version, error) {
 func (v Version) String() string { return fmt.Sprintf("%d.%d.%d", v.Major, v.Minor, v.Patch) }
 
 // IsZero reports whether v is unset.
-func (v Version) IsZero() bool { return v == Version{} }
+func (v Version) isZero() bool { return v == Version{} }
 
 // Less reports whether v is an older release than w.
-func (v Version) Less(w Version) bool {
+func (v Version) less(w Version) bool {
 	if v.Major != w.Major {
 		return v.Major < w.Major
 	}
@@ -61,25 +61,25 @@ func (v Version) Less(w Version) bool {
 }
 
 // AtLeast reports whether v is w or newer.
-func (v Version) AtLeast(w Version) bool { return !v.Less(w) }
+func (v Version) atLeast(w Version) bool { return !v.less(w) }
 
 // Releases where smolvm's behaviour changed in a way the wrapper must follow.
 var (
-	// V0_8_1 made stop of an unknown machine fail and delete stop a running VM first.
-	V0_8_1 = Version{0, 8, 1}
-	// V1_0_2 turned every machine name into a --name flag.
-	V1_0_2 = Version{1, 0, 2}
-	// V1_7_0 rejects `pack create -o X.smolmachine`.
-	V1_7_0 = Version{1, 7, 0}
+	// v0_8_1 made stop of an unknown machine fail and delete stop a running VM first.
+	v0_8_1 = Version{0, 8, 1}
+	// v1_0_2 turned every machine name into a --name flag.
+	v1_0_2 = Version{1, 0, 2}
+	// v1_7_0 rejects `pack create -o X.smolmachine`.
+	v1_7_0 = Version{1, 7, 0}
 	// V1_8_0 applies --allow-cidr and --outbound-localhost-only to machines
 	// created --from a pack (older releases silently drop them, leaving
 	// such a VM with the pack's network, unrestricted) and adds
 	// `machine create --label`.
 	V1_8_0 = Version{1, 8, 0}
-	// V1_9_3 is the first release known to take `machine cp --mode` (it
+	// v1_9_3 is the first release known to take `machine cp --mode` (it
 	// appeared after v1.8.0; see docs/smolvm.md, machine cp) and the one
 	// whose `machine create --dns` bottleq relies on.
-	V1_9_3 = Version{1, 9, 3}
+	v1_9_3 = Version{1, 9, 3}
 )
 
 // Feature is a part of smolvm's command line that only some releases
@@ -113,7 +113,7 @@ func (f Feature) Since() Version {
 	case FeatureFromEgress, FeatureLabels:
 		return V1_8_0
 	case FeatureDNS, FeatureCpMode:
-		return V1_9_3
+		return v1_9_3
 	}
 	return Version{}
 }
@@ -137,7 +137,7 @@ func (f Feature) String() string {
 // Feature this package does not know.
 func (v Version) Supports(f Feature) bool {
 	since := f.Since()
-	return !since.IsZero() && v.AtLeast(since)
+	return !since.isZero() && v.atLeast(since)
 }
 
 // Dialect is the argv style a smolvm release accepts for machine names.
@@ -154,7 +154,7 @@ const (
 
 // Dialect returns the argv dialect release v speaks.
 func (v Version) Dialect() Dialect {
-	if v.Less(V1_0_2) {
+	if v.less(v1_0_2) {
 		return DialectPositional
 	}
 	return DialectNamed

@@ -23,14 +23,14 @@ func TestParseVersion(t *testing.T) {
 		{"smolvm v2.0.0 (abc)", Version{2, 0, 0}, DialectNamed},
 	}
 	for _, tt := range tests {
-		v, err := ParseVersion(tt.in)
+		v, err := parseVersion(tt.in)
 		if err != nil || v != tt.want || v.Dialect() != tt.dialect {
-			t.Errorf("ParseVersion(%q) = %v (%v), %v; want %v (%v)", tt.in, v, v.Dialect(), err, tt.want, tt.dialect)
+			t.Errorf("parseVersion(%q) = %v (%v), %v; want %v (%v)", tt.in, v, v.Dialect(), err, tt.want, tt.dialect)
 		}
 	}
 	for _, in := range []string{"", "smolvm", "smolvm 1.2", "smolvm x.y.z"} {
-		if _, err := ParseVersion(in); err == nil {
-			t.Errorf("ParseVersion(%q) succeeded", in)
+		if _, err := parseVersion(in); err == nil {
+			t.Errorf("parseVersion(%q) succeeded", in)
 		}
 	}
 }
@@ -40,7 +40,7 @@ func TestVersionGates(t *testing.T) {
 	if (Version{1, 7, 9}).EnforcesAllowCIDROnFrom() || !(Version{1, 8, 0}).EnforcesAllowCIDROnFrom() {
 		t.Error("allow-cidr on --from must start at 1.8.0")
 	}
-	if !(Version{0, 9, 9}).Less(Version{1, 0, 0}) || (Version{1, 0, 0}).Less(Version{1, 0, 0}) {
+	if !(Version{0, 9, 9}).less(Version{1, 0, 0}) || (Version{1, 0, 0}).less(Version{1, 0, 0}) {
 		t.Error("Less is wrong")
 	}
 }
@@ -77,7 +77,7 @@ func TestFeatureSupport(t *testing.T) {
 		})
 	}
 	unknown := Feature(99)
-	if (Version{99, 0, 0}).Supports(unknown) || !unknown.Since().IsZero() || unknown.String() != "Feature(99)" {
+	if (Version{99, 0, 0}).Supports(unknown) || !unknown.Since().isZero() || unknown.String() != "Feature(99)" {
 		t.Errorf("an unknown feature must be unsupported everywhere")
 	}
 	if (Version{1, 7, 9}).EnforcesAllowCIDROnFrom() || !v180.EnforcesAllowCIDROnFrom() {

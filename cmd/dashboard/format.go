@@ -23,17 +23,17 @@ const lineWidth = 46
 // a line in a window 1440 px wide.
 const summaryWidth = 36
 
-// FormatResult renders an agent:run task's result (tasks.Result JSON) as
+// formatResult renders an agent:run task's result (tasks.Result JSON) as
 // short lines. Other task types, and results that are not a tasks.Result,
 // are shown as asynqmon shows them by default.
 //
 // asynqmon v0.7.2 passes the task type from its task lists and an empty
-// type from its task detail API, and FormatResult uses that: a list row
+// type from its task detail API, and formatResult uses that: a list row
 // gets a summary of two or three lines (exit code, total time, where it
 // ran, the error or the output's last line), the task page the whole
 // result (see detail). An empty type is also why the result itself must
 // look like a tasks.Result to be taken as one.
-func FormatResult(taskType string, result []byte) string {
+func formatResult(taskType string, result []byte) string {
 	r, ok := parseResult(taskType, result)
 	if !ok {
 		return asynqmon.DefaultResultFormatter.FormatResult(taskType, result)

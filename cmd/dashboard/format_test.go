@@ -99,7 +99,7 @@ commit: none`},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			if got := FormatResult("", []byte(marshal(t, tt.result))); got != tt.want {
+			if got := formatResult("", []byte(marshal(t, tt.result))); got != tt.want {
 				t.Errorf("got:\n%s\nwant:\n%s", got, tt.want)
 			}
 		})
@@ -128,7 +128,7 @@ func TestFormatResultSummary(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			got := FormatResult(tasks.TypeAgentRun, []byte(marshal(t, tt.result)))
+			got := formatResult(tasks.TypeAgentRun, []byte(marshal(t, tt.result)))
 			if got != tt.want {
 				t.Errorf("got:\n%s\nwant:\n%s", got, tt.want)
 			}
@@ -157,12 +157,12 @@ func TestFormatResultNotOurs(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			if got := FormatResult(tt.taskType, []byte(tt.result)); got != tt.result {
+			if got := formatResult(tt.taskType, []byte(tt.result)); got != tt.result {
 				t.Errorf("got %q, want the result as is", got)
 			}
 		})
 	}
-	if got := FormatResult(tasks.TypeAgentRun, []byte{0xff, 0x00}); got != "non-printable bytes" {
+	if got := formatResult(tasks.TypeAgentRun, []byte{0xff, 0x00}); got != "non-printable bytes" {
 		t.Errorf("binary result: got %q, want asynqmon's default", got)
 	}
 }

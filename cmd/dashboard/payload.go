@@ -13,10 +13,10 @@ import (
 	"github.com/bot-bottle/bottleq/tasks"
 )
 
-// redacted stands in for a value FormatPayload does not show.
+// redacted stands in for a value formatPayload does not show.
 const redacted = "<redacted>"
 
-// shownFields are the agent:run payload fields FormatPayload shows as they
+// shownFields are the agent:run payload fields formatPayload shows as they
 // are: none holds a secret by the payload's contract. env and files are
 // shown redacted; any other field, known to tasks.AgentRun or not, has its
 // value redacted, so that a field added to the payload stays hidden until
@@ -34,7 +34,7 @@ const (
 	maxPayloadLines = 40
 )
 
-// FormatPayload renders a task's payload for the UI and its /api without
+// formatPayload renders a task's payload for the UI and its /api without
 // secrets, and compactly: one line per top-level field, "name: value", in
 // the payload's order, the value as compact JSON. Each env value is shown
 // as "<redacted>" (names that are not valid variable names are hidden
@@ -52,9 +52,9 @@ const (
 // them as they are instead of spreading the payload over a line per
 // value.
 //
-// As with FormatResult, an empty taskType is taken as "maybe agent:run":
+// As with formatResult, an empty taskType is taken as "maybe agent:run":
 // the payload is shown when it is a JSON object with a command field.
-func FormatPayload(taskType string, payload []byte) string {
+func formatPayload(taskType string, payload []byte) string {
 	if len(bytes.TrimSpace(payload)) == 0 {
 		return "<empty payload>"
 	}
@@ -208,7 +208,7 @@ func objectFields(data []byte) (fields []field, after int, err error) {
 	return fields, len(rest), nil
 }
 
-// notShown is what FormatPayload shows for a payload it cannot show.
+// notShown is what formatPayload shows for a payload it cannot show.
 func notShown(payload []byte, why string) string {
 	return fmt.Sprintf("<payload not shown: %s, %s>", formatSize(int64(len(payload))), why)
 }

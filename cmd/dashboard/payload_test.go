@@ -80,9 +80,9 @@ files: [{"path":"/in/a.txt","content":"<28 bytes>","mode":"0600"},{"path":"/in/e
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			got := FormatPayload(tt.taskType, []byte(tt.payload))
+			got := formatPayload(tt.taskType, []byte(tt.payload))
 			if got != tt.want {
-				t.Errorf("FormatPayload(%q, %s)\n got: %s\nwant: %s", tt.taskType, tt.payload, got, tt.want)
+				t.Errorf("formatPayload(%q, %s)\n got: %s\nwant: %s", tt.taskType, tt.payload, got, tt.want)
 			}
 			for _, leak := range []string{secret, string(content), b64} {
 				if strings.Contains(got, leak) {
@@ -94,7 +94,7 @@ files: [{"path":"/in/a.txt","content":"<28 bytes>","mode":"0600"},{"path":"/in/e
 }
 
 // TestPayloadFieldsClassified fails when tasks.AgentRun or tasks.File gains
-// a JSON field FormatPayload has not been told about: until it is, the
+// a JSON field formatPayload has not been told about: until it is, the
 // field's value is shown as "<redacted>", which is safe but useless.
 func TestPayloadFieldsClassified(t *testing.T) {
 	t.Parallel()
@@ -112,7 +112,7 @@ func TestPayloadFieldsClassified(t *testing.T) {
 				continue
 			}
 			if !tt.known(name) {
-				t.Errorf("%s field %q: decide whether FormatPayload shows it (shownFields) or redacts it", tt.typ, name)
+				t.Errorf("%s field %q: decide whether formatPayload shows it (shownFields) or redacts it", tt.typ, name)
 			}
 		}
 	}

@@ -143,9 +143,9 @@ func newHandler(c config, rc redis.UniversalClient, log zerolog.Logger) (h http.
 		RedisConnOpt: redisurl.Shared(rc),
 		// Hides the UI's buttons; guard refuses the requests either way.
 		ReadOnly:        !c.writable,
-		ResultFormatter: asynqmon.ResultFormatterFunc(FormatResult),
+		ResultFormatter: asynqmon.ResultFormatterFunc(formatResult),
 		// asynqmon's default shows payloads raw, env values and all.
-		PayloadFormatter: asynqmon.PayloadFormatterFunc(FormatPayload),
+		PayloadFormatter: asynqmon.PayloadFormatterFunc(formatPayload),
 	})
 	insp := asynq.NewInspectorFromRedisClient(rc)
 	reg := prometheus.NewRegistry()

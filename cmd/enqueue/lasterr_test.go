@@ -9,7 +9,8 @@ import (
 
 	"github.com/hibiken/asynq"
 
-	"github.com/bot-bottle/bottleq/enqueue/enqueuetest"
+	"github.com/bot-bottle/bottleq/internal/testredis"
+	"github.com/bot-bottle/bottleq/internal/testworker"
 	"github.com/bot-bottle/bottleq/tasks"
 )
 
@@ -39,8 +40,8 @@ func TestShownErr(t *testing.T) {
 // user's message alone in --wait's last line, status and status --json.
 func TestOlderWorkersArchivedError(t *testing.T) {
 	t.Parallel()
-	r := enqueuetest.Redis(t)
-	enqueuetest.Serve(t, r, &enqueuetest.Agent{Run: func(context.Context, tasks.AgentRun, int) (tasks.Result, error) {
+	r := asynq.RedisClientOpt{Addr: testredis.Mini(t).Addr}
+	testworker.Serve(t, r, &testworker.Agent{Run: func(context.Context, tasks.AgentRun, int) (tasks.Result, error) {
 		return tasks.Result{}, fmt.Errorf("from: no commit for task x: %w", asynq.SkipRetry) // as older workers wrapped it
 	}})
 	e := env(r)

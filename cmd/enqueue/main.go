@@ -7,14 +7,15 @@
 //	        [--env K=V]... [--allow-host HOST[:PORT]]... [--file LOCAL:GUEST]...
 //	        [--artifact GUEST]... [--workdir DIR] [--cpus N] [--mem MiB]
 //	        [--timeout DUR] [--no-commit] [--task-id ID] [--queue Q]
-//	        [--max-retry N] [--wait [--wait-timeout DUR]] -- CMD [ARG...]
+//	        [--max-retry N] [--replicas N] [--wait [--wait-timeout DUR]] -- CMD [ARG...]
 //	enqueue status [--queue Q] [--json] ID
 //	enqueue wait   [--queue Q] [--wait-timeout DUR] ID
 //	enqueue cancel [--queue Q] [--wait-timeout DUR] ID
 //	enqueue -version
 //
-// REDIS_URL, REDIS_CA_FILE and BOTTLEQ_TENANT stand in for --redis,
-// --redis-ca and --tenant when those are not given.
+// The verbs take --redis, --redis-ca and --redis-wait too. REDIS_URL,
+// REDIS_CA_FILE and BOTTLEQ_TENANT stand in for --redis, --redis-ca and
+// --tenant when those are not given.
 //
 // Everything is validated before it connects to Redis. Exit codes: 0 done
 // (status: the task exists; cancel: it is cancelled); with --wait and wait,

@@ -28,8 +28,8 @@ const (
 	exitUsage = 2
 )
 
-// DefaultRedisURL is used when neither --redis nor REDIS_URL is set.
-const DefaultRedisURL = "redis://127.0.0.1:6379"
+// defaultRedisURL is used when neither --redis nor REDIS_URL is set.
+const defaultRedisURL = "redis://127.0.0.1:6379"
 
 const usageHead = `Usage: enqueue [flags] (--image IMG | --from REF) -- CMD [ARG...]
        enqueue status [--queue Q] [--json] ID
@@ -93,7 +93,7 @@ func newFlagSet(c *config, env *envFlag, files *listFlag, redisURL, redisCA, ten
 	fs := flag.NewFlagSet("enqueue", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
-	fs.StringVar(redisURL, "redis", "", "Redis `URL`: redis://, rediss:// (TLS) or redis-sentinel:// (see README) (default $REDIS_URL, else "+DefaultRedisURL+")")
+	fs.StringVar(redisURL, "redis", "", "Redis `URL`: redis://, rediss:// (TLS) or redis-sentinel:// (see README) (default $REDIS_URL, else "+defaultRedisURL+")")
 	fs.StringVar(redisCA, "redis-ca", "", "PEM `file` of CA certificates to trust for rediss:// (default $REDIS_CA_FILE)")
 	fs.DurationVar(&c.redisWait, "redis-wait", redisurl.DefaultWait, "how long to wait for Redis to answer before giving up (0: one try)")
 	fs.StringVar(tenant, "tenant", "", "the `tenant` the task runs for: up to "+fmt.Sprint(tasks.MaxTenantLen)+
@@ -137,7 +137,7 @@ func redisOpt(redisURL, redisCA string, wait time.Duration, getenv func(string) 
 		redisURL, redisFrom = getenv("REDIS_URL"), "REDIS_URL"
 	}
 	if redisURL == "" {
-		redisURL = DefaultRedisURL
+		redisURL = defaultRedisURL
 	}
 	r, err := redisurl.Parse(redisURL)
 	if err != nil {

@@ -16,8 +16,9 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/bot-bottle/bottleq/enqueue/enqueuetest"
 	"github.com/bot-bottle/bottleq/internal/livelog"
+	"github.com/bot-bottle/bottleq/internal/testredis"
+	"github.com/bot-bottle/bottleq/internal/testworker"
 	"github.com/bot-bottle/bottleq/tasks"
 )
 
@@ -99,7 +100,7 @@ func TestRunUsageErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			r := enqueuetest.Redis(t)
+			r := asynq.RedisClientOpt{Addr: testredis.Mini(t).Addr}
 			var stderr bytes.Buffer
 
 			code, stdout := run(t, env(r, tt.env...), &stderr, tt.args...)
@@ -143,7 +144,7 @@ func TestRunHelp(t *testing.T) {
 
 func TestRunEnqueue(t *testing.T) {
 	t.Parallel()
-	r := enqueuetest.Redis(t) // no worker: the task stays pending
+	r := asynq.RedisClientOpt{Addr: testredis.Mini(t).Addr} // no worker: the task stays pending
 	var stderr bytes.Buffer
 
 	code, stdout := run(t, env(r, "TOKEN", secret), &stderr,
@@ -208,7 +209,7 @@ func TestRunTenantAndResources(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			r := enqueuetest.Redis(t)
+			r := asynq.RedisClientOpt{Addr: testredis.Mini(t).Addr}
 			var stderr bytes.Buffer
 			args := append(append([]string{"--image", "alpine", "--task-id", "t1"}, tt.args...), "--", "true")
 
@@ -305,8 +306,8 @@ func TestRunWait(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			r := enqueuetest.Redis(t)
-			enqueuetest.Serve(t, r, &enqueuetest.Agent{
+			r := asynq.RedisClientOpt{Addr: testredis.Mini(t).Addr}
+			testworker.Serve(t, r, &testworker.Agent{
 				NoLiveOutput: tt.noLive,
 				Run:          func(context.Context, tasks.AgentRun, int) (tasks.Result, error) { return tt.result, tt.err },
 			})
@@ -339,8 +340,8 @@ func TestRunWait(t *testing.T) {
 // live output, not again from the result.
 func TestRunWaitLive(t *testing.T) {
 	t.Parallel()
-	r := enqueuetest.Redis(t)
-	enqueuetest.Serve(t, r, &enqueuetest.Agent{
+	r := asynq.RedisClientOpt{Addr: testredis.Mini(t).Addr}
+	testworker.Serve(t, r, &testworker.Agent{
 		Phases: []string{tasks.PhasePack, tasks.PhaseStop},
 		Run: func(_ context.Context, _ tasks.AgentRun, attempt int) (tasks.Result, error) {
 			if attempt == 1 {
@@ -359,7 +360,7 @@ func TestRunWaitLive(t *testing.T) {
 		"bottleq: task l1: pack (getting the VM's pack)\n" +
 		"bottleq: task l1: stop (stopping the VM to commit its state)\n" +
 		"bottleq: task l1: attempt 1 failed: machine start: kvm not available\n" +
-		"bottleq: task l1: attempt 2 starts on host enqueuetest\n" +
+		"bottleq: task l1: attempt 2 starts on host testworker\n" +
 		"bottleq: task l1: pack (getting the VM's pack), attempt 2\n" +
 		"bottleq: task l1: stop (stopping the VM to commit its state), attempt 2\n" +
 		"no newline\n"
@@ -395,8 +396,8 @@ func TestRunWaitProgress(t *testing.T) {
 	t.Parallel()
 	phases := []string{tasks.PhasePack, tasks.PhaseCreate, tasks.PhaseExec, tasks.PhaseCommit}
 	stderr := &lines{ch: make(chan string, 16)}
-	r := enqueuetest.Redis(t)
-	enqueuetest.Serve(t, r, &enqueuetest.Agent{
+	r := asynq.RedisClientOpt{Addr: testredis.Mini(t).Addr}
+	testworker.Serve(t, r, &testworker.Agent{
 		Phases: phases,
 		Step: func(ctx context.Context, phase string) error {
 			for {
@@ -449,7 +450,7 @@ func TestRunFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	r := enqueuetest.Redis(t)
+	r := asynq.RedisClientOpt{Addr: testredis.Mini(t).Addr}
 	var stderr bytes.Buffer
 	code, _ := run(t, env(r), &stderr, "--image", "alpine", "--task-id", "f1",
 		"--file", a+":/workspace/in/a.txt", "--file", script+":/workspace/run.sh",
@@ -495,7 +496,7 @@ func TestRunFiles(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			r := enqueuetest.Redis(t)
+			r := asynq.RedisClientOpt{Addr: testredis.Mini(t).Addr}
 			var stderr bytes.Buffer
 			args := append(append([]string{"--image", "alpine"}, tt.args...), "--", "true")
 			code, stdout := run(t, env(r), &stderr, args...)
@@ -518,10 +519,10 @@ func TestRunFiles(t *testing.T) {
 // prints the result's copy of the output after it.
 func TestRunWaitCutOutput(t *testing.T) {
 	t.Parallel()
-	r := enqueuetest.Redis(t)
+	r := asynq.RedisClientOpt{Addr: testredis.Mini(t).Addr}
 	rdb := redis.NewClient(&redis.Options{Addr: r.Addr})
 	defer rdb.Close()
-	enqueuetest.Serve(t, r, &enqueuetest.Agent{
+	testworker.Serve(t, r, &testworker.Agent{
 		Phases: []string{tasks.PhaseExec},
 		Step: func(ctx context.Context, _ string) error {
 			_, err := livelog.Append(ctx, rdb, tasks.DefaultQueue, "c1", livelog.Limits{MaxBytes: 1 << 20, MaxEntries: 100}, time.Hour,

@@ -18,9 +18,9 @@ import (
 	"github.com/bot-bottle/bottleq/tasks"
 )
 
-// DefaultCancelWait is how long cancel waits for a running task's worker
+// defaultCancelWait is how long cancel waits for a running task's worker
 // to confirm the cancel, unless --wait-timeout says otherwise.
-const DefaultCancelWait = time.Minute
+const defaultCancelWait = time.Minute
 
 // pendingNotice is how long --wait and wait watch a pending task before
 // they check that a live worker serves its queue.
@@ -67,7 +67,7 @@ up.`},
 Ends the task for good: it is not retried, its VM is deleted, asynq
 archives it and its result says cancelled. A task waiting to run is
 cancelled at once; a running one when its worker has deleted the VM, which
-cancel waits for (--wait-timeout, default ` + DefaultCancelWait.String() + `). A worker's
+cancel waits for (--wait-timeout, default ` + defaultCancelWait.String() + `). A worker's
 shutdown, by contrast, puts its running tasks back in their queue.
 Exits 0 once the task is cancelled (or was already), 1 when it already
 finished or is unknown, or its worker did not confirm in time (the cancel
@@ -106,7 +106,7 @@ func runVerb(ctx context.Context, v *verb, args []string, getenv func(string) st
 	fs := flag.NewFlagSet("enqueue "+v.name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
-	fs.StringVar(&redisURL, "redis", "", "Redis `URL`, redis:// or rediss:// (TLS) (default $REDIS_URL, else "+DefaultRedisURL+")")
+	fs.StringVar(&redisURL, "redis", "", "Redis `URL`, redis:// or rediss:// (TLS) (default $REDIS_URL, else "+defaultRedisURL+")")
 	fs.StringVar(&redisCA, "redis-ca", "", "PEM `file` of CA certificates to trust for rediss:// (default $REDIS_CA_FILE)")
 	fs.DurationVar(&redisWait, "redis-wait", redisurl.DefaultWait, "how long to wait for Redis to answer before giving up (0: one try)")
 	fs.StringVar(&a.queue, "queue", tasks.DefaultQueue, "the task's `queue`: an ID names a task on one queue only")
@@ -116,7 +116,7 @@ func runVerb(ctx context.Context, v *verb, args []string, getenv func(string) st
 	if v.waitTimeout {
 		def := "0: no limit"
 		if v.name == "cancel" {
-			def = DefaultCancelWait.String()
+			def = defaultCancelWait.String()
 		}
 		fs.DurationVar(&a.waitTimeout, "wait-timeout", 0, "give up waiting after this `duration` (default "+def+")")
 	}
@@ -314,7 +314,7 @@ func runWait(ctx context.Context, a verbArgs) int {
 func runCancel(ctx context.Context, a verbArgs) int {
 	timeout := a.waitTimeout
 	if timeout == 0 {
-		timeout = DefaultCancelWait
+		timeout = defaultCancelWait
 	}
 	cctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()

@@ -9,8 +9,9 @@ import (
 
 	"github.com/hibiken/asynq"
 
-	"github.com/bot-bottle/bottleq/enqueue/enqueuetest"
 	"github.com/bot-bottle/bottleq/internal/cliflag"
+	"github.com/bot-bottle/bottleq/internal/testredis"
+	"github.com/bot-bottle/bottleq/internal/testworker"
 	"github.com/bot-bottle/bottleq/tasks"
 )
 
@@ -51,7 +52,7 @@ func TestVerbUsageErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			r := enqueuetest.Redis(t)
+			r := asynq.RedisClientOpt{Addr: testredis.Mini(t).Addr}
 			stdout, stderr := must(t, env(r), exitUsage, tt.args...)
 			if !strings.HasPrefix(stderr, "enqueue: ") || strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, tt.wantText) {
 				t.Errorf("stderr = %q, want one line containing %q", stderr, tt.wantText)
@@ -93,8 +94,8 @@ func TestVersionAndVerbHelp(t *testing.T) {
 // task is exit 1 naming the queue.
 func TestVerbStatusAndWait(t *testing.T) {
 	t.Parallel()
-	r := enqueuetest.Redis(t)
-	enqueuetest.Serve(t, r, &enqueuetest.Agent{Phases: []string{tasks.PhasePack}, Run: func(context.Context, tasks.AgentRun, int) (tasks.Result, error) {
+	r := asynq.RedisClientOpt{Addr: testredis.Mini(t).Addr}
+	testworker.Serve(t, r, &testworker.Agent{Phases: []string{tasks.PhasePack}, Run: func(context.Context, tasks.AgentRun, int) (tasks.Result, error) {
 		return tasks.Result{ExitCode: 3, Stdout: "out\n", Stderr: "err\n", Host: "w1", VM: "bq-s1-a1", Tenant: "acme",
 			Commit: "/srv/c/s1.smolmachine", Phases: []tasks.PhaseTime{{Name: "pack", Seconds: 0.25}, {Name: "exec", Seconds: 1.5}}}, nil
 	}})
@@ -159,7 +160,7 @@ func TestVerbStatusAndWait(t *testing.T) {
 // and a second cancel then say so.
 func TestVerbCancelWaiting(t *testing.T) {
 	t.Parallel()
-	r := enqueuetest.Redis(t) // no worker
+	r := asynq.RedisClientOpt{Addr: testredis.Mini(t).Addr} // no worker
 	e := env(r)
 	must(t, e, exitOK, "--queue", "nobody", "--task-id", "c1", "--image", "alpine", "--", "agent")
 
@@ -188,8 +189,8 @@ func TestVerbCancelWaiting(t *testing.T) {
 // and when it gives up it says where the task is and how to cancel it.
 func TestWaitOnAnUnservedQueue(t *testing.T) {
 	t.Parallel()
-	r := enqueuetest.Redis(t)
-	enqueuetest.Serve(t, r, &enqueuetest.Agent{}) // serves "default" only
+	r := asynq.RedisClientOpt{Addr: testredis.Mini(t).Addr}
+	testworker.Serve(t, r, &testworker.Agent{}) // serves "default" only
 	_, stderr := must(t, env(r), exitFail, "--queue", "critical", "--task-id", "w1", "--wait", "--wait-timeout", "4s", "--image", "alpine", "--", "agent")
 	for _, want := range []string{
 		"bottleq: task w1: enqueued on queue critical\n",
@@ -206,7 +207,7 @@ func TestWaitOnAnUnservedQueue(t *testing.T) {
 // task's real state.
 func TestWaitInterrupted(t *testing.T) {
 	t.Parallel()
-	r := enqueuetest.Redis(t)
+	r := asynq.RedisClientOpt{Addr: testredis.Mini(t).Addr}
 	must(t, env(r), exitOK, "--task-id", "i1", "--image", "alpine", "--", "agent")
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()

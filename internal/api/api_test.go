@@ -447,7 +447,7 @@ func TestTokensFile(t *testing.T) {
 		{"twice", h + " acme *\n" + h + " globex *", "line 2: the same token as line 1"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			tk := NewTokens()
+			tk := newTokens()
 			err := tk.Load(strings.NewReader(tt.file))
 			if tt.err == "" {
 				if g, ok := tk.Lookup("t"); err != nil || !ok || g.Tenant != "acme" {

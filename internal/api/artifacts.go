@@ -98,7 +98,7 @@ func (s *Server) artifact(w http.ResponseWriter, r *http.Request, g Grant) {
 		return
 	}
 	if n >= len(ri.res.Artifacts) {
-		if !ri.Final() {
+		if !ri.final() {
 			writeError(w, errorf(http.StatusConflict, CodeNotReady, "n", fmt.Sprintf("run %s has not copied artifact %d out yet (it is %s)", ri.ID, n, ri.State)))
 		} else {
 			writeError(w, errorf(http.StatusNotFound, CodeNotFound, "n", fmt.Sprintf("run %s has %d artifacts: no artifact %d", ri.ID, len(ri.res.Artifacts), n)))

@@ -21,8 +21,8 @@ import (
 	"github.com/bot-bottle/bottleq/tasks"
 )
 
-// MaxRetryLimit is the most retries a run may ask for.
-const MaxRetryLimit = 100
+// maxRetryLimit is the most retries a run may ask for.
+const maxRetryLimit = 100
 
 // maxKeyLen bounds an Idempotency-Key.
 const maxKeyLen = 255
@@ -82,8 +82,8 @@ func (s *Server) parseCreate(body []byte, g Grant) (createRequest, *Error) {
 		if err := json.Unmarshal(raw, &n); err != nil {
 			return c, invalid("max_retry", "max_retry: must be a whole number")
 		}
-		if n < 0 || n > MaxRetryLimit {
-			return c, invalid("max_retry", fmt.Sprintf("max_retry: %d is out of range: 0 (no retry) to %d", n, MaxRetryLimit))
+		if n < 0 || n > maxRetryLimit {
+			return c, invalid("max_retry", fmt.Sprintf("max_retry: %d is out of range: 0 (no retry) to %d", n, maxRetryLimit))
 		}
 		c.MaxRetry = &n
 	}
@@ -236,14 +236,14 @@ func (s *Server) start(ctx context.Context, g Grant, c createRequest, key string
 	if key != "" {
 		id, ik, rec = keyedID(g.Tenant, key), idemKey(g.Tenant, key), c.Queue+" "+c.fingerprint()
 		var err error
-		if won, err = s.rdb.SetNX(ctx, ik, rec, IdempotencyTTL).Result(); err != nil {
+		if won, err = s.rdb.SetNX(ctx, ik, rec, idempotencyTTL).Result(); err != nil {
 			return Run{}, false, errRedis(err)
 		}
 		if !won {
 			old, err := s.rdb.Get(ctx, ik).Result()
 			switch {
 			case errors.Is(err, redis.Nil): // expired just now: take it
-				if won, err = s.rdb.SetNX(ctx, ik, rec, IdempotencyTTL).Result(); err != nil {
+				if won, err = s.rdb.SetNX(ctx, ik, rec, idempotencyTTL).Result(); err != nil {
 					return Run{}, false, errRedis(err)
 				}
 				old = rec
@@ -254,7 +254,7 @@ func (s *Server) start(ctx context.Context, g Grant, c createRequest, key string
 				return Run{}, false, errorf(http.StatusUnprocessableEntity, CodeKeyReused, "Idempotency-Key",
 					"Idempotency-Key: this key was used with another request; send a new key for a new run")
 			}
-			s.rdb.Expire(ctx, ik, IdempotencyTTL)
+			s.rdb.Expire(ctx, ik, idempotencyTTL)
 			if ri, found, err := s.read(ctx, c.Queue, id); err != nil {
 				return Run{}, false, errRedis(err)
 			} else if found && ri.Tenant == g.Tenant {

@@ -126,7 +126,7 @@ func (st *stream) send(ri *runInfo) (bool, error) {
 			st.cur = cursor{attempt: a, index: i}
 		}
 	}
-	if ri.Final() {
+	if ri.final() {
 		return true, st.event(EventDone, doneID, ri.Run)
 	}
 	return false, nil
@@ -327,7 +327,7 @@ func (h *hub) poll(key string, p *poller) {
 		default:
 			failing = false
 			p.publish(snapshot{run: ri}, signature(ri))
-			if ri.Final() {
+			if ri.final() {
 				stop(true)
 				return
 			}

@@ -22,8 +22,8 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/rs/zerolog"
 
-	"github.com/bot-bottle/bottleq/enqueue/enqueuetest"
 	"github.com/bot-bottle/bottleq/internal/testredis"
+	"github.com/bot-bottle/bottleq/internal/testworker"
 	"github.com/bot-bottle/bottleq/tasks"
 )
 
@@ -36,7 +36,7 @@ const (
 
 func testTokens(t testing.TB) *Tokens {
 	t.Helper()
-	tk := NewTokens()
+	tk := newTokens()
 	file := fmt.Sprintf("# test tokens\n%s acme default,fast\n%s acme fast  # a comment\n%s globex *\n",
 		TokenHash(tokAcme), TokenHash(tokAcmeFast), TokenHash(tokGlobex))
 	if err := tk.Load(strings.NewReader(file)); err != nil {
@@ -339,7 +339,7 @@ func (h *standIn) keep(tenant, id string, i int, guest string) tasks.Artifact {
 // serve runs the stand-in on the API's Redis for queues.
 func (a *testAPI) serve(step chan struct{}, queues ...string) {
 	a.t.Helper()
-	enqueuetest.Serve(a.t, a.opt, &standIn{dataDir: a.dataDir, step: step}, queues...)
+	testworker.Serve(a.t, a.opt, &standIn{dataDir: a.dataDir, step: step}, queues...)
 }
 
 // pretty indents JSON for a failure message.

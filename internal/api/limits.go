@@ -80,7 +80,7 @@ func (s *Server) prune(ctx context.Context, key string, now time.Time) error {
 			return err
 		}
 		reserved := time.UnixMilli(int64(m.Score))
-		if found && !ri.Final() || !found && now.Sub(reserved) < inFlightGrace {
+		if found && !ri.final() || !found && now.Sub(reserved) < inFlightGrace {
 			continue
 		}
 		gone = append(gone, member)

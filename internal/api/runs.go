@@ -60,8 +60,8 @@ type Run struct {
 	Result json.RawMessage `json:"result,omitempty"`
 }
 
-// Final reports whether the run has ended for good.
-func (r Run) Final() bool {
+// final reports whether the run has ended for good.
+func (r Run) final() bool {
 	return r.State == StateCompleted || r.State == StateArchived || r.State == StateCancelled
 }
 

@@ -36,19 +36,15 @@ const (
 	// DefaultCancelWait is how long POST /v1/runs/{id}/cancel waits for a
 	// running task to end before it answers 202.
 	DefaultCancelWait = 5 * time.Second
-	// IdempotencyTTL is how long an Idempotency-Key is remembered after
+	// idempotencyTTL is how long an Idempotency-Key is remembered after
 	// its last use.
-	IdempotencyTTL = 7 * 24 * time.Hour
+	idempotencyTTL = 7 * 24 * time.Hour
 	// keepAlive is how often an idle event stream gets a comment, so that
 	// proxies keep it open.
 	keepAlive = 15 * time.Second
 	// openRetryAfter is the Retry-After of a 429 for too many open runs.
 	openRetryAfter = 5 * time.Second
 )
-
-// DefaultMaxBodyBytes caps a request body: the payload without files, plus
-// the files at DefaultMaxFilesBytes in base64.
-const DefaultMaxBodyBytes = 256<<10 + (tasks.DefaultMaxFilesBytes+2)/3*4
 
 // Config configures a Server. Zero fields take the defaults above.
 type Config struct {
@@ -69,8 +65,8 @@ type Config struct {
 	// no cap.
 	Rate  float64
 	Burst int
-	// MaxBodyBytes caps a request body, files included. Default
-	// DefaultMaxBodyBytes.
+	// MaxBodyBytes caps a request body, files included. Default: 256 KiB
+	// for the payload without files, plus MaxFilesBytes in base64.
 	MaxBodyBytes int64
 	// MaxFilesBytes caps the content of a payload's files, as the
 	// workers' -max-files-bytes does. Default tasks.DefaultMaxFilesBytes.

@@ -16,8 +16,8 @@ import (
 	"github.com/bot-bottle/bottleq/tasks"
 )
 
-// AnyQueue in a tokens file's queue list lets the token use every queue.
-const AnyQueue = "*"
+// anyQueue in a tokens file's queue list lets the token use every queue.
+const anyQueue = "*"
 
 // Grant is what a token may do: whose runs it starts and sees, and on
 // which queues.
@@ -25,7 +25,7 @@ type Grant struct {
 	// Tenant is the tenant every run of the token belongs to.
 	Tenant string
 	// Queues lists the queues the token may use, sorted; nil means any
-	// queue (AnyQueue in the file).
+	// queue ("*" in the file).
 	Queues []string
 }
 
@@ -41,12 +41,12 @@ type Tokens struct {
 	grants map[[sha256.Size]byte]Grant
 }
 
-// NewTokens returns an empty set: every token is unknown until Load.
-func NewTokens() *Tokens { return &Tokens{grants: map[[sha256.Size]byte]Grant{}} }
+// newTokens returns an empty set: every token is unknown until Load.
+func newTokens() *Tokens { return &Tokens{grants: map[[sha256.Size]byte]Grant{}} }
 
 // LoadTokensFile reads the tokens file at path.
 func LoadTokensFile(path string) (*Tokens, error) {
-	t := NewTokens()
+	t := newTokens()
 	if err := t.LoadFile(path); err != nil {
 		return nil, err
 	}
@@ -65,9 +65,10 @@ func (t *Tokens) LoadFile(path string) error {
 
 // Load replaces the tokens with those read from r, in the tokens file
 // format: one token per line, "SHA256HEX TENANT QUEUE[,QUEUE...]", where
-// SHA256HEX is the hex SHA-256 of the token, the queue list may be
-// AnyQueue, and '#' starts a comment. An error names the line and never
-// quotes a digest; on any error the tokens held before stay in force.
+// SHA256HEX is the hex SHA-256 of the token, the queue list may be "*"
+// (any queue), and '#' starts a comment. An error names the line and
+// never quotes a digest; on any error the tokens held before stay in
+// force.
 func (t *Tokens) Load(r io.Reader) error {
 	grants, err := parseTokens(r)
 	if err != nil {
@@ -128,7 +129,7 @@ func parseTokens(r io.Reader) (map[[sha256.Size]byte]Grant, error) {
 			return nil, bad("%v", err)
 		}
 		g := Grant{Tenant: f[1]}
-		if f[2] != AnyQueue {
+		if f[2] != anyQueue {
 			for _, q := range strings.Split(f[2], ",") {
 				if err := validate.Queue(q); err != nil {
 					return nil, bad("queue %v", err)

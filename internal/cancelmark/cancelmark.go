@@ -23,9 +23,9 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// TTL is how long a mark lives: longer than any retry delay a cancelled
+// ttl is how long a mark lives: longer than any retry delay a cancelled
 // task can be left with, and than a worker takes to tear one down.
-const TTL = 24 * time.Hour
+const ttl = 24 * time.Hour
 
 // Who set a mark, as its value says.
 const (
@@ -36,14 +36,14 @@ const (
 	ByAsynq = "asynq CancelProcessing (such as the dashboard's cancel)"
 )
 
-// Key is the Redis key of the mark of task id on queue. The braces put it
+// key is the Redis key of the mark of task id on queue. The braces put it
 // in the queue's Redis Cluster slot, as asynq's own keys are.
-func Key(queue, id string) string { return "bottleq:cancel:{" + queue + "}:" + id }
+func key(queue, id string) string { return "bottleq:cancel:{" + queue + "}:" + id }
 
 // Set marks task id on queue cancelled by by. An existing mark is kept,
 // and its by with it.
 func Set(ctx context.Context, rdb redis.UniversalClient, queue, id, by string) error {
-	if err := rdb.SetNX(ctx, Key(queue, id), by, TTL).Err(); err != nil {
+	if err := rdb.SetNX(ctx, key(queue, id), by, ttl).Err(); err != nil {
 		return fmt.Errorf("cancel mark of task %s: %w", id, err)
 	}
 	return nil
@@ -51,7 +51,7 @@ func Set(ctx context.Context, rdb redis.UniversalClient, queue, id, by string) e
 
 // Get returns who marked task id on queue cancelled, or "" when nobody did.
 func Get(ctx context.Context, rdb redis.UniversalClient, queue, id string) (string, error) {
-	by, err := rdb.Get(ctx, Key(queue, id)).Result()
+	by, err := rdb.Get(ctx, key(queue, id)).Result()
 	switch {
 	case err == redis.Nil:
 		return "", nil
@@ -64,7 +64,7 @@ func Get(ctx context.Context, rdb redis.UniversalClient, queue, id string) (stri
 // Clear removes the mark of task id on queue, so that a new task of that
 // ID is not taken for the cancelled one.
 func Clear(ctx context.Context, rdb redis.UniversalClient, queue, id string) error {
-	if err := rdb.Del(ctx, Key(queue, id)).Err(); err != nil {
+	if err := rdb.Del(ctx, key(queue, id)).Err(); err != nil {
 		return fmt.Errorf("cancel mark of task %s: %w", id, err)
 	}
 	return nil

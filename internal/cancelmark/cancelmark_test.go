@@ -1,4 +1,4 @@
-package cancelmark_test
+package cancelmark
 
 import (
 	"context"
@@ -6,7 +6,6 @@ import (
 
 	"github.com/hibiken/asynq"
 
-	"github.com/bot-bottle/bottleq/internal/cancelmark"
 	"github.com/bot-bottle/bottleq/internal/testredis"
 )
 
@@ -32,33 +31,33 @@ func TestMark(t *testing.T) {
 	t.Parallel()
 	each(t, func(t *testing.T, r asynq.RedisConnOpt) {
 		ctx := context.Background()
-		rdb, err := cancelmark.Client(r)
+		rdb, err := Client(r)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer rdb.Close()
-		if by, err := cancelmark.Get(ctx, rdb, "default", "t1"); by != "" || err != nil {
+		if by, err := Get(ctx, rdb, "default", "t1"); by != "" || err != nil {
 			t.Fatalf("before Set: %q, %v", by, err)
 		}
-		if err := cancelmark.Set(ctx, rdb, "default", "t1", cancelmark.ByEnqueue); err != nil {
+		if err := Set(ctx, rdb, "default", "t1", ByEnqueue); err != nil {
 			t.Fatal(err)
 		}
-		if err := cancelmark.Set(ctx, rdb, "default", "t1", cancelmark.ByAsynq); err != nil {
+		if err := Set(ctx, rdb, "default", "t1", ByAsynq); err != nil {
 			t.Fatal(err)
 		}
-		if by, err := cancelmark.Get(ctx, rdb, "default", "t1"); by != cancelmark.ByEnqueue || err != nil {
+		if by, err := Get(ctx, rdb, "default", "t1"); by != ByEnqueue || err != nil {
 			t.Errorf("after two Sets: %q, %v; want the first setter", by, err)
 		}
-		if by, _ := cancelmark.Get(ctx, rdb, "other", "t1"); by != "" {
+		if by, _ := Get(ctx, rdb, "other", "t1"); by != "" {
 			t.Errorf("the mark leaked to another queue: %q", by)
 		}
-		if ttl := rdb.TTL(ctx, cancelmark.Key("default", "t1")).Val(); ttl <= 0 || ttl > cancelmark.TTL {
-			t.Errorf("TTL = %v, want up to %v", ttl, cancelmark.TTL)
+		if left := rdb.TTL(ctx, key("default", "t1")).Val(); left <= 0 || left > ttl {
+			t.Errorf("TTL = %v, want up to %v", left, ttl)
 		}
-		if err := cancelmark.Clear(ctx, rdb, "default", "t1"); err != nil {
+		if err := Clear(ctx, rdb, "default", "t1"); err != nil {
 			t.Fatal(err)
 		}
-		if by, _ := cancelmark.Get(ctx, rdb, "default", "t1"); by != "" {
+		if by, _ := Get(ctx, rdb, "default", "t1"); by != "" {
 			t.Errorf("after Clear: %q", by)
 		}
 	})
@@ -70,7 +69,7 @@ func TestWriteResult(t *testing.T) {
 	t.Parallel()
 	each(t, func(t *testing.T, r asynq.RedisConnOpt) {
 		ctx := context.Background()
-		rdb, err := cancelmark.Client(r)
+		rdb, err := Client(r)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -81,7 +80,7 @@ func TestWriteResult(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ok, err := cancelmark.WriteResult(ctx, rdb, info.Queue, info.ID, []byte(`{"state":"cancelled"}`))
+		ok, err := WriteResult(ctx, rdb, info.Queue, info.ID, []byte(`{"state":"cancelled"}`))
 		if !ok || err != nil {
 			t.Fatalf("WriteResult = %v, %v", ok, err)
 		}
@@ -89,7 +88,7 @@ func TestWriteResult(t *testing.T) {
 		if err != nil || string(got.Result) != `{"state":"cancelled"}` || got.State != asynq.TaskStatePending {
 			t.Errorf("asynq reads result %q in state %v (%v)", got.Result, got.State, err)
 		}
-		ok, err = cancelmark.WriteResult(ctx, rdb, "q1", "gone", []byte(`{}`))
+		ok, err = WriteResult(ctx, rdb, "q1", "gone", []byte(`{}`))
 		if ok || err != nil {
 			t.Errorf("WriteResult of a missing task = %v, %v; want false", ok, err)
 		}

@@ -44,7 +44,7 @@ func Parse(fs *flag.FlagSet, args []string, envs []Env, getenv func(string) stri
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			Usage(w, head, fs, envs)
+			usage(w, head, fs, envs)
 		}
 		return nil, err
 	}
@@ -84,10 +84,10 @@ func ExitCode(stderr io.Writer, command string, err error) int {
 	return 2
 }
 
-// Usage prints head, then each flag with its variable and default. An
+// usage prints head, then each flag with its variable and default. An
 // empty default is not printed: such a flag's help says what empty means,
 // as "(default: the hostname)" does.
-func Usage(w io.Writer, head string, fs *flag.FlagSet, envs []Env) {
+func usage(w io.Writer, head string, fs *flag.FlagSet, envs []Env) {
 	fmt.Fprintf(w, "%s\n\nFlags (environment fallback in brackets):\n", head)
 	fs.VisitAll(func(f *flag.Flag) {
 		env := ""

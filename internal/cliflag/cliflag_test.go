@@ -73,7 +73,7 @@ func TestUsageDefaults(t *testing.T) {
 	fs, _, _ := newFS()
 	fs.String("host", "", "this host's name (default: the hostname)")
 	var out bytes.Buffer
-	Usage(&out, "Usage: x", fs, envs)
+	usage(&out, "Usage: x", fs, envs)
 	for _, want := range []string{
 		"  -n [X_N]\n    \ta number (default \"1\")\n",
 		"  -d [X_D]\n    \ta duration (default \"1s\")\n",

@@ -11,11 +11,11 @@ import (
 // -version; ExitCode turns it into exit code 0.
 var ErrVersion = errors.New("version printed")
 
-// Version is this build's version: the main module's version as the Go
+// buildVersion is this build's version: the main module's version as the Go
 // toolchain recorded it (a release tag, or a pseudo-version when built from
 // a git checkout), or "(devel)" when it recorded none. A "(devel)" build
 // from a checkout adds its commit.
-func Version() string {
+func buildVersion() string {
 	bi, ok := debug.ReadBuildInfo()
 	if !ok {
 		return "(devel)"
@@ -55,5 +55,5 @@ func versionOf(bi *debug.BuildInfo) string {
 // [Version] and the Go release that built it, such as
 // "worker v0.4.0 (go1.26.0)".
 func VersionLine(command string) string {
-	return fmt.Sprintf("%s %s (%s)", command, Version(), runtime.Version())
+	return fmt.Sprintf("%s %s (%s)", command, buildVersion(), runtime.Version())
 }

@@ -21,7 +21,7 @@ func TestVersionFlag(t *testing.T) {
 	if !errors.Is(err, ErrVersion) {
 		t.Fatalf("err = %v, want ErrVersion", err)
 	}
-	want := "x " + Version() + " (" + runtime.Version() + ")\n"
+	want := "x " + buildVersion() + " (" + runtime.Version() + ")\n"
 	if out.String() != want {
 		t.Errorf("printed %q, want %q", out.String(), want)
 	}
@@ -67,7 +67,7 @@ func TestVersionOf(t *testing.T) {
 			}
 		})
 	}
-	if v := Version(); v == "" || strings.ContainsAny(v, "\n") {
-		t.Errorf("Version() = %q", v)
+	if v := buildVersion(); v == "" || strings.ContainsAny(v, "\n") {
+		t.Errorf("buildVersion() = %q", v)
 	}
 }

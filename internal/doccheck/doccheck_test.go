@@ -25,6 +25,8 @@ var checked = []string{
 	"internal/cancelmark",
 	"internal/testredis",
 	"internal/testbin",
+	"internal/teststore",
+	"internal/testworker",
 	"cmd/dashboard",
 	"cmd/api",
 	"internal/api",

@@ -3,8 +3,8 @@
 // and that enqueue's Client.Follow, `enqueue --wait` and `enqueue wait`
 // read.
 //
-// Each task has one stream, [Key], and a counter, [SizeKey], of what the
-// stream has taken of its byte cap; braces put both in the queue's Redis
+// Each task has one stream, [Key], and a counter of what the stream has
+// taken of its byte cap; braces put both in the queue's Redis
 // Cluster slot, as asynq's own keys are. Each delivery of the task starts
 // with a [KindAttempt] entry and ends with a [KindEnd] entry, so a retry's
 // output is told from an earlier attempt's by the attempt entry before it.
@@ -34,9 +34,9 @@ import (
 // Key is the Redis stream of task id's live output on queue.
 func Key(queue, id string) string { return "bottleq:out:{" + queue + "}:" + id }
 
-// SizeKey is the counter of what task id's stream on queue has taken of
-// its cap, in [Entry.Cost] units.
-func SizeKey(queue, id string) string { return "bottleq:outsize:{" + queue + "}:" + id }
+// sizeKey is the counter of what task id's stream on queue has taken of
+// its cap, in Entry.cost units.
+func sizeKey(queue, id string) string { return "bottleq:outsize:{" + queue + "}:" + id }
 
 // Kinds of entry.
 const (
@@ -158,9 +158,9 @@ func (e Entry) Fields() []string {
 	return f
 }
 
-// Cost is what the entry takes of its stream's cap: its fields' bytes and
+// cost is what the entry takes of its stream's cap: its fields' bytes and
 // EntryOverhead.
-func (e Entry) Cost() int64 {
+func (e Entry) cost() int64 {
 	n := int64(EntryOverhead)
 	for _, s := range e.Fields() {
 		n += int64(len(s))
@@ -168,12 +168,12 @@ func (e Entry) Cost() int64 {
 	return n
 }
 
-// ErrBadEntry is an entry that does not decode: not one of this package's.
-var ErrBadEntry = errors.New("not a live output entry")
+// errBadEntry is an entry that does not decode: not one of this package's.
+var errBadEntry = errors.New("not a live output entry")
 
-// Parse decodes the entry of stream ID id with the field values values, as
+// parse decodes the entry of stream ID id with the field values values, as
 // go-redis returns them.
-func Parse(id string, values map[string]any) (Entry, error) {
+func parse(id string, values map[string]any) (Entry, error) {
 	e := Entry{ID: id}
 	str := func(k string) string { s, _ := values[k].(string); return s }
 	var err error
@@ -184,7 +184,7 @@ func Parse(id string, values map[string]any) (Entry, error) {
 		}
 		n, perr := strconv.ParseInt(s, 10, 64)
 		if perr != nil {
-			err = fmt.Errorf("%w: entry %s: %s is %q", ErrBadEntry, id, k, s)
+			err = fmt.Errorf("%w: entry %s: %s is %q", errBadEntry, id, k, s)
 		}
 		return n
 	}
@@ -192,7 +192,7 @@ func Parse(id string, values map[string]any) (Entry, error) {
 	switch e.Kind {
 	case KindAttempt, KindPhase, KindOutput, KindTruncated, KindEnd:
 	default:
-		return e, fmt.Errorf("%w: entry %s has kind %q", ErrBadEntry, id, e.Kind)
+		return e, fmt.Errorf("%w: entry %s has kind %q", errBadEntry, id, e.Kind)
 	}
 	e.Attempt = int(num("attempt"))
 	e.Host, e.Phase, e.Stream = str("host"), str("phase"), str("stream")
@@ -209,9 +209,9 @@ func Parse(id string, values map[string]any) (Entry, error) {
 
 // Limits bound one task's stream.
 type Limits struct {
-	// MaxBytes caps what the stream's entries cost (see [Entry.Cost]), for
-	// all the task's deliveries together: an output entry that would pass
-	// it is refused. Other entries are always added, and counted.
+	// MaxBytes caps what the stream's entries cost (each its fields'
+	// bytes plus EntryOverhead), for all the task's deliveries together:
+	// an output entry that would pass it is refused. Other entries are always added, and counted.
 	MaxBytes int64
 	// MaxEntries caps the stream's length: past it XADD trims the oldest
 	// entries (MAXLEN).
@@ -269,12 +269,12 @@ func Append(ctx context.Context, rdb redis.Scripter, queue, id string, l Limits,
 		if e.Kind == KindOutput {
 			capped = "1"
 		}
-		args = append(args, e.Cost(), capped, len(f))
+		args = append(args, e.cost(), capped, len(f))
 		for _, s := range f {
 			args = append(args, s)
 		}
 	}
-	res, err := appendScript.Run(ctx, rdb, []string{Key(queue, id), SizeKey(queue, id)}, args...).Slice()
+	res, err := appendScript.Run(ctx, rdb, []string{Key(queue, id), sizeKey(queue, id)}, args...).Slice()
 	if err != nil {
 		return nil, fmt.Errorf("live output of task %s: %w", id, err)
 	}
@@ -303,7 +303,7 @@ func Read(ctx context.Context, rdb redis.Cmdable, queue, id, after string, count
 	var out []Entry
 	for _, s := range streams {
 		for _, m := range s.Messages {
-			e, err := Parse(m.ID, m.Values)
+			e, err := parse(m.ID, m.Values)
 			if err != nil {
 				return out, err
 			}

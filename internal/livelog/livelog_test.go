@@ -48,13 +48,13 @@ func TestEntryRoundTrip(t *testing.T) {
 		for i := 0; i < len(f); i += 2 {
 			values[f[i]] = f[i+1]
 		}
-		got, err := Parse("1-0", values)
+		got, err := parse("1-0", values)
 		e.ID = "1-0"
 		if e.Kind == KindOutput && e.Data == nil {
 			e.Data = []byte{}
 		}
 		if err != nil || !reflect.DeepEqual(got, e) {
-			t.Errorf("Parse(Fields(%+v)) = %+v, %v", e, got, err)
+			t.Errorf("parse(Fields(%+v)) = %+v, %v", e, got, err)
 		}
 	}
 	for _, values := range []map[string]any{
@@ -62,8 +62,8 @@ func TestEntryRoundTrip(t *testing.T) {
 		{"attempt": "1"},
 		{"kind": KindPhase, "attempt": "one"},
 	} {
-		if _, err := Parse("1-0", values); !errors.Is(err, ErrBadEntry) {
-			t.Errorf("Parse(%v) = %v, want ErrBadEntry", values, err)
+		if _, err := parse("1-0", values); !errors.Is(err, errBadEntry) {
+			t.Errorf("parse(%v) = %v, want errBadEntry", values, err)
 		}
 	}
 }
@@ -90,7 +90,7 @@ func TestAppendCap(t *testing.T) {
 		ctx := context.Background()
 		out := func(s string) Entry { return Entry{Kind: KindOutput, Attempt: 1, Stream: Stdout, Data: []byte(s)} }
 		chunk := strings.Repeat("x", 100)
-		l := Limits{MaxBytes: 3 * out(chunk).Cost(), MaxEntries: 100}
+		l := Limits{MaxBytes: 3 * out(chunk).cost(), MaxEntries: 100}
 
 		ids, err := Append(ctx, rdb, "q", "t1", l, time.Hour, []Entry{
 			{Kind: KindAttempt, Attempt: 1, Host: "h"}, out(chunk), out(chunk),
@@ -130,7 +130,7 @@ func TestAppendCap(t *testing.T) {
 		if err != nil || len(later) != 2 || later[0].ID != all[4].ID {
 			t.Errorf("Read after %s = %+v, %v; want the last two", all[3].ID, later, err)
 		}
-		for _, k := range []string{Key("q", "t1"), SizeKey("q", "t1")} {
+		for _, k := range []string{Key("q", "t1"), sizeKey("q", "t1")} {
 			if ttl := rdb.PTTL(ctx, k).Val(); ttl <= 0 || ttl > time.Hour {
 				t.Errorf("%s expires in %v, want within the hour", k, ttl)
 			}
@@ -138,7 +138,7 @@ func TestAppendCap(t *testing.T) {
 
 		// Once a chunk is refused, a smaller one after it in the same call is
 		// too, though it would fit: the stream's output has no hole.
-		tight := Limits{MaxBytes: out(chunk).Cost() + out("y").Cost(), MaxEntries: 100}
+		tight := Limits{MaxBytes: out(chunk).cost() + out("y").cost(), MaxEntries: 100}
 		ids, _ = Append(ctx, rdb, "q", "t3", tight, time.Minute, []Entry{out(chunk), out(chunk), out("y")})
 		if ids[0] == "" || ids[1] != "" || ids[2] != "" {
 			t.Errorf("Append after a refusal = %q, want the first only", ids)

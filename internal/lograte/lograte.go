@@ -15,7 +15,8 @@ import (
 	"time"
 )
 
-// DefaultWindow is a Limiter's window when its Window is zero.
+// DefaultWindow is the least time between two lines a Limiter writes with
+// the same message.
 const DefaultWindow = 5 * time.Second
 
 // maxMessages bounds the messages a Limiter remembers. A message beyond
@@ -26,9 +27,6 @@ const maxMessages = 1024
 // to use, with DefaultWindow and the system clock; it is safe for
 // concurrent use.
 type Limiter struct {
-	// Window is the least time between two lines written with the same
-	// message. Zero means DefaultWindow.
-	Window time.Duration
 	// Now is the clock. Nil means time.Now.
 	Now func() time.Time
 
@@ -52,15 +50,11 @@ func (l *Limiter) Allow(msg string) (write bool, held int) {
 	if l.Now != nil {
 		now = l.Now
 	}
-	window := l.Window
-	if window <= 0 {
-		window = DefaultWindow
-	}
 	t := now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if r, ok := l.seen[msg]; ok {
-		if t.Sub(r.written) < window {
+		if t.Sub(r.written) < DefaultWindow {
 			r.held++
 			return false, 0
 		}
@@ -72,7 +66,7 @@ func (l *Limiter) Allow(msg string) (write bool, held int) {
 	}
 	if len(l.seen) >= maxMessages {
 		for m, r := range l.seen {
-			if t.Sub(r.written) >= window {
+			if t.Sub(r.written) >= DefaultWindow {
 				delete(l.seen, m)
 			}
 		}

@@ -60,8 +60,8 @@ func Mini(t testing.TB) *Server {
 	return &Server{Addr: m.Addr(), Kind: "miniredis", mini: m}
 }
 
-// Binary returns the redis-server path, or why there is none.
-func Binary() (string, error) {
+// redisServer returns the redis-server path, or why there is none.
+func redisServer() (string, error) {
 	p, err := exec.LookPath("redis-server")
 	if err != nil {
 		return "", fmt.Errorf("redis-server is not installed (apt-get install redis-server, or run .ci/run): %w", err)
@@ -118,7 +118,7 @@ func startReal(t testing.TB, tf *tlsFiles, extra ...string) *Server {
 // under CI) when there is none.
 func binaryOrSkip(t testing.TB) string {
 	t.Helper()
-	bin, err := Binary()
+	bin, err := redisServer()
 	if err != nil {
 		if os.Getenv("CI") != "" {
 			t.Fatalf("CI must run the real-Redis tests: %v", err)
@@ -217,7 +217,7 @@ func (s *Server) Restart(t testing.TB) {
 		return
 	}
 	s.Stop()
-	bin, err := Binary()
+	bin, err := redisServer()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,10 +5,10 @@ import (
 	"fmt"
 )
 
-// MaxQueueLen is the longest queue name [Queue] accepts.
-const MaxQueueLen = 64
+// maxQueueLen is the longest queue name Queue accepts.
+const maxQueueLen = 64
 
-// Queue checks a queue name: 1 to MaxQueueLen characters of A-Z a-z 0-9
+// Queue checks a queue name: 1 to 64 characters of A-Z a-z 0-9
 // and _ . : -. asynq itself only asks for a character that is not white
 // space, but it puts the name in Redis keys between braces
 // ("asynq:{NAME}:"), in logs and in the dashboard's URLs; this keeps names
@@ -17,8 +17,8 @@ func Queue(name string) error {
 	switch {
 	case name == "":
 		return errors.New("must not be empty")
-	case len(name) > MaxQueueLen:
-		return fmt.Errorf("is %d bytes, more than %d", len(name), MaxQueueLen)
+	case len(name) > maxQueueLen:
+		return fmt.Errorf("is %d bytes, more than %d", len(name), maxQueueLen)
 	}
 	for _, r := range name {
 		if r < 0x80 && (isAlpha(byte(r)) || isDigit(byte(r)) || r == '_' || r == '.' || r == ':' || r == '-') {

@@ -1,11 +1,12 @@
-// Package enqueuetest runs in process what a test of a bottleq producer
-// needs: a Redis (miniredis, on loopback) and an asynq server whose handler
-// stands in for the bottleq worker, so that Enqueue, Wait and Follow can be
-// tested end to end without smolvm.
+// Package testworker stands in for the bottleq worker in tests of its
+// producers (package enqueue, cmd/enqueue, internal/api): an asynq server,
+// run in process against a test's Redis (see internal/testredis), whose
+// handler writes results and live output as the worker does, so that
+// Enqueue, Wait and Follow can be tested end to end without smolvm.
 //
 // It is for tests only: the stand-in runs no command, and production code
 // must not import this package.
-package enqueuetest
+package testworker
 
 import (
 	"context"
@@ -16,25 +17,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/alicebob/miniredis/v2"
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/bot-bottle/bottleq/internal/livelog"
 	"github.com/bot-bottle/bottleq/tasks"
 )
-
-// Redis starts an in-process Redis on 127.0.0.1 for the test's lifetime
-// and returns its address.
-func Redis(t testing.TB) asynq.RedisClientOpt {
-	t.Helper()
-	m := miniredis.NewMiniRedis()
-	if err := m.StartAddr("127.0.0.1:0"); err != nil {
-		t.Fatalf("start miniredis: %v", err)
-	}
-	t.Cleanup(m.Close)
-	return asynq.RedisClientOpt{Addr: m.Addr()}
-}
 
 // Serve runs an asynq server with handler h on r until the test ends. It
 // serves the given queues, or tasks.DefaultQueue, polls every few
@@ -46,7 +34,7 @@ func Serve(t testing.TB, r asynq.RedisConnOpt, h asynq.Handler, queues ...string
 	if a, ok := h.(*Agent); ok && !a.NoLiveOutput {
 		rdb, ok := r.MakeRedisClient().(redis.UniversalClient)
 		if !ok {
-			t.Fatalf("enqueuetest: %T makes no go-redis client", r)
+			t.Fatalf("testworker: %T makes no go-redis client", r)
 		}
 		t.Cleanup(func() { rdb.Close() })
 		a.rdb = rdb
@@ -122,7 +110,7 @@ func (a *Agent) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	}
 	retried, _ := asynq.GetRetryCount(ctx)
 	attempt := retried + 1
-	if err := a.live(ctx, livelog.Entry{Kind: livelog.KindAttempt, Attempt: attempt, Host: "enqueuetest"}); err != nil {
+	if err := a.live(ctx, livelog.Entry{Kind: livelog.KindAttempt, Attempt: attempt, Host: "testworker"}); err != nil {
 		return err
 	}
 	for _, phase := range a.Phases {
