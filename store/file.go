@@ -32,6 +32,16 @@ type fileStore struct {
 // Get instead.
 const digestAttr = "user.bottleq.sha256"
 
+// NewFile returns the file store in dir, an absolute directory, without
+// touching the disk: the first Put creates dir, and reading a store whose
+// dir does not exist yet finds nothing. [Open] checks the directory first.
+func NewFile(dir string) (Store, error) {
+	if !filepath.IsAbs(dir) {
+		return nil, configErr("dir", "%q is not an absolute path", dir)
+	}
+	return &fileStore{root: filepath.Clean(dir)}, nil
+}
+
 func openFile(dir string) (*fileStore, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, configErr("dir", "cannot create %s: %v", dir, unwrapPath(err))

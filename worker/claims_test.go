@@ -14,32 +14,33 @@ import (
 	"github.com/bot-bottle/bottleq/tasks"
 )
 
-// TestSimSecondRunWins: through the real client and simulator, the same
-// attempt run twice after one another, as asynq's at-least-once delivery
-// may, leaves one commit, the second run's: a task from it reads what the
-// second run wrote.
-func TestSimSecondRunWins(t *testing.T) {
+// TestSimDuplicateRunKeepsFirstCommit: through the real client and
+// simulator, the same attempt run twice after one another, as asynq's
+// at-least-once delivery may, leaves one commit, the first run's: the store
+// is create-only, so the second run finds the key taken by its own task and
+// keeps what is there. A task from it reads what the first run wrote.
+func TestSimDuplicateRunKeepsFirstCommit(t *testing.T) {
 	t.Parallel()
 	h, _, _ := simHandler(t, nil)
-	var commits []string
+	var keys []string
 	for _, word := range []string{"first", "second"} {
 		p := tasks.AgentRun{Image: "alpine:3", Workdir: "/work", Command: []string{"sh", "-c", "echo " + word + " > run.txt"}}
 		var w results
 		if err := h.Run(context.Background(), Meta{ID: "twice"}, payload(t, p), &w); err != nil {
 			t.Fatalf("%s run: %v", word, err)
 		}
-		commits = append(commits, w.result(t).Commit)
+		keys = append(keys, w.result(t).CommitKey)
 	}
-	if commits[0] == "" || commits[0] != commits[1] {
-		t.Fatalf("commits %q: want both runs to commit to one path", commits)
+	if keys[0] == "" || keys[0] != keys[1] {
+		t.Fatalf("commit keys %q: want both runs to name one", keys)
 	}
 	var w results
 	p := tasks.AgentRun{From: "task:twice", Workdir: "/work", Commit: tasks.Bool(false), Command: []string{"cat", "run.txt"}}
 	if err := h.Run(context.Background(), Meta{ID: "reader"}, payload(t, p), &w); err != nil {
 		t.Fatal(err)
 	}
-	if got := w.result(t).Stdout; got != "second\n" {
-		t.Errorf("a task from the commit read %q, want the second run's %q", got, "second\n")
+	if got := w.result(t).Stdout; got != "first\n" {
+		t.Errorf("a task from the commit read %q, want the first run's %q", got, "first\n")
 	}
 }
 

@@ -1,51 +1,37 @@
 package worker
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
+	"time"
 
 	"github.com/bot-bottle/bottleq/smolvm"
+	"github.com/bot-bottle/bottleq/store"
 )
 
-// Commits finds the commit an earlier task left, for payloads with
-// from "task:ID". Commits live in the data directory of the host that made
-// them, per tenant; this is the one seam to swap for shared storage.
-type Commits interface {
-	// Lookup returns the pack of taskID's commit on this host when that
-	// task ran for tenant, or a *CommitError saying why it cannot be used
-	// here. A task of another tenant must read exactly as one that does
-	// not exist.
-	Lookup(ctx context.Context, tenant, taskID string) (smolvm.Pack, error)
-}
-
-// CommitError is a from "task:ID" that this host cannot serve. It is bad
-// input for this host and is not retried.
+// CommitError is a from "task:ID" that names no commit the task's tenant
+// may use. It is bad input and is not retried.
 type CommitError struct {
 	// TaskID is the task whose commit was asked for, the ID in "task:ID".
 	TaskID string
 	// Tenant is the tenant that asked.
 	Tenant string
-	// Host holds the commit, when it is known and is another host.
-	Host string
 	// Reason says, in a sentence about the task, what became of its
-	// commit, when Host is empty. Both are set only for a task of Tenant.
+	// commit. It is set only for a task of Tenant.
 	Reason string
 }
 
-// Error names the task and the host that holds its commit, or what became
-// of it; with neither, it says that the tenant has no such commit, the same
-// words for a task that does not exist and one of another tenant. It starts
-// with "from: ", the payload field at fault.
+// Error says what became of the task's commit; without a Reason, that the
+// tenant has no such commit, the same words for a task that does not exist
+// and one of another tenant. It starts with "from: ", the payload field at
+// fault.
 func (e *CommitError) Error() string {
-	switch {
-	case e.Host != "":
-		return fmt.Sprintf("from: the commit of task %s is on host %s, not on this one", e.TaskID, e.Host)
-	case e.Reason != "":
+	if e.Reason != "" {
 		return fmt.Sprintf("from: task %s %s", e.TaskID, e.Reason)
 	}
 	return fmt.Sprintf("from: tenant %s has no commit of task %s", e.Tenant, e.TaskID)
@@ -76,9 +62,9 @@ var ErrNoSuchTask = errors.New("no such task")
 // cannot read. The server wires it to asynq's Inspector.
 type HostOfTask func(ctx context.Context, taskID string) (EarlierTask, error)
 
-// commitOwner is the record beside each commit: whose it is. A commit is
-// served only to a task of the tenant it names, asking for the task it
-// names.
+// commitOwner is the record beside each commit in the store: whose it is.
+// A commit is served only to a task of the tenant it names, asking for the
+// task it names.
 type commitOwner struct {
 	TaskID  string `json:"task_id"`
 	Tenant  string `json:"tenant"`
@@ -86,126 +72,186 @@ type commitOwner struct {
 	Host    string `json:"host"`
 }
 
-// ownerSuffix ends the name of a commit's owner record.
+// ownerSuffix ends the key of a commit's owner record.
 const ownerSuffix = ".owner.json"
 
 // maxOwnerBytes bounds what is read of an owner record.
 const maxOwnerBytes = 64 << 10
 
-// commitStore lays commits out under DATA/commits, one directory per
-// tenant: KEY and KEY.smolmachine (the pack), KEY.owner.json (its
-// commitOwner).
-type commitStore struct {
-	dir string
+// commitKey is the store key of a task's commit: commits/TENANT/KEY.smolmachine,
+// KEY being the task's fileKey. Its owner record is ownerKey.
+func commitKey(tenant, taskID string) string {
+	return "commits/" + tenant + "/" + fileKey(taskID) + ".smolmachine"
 }
 
-// tenant is the pack store of one tenant's commits.
-func (s commitStore) tenant(tenant string) packStore {
-	return packStore{dir: filepath.Join(s.dir, tenant)}
+// ownerKey is the store key of a task's commit owner record:
+// commits/TENANT/KEY.owner.json.
+func ownerKey(tenant, taskID string) string {
+	return "commits/" + tenant + "/" + fileKey(taskID) + ownerSuffix
 }
 
-// write commits a VM with pack, then records its owner beside it; both
-// are written under temporary names, renamed into place and private.
-func (s commitStore) write(ctx context.Context, o commitOwner, pack func(ctx context.Context, out string) (smolvm.Pack, error)) (smolvm.Pack, error) {
-	store := s.tenant(o.Tenant)
-	key := fileKey(o.TaskID)
-	p, err := store.write(ctx, key, pack)
-	if err != nil {
-		return smolvm.Pack{}, err
-	}
-	b, err := json.Marshal(o)
-	if err != nil {
-		return smolvm.Pack{}, err
-	}
-	if err := writeAtomic(filepath.Join(store.dir, key+ownerSuffix), b); err != nil {
-		return smolvm.Pack{}, fmt.Errorf("commit owner record: %w", err)
-	}
-	return p, nil
-}
-
-// find returns the commit of taskID for tenant when its pack exists and
-// its owner record names that task and tenant; ok is false otherwise.
-func (s commitStore) find(tenant, taskID string) (p smolvm.Pack, ok bool, err error) {
-	store := s.tenant(tenant)
-	key := fileKey(taskID)
-	f, err := os.Open(filepath.Join(store.dir, key+ownerSuffix))
-	if errors.Is(err, os.ErrNotExist) {
-		return smolvm.Pack{}, false, nil
-	}
-	if err != nil {
-		return smolvm.Pack{}, false, err
-	}
-	defer f.Close()
-	var o commitOwner
-	if err := json.NewDecoder(io.LimitReader(f, maxOwnerBytes)).Decode(&o); err != nil || o.TaskID != taskID || o.Tenant != tenant {
-		return smolvm.Pack{}, false, nil
-	}
-	p = store.pack(key)
-	if _, err := os.Stat(p.Machine); errors.Is(err, os.ErrNotExist) {
-		return smolvm.Pack{}, false, nil
-	} else if err != nil {
-		return smolvm.Pack{}, false, err
-	}
-	return p, true, nil
-}
-
-// writeAtomic writes data to path through a private temporary file in its
-// directory, renamed into place: path is 0600 and whole, or absent.
-func writeAtomic(path string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name()) // after the rename, a no-op
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Chmod(privateFile)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if err := errors.Join(err, f.Close()); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
-}
-
-// localCommits is Commits for one host's data directory.
-type localCommits struct {
-	store  commitStore
-	host   string
+// commits keeps tasks' commits in the store, where every host of the pool
+// finds them, and a copy in this host's cache (under the same path as the
+// key). Both objects are create-only: a duplicate delivery of a task that
+// finds its commit taken keeps the one stored.
+type commits struct {
+	cache  *cache
 	hostOf HostOfTask // may be nil
 }
 
-func (c localCommits) Lookup(ctx context.Context, tenant, taskID string) (smolvm.Pack, error) {
-	p, ok, err := c.store.find(tenant, taskID)
+// committed is a commit in the store.
+type committed struct {
+	// Path is this host's copy, in the cache.
+	Path string
+	// Key is its store key.
+	Key string
+	// Stored is when the store took it, the start of its retention.
+	Stored time.Time
+}
+
+// write commits a VM with pack (smolvm writes the pack it is given, in the
+// cache's temporary directory), uploads it create-only, then its owner
+// record, and keeps it in the cache. When a duplicate delivery of the task
+// stored a commit first, that one stands and this VM's is dropped.
+func (s *commits) write(ctx context.Context, o commitOwner, pack func(ctx context.Context, out string) (smolvm.Pack, error)) (committed, error) {
+	key := commitKey(o.Tenant, o.TaskID)
+	out, err := s.cache.tempPath("commit")
 	if err != nil {
-		return smolvm.Pack{}, fmt.Errorf("from: reading the commit of task %s: %w", taskID, err)
+		return committed{}, err
+	}
+	p, err := pack(ctx, out)
+	os.Remove(out) // the stub: a VM is created from the .smolmachine alone
+	if err != nil {
+		os.Remove(out + ".smolmachine")
+		return committed{}, err
+	}
+	obj, err := s.cache.put(ctx, key, p.Machine, "")
+	if errors.Is(err, store.ErrExists) {
+		os.Remove(p.Machine)
+		return s.taken(ctx, o)
+	}
+	if err != nil {
+		os.Remove(p.Machine)
+		return committed{}, fmt.Errorf("commit: storing it: %w", err)
+	}
+	if err := s.claim(ctx, o); err != nil {
+		os.Remove(p.Machine)
+		return committed{}, err
+	}
+	if err := s.cache.adopt(p.Machine, key); err != nil {
+		os.Remove(p.Machine)
+		return committed{}, err
+	}
+	return committed{Path: s.cache.path(key), Key: key, Stored: obj.Modified}, nil
+}
+
+// taken handles a commit key found taken: a delivery of the same task
+// stored its commit first (and may have died before its owner record).
+// That commit is the task's; this host fetches it into its cache.
+func (s *commits) taken(ctx context.Context, o commitOwner) (committed, error) {
+	key := commitKey(o.Tenant, o.TaskID)
+	if err := s.claim(ctx, o); err != nil {
+		return committed{}, err
+	}
+	obj, err := s.cache.st.Stat(ctx, key)
+	if err != nil {
+		return committed{}, fmt.Errorf("commit: %w", err)
+	}
+	l, _, err := s.cache.fetch(ctx, key, key)
+	if err != nil {
+		return committed{}, fmt.Errorf("commit: fetching the one stored first: %w", err)
+	}
+	l.Release()
+	return committed{Path: l.Path, Key: key, Stored: obj.Modified}, nil
+}
+
+// claim stores o's owner record, create-only. A record already there for
+// the same task and tenant is a duplicate delivery's, and will do.
+func (s *commits) claim(ctx context.Context, o commitOwner) error {
+	b, err := json.Marshal(o)
+	if err != nil {
+		return err
+	}
+	key := ownerKey(o.Tenant, o.TaskID)
+	_, err = s.cache.st.Put(ctx, key, bytes.NewReader(b), store.PutOptions{})
+	if !errors.Is(err, store.ErrExists) {
+		if err != nil {
+			return fmt.Errorf("commit owner record: %w", err)
+		}
+		return nil
+	}
+	_, ok, err := s.owner(ctx, o.Tenant, o.TaskID)
+	switch {
+	case err != nil:
+		return fmt.Errorf("commit owner record: %w", err)
+	case !ok:
+		return fmt.Errorf("commit owner record: %s holds a record of another task", key)
+	}
+	return nil
+}
+
+// owner reads the owner record of taskID's commit for tenant; ok is false
+// when there is none, or it names another task or tenant, or cannot be
+// read as one.
+func (s *commits) owner(ctx context.Context, tenant, taskID string) (o commitOwner, ok bool, err error) {
+	rc, _, err := s.cache.st.Get(ctx, ownerKey(tenant, taskID))
+	if errors.Is(err, store.ErrNotFound) {
+		return o, false, nil
+	}
+	if err != nil {
+		return o, false, err
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(io.LimitReader(rc, maxOwnerBytes))
+	if err != nil {
+		return o, false, err
+	}
+	if json.Unmarshal(b, &o) != nil || o.TaskID != taskID || o.Tenant != tenant {
+		return commitOwner{}, false, nil
+	}
+	return o, true, nil
+}
+
+// Lookup leases this host's copy of taskID's commit when that task ran for
+// tenant, fetching it from the store first when needed. Otherwise it is a
+// *CommitError saying why it cannot be used: a task of another tenant reads
+// exactly as one that does not exist. A store or queue it cannot read is
+// another error, retried.
+func (s *commits) Lookup(ctx context.Context, tenant, taskID string) (*lease, error) {
+	_, ok, err := s.owner(ctx, tenant, taskID)
+	if err != nil {
+		return nil, fmt.Errorf("from: reading the commit of task %s: %w", taskID, err)
 	}
 	if ok {
-		return p, nil
+		key := commitKey(tenant, taskID)
+		l, _, err := s.cache.fetch(ctx, key, key)
+		if err == nil {
+			return l, nil
+		}
+		if !errors.Is(err, store.ErrNotFound) {
+			return nil, fmt.Errorf("from: fetching the commit of task %s: %w", taskID, err)
+		}
+		// The record outlived its commit by moments: both expire.
 	}
 	none := &CommitError{TaskID: taskID, Tenant: tenant}
-	if c.hostOf == nil {
-		return smolvm.Pack{}, none
+	if s.hostOf == nil {
+		return nil, none
 	}
-	t, err := c.hostOf(ctx, taskID)
+	t, err := s.hostOf(ctx, taskID)
 	switch {
 	case errors.Is(err, ErrNoSuchTask):
-		return smolvm.Pack{}, none
+		return nil, none
 	case err != nil:
 		// The queue could not be read: worth a retry. The error is the
 		// queue's, the same whoever's the task.
-		return smolvm.Pack{}, fmt.Errorf("from: looking up task %s: %w", taskID, err)
+		return nil, fmt.Errorf("from: looking up task %s: %w", taskID, err)
 	case t.Tenant != tenant:
-		return smolvm.Pack{}, none
+		return nil, none
 	}
 	// The task is this tenant's: say what became of its commit.
 	switch {
-	case t.Committed && t.Host != c.host:
-		return smolvm.Pack{}, &CommitError{TaskID: taskID, Tenant: tenant, Host: t.Host}
 	case t.Committed:
-		none.Reason = "committed on this host, but its commit is missing from the data directory"
+		none.Reason = "committed, but its commit is no longer in the store (its retention ended, or it was deleted)"
 	case t.NoCommit && t.State == "completed":
 		none.Reason = "ran without a commit (its payload set commit: false)"
 	case t.NoCommit:
@@ -221,5 +267,5 @@ func (c localCommits) Lookup(ctx context.Context, tenant, taskID string) (smolvm
 	default:
 		none.Reason = "has not run yet (it is " + t.State + "): it has no commit yet"
 	}
-	return smolvm.Pack{}, none
+	return nil, none
 }

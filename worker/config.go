@@ -8,6 +8,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/bot-bottle/bottleq/egress"
+	"github.com/bot-bottle/bottleq/store"
 )
 
 // Config configures a [Handler]. Zero values have working defaults except
@@ -15,10 +16,31 @@ import (
 type Config struct {
 	// Smolvm runs smolvm. Required.
 	Smolvm Smolvm
-	// DataDir holds packs (packs/), commits (commits/TENANT/), artifacts
-	// (artifacts/TENANT/KEY/) and task input files while they are copied
-	// in (tmp/), private to this user. Required.
+	// DataDir holds the cache of what the worker takes from the store
+	// (cache/: image packs and commits), artifacts (artifacts/TENANT/KEY/),
+	// task input files while they are copied in (tmp/) and, by default,
+	// the store itself (store/), private to this user. Required.
 	DataDir string
+	// Store keeps commits, artifacts and image packs where every worker of
+	// the pool finds them (see package store): the keys are commits/TENANT/
+	// KEY.smolmachine with KEY.owner.json, artifacts/TENANT/KEY/RUN/N-NAME,
+	// packs/pinned/IMAGEKEY.smolmachine and packs/tagged/IMAGEKEY/
+	// GENERATION.smolmachine. Default: a file store in DATA/store, this
+	// host's alone.
+	Store store.Store
+	// Retention is how long commits and artifacts stay in the store; the
+	// sweep [Serve] runs deletes older ones (see [Handler.Retain]). Zero:
+	// DefaultRetention; negative is refused.
+	Retention time.Duration
+	// CacheMaxBytes caps the local cache (DATA/cache): past it, the least
+	// recently used files are evicted, never one a running task holds.
+	// Zero: DefaultCacheMaxBytes; negative is refused.
+	CacheMaxBytes int64
+	// PackLock is the lock the workers of a pool take to pack an image, so
+	// that one of them packs it and the others download its pack from the
+	// Store (see [RedisPoolLock]). Default: a lock among the processes of
+	// this host sharing DataDir only.
+	PackLock PoolLock
 	// FromDirs are the directories an absolute payload "from" path may
 	// name a pack in, after its symlinks are resolved. None may be, hold
 	// or lie inside DataDir, where agents' artifacts land. Default: none,
@@ -67,12 +89,8 @@ type Config struct {
 	// TeardownTimeout bounds deleting the VM, which runs even when the task
 	// was cancelled. Zero or negative: DefaultTeardownTimeout.
 	TeardownTimeout time.Duration
-	// Commits finds earlier tasks' commits, each for its tenant only.
-	// Default: this host's data directory only.
-	Commits Commits
-	// HostOfTask, with the default Commits, tells a task of the same
-	// tenant what became of a commit that is not here: which host has it,
-	// or why there is none. Default: none.
+	// HostOfTask tells a task of the same tenant what became of a commit
+	// that is not in the store: why there is none. Default: none.
 	HostOfTask HostOfTask
 	// BundledProxy is the egress proxy server this process runs. When set,
 	// ProxyURL must be its address as VMs reach it; each task registers its
@@ -145,7 +163,8 @@ type Hooks struct {
 	// Attempt is called once per task attempt with how it ended; on the
 	// task's last attempt, its Final is set.
 	Attempt func(Attempt)
-	// PackCache is called with whether an image pack was reused.
+	// PackCache is called with whether an image pack was reused: from
+	// this host's cache or the store, rather than packed here.
 	PackCache func(hit bool)
 	// VMs is called with +1 when a VM is created and -1 when it is deleted.
 	VMs func(delta int)
@@ -175,6 +194,10 @@ const (
 	DefaultMaxArtifactBytes = 64 << 20
 	// DefaultMaxArtifactsBytes is Config.MaxArtifactsBytes's default.
 	DefaultMaxArtifactsBytes = 256 << 20
+	// DefaultRetention is Config.Retention's default: 7 days.
+	DefaultRetention = 7 * 24 * time.Hour
+	// DefaultCacheMaxBytes is Config.CacheMaxBytes's default: 20 GiB.
+	DefaultCacheMaxBytes = 20 << 30
 
 	// DefaultConcurrency is ServerConfig.Concurrency's default.
 	DefaultConcurrency = 4

@@ -48,8 +48,10 @@ func (h *Handler) makeDataDir() error {
 // (DATA/tmp); nothing in it outlives the files phase.
 func (h *Handler) tmpDir() string { return filepath.Join(h.cfg.DataDir, "tmp") }
 
-// artifactDir holds the artifacts of one task of a tenant
-// (DATA/artifacts/TENANT/KEY).
+// artifactDir holds this host's copies of the artifacts of one task of a
+// tenant (DATA/artifacts/TENANT/KEY), for readers on this host; the store
+// holds them for everyone. Handler.Retain removes copies older than
+// Config.Retention.
 func (h *Handler) artifactDir(tenant, taskID string) string {
 	return filepath.Join(h.cfg.DataDir, "artifacts", tenant, fileKey(taskID))
 }
@@ -76,7 +78,8 @@ func (r *run) copyIn(ctx context.Context) error {
 		// The owner must be able to read the file for smolvm to copy it;
 		// smolvm (or a chmod) gives the guest's copy the exact mode.
 		if err := writeFile(host, f.Content, mode|0o400); err != nil {
-			return fmt.Errorf("files[%d]: %w", i, err)
+			os.Remove(host)
+			return diskErr(fmt.Sprintf("files[%d]", i), err)
 		}
 		cpCtx, cancel := context.WithTimeout(ctx, timeout)
 		err = r.h.cfg.Smolvm.CopyIn(cpCtx, r.vm, host, f.Path, mode)
@@ -109,9 +112,10 @@ func writeFile(path string, data []byte, mode os.FileMode) error {
 
 // copyOut is the artifacts phase: each artifact is copied from the VM to a
 // temporary name in the task's artifact directory, checked against the
-// caps, hashed and renamed into place. A missing or unreadable guest file is
-// recorded and does not fail the task; a smolvm failure that says the VM is
-// gone, or the task's end, fails the attempt.
+// caps, hashed, renamed into place and stored (see artifactKey). A missing
+// or unreadable guest file is recorded and does not fail the task; a smolvm
+// failure that says the VM is gone, a store that cannot take it, or the
+// task's end, fails the attempt.
 func (r *run) copyOut(ctx context.Context) error {
 	dir := r.h.artifactDir(r.p.TenantName(), r.taskID)
 	if err := os.MkdirAll(dir, privateDir); err != nil {
@@ -205,11 +209,25 @@ func (r *run) copyArtifact(ctx context.Context, dir string, i int, guest string,
 		return a, fmt.Errorf("artifacts[%d]: read %d of %d bytes: %v", i, n, a.Size, err)
 	}
 	if err := os.Rename(tmp, final); err != nil {
-		return a, fmt.Errorf("artifacts[%d]: %w", i, err)
+		return a, fmt.Errorf("artifacts[%d]: %w", i, diskErr("artifacts", err))
+	}
+	digest := hex.EncodeToString(sum.Sum(nil))
+	key := r.artifactKey(i, guest)
+	if _, err := r.h.cache.put(ctx, key, final, digest); err != nil {
+		os.Remove(final)
+		return a, fmt.Errorf("artifacts[%d]: storing it: %w", i, err)
 	}
 	*total += a.Size
-	a.Host, a.HostPath, a.SHA256 = r.h.cfg.Host, final, hex.EncodeToString(sum.Sum(nil))
+	a.Host, a.HostPath, a.Key, a.SHA256 = r.h.cfg.Host, final, key, digest
 	return a, nil
+}
+
+// artifactKey is the store key of artifact i:
+// artifacts/TENANT/KEY/RUN/N-NAME, KEY the task's fileKey, RUN this
+// delivery's storeRun and N-NAME its artifactName. Every delivery has keys
+// of its own: a store object is never overwritten.
+func (r *run) artifactKey(i int, guest string) string {
+	return "artifacts/" + r.p.TenantName() + "/" + fileKey(r.taskID) + "/" + r.storeRun + "/" + artifactName(i, guest)
 }
 
 // overCap is why an artifact of size bytes, after total kept, is not kept,

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/bot-bottle/bottleq/smolvm"
+	"github.com/bot-bottle/bottleq/store"
 	"github.com/bot-bottle/bottleq/tasks"
 )
 
@@ -47,14 +49,16 @@ var _ Smolvm = (*smolvm.Client)(nil)
 type Handler struct {
 	cfg     Config
 	proxy   *ProxyAddr
-	packs   *PackCache
-	commits commitStore
+	cache   *cache
+	packs   *packCache
+	commits *commits
 	from    fromPolicy
 	warm    *WarmPool
 	log     zerolog.Logger
 
 	mu     sync.Mutex
 	active map[string]int // VM names this process is using, with a count
+	holds  map[string][]*lease
 	wg     sync.WaitGroup
 	// cancels, set by Serve, ends tasks that users cancel for good.
 	cancels *canceller
@@ -65,8 +69,9 @@ type Handler struct {
 // NewHandler checks cfg and returns a handler, or a [*ConfigError] naming
 // the field at fault. With a ProxyURL on a smolvm that would not enforce it,
 // it refuses unless AllowUnenforcedEgress is set.
-// It writes no file (it resolves FromDirs): a worker calls [Handler.Sweep]
-// before serving.
+// It writes no file (it resolves FromDirs; the default Store's directory
+// comes with its first object): a worker calls [Handler.Sweep] before
+// serving.
 func NewHandler(cfg Config) (*Handler, error) {
 	if cfg.Smolvm == nil {
 		return nil, configErr("Smolvm", "required")
@@ -114,6 +119,18 @@ func NewHandler(cfg Config) (*Handler, error) {
 	if cfg.MaxArtifactsBytes == 0 {
 		cfg.MaxArtifactsBytes = DefaultMaxArtifactsBytes
 	}
+	switch {
+	case cfg.Retention == 0:
+		cfg.Retention = DefaultRetention
+	case cfg.Retention < 0:
+		return nil, configErr("Retention", "%s must not be negative", cfg.Retention)
+	}
+	switch {
+	case cfg.CacheMaxBytes == 0:
+		cfg.CacheMaxBytes = DefaultCacheMaxBytes
+	case cfg.CacheMaxBytes < 0:
+		return nil, configErr("CacheMaxBytes", "must not be negative")
+	}
 	if cfg.MaxArtifactBytes < 0 {
 		return nil, configErr("MaxArtifactBytes", "must not be negative")
 	}
@@ -132,7 +149,7 @@ func NewHandler(cfg Config) (*Handler, error) {
 	if err := checkVMConfig(&cfg); err != nil {
 		return nil, err
 	}
-	h := &Handler{cfg: cfg, log: cfg.Logger, active: map[string]int{}}
+	h := &Handler{cfg: cfg, log: cfg.Logger, active: map[string]int{}, holds: map[string][]*lease{}}
 	if h.from, err = newFromPolicy(cfg.FromDirs, cfg.DataDir); err != nil {
 		return nil, err
 	}
@@ -149,11 +166,14 @@ func NewHandler(cfg Config) (*Handler, error) {
 		}
 		h.proxy = &p
 	}
-	h.packs = NewPackCache(filepath.Join(cfg.DataDir, "packs"), cfg.PackTTL, cfg.Smolvm.PackImage)
-	h.commits = commitStore{dir: filepath.Join(cfg.DataDir, "commits")}
-	if h.cfg.Commits == nil {
-		h.cfg.Commits = localCommits{store: h.commits, host: cfg.Host, hostOf: cfg.HostOfTask}
+	if h.cfg.Store == nil {
+		if h.cfg.Store, err = store.NewFile(filepath.Join(cfg.DataDir, "store")); err != nil {
+			return nil, &ConfigError{Field: "Store", Err: err}
+		}
 	}
+	h.cache = newCache(filepath.Join(cfg.DataDir, "cache"), h.cfg.Store, cfg.CacheMaxBytes, cfg.Logger)
+	h.packs = newPackCache(h.cache, cfg.PackTTL, cfg.Smolvm.PackImage, cfg.PackLock)
+	h.commits = &commits{cache: h.cache, hostOf: cfg.HostOfTask}
 	if h.warm, err = newWarmPool(h); err != nil {
 		return nil, err
 	}
@@ -215,7 +235,8 @@ func (h *Handler) Run(ctx context.Context, m Meta, payload []byte, w io.Writer) 
 		h.outcome(OutcomeInvalid, "decode")
 		return noRetry(err)
 	}
-	r := &run{h: h, p: p, w: w, vm: VMName(h.cfg.Deployment, m.ID, attempt), taskID: m.ID}
+	r := &run{h: h, p: p, w: w, vm: VMName(h.cfg.Deployment, m.ID, attempt), taskID: m.ID,
+		storeRun: strconv.Itoa(attempt) + "-" + randHex(4)}
 	r.log = log.With().Str("vm", r.vm).Logger()
 	r.scrub = newScrubber(slices.Collect(maps.Values(p.Env))...)
 	r.res = tasks.Result{

@@ -104,6 +104,15 @@ func TestHandlerHappyPath(t *testing.T) {
 	if _, err := os.Stat(res.Commit); err != nil || !strings.HasSuffix(res.Commit, ".smolmachine") {
 		t.Errorf("commit %q: %v", res.Commit, err)
 	}
+	obj, err := h.cfg.Store.Stat(context.Background(), res.CommitKey)
+	if err != nil || res.CommitKey != commitKey(tasks.DefaultTenant, "task-1") {
+		t.Errorf("commit key %q: %v", res.CommitKey, err)
+	} else if res.CommitExpires == nil || !res.CommitExpires.Equal(obj.Modified.Add(DefaultRetention)) {
+		t.Errorf("commit expires %v, want %v", res.CommitExpires, obj.Modified.Add(DefaultRetention))
+	}
+	if res.PackSource != tasks.PackSourcePacked || res.PackCached {
+		t.Errorf("pack source %q, cached %v; want packed here", res.PackSource, res.PackCached)
+	}
 	var names []string
 	for _, p := range res.Phases {
 		names = append(names, p.Name)
@@ -131,11 +140,8 @@ func TestHandlerHappyPath(t *testing.T) {
 	if left := f.left(); len(left) != 0 {
 		t.Errorf("machines left: %q", left)
 	}
-	entries, _ := os.ReadDir(filepath.Join(h.cfg.DataDir, "commits"))
-	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), ".tmp-") {
-			t.Errorf("temporary left: %s", e.Name())
-		}
+	if entries, _ := os.ReadDir(h.cache.tmpDir()); len(entries) != 0 {
+		t.Errorf("temporaries left: %v", entries)
 	}
 }
 
@@ -195,9 +201,11 @@ func TestHandlerPhaseFailures(t *testing.T) {
 			if res := w.result(t); res.Error == "" || res.State != tasks.StateRunning {
 				t.Errorf("last report = %+v, want the error", res)
 			}
-			commits, _ := os.ReadDir(filepath.Join(h.cfg.DataDir, "commits", tasks.DefaultTenant))
-			if len(commits) != 0 {
-				t.Errorf("commit dir holds %d entries after a failure", len(commits))
+			if keys := storeKeys(t, h.cfg.Store, "commits/"); len(keys) != 0 {
+				t.Errorf("the store holds %q after a failure", keys)
+			}
+			if entries, _ := os.ReadDir(h.cache.tmpDir()); len(entries) != 0 {
+				t.Errorf("temporaries left: %v", entries)
 			}
 		})
 	}
@@ -407,10 +415,13 @@ func TestHandlerFromCommit(t *testing.T) {
 	if err := h.Run(context.Background(), Meta{ID: "second"}, payload(t, next), &w); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(f.lastCreate.From, "commits") {
-		t.Errorf("second task created from %q, want the first one's commit", f.lastCreate.From)
+	if f.lastCreate.From != h.cache.path(commitKey(tasks.DefaultTenant, "first")) || w.result(t).PackSource != tasks.PackSourceCommit {
+		t.Errorf("second task created from %q (pack source %q), want the first one's commit", f.lastCreate.From, w.result(t).PackSource)
 	}
-	for id, want := range map[string]string{"elsewhere": "host-b", "missing": "from: tenant default has no commit of task missing"} {
+	for id, want := range map[string]string{
+		"elsewhere": "from: task elsewhere committed, but its commit is no longer in the store (its retention ended, or it was deleted)",
+		"missing":   "from: tenant default has no commit of task missing",
+	} {
 		p := tasks.AgentRun{From: "task:" + id, Command: []string{"x"}}
 		err := h.Run(context.Background(), Meta{ID: "n-" + id}, payload(t, p), nil)
 		if !errors.Is(err, asynq.SkipRetry) || !strings.Contains(err.Error(), want) {
@@ -496,25 +507,44 @@ func TestHandlerDuplicateDelivery(t *testing.T) {
 	}
 }
 
-// TestHandlerRunTwiceReplacesCommit: the same attempt run again after the
-// first finished (asynq's at-least-once) leaves one whole commit: the
-// second run's, renamed over the first.
-func TestHandlerRunTwiceReplacesCommit(t *testing.T) {
+// TestHandlerRunTwiceKeepsFirstCommit: the same attempt run again after the
+// first finished (asynq's at-least-once) finds its commit key taken, with an
+// owner record of the same task: the first commit stands, untouched, and
+// the second run's result names it. Nothing is left half-written.
+func TestHandlerRunTwiceKeepsFirstCommit(t *testing.T) {
 	t.Parallel()
 	f := newFake()
 	h, _ := newHandler(t, f, nil)
+	var firstObj os.FileInfo
 	for i := range 2 {
 		var w results
 		if err := h.Run(context.Background(), Meta{ID: "twice"}, payload(t, basic), &w); err != nil {
 			t.Fatalf("run %d: %v", i, err)
 		}
-		if b, err := os.ReadFile(w.result(t).Commit); err != nil || len(b) == 0 {
-			t.Fatalf("run %d: commit unreadable: %v", i, err)
+		res := w.result(t)
+		if b, err := os.ReadFile(res.Commit); err != nil || len(b) == 0 || res.CommitKey != commitKey(tasks.DefaultTenant, "twice") {
+			t.Fatalf("run %d: commit %q (key %q) unreadable: %v", i, res.Commit, res.CommitKey, err)
+		}
+		info, err := os.Stat(filepath.Join(h.cfg.DataDir, "store", filepath.FromSlash(res.CommitKey)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			firstObj = info
+		} else if !os.SameFile(info, firstObj) || !info.ModTime().Equal(firstObj.ModTime()) {
+			t.Error("the second run replaced the stored commit")
 		}
 	}
-	entries, _ := os.ReadDir(filepath.Join(h.cfg.DataDir, "commits", tasks.DefaultTenant))
-	if len(entries) != 3 { // the stub, the .smolmachine and the owner record, no temporaries
-		t.Errorf("commit dir holds %d entries, want 3", len(entries))
+	if f.count("pack-vm") != 2 {
+		t.Errorf("%d commits made, want one per run", f.count("pack-vm"))
+	}
+	want := []string{commitKey(tasks.DefaultTenant, "twice"), ownerKey(tasks.DefaultTenant, "twice")}
+	slices.Sort(want)
+	if keys := storeKeys(t, h.cfg.Store, "commits/"); !slices.Equal(keys, want) {
+		t.Errorf("store holds %q, want %q", keys, want)
+	}
+	if entries, _ := os.ReadDir(h.cache.tmpDir()); len(entries) != 0 {
+		t.Errorf("temporaries left: %v", entries)
 	}
 }
 

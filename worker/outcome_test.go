@@ -36,7 +36,7 @@ func TestOutcomeOf(t *testing.T) {
 		want string
 	}{
 		{"validation error", live, &tasks.ValidationError{Field: "files", Reason: "too big"}, first, OutcomeInvalid},
-		{"wrapped commit error", live, fmt.Errorf("pack: %w", &CommitError{TaskID: "t1", Host: "other"}), first, OutcomeInvalid},
+		{"wrapped commit error", live, fmt.Errorf("pack: %w", &CommitError{TaskID: "t1", Tenant: "acme"}), first, OutcomeInvalid},
 		{"argument smolvm refuses", live, &smolvm.ArgError{Field: "name", Reason: "bad"}, first, OutcomeInvalid},
 		{"validation error after cancel", ended, &tasks.ValidationError{Field: "from", Reason: "unreadable"}, first, OutcomeInvalid},
 		{"validation error on the last attempt", live, &tasks.ValidationError{Field: "from", Reason: "unreadable"}, last, OutcomeInvalid},

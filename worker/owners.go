@@ -33,15 +33,37 @@ func (h *Handler) users(vm string) int {
 
 // own registers (on) or releases a delivery's use of vm. The reaper spares
 // a registered VM, and a second delivery of the same attempt in this process
-// finds it busy.
+// finds it busy. The last release lets go of the cache leases held for it.
 func (h *Handler) own(vm string, on bool) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	var done []*lease
 	if on {
 		h.active[vm]++
 	} else if h.active[vm]--; h.active[vm] <= 0 {
 		delete(h.active, vm)
+		done = h.holds[vm]
+		delete(h.holds, vm)
 	}
+	h.mu.Unlock()
+	for _, l := range done {
+		l.Release()
+	}
+}
+
+// holdWhileOwned keeps l, the lease on the pack vm is made from, until the
+// last own(vm, false): a warm pool VM's pack stays in the cache while the
+// VM lives, in the pool or in the task that claims it.
+func (h *Handler) holdWhileOwned(vm string, l *lease) {
+	if l == nil {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.active[vm] == 0 {
+		l.Release() // no longer owned
+		return
+	}
+	h.holds[vm] = append(h.holds[vm], l)
 }
 
 // vms tells the VMs hook that a VM of this worker was created (+1) or

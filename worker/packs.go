@@ -17,154 +17,257 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/bot-bottle/bottleq/smolvm"
+	"github.com/bot-bottle/bottleq/store"
 	"github.com/bot-bottle/bottleq/tasks"
 )
 
-// packStore lays out packs under a directory and writes them atomically:
-// smolvm writes OUT and OUT.smolmachine under a temporary name, then both
-// are renamed into place, the .smolmachine last. A pack exists when its
-// .smolmachine does, so a crash mid-pack never leaves one that looks done.
-type packStore struct {
-	dir string
+// Pack sources and locks. An image's pack is looked for in this order:
+//
+//  1. this host's cache, DATA/cache/packs/IMAGEKEY.smolmachine, while it is
+//     fresh (PackSourceCache);
+//  2. the store, where the first host of the pool to pack the image put it
+//     (PackSourceStore): downloaded into the cache;
+//  3. smolvm's `pack create --image`, under the pool's lock on the image,
+//     then uploaded to the store for the other hosts (PackSourcePacked).
+//
+// A pack's age is its store object's: the cache file's modification time
+// is set to it. A digest-pinned image (name@sha256:…) is immutable, its
+// pack kept for good under packs/pinned/IMAGEKEY.smolmachine. A tag may
+// move: its packs are packs/tagged/IMAGEKEY/GENERATION.smolmachine, one
+// generation (the time it was packed and a random suffix) per TTL, since
+// store objects are never overwritten; the newest one younger than the TTL
+// is used, and the retention sweep deletes those past it.
+
+// PoolLock takes a lock shared by the workers of a pool, by name, without
+// waiting: ok is false while another holder has it. A holder keeps it until
+// it calls unlock, however long that is; a holder that dies loses it within
+// a bounded time. [RedisPoolLock] is the one a worker uses.
+type PoolLock func(ctx context.Context, name string) (unlock func(), ok bool, err error)
+
+// hostLock is the PoolLock of a worker without one: always granted, since
+// the pack cache already holds a host-wide lock on the image around it, so
+// only the processes of one host keep each other from packing twice.
+func hostLock(context.Context, string) (func(), bool, error) { return func() {}, true, nil }
+
+// Waits of a host whose image another host is packing: it looks in the
+// store again after packPoll, doubling up to packPollMax.
+const (
+	packPoll    = 100 * time.Millisecond
+	packPollMax = 2 * time.Second
+)
+
+// packCache finds the pack of each image for a pool of hosts sharing a
+// store: one `pack create` per image per pool, however many tasks race on
+// however many hosts. In this process concurrent misses share one lookup
+// (singleflight); the processes of one host take turns on a file lock; the
+// hosts of a pool take turns on the PoolLock, and those waiting poll the
+// store for the pack the holder uploads, taking the lock themselves if it
+// is released without one.
+type packCache struct {
+	cache *cache
+	ttl   time.Duration
+	pack  func(ctx context.Context, image, out string) (smolvm.Pack, error)
+	lock  PoolLock
+	group singleflight.Group
 }
 
-// paths returns the final pack for a key.
-func (s packStore) pack(key string) smolvm.Pack {
-	out := filepath.Join(s.dir, key)
-	return smolvm.Pack{Stub: out, Machine: out + ".smolmachine"}
+// newPackCache returns a pack cache that packs with pack (normally
+// (*smolvm.Client).PackImage). A ttl of zero is DefaultPackTTL; a negative
+// one, such as PackTTLForever, keeps packs forever. A nil lock locks this
+// host only.
+func newPackCache(c *cache, ttl time.Duration, pack func(ctx context.Context, image, out string) (smolvm.Pack, error), lock PoolLock) *packCache {
+	if ttl == 0 {
+		ttl = DefaultPackTTL
+	}
+	if lock == nil {
+		lock = hostLock
+	}
+	return &packCache{cache: c, ttl: ttl, pack: pack, lock: lock}
 }
 
-// write runs pack (which must write the pack it is given) into a temporary
-// pack in s.dir, then renames it to key. Leftover temporaries of a crash
-// are removed when the pack fails or by sweep.
-func (s packStore) write(ctx context.Context, key string, pack func(ctx context.Context, out string) (smolvm.Pack, error)) (smolvm.Pack, error) {
-	if err := os.MkdirAll(s.dir, privateDir); err != nil {
-		return smolvm.Pack{}, err
+// rel is the cache file of an image key.
+func packRel(key string) string { return "packs/" + key + ".smolmachine" }
+
+// path is where image's pack is in this host's cache, when it is.
+func (c *packCache) path(image string) string { return c.cache.path(packRel(imageKey(image))) }
+
+// fresh reports whether this host's cache holds a pack of image young
+// enough to use.
+func (c *packCache) fresh(image string) bool {
+	info, err := os.Stat(c.path(image))
+	return err == nil && c.freshInfo(image, info)
+}
+
+func (c *packCache) freshInfo(image string, info fs.FileInfo) bool {
+	return c.freshAt(image, info.ModTime())
+}
+
+// freshAt reports whether a pack of image made at t may still be used.
+func (c *packCache) freshAt(image string, t time.Time) bool {
+	return pinned(image) || c.ttl < 0 || time.Since(t) < c.ttl
+}
+
+// Get returns the pack of image, leased until the caller's VM is gone
+// (Release it then), and where it came from: tasks.PackSourceCache,
+// PackSourceStore or PackSourcePacked.
+func (c *packCache) Get(ctx context.Context, image string) (smolvm.Pack, string, *lease, error) {
+	key := imageKey(image)
+	rel := packRel(key)
+	fresh := func(info fs.FileInfo) bool { return c.freshInfo(image, info) }
+	if l, err := c.cache.hold(rel, fresh); l != nil || err != nil {
+		return packOf(l), tasks.PackSourceCache, l, err
 	}
-	tmpOut := filepath.Join(s.dir, ".tmp-"+key+"-"+randHex(4))
-	tmp, err := pack(ctx, tmpOut)
-	if err == nil {
-		err = private(tmp)
+	for range 3 {
+		v, err, _ := c.group.Do(key, func() (any, error) {
+			// The first caller's ctx governs the shared call: if it ends,
+			// the callers sharing it fail too, and asynq retries them.
+			return c.obtain(ctx, image)
+		})
+		if err != nil {
+			return smolvm.Pack{}, "", nil, err
+		}
+		if l, err := c.cache.hold(rel, fresh); l != nil || err != nil {
+			return packOf(l), v.(string), l, err
+		}
 	}
+	return smolvm.Pack{}, "", nil, fmt.Errorf("the pack of %s was evicted as soon as it was made: -cache-max-bytes is too small for what tasks hold", image)
+}
+
+func packOf(l *lease) smolvm.Pack {
+	if l == nil {
+		return smolvm.Pack{}
+	}
+	return smolvm.Pack{Machine: l.Path}
+}
+
+// obtain brings a fresh pack of image into the cache and says from where.
+func (c *packCache) obtain(ctx context.Context, image string) (string, error) {
+	key := imageKey(image)
+	rel := packRel(key)
+	unlock, err := c.cache.lock(ctx, "pack "+key)
 	if err != nil {
-		removePack(smolvm.Pack{Stub: tmpOut, Machine: tmpOut + ".smolmachine"})
-		return smolvm.Pack{}, err
+		return "", err
 	}
-	final := s.pack(key)
-	if err := os.Rename(tmp.Stub, final.Stub); err != nil && !errors.Is(err, os.ErrNotExist) {
-		removePack(tmp)
-		return smolvm.Pack{}, err
-	}
-	if err := os.Rename(tmp.Machine, final.Machine); err != nil {
-		removePack(tmp)
-		return smolvm.Pack{}, fmt.Errorf("pack %s: %w", key, err)
-	}
-	return final, nil
-}
-
-// sweep removes temporaries older than age, left by a crashed worker.
-func (s packStore) sweep(age time.Duration) {
-	ents, _ := os.ReadDir(s.dir)
-	for _, e := range ents {
-		if !strings.HasPrefix(e.Name(), ".tmp-") {
-			continue
+	defer unlock()
+	wait := packPoll
+	for {
+		if info, err := os.Stat(c.cache.path(rel)); err == nil && c.freshInfo(image, info) {
+			return tasks.PackSourceCache, nil // another process of this host brought it
 		}
-		if info, err := e.Info(); err == nil && time.Since(info.ModTime()) > age {
-			os.RemoveAll(filepath.Join(s.dir, e.Name()))
+		if src, err := c.fromStore(ctx, image); src != "" || err != nil {
+			return src, err
 		}
+		unlockPool, ok, err := c.lock(ctx, "packs/"+key)
+		if err != nil {
+			return "", fmt.Errorf("locking the pack of %s for the pool: %w", image, err)
+		}
+		if ok {
+			return c.packLocked(ctx, image, unlockPool)
+		}
+		// Another host packs it: look again once it may have uploaded.
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, packPollMax)
 	}
 }
 
-// private makes a pack its user's alone before it is renamed into place:
-// the .smolmachine 0600, the stub (an executable, when smolvm wrote one)
-// 0700.
-func private(p smolvm.Pack) error {
-	if err := os.Chmod(p.Stub, 0o700); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
+// packLocked packs image under the pool's lock, which it releases, uploads
+// the pack and moves it into the cache.
+func (c *packCache) packLocked(ctx context.Context, image string, unlock func()) (string, error) {
+	defer unlock()
+	// The holder before may have uploaded between the look and the lock.
+	if src, err := c.fromStore(ctx, image); src != "" || err != nil {
+		return src, err
 	}
-	return os.Chmod(p.Machine, privateFile)
+	out, err := c.cache.tempPath("pack")
+	if err != nil {
+		return "", err
+	}
+	p, err := c.pack(ctx, image, out)
+	os.Remove(out) // the stub: a VM is created from the .smolmachine alone
+	if err != nil {
+		os.Remove(out + ".smolmachine")
+		return "", err
+	}
+	key := c.storeKey(image)
+	if _, err := c.cache.put(ctx, key, p.Machine, ""); err != nil && !(pinned(image) && errors.Is(err, store.ErrExists)) {
+		os.Remove(p.Machine)
+		return "", fmt.Errorf("uploading the pack of %s to the store: %w", image, err)
+	}
+	if err := c.cache.adopt(p.Machine, packRel(imageKey(image))); err != nil {
+		os.Remove(p.Machine)
+		return "", err
+	}
+	return tasks.PackSourcePacked, nil
 }
 
-func removePack(p smolvm.Pack) {
-	os.Remove(p.Stub)
-	os.Remove(p.Machine)
+// fromStore downloads the newest fresh pack of image from the store into
+// the cache, when there is one, and returns PackSourceStore; "" when there
+// is none.
+func (c *packCache) fromStore(ctx context.Context, image string) (string, error) {
+	key, ok, err := c.inStore(ctx, image)
+	if err != nil {
+		return "", fmt.Errorf("looking for the pack of %s in the store: %w", image, err)
+	}
+	if !ok {
+		return "", nil
+	}
+	if _, err := c.cache.download(ctx, key, packRel(imageKey(image))); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return "", nil // expired since it was listed
+		}
+		return "", fmt.Errorf("downloading the pack of %s: %w", image, err)
+	}
+	return tasks.PackSourceStore, nil
+}
+
+// Key prefixes of packs in the store.
+const (
+	pinnedPacks = "packs/pinned/"
+	taggedPacks = "packs/tagged/"
+)
+
+// storeKey is a new key for a pack of image: the one key of a pinned image,
+// a new generation of a tagged one.
+func (c *packCache) storeKey(image string) string {
+	if pinned(image) {
+		return pinnedPacks + imageKey(image) + ".smolmachine"
+	}
+	return taggedPacks + imageKey(image) + "/" + time.Now().UTC().Format("20060102T150405Z") + "-" + randHex(3) + ".smolmachine"
+}
+
+// inStore returns the key of image's newest pack in the store and whether
+// it is fresh enough to use.
+func (c *packCache) inStore(ctx context.Context, image string) (string, bool, error) {
+	st := c.cache.st
+	if pinned(image) {
+		key := pinnedPacks + imageKey(image) + ".smolmachine"
+		_, err := st.Stat(ctx, key)
+		if errors.Is(err, store.ErrNotFound) {
+			return "", false, nil
+		}
+		return key, err == nil, err
+	}
+	var newest store.Object
+	err := st.List(ctx, taggedPacks+imageKey(image)+"/", func(o store.Object) error {
+		if strings.HasSuffix(o.Key, ".smolmachine") && (newest.Key == "" || o.Modified.After(newest.Modified)) {
+			newest = o
+		}
+		return nil
+	})
+	if err != nil || newest.Key == "" {
+		return "", false, err
+	}
+	return newest.Key, c.freshAt(image, newest.Modified), nil
 }
 
 func randHex(n int) string {
 	b := make([]byte, n)
 	rand.Read(b)
 	return hex.EncodeToString(b)
-}
-
-// PackCache packs each image once per host. A hit reuses the pack on disk;
-// concurrent misses in one process share one smolvm call (singleflight), and
-// several processes sharing the directory wait on a file lock and find the
-// pack the first one wrote.
-//
-// An image pinned by digest (name@sha256:…) is immutable and cached for
-// good. A tag such as :latest may move, so its pack is rebuilt once it is
-// older than its TTL, which means what [Config].PackTTL does.
-type PackCache struct {
-	store packStore
-	ttl   time.Duration
-	pack  func(ctx context.Context, image, out string) (smolvm.Pack, error)
-	group singleflight.Group
-}
-
-// NewPackCache returns a cache in dir that packs with pack (normally
-// (*smolvm.Client).PackImage). A ttl of zero is DefaultPackTTL; a negative
-// one, such as PackTTLForever, keeps packs forever.
-func NewPackCache(dir string, ttl time.Duration, pack func(ctx context.Context, image, out string) (smolvm.Pack, error)) *PackCache {
-	if ttl == 0 {
-		ttl = DefaultPackTTL
-	}
-	return &PackCache{store: packStore{dir: dir}, ttl: ttl, pack: pack}
-}
-
-// Get returns the pack of image, packing it if needed; hit reports whether
-// it was already there.
-func (c *PackCache) Get(ctx context.Context, image string) (p smolvm.Pack, hit bool, err error) {
-	key := imageKey(image)
-	if c.fresh(image, key) {
-		return c.store.pack(key), true, nil
-	}
-	v, err, _ := c.group.Do(key, func() (any, error) {
-		// The first caller's ctx governs the shared call: if it ends, the
-		// callers sharing it fail too, and asynq retries their tasks.
-		if err := os.MkdirAll(c.store.dir, privateDir); err != nil {
-			return nil, err
-		}
-		unlock, err := lockFile(ctx, filepath.Join(c.store.dir, key+".lock"))
-		if err != nil {
-			return nil, err
-		}
-		defer unlock()
-		if c.fresh(image, key) {
-			return packResult{c.store.pack(key), true}, nil
-		}
-		p, err := c.store.write(ctx, key, func(ctx context.Context, out string) (smolvm.Pack, error) {
-			return c.pack(ctx, image, out)
-		})
-		return packResult{p, false}, err
-	})
-	if err != nil {
-		return smolvm.Pack{}, false, err
-	}
-	r := v.(packResult)
-	return r.pack, r.hit, nil
-}
-
-type packResult struct {
-	pack smolvm.Pack
-	hit  bool
-}
-
-func (c *PackCache) fresh(image, key string) bool {
-	info, err := os.Stat(c.store.pack(key).Machine)
-	if err != nil {
-		return false
-	}
-	return pinned(image) || c.ttl < 0 || time.Since(info.ModTime()) < c.ttl
 }
 
 // pinned reports whether an image reference names a digest.

@@ -34,6 +34,9 @@ type run struct {
 	scrub scrubber
 	// live is the attempt's live output, or nil.
 	live *liveLog
+	// storeRun names this delivery in its artifacts' store keys: the
+	// attempt and a random suffix, so no two deliveries share a key.
+	storeRun string
 }
 
 // pipeline runs the attempt's phases in order, from pack to commit; once a
@@ -41,12 +44,16 @@ type run struct {
 func (r *run) pipeline(ctx context.Context) error {
 	h := r.h
 	var from smolvm.Pack
+	var hold *lease
 	if err := r.phase(ctx, tasks.PhasePack, func(ctx context.Context) (err error) {
-		from, err = r.source(ctx)
+		from, hold, err = r.source(ctx)
 		return err
 	}); err != nil {
 		return err
 	}
+	// The cache keeps the pack until the VM made from it is deleted: the
+	// teardown deferred below runs first.
+	defer hold.Release()
 
 	cpus, memMiB, err := h.resources(r.p)
 	if err != nil {
@@ -124,11 +131,15 @@ func (r *run) pipeline(ctx context.Context) error {
 	}
 	return r.phase(ctx, tasks.PhaseCommit, func(ctx context.Context) error {
 		owner := commitOwner{TaskID: r.taskID, Tenant: r.p.TenantName(), Attempt: r.res.Attempt, Host: h.cfg.Host}
-		p, err := h.commits.write(ctx, owner, func(ctx context.Context, out string) (smolvm.Pack, error) {
+		c, err := h.commits.write(ctx, owner, func(ctx context.Context, out string) (smolvm.Pack, error) {
 			return h.cfg.Smolvm.PackFromVM(ctx, r.vm, out)
 		})
-		r.res.Commit = p.Machine
-		return err
+		if err != nil {
+			return err
+		}
+		expires := c.Stored.Add(h.cfg.Retention).UTC()
+		r.res.Commit, r.res.CommitKey, r.res.CommitExpires = c.Path, c.Key, &expires
+		return nil
 	})
 }
 
@@ -205,21 +216,35 @@ func (r *run) closeEgress() {
 	r.res.Egress = &rec
 }
 
-// source returns the pack to create the VM from.
-func (r *run) source(ctx context.Context) (smolvm.Pack, error) {
+// source returns the pack to create the VM from and the cache's lease on
+// it (nil for a pack the payload names by path), and says in the result
+// where it came from.
+func (r *run) source(ctx context.Context) (smolvm.Pack, *lease, error) {
 	if r.p.Image != "" {
-		p, hit, err := r.h.packs.Get(ctx, r.p.Image)
-		r.res.PackCached = hit
-		if err == nil && r.h.cfg.Hooks.PackCache != nil {
+		p, src, l, err := r.h.packs.Get(ctx, r.p.Image)
+		if err != nil {
+			return p, nil, err
+		}
+		hit := src != tasks.PackSourcePacked
+		r.res.PackSource, r.res.PackCached = src, hit
+		if r.h.cfg.Hooks.PackCache != nil {
 			r.h.cfg.Hooks.PackCache(hit)
 		}
-		return p, err
+		return p, l, nil
 	}
 	if id, ok := r.p.FromTask(); ok {
-		return r.h.cfg.Commits.Lookup(ctx, r.p.TenantName(), id)
+		l, err := r.h.commits.Lookup(ctx, r.p.TenantName(), id)
+		if err != nil {
+			return smolvm.Pack{}, nil, err
+		}
+		r.res.PackSource = tasks.PackSourceCommit
+		return smolvm.Pack{Machine: l.Path}, l, nil
 	}
 	path, err := r.h.from.resolve(r.p.From)
-	return smolvm.Pack{Machine: path}, err
+	if err == nil {
+		r.res.PackSource = tasks.PackSourcePath
+	}
+	return smolvm.Pack{Machine: path}, nil, err
 }
 
 // teardown deletes the VM whatever happened before, under a context that

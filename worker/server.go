@@ -54,7 +54,8 @@ type ServerConfig struct {
 // Serve processes agent:run tasks with h until ctx ends, then shuts down
 // gracefully and waits for h's VMs to be torn down. Each task's phases and
 // output go to its live output stream in Redis as they come (see
-// ServerConfig.LiveOutputBytes).
+// ServerConfig.LiveOutputBytes). It runs h's retention sweep
+// ([Handler.Retain]) at start and every DefaultRetainInterval.
 //
 // A task a user cancels while it runs (asynq's Inspector.CancelProcessing,
 // which the dashboard's cancel calls, or enqueue's Cancel) ends for good:
@@ -80,10 +81,15 @@ func Serve(ctx context.Context, h *Handler, cfg ServerConfig) error {
 	if err := srv.Start(mux); err != nil {
 		return err
 	}
+	retainCtx, stopRetain := context.WithCancel(ctx)
+	retained := make(chan struct{})
+	go func() { h.retainLoop(retainCtx, DefaultRetainInterval); close(retained) }()
 	<-ctx.Done()
 	c.shuttingDown.Store(true)
 	srv.Shutdown()
 	h.Wait()
+	stopRetain()
+	<-retained
 	return nil
 }
 
@@ -191,7 +197,7 @@ func earlierTask(info *asynq.TaskInfo) (EarlierTask, error) {
 		Tenant:    p.TenantName(),
 		Host:      res.Host,
 		State:     info.State.String(),
-		Committed: done && res.Commit != "",
+		Committed: done && (res.Commit != "" || res.CommitKey != ""),
 		NoCommit:  !p.CommitEnabled(),
 	}, nil
 }

@@ -10,25 +10,24 @@ import (
 )
 
 // TestSweep: a handler leaves the data directory alone until Sweep, which
-// removes a crashed worker's temporaries older than an hour from packs,
-// commits, artifacts and tmp, and keeps finished packs, kept artifacts and
-// young temporaries.
+// removes a crashed worker's temporaries older than an hour from the
+// cache's tmp (packs, commits and downloads being made), artifacts and tmp,
+// and keeps cached packs and commits, kept artifacts and young temporaries.
 func TestSweep(t *testing.T) {
 	t.Parallel()
 	h, _ := newHandler(t, newFake(), nil)
 	data := h.cfg.DataDir
 	old := time.Now().Add(-2 * time.Hour)
 	files := map[string]bool{ // path under data → kept by Sweep
-		"packs/.tmp-img-1-ab.smolmachine":    false,
-		"packs/img-1.smolmachine":            true,
-		"commits/acme/.tmp-t1-cd":            false,
-		"commits/acme/t1.smolmachine":        true,
-		"commits/acme/.tmp-t1.owner.json-9":  false,
-		"commits/acme/t1.owner.json":         true,
-		"artifacts/acme/t1/.tmp-0-ef":        false,
-		"artifacts/acme/t1/0-report.txt":     true,
-		"tmp/files-123/0":                    false,
-		"packs/.tmp-img-2-young.smolmachine": true,
+		"cache/tmp/pack-0a1b.smolmachine":   false,
+		"cache/tmp/commit-2c3d.smolmachine": false,
+		"cache/tmp/get-4e5f":                false,
+		"cache/packs/img-1.smolmachine":     true,
+		"cache/commits/acme/t1.smolmachine": true,
+		"artifacts/acme/t1/.tmp-0-ef":       false,
+		"artifacts/acme/t1/0-report.txt":    true,
+		"tmp/files-123/0":                   false,
+		"cache/tmp/pack-young.smolmachine":  true,
 	}
 	for rel := range files {
 		p := filepath.Join(data, rel)
@@ -38,7 +37,7 @@ func TestSweep(t *testing.T) {
 		if err := os.WriteFile(p, []byte("x"), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		if filepath.Base(p) != ".tmp-img-2-young.smolmachine" {
+		if filepath.Base(p) != "pack-young.smolmachine" {
 			for _, q := range []string{p, filepath.Dir(p)} {
 				if err := os.Chtimes(q, old, old); err != nil {
 					t.Fatal(err)

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/hibiken/asynq"
 
@@ -59,9 +60,10 @@ func fromErr(t *testing.T, h *Handler, f *fakeSmolvm, tenant, id string) string 
 }
 
 // TestHandlerTenantsApart: tenant globex cannot start from acme's commit,
-// on the host that holds it or on another one that asks the queue, and
-// the refusal is byte for byte the one for a task that does not exist.
-// acme itself starts from it, and hears where it is or what became of it.
+// on the host that made it or on another host of the pool (sharing its
+// store) that asks the queue, and the refusal is byte for byte the one for
+// a task that does not exist. acme itself starts from it on either host,
+// and hears what became of a commit it has not got.
 func TestHandlerTenantsApart(t *testing.T) {
 	t.Parallel()
 	q := &fakeQueue{}
@@ -81,13 +83,14 @@ func TestHandlerTenantsApart(t *testing.T) {
 	under := func(p string, dir ...string) bool {
 		return strings.HasPrefix(p, filepath.Join(append([]string{h.cfg.DataDir}, dir...)...)+string(filepath.Separator))
 	}
-	if res.Tenant != "acme" || !under(res.Commit, "commits", "acme") || len(res.Artifacts) != 1 || !under(res.Artifacts[0].HostPath, "artifacts", "acme") {
-		t.Fatalf("result tenant %q, commit %q, artifacts %+v: want acme's, under DATA/commits/acme and DATA/artifacts/acme", res.Tenant, res.Commit, res.Artifacts)
+	if res.Tenant != "acme" || !under(res.Commit, "cache", "commits", "acme") || !strings.HasPrefix(res.CommitKey, "commits/acme/") ||
+		len(res.Artifacts) != 1 || !under(res.Artifacts[0].HostPath, "artifacts", "acme") || !strings.HasPrefix(res.Artifacts[0].Key, "artifacts/acme/") {
+		t.Fatalf("result tenant %q, commit %q (%s), artifacts %+v: want acme's, under commits/acme and artifacts/acme", res.Tenant, res.Commit, res.CommitKey, res.Artifacts)
 	}
 	q.set("a-1", EarlierTask{Tenant: "acme", Host: "host-a", State: "completed", Committed: true})
 
-	// The record beside the commit says whose it is.
-	rec := strings.TrimSuffix(res.Commit, ".smolmachine") + ownerSuffix
+	// The record beside the commit in the store says whose it is.
+	rec := filepath.Join(h.cfg.DataDir, "store", filepath.FromSlash(ownerKey("acme", "a-1")))
 	b, err := os.ReadFile(rec)
 	var o commitOwner
 	if err != nil || json.Unmarshal(b, &o) != nil || o != (commitOwner{TaskID: "a-1", Tenant: "acme", Attempt: 1, Host: "host-a"}) {
@@ -105,10 +108,11 @@ func TestHandlerTenantsApart(t *testing.T) {
 		t.Errorf("acme's next task created from %q, want %q", f.lastCreate.From, res.Commit)
 	}
 
-	// Another tenant: on this host, on another host that asks the queue,
-	// and on a host that knows nothing of the task, the same words.
+	// Another tenant: on this host, on another host of the pool that asks
+	// the queue, and on a host that knows nothing of the task, the same
+	// words.
 	f2, f3 := newFake(), newFake()
-	other, _ := newHandler(t, f2, func(c *Config) { c.Host = "host-b"; c.HostOfTask = q.hostOf })
+	other, _ := newHandler(t, f2, func(c *Config) { c.Host = "host-b"; c.HostOfTask = q.hostOf; c.Store = h.cfg.Store })
 	blind, _ := newHandler(t, f3, func(c *Config) { c.HostOfTask = (&fakeQueue{}).hostOf })
 	missing := fromErr(t, blind, f3, "globex", "a-1")
 	if want := "from: tenant globex has no commit of task a-1"; missing != want {
@@ -122,9 +126,21 @@ func TestHandlerTenantsApart(t *testing.T) {
 			t.Errorf("another tenant's commit, %s: %q; a missing one reads %q", name, got, missing)
 		}
 	}
-	// acme, on the other host, is told where its commit is.
-	if got := fromErr(t, other, f2, "acme", "a-1"); !strings.Contains(got, "on host host-a") {
-		t.Errorf("acme on host-b: %q, want the host that holds it", got)
+	// acme, on the other host, starts from it too.
+	var w2 results
+	if err := other.Run(context.Background(), Meta{ID: "a-3"}, payload(t, tasks.AgentRun{Tenant: "acme", From: "task:a-1", Command: []string{"true"}}), &w2); err != nil {
+		t.Fatal(err)
+	}
+	if want := other.cache.path(res.CommitKey); f2.lastCreate.From != want || w2.result(t).PackSource != tasks.PackSourceCommit {
+		t.Errorf("acme on host-b created from %q, want its copy %q", f2.lastCreate.From, want)
+	}
+	// Once retention has taken it from the store, acme hears so, even on
+	// a host whose cache still has a copy.
+	if _, err := h.cfg.Store.Expire(context.Background(), "commits/acme/", time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := fromErr(t, h, f, "acme", "a-1"), "from: task a-1 committed, but its commit is no longer in the store (its retention ended, or it was deleted)"; got != want {
+		t.Errorf("acme after its commit expired: %q, want %q", got, want)
 	}
 
 	// A task that ran with commit: false: its tenant hears so; another
@@ -150,16 +166,18 @@ func TestCommitOwnerRecordChecked(t *testing.T) {
 	if err := h.Run(context.Background(), Meta{ID: "a-1"}, payload(t, tasks.AgentRun{Tenant: "acme", Image: "alpine:3", Command: []string{"true"}}), &w); err != nil {
 		t.Fatal(err)
 	}
-	commit := w.result(t).Commit
-	rec := strings.TrimSuffix(commit, ".smolmachine") + ownerSuffix
+	res := w.result(t)
+	stored := func(key string) string { return filepath.Join(h.cfg.DataDir, "store", filepath.FromSlash(key)) }
+	commit, rec := stored(res.CommitKey), stored(ownerKey("acme", "a-1"))
 	missingText := map[string]string{}
 	for _, tenant := range []string{"acme", "globex"} {
 		blind, _ := newHandler(t, newFake(), nil)
 		missingText[tenant] = fromErr(t, blind, newFake(), tenant, "a-1")
 	}
 
-	// Planted: acme's pack and record copied into globex's directory.
-	globex := filepath.Join(h.cfg.DataDir, "commits", "globex")
+	// Planted: acme's pack and record copied into globex's part of the
+	// store.
+	globex := stored("commits/globex")
 	if err := os.MkdirAll(globex, 0o700); err != nil {
 		t.Fatal(err)
 	}

@@ -209,7 +209,7 @@ func newWarmPool(h *Handler) (*WarmPool, error) {
 	}
 	for _, img := range images {
 		// What a task of img asking for no resources sends first.
-		pack := h.packs.store.pack(imageKey(img)).Machine
+		pack := h.packs.path(img)
 		p.template[img] = (&run{h: h}).createOptions(pack, h.cfg.VMCPUs, h.cfg.VMMemMiB)
 	}
 	return p, nil
@@ -298,7 +298,7 @@ func (p *WarmPool) maintain(ctx context.Context) time.Duration {
 	for _, img := range p.images {
 		if info, err := os.Stat(p.template[img].From); err == nil {
 			cur[img] = info
-			if !p.h.packs.fresh(img, imageKey(img)) {
+			if !p.h.packs.fresh(img) {
 				due = append(due, img)
 			}
 		}
@@ -447,7 +447,7 @@ func (p *WarmPool) make(ctx context.Context, image string) {
 // registered as in use from before its create; on failure it is deleted.
 func (p *WarmPool) boot(ctx context.Context, image string) (*warmVM, error) {
 	h := p.h
-	pack, _, err := h.packs.Get(ctx, image)
+	pack, _, hold, err := h.packs.Get(ctx, image)
 	if err != nil {
 		return nil, err
 	}
@@ -455,6 +455,7 @@ func (p *WarmPool) boot(ctx context.Context, image string) (*warmVM, error) {
 	// this record says, and its VM is drained, never handed out stale.
 	info, err := os.Stat(pack.Machine)
 	if err != nil {
+		hold.Release()
 		return nil, err
 	}
 	o := p.template[image]
@@ -463,6 +464,7 @@ func (p *WarmPool) boot(ctx context.Context, image string) (*warmVM, error) {
 	r := &run{h: h, p: tasks.AgentRun{Image: image}, vm: name, log: p.log.With().Str("vm", name).Str("image", image).Logger()}
 	ctx = r.log.WithContext(ctx)
 	h.own(name, true)
+	h.holdWhileOwned(name, hold)
 	err = r.createBoxed(ctx, o)
 	if err == nil {
 		err = h.cfg.Smolvm.Start(ctx, name)
@@ -492,7 +494,8 @@ func (p *WarmPool) drain(ctx context.Context, vm *warmVM) {
 // next look drains the VMs of the old pack.
 func (p *WarmPool) refresh(ctx context.Context, image string) {
 	defer p.wg.Done()
-	_, _, err := p.h.packs.Get(ctx, image)
+	_, _, hold, err := p.h.packs.Get(ctx, image)
+	hold.Release()
 	if err != nil && ctx.Err() == nil {
 		p.log.Warn().Str("phase", "warm").Str("image", image).Err(err).Msg("pack refresh failed; pool VMs of the old pack stay until they expire")
 	}

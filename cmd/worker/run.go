@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -29,6 +31,7 @@ import (
 	"github.com/bot-bottle/bottleq/internal/cliflag"
 	"github.com/bot-bottle/bottleq/internal/redisurl"
 	"github.com/bot-bottle/bottleq/smolvm"
+	"github.com/bot-bottle/bottleq/store"
 	"github.com/bot-bottle/bottleq/tasks"
 	"github.com/bot-bottle/bottleq/worker"
 )
@@ -76,6 +79,9 @@ type config struct {
 	warm          warmList
 	warmMax       int
 	warmMaxAge    time.Duration
+	store         string
+	retention     days
+	cacheMax      byteSize
 }
 
 // envFallbacks maps each flag to the environment variable that sets it when
@@ -121,6 +127,9 @@ var envFallbacks = []cliflag.Env{
 	{"warm", "BOTTLEQ_WARM"},
 	{"warm-max", "BOTTLEQ_WARM_MAX"},
 	{"warm-max-age", "BOTTLEQ_WARM_MAX_AGE"},
+	{"store", "BOTTLEQ_STORE"},
+	{"retention", "BOTTLEQ_RETENTION"},
+	{"cache-max-bytes", "BOTTLEQ_CACHE_MAX_BYTES"},
 }
 
 func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
@@ -132,7 +141,12 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.DurationVar(&c.redisWait, "redis-wait", redisurl.DefaultWait, "at start, how long to wait for -redis to answer before giving up (0: one try)")
 	fs.StringVar(&c.embeddedRedis, "embedded-redis", "127.0.0.1:6379", "address of the embedded Redis when -redis is empty")
 	fs.StringVar(&c.smolvmBin, "smolvm", "smolvm", "smolvm binary, a path or a name on PATH")
-	fs.StringVar(&c.dataDir, "data-dir", defaultDataDir(getenv), "directory for packs (packs/), commits (commits/TENANT/), artifacts (artifacts/TENANT/TASK-HASH/) and temporary files (tmp/); made private (0700)")
+	fs.StringVar(&c.dataDir, "data-dir", defaultDataDir(getenv), "directory for the cache of packs and commits (cache/), this host's copies of artifacts (artifacts/TENANT/TASK-HASH/), temporary files (tmp/) and the default store (store/); made private (0700)")
+	fs.StringVar(&c.store, "store", "", "object store of commits, artifacts and image packs, shared by the workers of a pool: file:///ABS/DIR, or s3://BUCKET/PREFIX?endpoint=URL&region=R&path_style=true with credentials from the AWS environment (AWS_ACCESS_KEY_ID, AWS_PROFILE, ...) (default: file://DATA/store, in -data-dir)")
+	c.retention = days(worker.DefaultRetention)
+	fs.Var(&c.retention, "retention", "how long commits and artifacts stay in the store: a Go duration such as 36h, or whole days such as 7d")
+	c.cacheMax = worker.DefaultCacheMaxBytes
+	fs.Var(&c.cacheMax, "cache-max-bytes", "cap on this host's cache of packs and commits taken from the store (cache/ in -data-dir); the least recently used go first, never one a running task uses")
 	fs.Var(&c.fromDirs, "from-dir", "directory a task's absolute from path may name a pack in; repeatable, or several separated by "+strconv.Quote(string(os.PathListSeparator))+" (default: none, so such paths are refused)")
 	fs.StringVar(&c.host, "host", "", "this host's name in results (default: the hostname)")
 	fs.StringVar(&c.deployment, "deployment", "", "ID in the names of this deployment's VMs, 1-10 lowercase letters and digits; the reaper deletes no other deployment's VMs (default: a hash of the Redis address and database; of an embedded Redis, the address it listens on)")
@@ -200,6 +214,17 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	}
 	if c.warmMax < 0 {
 		return c, fmt.Errorf("%s: %d must not be negative", origin["warm-max"], c.warmMax)
+	}
+	if c.retention <= 0 {
+		return c, fmt.Errorf("%s: %s must be positive", origin["retention"], c.retention)
+	}
+	if c.cacheMax < 1 {
+		return c, fmt.Errorf("%s: must be at least 1 byte", origin["cache-max-bytes"])
+	}
+	if c.store != "" {
+		if _, err := store.ParseURL(c.store); err != nil {
+			return c, fmt.Errorf("%s: %w", origin["store"], err)
+		}
 	}
 	if c.warmMaxAge <= 0 {
 		return c, fmt.Errorf("%s: %s must be positive", origin["warm-max-age"], c.warmMaxAge)
@@ -269,6 +294,67 @@ func (d *dirList) Set(s string) error {
 		*d = append(*d, dir)
 	}
 	return nil
+}
+
+// days is a duration flag that also reads whole days, such as 7d, and
+// writes itself in days when it is whole days.
+type days time.Duration
+
+func (d days) String() string {
+	if d > 0 && time.Duration(d)%(24*time.Hour) == 0 {
+		return strconv.FormatInt(int64(time.Duration(d)/(24*time.Hour)), 10) + "d"
+	}
+	return time.Duration(d).String()
+}
+
+func (d *days) Set(s string) error {
+	if n, ok := strings.CutSuffix(s, "d"); ok {
+		v, err := strconv.ParseInt(n, 10, 64)
+		if err != nil || v < 0 || v > int64(math.MaxInt64/(24*time.Hour)) {
+			return fmt.Errorf("%q is not a whole number of days such as 7d", s)
+		}
+		*d = days(time.Duration(v) * 24 * time.Hour)
+		return nil
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("%q is not a duration such as 36h or 7d", s)
+	}
+	*d = days(v)
+	return nil
+}
+
+// storeURL is -store, or the file store in the data directory.
+func storeURL(c config) (string, error) {
+	if c.store != "" {
+		return c.store, nil
+	}
+	dir, err := filepath.Abs(filepath.Join(c.dataDir, "store"))
+	if err != nil {
+		return "", fmt.Errorf("-data-dir: %w", err)
+	}
+	return (&url.URL{Scheme: "file", Path: dir}).String(), nil
+}
+
+// storeOpenTimeout bounds the check of the store at start.
+const storeOpenTimeout = 30 * time.Second
+
+// openStore opens the store and proves it works (credentials, bucket,
+// directory), or fails in one line naming -store.
+func openStore(ctx context.Context, c config, log zerolog.Logger) (store.Store, error) {
+	u, err := storeURL(c)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, storeOpenTimeout)
+	defer cancel()
+	st, err := store.Open(ctx, u)
+	if err != nil {
+		return nil, fmt.Errorf("-store: %w", err)
+	}
+	loc, _ := store.ParseURL(u) // checked by Open; its String holds no secret
+	log.Info().Str("store", loc.String()).Msg("using store")
+	return st, nil
 }
 
 // maxLiveOutput bounds -live-output-bytes: each task's stream lives in
@@ -380,6 +466,8 @@ func serve(ctx context.Context, c config, log zerolog.Logger) error {
 	cfg := worker.Config{
 		Smolvm:                sm,
 		DataDir:               c.dataDir,
+		Retention:             time.Duration(c.retention),
+		CacheMaxBytes:         int64(c.cacheMax),
 		FromDirs:              c.fromDirs,
 		Host:                  c.host,
 		Deployment:            deployment,
@@ -414,6 +502,11 @@ func serve(ctx context.Context, c config, log zerolog.Logger) error {
 	if err != nil {
 		return flagError(err)
 	}
+	// The store is opened once the data directory is known to be good: a
+	// file store in it would create it.
+	if cfg.Store, err = openStore(ctx, c, log); err != nil {
+		return err
+	}
 	if err := checked.Sweep(ctx); err != nil { // creates the data directory, 0700
 		return fmt.Errorf("-data-dir: %w", err)
 	}
@@ -447,6 +540,7 @@ func serve(ctx context.Context, c config, log zerolog.Logger) error {
 	cfg.Deployment = deployment
 	cfg.ProxyURL = c.proxy
 	cfg.HostOfTask = worker.InspectorHostOf(insp)
+	cfg.PackLock = worker.RedisPoolLock(rc)
 	cfg.Busy = worker.BusyElsewhere(insp, deployment)
 	h, err := worker.NewHandler(cfg)
 	if err != nil {
@@ -511,6 +605,9 @@ var flagOfField = map[string]string{
 	"VMCPUs":                "-vm-cpus",
 	"VMMemMiB":              "-vm-mem",
 	"PackTTL":               "-pack-ttl",
+	"Store":                 "-store",
+	"Retention":             "-retention",
+	"CacheMaxBytes":         "-cache-max-bytes",
 	"ReadyTimeout":          "-ready-timeout",
 	"CopyTimeout":           "-cp-timeout",
 	"MaxFilesBytes":         "-max-files-bytes",

@@ -76,6 +76,14 @@ func TestParseFlags(t *testing.T) {
 		{nil, map[string]string{"BOTTLEQ_VM_MEM": "2GiB"}, "BOTTLEQ_VM_MEM"},
 		{nil, map[string]string{"BOTTLEQ_LIVE_OUTPUT_BYTES": "65MiB"}, "BOTTLEQ_LIVE_OUTPUT_BYTES"},
 		{[]string{"-live-output-bytes", "-1"}, nil, "-live-output-bytes"},
+		{[]string{"-store", "ftp://host/dir"}, nil, "-store: store: scheme"},
+		{nil, map[string]string{"BOTTLEQ_STORE": "s3://Bad_Bucket/p"}, "BOTTLEQ_STORE: store: bucket"},
+		{[]string{"-store", "s3://AKIA:secret@bucket/p"}, nil, "-store: store: url"},
+		{[]string{"-store", "file://relative/dir"}, nil, "-store: store: dir"},
+		{[]string{"-retention", "0"}, nil, "-retention"},
+		{[]string{"-retention", "7x"}, nil, "-retention"},
+		{nil, map[string]string{"BOTTLEQ_RETENTION": "-1d"}, "BOTTLEQ_RETENTION"},
+		{[]string{"-cache-max-bytes", "0"}, nil, "-cache-max-bytes"},
 	} {
 		_, err := parseFlags(tt.args, env(tt.env), &bytes.Buffer{})
 		if err == nil || !strings.Contains(err.Error(), tt.want) || strings.Contains(err.Error(), "\n") {
@@ -115,6 +123,9 @@ func TestFlagDefaultsAreTheLibrarys(t *testing.T) {
 		{"registries", c.registries.String(), worker.DefaultRegistries},
 		{"vm-cpus", c.vmCPUs, worker.DefaultVMCPUs},
 		{"vm-mem", c.vmMemMiB, worker.DefaultVMMemMiB},
+		{"retention", time.Duration(c.retention), worker.DefaultRetention},
+		{"cache-max-bytes", int64(c.cacheMax), int64(worker.DefaultCacheMaxBytes)},
+		{"store", c.store, ""},
 	} {
 		if tt.got != tt.want {
 			t.Errorf("-%s defaults to %v, want %v", tt.flag, tt.got, tt.want)
@@ -229,6 +240,50 @@ func TestFromDirFlag(t *testing.T) {
 	for _, bad := range [][]string{{"-from-dir", ""}, {"-from-dir", "/a" + sep + sep + "/b"}} {
 		if _, err := parseFlags(bad, env(nil), &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), "-from-dir") {
 			t.Errorf("parseFlags(%q) = %v, want an error naming -from-dir", bad, err)
+		}
+	}
+}
+
+// TestRetentionFlag: -retention reads whole days or a Go duration, and
+// writes whole days back as days, which -h shows for its default.
+func TestRetentionFlag(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]time.Duration{"7d": 7 * 24 * time.Hour, "1d": 24 * time.Hour, "36h": 36 * time.Hour, "90m": 90 * time.Minute} {
+		c, err := parseFlags([]string{"-retention", in}, env(nil), &bytes.Buffer{})
+		if err != nil || time.Duration(c.retention) != want {
+			t.Errorf("-retention %s = %v, %v; want %v", in, time.Duration(c.retention), err, want)
+		}
+	}
+	c, err := parseFlags(nil, env(map[string]string{"BOTTLEQ_RETENTION": "30d"}), &bytes.Buffer{})
+	if err != nil || c.retention.String() != "30d" {
+		t.Errorf("BOTTLEQ_RETENTION=30d = %v, %v", c.retention, err)
+	}
+	if got := days(36 * time.Hour).String(); got != "36h0m0s" {
+		t.Errorf("36h writes as %q", got)
+	}
+	_, help := usage(t)
+	if !strings.HasSuffix(help["retention"], `(default "7d")`) {
+		t.Errorf("-retention's help = %q, want its default in days", help["retention"])
+	}
+}
+
+// TestStoreURLDefault: with no -store, the worker's store is the file store
+// in its data directory, by absolute path.
+func TestStoreURLDefault(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-data-dir", "/srv/bq"}, "file:///srv/bq/store"},
+		{[]string{"-data-dir", "/srv/bq", "-store", "s3://bucket/pool?region=eu-west-1"}, "s3://bucket/pool?region=eu-west-1"},
+	} {
+		c, err := parseFlags(tt.args, env(nil), &bytes.Buffer{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := storeURL(c); err != nil || got != tt.want {
+			t.Errorf("%q: store %q, %v; want %q", tt.args, got, err, tt.want)
 		}
 	}
 }

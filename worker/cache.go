@@ -1,0 +1,419 @@
+package worker
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/bot-bottle/bottleq/store"
+)
+
+// cache is the worker's local copy of what it takes from the store, under
+// DATA/cache: image packs (packs/IMAGEKEY.smolmachine) and commits
+// (commits/TENANT/KEY.smolmachine, as their store keys). A file lands
+// whole or not at all: it is written in DATA/cache/tmp, its SHA-256 checked
+// as it is read from the store, and renamed into place. One download per
+// file per host however many tasks race: a singleflight in this process,
+// a file lock (DATA/cache/locks) across the processes sharing the data
+// directory.
+//
+// The cache holds at most max bytes: after each file it adds, the least
+// recently used files go first (each use sets a file's access time). A file
+// a task holds (a lease: a shared flock on an open descriptor, so other
+// worker processes on the host see it too) is never evicted; the cache
+// may then stay over its cap until the task lets go. A file that is a hard
+// link into a file:// store costs the disk nothing of its own: it is not
+// counted and not evicted.
+type cache struct {
+	dir   string
+	st    store.Store
+	max   int64
+	log   zerolog.Logger
+	group singleflight.Group
+	// evicting keeps this process's evictions one at a time, so that two
+	// do not both free the same excess.
+	evicting sync.Mutex
+}
+
+// Directories of the cache that hold no cached file.
+const (
+	cacheTmp   = "tmp"
+	cacheLocks = "locks"
+)
+
+// lockStripes is how many lock files guard downloads: a download locks the
+// stripe its file hashes to, so lock files stay few.
+const lockStripes = 4096
+
+func newCache(dir string, st store.Store, maxBytes int64, log zerolog.Logger) *cache {
+	return &cache{dir: dir, st: st, max: maxBytes, log: log.With().Str("component", "cache").Logger()}
+}
+
+// path is the cache file of rel, a slash-separated relative path.
+func (c *cache) path(rel string) string { return filepath.Join(c.dir, filepath.FromSlash(rel)) }
+
+// tmpDir holds files being made or downloaded: on the cache's file system,
+// so they rename into place.
+func (c *cache) tmpDir() string { return filepath.Join(c.dir, cacheTmp) }
+
+// tempPath returns a fresh name in tmpDir, which it creates.
+func (c *cache) tempPath(prefix string) (string, error) {
+	if err := os.MkdirAll(c.tmpDir(), privateDir); err != nil {
+		return "", diskErr("cache", err)
+	}
+	return filepath.Join(c.tmpDir(), prefix+"-"+randHex(8)), nil
+}
+
+// lock takes the host-wide lock of name, waiting as long as ctx allows.
+// Names that share a stripe share a lock.
+func (c *cache) lock(ctx context.Context, name string) (func(), error) {
+	dir := filepath.Join(c.dir, cacheLocks)
+	if err := os.MkdirAll(dir, privateDir); err != nil {
+		return nil, diskErr("cache", err)
+	}
+	sum := sha256.Sum256([]byte(name))
+	stripe := (int(sum[0])<<8 | int(sum[1])) % lockStripes
+	return lockFile(ctx, filepath.Join(dir, fmt.Sprintf("%03x.lock", stripe)))
+}
+
+// lease holds a cached file against eviction until Release. A nil lease
+// releases nothing.
+type lease struct {
+	// Path is the cached file.
+	Path string
+	f    *os.File
+	once sync.Once
+}
+
+// Release lets the cache evict the file again.
+func (l *lease) Release() {
+	if l == nil {
+		return
+	}
+	l.once.Do(func() { l.f.Close() }) // closing drops the flock
+}
+
+// hold leases the cached file rel when it is there and ok (nil: any)
+// accepts it, and marks it used; it returns nil when there is none.
+func (c *cache) hold(rel string, ok func(fs.FileInfo) bool) (*lease, error) {
+	p := c.path(rel)
+	for range 3 {
+		f, err := os.Open(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("cache: %w", err)
+		}
+		if err := flock(f, syscall.LOCK_SH); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("cache: %s: %w", p, err)
+		}
+		// Evicted or replaced between the open and the lock: look again.
+		held, err1 := f.Stat()
+		cur, err2 := os.Stat(p)
+		if err1 != nil || err2 != nil || !os.SameFile(held, cur) {
+			f.Close()
+			continue
+		}
+		if ok != nil && !ok(held) {
+			f.Close()
+			return nil, nil
+		}
+		os.Chtimes(p, time.Now(), time.Time{}) // used now; the mtime stays
+		return &lease{Path: p, f: f}, nil
+	}
+	return nil, nil
+}
+
+// flock takes how (LOCK_SH, LOCK_EX, with LOCK_NB or not) on f, again
+// when a signal interrupts the wait.
+func flock(f *os.File, how int) error {
+	for {
+		err := syscall.Flock(int(f.Fd()), how)
+		if err != syscall.EINTR {
+			return err
+		}
+	}
+}
+
+// fetch leases the cached copy of the store's key at rel, downloading it
+// first when it is not there; downloaded reports whether this call's
+// download (or the one it shared) brought it.
+func (c *cache) fetch(ctx context.Context, key, rel string) (l *lease, downloaded bool, err error) {
+	if l, err := c.hold(rel, nil); l != nil || err != nil {
+		return l, false, err
+	}
+	for range 3 {
+		v, err, _ := c.group.Do(rel, func() (any, error) {
+			// The first caller's ctx governs the shared download: if it
+			// ends, the callers sharing it fail too and are retried.
+			unlock, err := c.lock(ctx, rel)
+			if err != nil {
+				return false, err
+			}
+			defer unlock()
+			if _, err := os.Stat(c.path(rel)); err == nil {
+				return false, nil // another process of this host got it
+			}
+			_, err = c.download(ctx, key, rel)
+			return true, err
+		})
+		if err != nil {
+			return nil, false, err
+		}
+		if l, err := c.hold(rel, nil); l != nil || err != nil {
+			return l, v.(bool), err
+		}
+	}
+	return nil, false, fmt.Errorf("cache: %s was evicted as soon as it was fetched: -cache-max-bytes (%d) is too small for what tasks hold", rel, c.max)
+}
+
+// download copies the store's key to rel, replacing what is there, and
+// returns the object. The file's modification time is the object's
+// Modified. A file:// store's object is hard-linked instead, where it
+// can be. The caller holds rel's lock. Bytes whose SHA-256 is not the
+// object's leave nothing behind and fail with store.ErrDigestMismatch.
+func (c *cache) download(ctx context.Context, key, rel string) (store.Object, error) {
+	dst := c.path(rel)
+	if err := os.MkdirAll(filepath.Dir(dst), privateDir); err != nil {
+		return store.Object{}, diskErr("cache", err)
+	}
+	tmp, err := c.tempPath("get")
+	if err != nil {
+		return store.Object{}, err
+	}
+	obj, err := c.linkOrCopy(ctx, key, tmp)
+	if err != nil {
+		os.Remove(tmp)
+		return store.Object{}, err
+	}
+	if err := os.Rename(tmp, dst); err != nil {
+		os.Remove(tmp)
+		return store.Object{}, diskErr("cache", err)
+	}
+	c.evict(dst)
+	return obj, nil
+}
+
+// linkOrCopy puts the bytes of key at tmp.
+func (c *cache) linkOrCopy(ctx context.Context, key, tmp string) (store.Object, error) {
+	if l, ok := c.st.(store.Linker); ok {
+		obj, err := l.GetFile(ctx, key, tmp)
+		if !errors.Is(err, errors.ErrUnsupported) {
+			return obj, err
+		}
+	}
+	rc, obj, err := c.st.Get(ctx, key)
+	if err != nil {
+		return obj, err
+	}
+	defer rc.Close()
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, privateFile)
+	if err != nil {
+		return obj, diskErr("cache", err)
+	}
+	_, err = io.Copy(f, rc) // the store's reader fails the last read on a wrong digest
+	if err == nil {
+		err = f.Sync()
+	}
+	if err := errors.Join(err, f.Close()); err != nil {
+		return obj, diskErr("cache: downloading "+key, err)
+	}
+	if err := os.Chtimes(tmp, time.Now(), obj.Modified); err != nil {
+		return obj, diskErr("cache", err)
+	}
+	return obj, nil
+}
+
+// put stores the local file path under key, create-only: by hard link
+// into a file:// store where it can, else uploaded with its SHA-256 (sum,
+// when the caller knows it). The file is left where it is, its
+// modification time the object's Modified.
+func (c *cache) put(ctx context.Context, key, path, sum string) (store.Object, error) {
+	if l, ok := c.st.(store.Linker); ok {
+		obj, err := l.PutFile(ctx, key, path, store.PutOptions{SHA256: sum})
+		if !errors.Is(err, errors.ErrUnsupported) {
+			return obj, err
+		}
+	}
+	if sum == "" {
+		var err error
+		if sum, err = fileSHA256(ctx, path); err != nil {
+			return store.Object{}, err
+		}
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return store.Object{}, err
+	}
+	defer f.Close()
+	obj, err := c.st.Put(ctx, key, f, store.PutOptions{SHA256: sum})
+	if err != nil {
+		return obj, err
+	}
+	os.Chtimes(path, time.Now(), obj.Modified)
+	return obj, nil
+}
+
+// fileSHA256 is the hex SHA-256 of the file at path.
+func fileSHA256(ctx context.Context, path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, ctxReader{ctx, f}); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// ctxReader stops reading once ctx is done.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
+// adopt moves a file made on this host (in tmpDir) into the cache at rel,
+// replacing what is there.
+func (c *cache) adopt(tmp, rel string) error {
+	dst := c.path(rel)
+	if err := os.MkdirAll(filepath.Dir(dst), privateDir); err != nil {
+		return diskErr("cache", err)
+	}
+	if err := os.Chmod(tmp, privateFile); err != nil {
+		return diskErr("cache", err)
+	}
+	if err := os.Rename(tmp, dst); err != nil {
+		return diskErr("cache", err)
+	}
+	c.evict(dst)
+	return nil
+}
+
+// cached is a file of the cache, as evict sees it.
+type cached struct {
+	path  string
+	size  int64
+	atime time.Time
+}
+
+// usage lists the cache's files that cost it disk (those not linked into a
+// file:// store too) and their total size.
+func (c *cache) usage() ([]cached, int64) {
+	var files []cached
+	var total int64
+	filepath.WalkDir(c.dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return nil // vanished, or unreadable: not ours to count
+		}
+		if d.IsDir() {
+			if p != c.dir && filepath.Dir(p) == c.dir && (d.Name() == cacheTmp || d.Name() == cacheLocks) {
+				return fs.SkipDir
+			}
+			return nil
+		}
+		info, err := d.Info()
+		if err != nil || !info.Mode().IsRegular() || strings.HasPrefix(d.Name(), ".tmp-") {
+			return nil
+		}
+		st, ok := info.Sys().(*syscall.Stat_t)
+		if ok && st.Nlink > 1 {
+			return nil // the store's file too: evicting it frees nothing
+		}
+		at := info.ModTime()
+		if ok {
+			at = time.Unix(st.Atim.Unix())
+		}
+		files = append(files, cached{path: p, size: info.Size(), atime: at})
+		total += info.Size()
+		return nil
+	})
+	return files, total
+}
+
+// evict removes the least recently used files until the cache holds at
+// most max bytes, sparing keep (the file just added) and every file a
+// lease holds.
+func (c *cache) evict(keep string) {
+	c.evicting.Lock()
+	defer c.evicting.Unlock()
+	files, total := c.usage()
+	if total <= c.max {
+		return
+	}
+	slices.SortFunc(files, func(a, b cached) int { return a.atime.Compare(b.atime) })
+	for _, f := range files {
+		if total <= c.max {
+			return
+		}
+		if f.path == keep || !c.remove(f.path) {
+			continue
+		}
+		total -= f.size
+		c.log.Debug().Str("file", f.path).Int64("bytes", f.size).Msg("evicted from the cache")
+	}
+	c.log.Warn().Int64("bytes", total).Int64("max_bytes", c.max).Msg("cache over its cap: what is left is in use")
+}
+
+// remove deletes a cached file unless a lease holds it, and reports
+// whether it did.
+func (c *cache) remove(p string) bool {
+	f, err := os.Open(p)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if flock(f, syscall.LOCK_EX|syscall.LOCK_NB) != nil {
+		return false // held
+	}
+	held, err1 := f.Stat()
+	cur, err2 := os.Stat(p)
+	if err1 != nil || err2 != nil || !os.SameFile(held, cur) {
+		return false // replaced meanwhile
+	}
+	return os.Remove(p) == nil
+}
+
+// sweep removes what a crashed worker left in tmpDir, older than age, and
+// evicts down to the cap.
+func (c *cache) sweep(age time.Duration) {
+	sweepTmp(c.tmpDir(), age)
+	c.evict("")
+}
+
+// ErrDiskFull marks an error of a disk that is full: the task fails and is
+// retried, and no half-written file is left.
+var ErrDiskFull = errors.New("the disk is full")
+
+// diskErr wraps err with what was being done; a full disk (ENOSPC, or a
+// quota) also matches ErrDiskFull.
+func diskErr(what string, err error) error {
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		return fmt.Errorf("%s: %w (%w)", what, ErrDiskFull, err)
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}

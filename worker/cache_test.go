@@ -1,0 +1,254 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/rs/zerolog"
+
+	"github.com/bot-bottle/bottleq/internal/teststore"
+	"github.com/bot-bottle/bottleq/smolvm"
+	"github.com/bot-bottle/bottleq/store"
+	"github.com/bot-bottle/bottleq/tasks"
+)
+
+// cacheFile adds a file of n bytes to c at rel, made on this host.
+func cacheFile(t *testing.T, c *cache, rel string, n int) string {
+	t.Helper()
+	tmp, err := c.tempPath("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(tmp, make([]byte, n), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.adopt(tmp, rel); err != nil {
+		t.Fatal(err)
+	}
+	return c.path(rel)
+}
+
+// usedAgo sets a cached file's access time, the cache's record of its
+// last use.
+func usedAgo(t *testing.T, path string, d time.Duration) {
+	t.Helper()
+	if err := os.Chtimes(path, time.Now().Add(-d), time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func exists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+// TestCacheEviction: over its cap, the cache evicts the least recently used
+// files first, never one a lease holds (even the least recently used), nor
+// one that is a hard link into the file store, which costs it nothing.
+func TestCacheEviction(t *testing.T) {
+	t.Parallel()
+	data := t.TempDir()
+	st, err := store.NewFile(filepath.Join(data, "store"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newCache(filepath.Join(data, "cache"), st, 1<<40, zerolog.Nop())
+	a := cacheFile(t, c, "packs/a.smolmachine", 100)
+	b := cacheFile(t, c, "packs/b.smolmachine", 100)
+	d := cacheFile(t, c, "commits/t/d.smolmachine", 100)
+	l, err := c.hold("packs/a.smolmachine", nil)
+	if err != nil || l == nil || l.Path != a {
+		t.Fatalf("hold = %v, %v", l, err)
+	}
+	// Used least recently: a (held), then b, then d.
+	usedAgo(t, a, 3*time.Hour)
+	usedAgo(t, b, 2*time.Hour)
+	usedAgo(t, d, time.Hour)
+
+	c.max = 250
+	c.evict("")
+	if !exists(a) || exists(b) || !exists(d) {
+		t.Errorf("after evicting to 250 bytes: a %v, b %v, d %v; want a (held) and d kept, b evicted", exists(a), exists(b), exists(d))
+	}
+
+	// Released, a goes in its turn: the least recently used first.
+	l.Release()
+	usedAgo(t, a, time.Hour)
+	usedAgo(t, d, 2*time.Hour)
+	c.max = 150
+	c.evict("")
+	if !exists(a) || exists(d) {
+		t.Errorf("after evicting to 150 bytes: a %v, d %v; want d, the least recently used, evicted", exists(a), exists(d))
+	}
+	// Holding a file marks it used.
+	usedAgo(t, a, 5*time.Hour)
+	l, _ = c.hold("packs/a.smolmachine", nil)
+	l.Release()
+	if files, _ := c.usage(); len(files) != 1 || time.Since(files[0].atime) > time.Minute {
+		t.Errorf("usage after a hold: %+v, want a used now", files)
+	}
+
+	// A file that is also the store's object is neither counted nor
+	// evicted.
+	if _, err := c.put(context.Background(), "commits/t/e.smolmachine", a, ""); err != nil {
+		t.Fatal(err)
+	}
+	if files, total := c.usage(); len(files) != 0 || total != 0 {
+		t.Errorf("usage with a's bytes in the store too: %+v, %d; want nothing", files, total)
+	}
+	c.max = 0
+	c.evict("")
+	if !exists(a) {
+		t.Error("evicted a file the store shares")
+	}
+}
+
+// TestCacheFetchOnce: tasks racing for one commit share one download, and
+// the file lands whole, with nothing left in the cache's tmp.
+func TestCacheFetchOnce(t *testing.T) {
+	t.Parallel()
+	data := t.TempDir()
+	st, err := store.NewFile(filepath.Join(data, "store"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := st.Put(ctx, "commits/t/k.smolmachine", strings.NewReader("a commit"), store.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	c := newCache(filepath.Join(data, "cache"), st, 1<<30, zerolog.Nop())
+	const n = 20
+	got := make(chan bool, n)
+	for range n {
+		go func() {
+			l, downloaded, err := c.fetch(ctx, "commits/t/k.smolmachine", "commits/t/k.smolmachine")
+			if err != nil {
+				t.Error(err)
+			}
+			defer l.Release()
+			if b, err := os.ReadFile(l.Path); err != nil || string(b) != "a commit" {
+				t.Errorf("fetched %q, %v", b, err)
+			}
+			got <- downloaded
+		}()
+	}
+	downloads := 0
+	for range n {
+		if <-got {
+			downloads++
+		}
+	}
+	// Sharers of the one download all say so; later ones hit the cache.
+	if downloads == 0 {
+		t.Error("no fetch reports the download")
+	}
+	if ents, _ := os.ReadDir(c.tmpDir()); len(ents) != 0 {
+		t.Errorf("left in tmp: %v", ents)
+	}
+}
+
+// s3Store opens a store on a fresh versitygw through the standard AWS
+// chain, as the worker does: it sets the environment, so its test must
+// not run in parallel.
+func s3Store(t *testing.T) (store.Store, *teststore.Server) {
+	t.Helper()
+	srv := teststore.Start(t)
+	for _, kv := range append(srv.Env(),
+		"AWS_CONFIG_FILE="+filepath.Join(t.TempDir(), "none"),
+		"AWS_SHARED_CREDENTIALS_FILE="+filepath.Join(t.TempDir(), "none"),
+		"AWS_PROFILE=", "AWS_SESSION_TOKEN=") {
+		k, v, _ := strings.Cut(kv, "=")
+		t.Setenv(k, v)
+	}
+	st, err := store.Open(context.Background(), srv.URL("pool"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st, srv
+}
+
+// TestFetchDigestMismatch: a commit whose bytes in the store no longer
+// match its SHA-256 fails the task that starts from it with a retried
+// error, and leaves nothing in the host's cache, on a file:// and an
+// s3:// store.
+func TestFetchDigestMismatch(t *testing.T) {
+	s3, srv := s3Store(t)
+	for _, tt := range []struct {
+		name string
+		st   func(t *testing.T) (store.Store, func(key string) string)
+	}{
+		{"file", func(t *testing.T) (store.Store, func(string) string) {
+			dir := filepath.Join(t.TempDir(), "store")
+			st, _ := store.NewFile(dir)
+			return st, func(k string) string { return filepath.Join(dir, filepath.FromSlash(k)) }
+		}},
+		{"s3", func(t *testing.T) (store.Store, func(string) string) {
+			return s3, func(k string) string { return filepath.Join(srv.Dir, srv.Bucket, "pool", filepath.FromSlash(k)) }
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			st, file := tt.st(t)
+			f1, f2 := newFake(), newFake()
+			h1, _ := newHandler(t, f1, func(c *Config) { c.Store = st })
+			h2, _ := newHandler(t, f2, func(c *Config) { c.Store = st; c.Host = "host-b" })
+			var w results
+			if err := h1.Run(context.Background(), Meta{ID: "a"}, payload(t, basic), &w); err != nil {
+				t.Fatal(err)
+			}
+			key := w.result(t).CommitKey
+			fh, err := os.OpenFile(file(key), os.O_WRONLY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fh.WriteAt([]byte("rot"), 2)
+			fh.Close()
+
+			from := tasks.AgentRun{From: "task:a", Command: []string{"true"}, Commit: tasks.Bool(false)}
+			err = h2.Run(context.Background(), Meta{ID: "b"}, payload(t, from), nil)
+			if !errors.Is(err, store.ErrDigestMismatch) || errors.Is(err, asynq.SkipRetry) {
+				t.Fatalf("from a corrupted commit: err = %v, want ErrDigestMismatch, retried", err)
+			}
+			if f2.count("create") != 0 {
+				t.Error("a VM was created from a corrupted commit")
+			}
+			if exists(h2.cache.path(key)) {
+				t.Error("the corrupted commit is in the cache")
+			}
+			if ents, _ := os.ReadDir(h2.cache.tmpDir()); len(ents) != 0 {
+				t.Errorf("left in the cache's tmp: %v", ents)
+			}
+		})
+	}
+}
+
+// TestStoreDownMidRun: a store that stops answering before the commit is
+// uploaded fails the attempt with a retried error naming the store, and
+// leaves no half-made commit behind.
+func TestStoreDownMidRun(t *testing.T) {
+	st, srv := s3Store(t)
+	f := newFake()
+	f.packVM = func(context.Context, string, string) (smolvm.Pack, error) {
+		srv.Stop()
+		return smolvm.Pack{}, nil
+	}
+	h, _ := newHandler(t, f, func(c *Config) { c.Store = st })
+	var w results
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	err := h.Run(ctx, Meta{ID: "down"}, payload(t, basic), &w)
+	if !errors.Is(err, store.ErrUnavailable) || errors.Is(err, asynq.SkipRetry) {
+		t.Fatalf("err = %v, want the store unavailable, retried", err)
+	}
+	if res := w.result(t); res.Phase != tasks.PhaseCommit || res.CommitKey != "" {
+		t.Errorf("result phase %q, commit key %q; want a failed commit", res.Phase, res.CommitKey)
+	}
+	if ents, _ := os.ReadDir(h.cache.tmpDir()); len(ents) != 0 {
+		t.Errorf("left in the cache's tmp: %v", ents)
+	}
+	if exists(h.cache.path(commitKey(tasks.DefaultTenant, "down"))) {
+		t.Error("a commit the store never took is in the cache")
+	}
+}
