@@ -36,21 +36,22 @@ const ArtifactMode os.FileMode = 0o600
 // over dst (mode [ArtifactMode]). On any failure nothing is left behind
 // and an existing dst is untouched.
 //
-// An artifact the worker did not keep (Error set) or that names no store
-// key is an error matching [ErrArtifactNotKept]. Store errors keep their
+// Every error is one line starting "artifact PATH". An artifact the worker
+// did not keep (Error set) or that names no store key is an error
+// matching [ErrArtifactNotKept]. Store errors keep their
 // identity for errors.Is: store.ErrNotFound (deleted, or past the
 // workers' -retention), store.ErrUnavailable, and store.ErrDigestMismatch,
 // which bytes that do not match the result also match.
 func FetchArtifact(ctx context.Context, st store.Store, a tasks.Artifact, dst string) error {
 	if a.Error != "" {
-		return fmt.Errorf("%w: artifact %s was not kept: %s", ErrArtifactNotKept, a.Path, strings.Join(strings.Fields(a.Error), " "))
+		return &notKeptError{fmt.Sprintf("artifact %s was not kept: %s", a.Path, strings.Join(strings.Fields(a.Error), " "))}
 	}
 	if a.Key == "" {
 		where := "the worker kept it on its own disk only"
 		if a.Host != "" && a.HostPath != "" {
 			where = fmt.Sprintf("the worker kept it on host %s at %s only", a.Host, a.HostPath)
 		}
-		return fmt.Errorf("%w: artifact %s has no store key in the result (%s)", ErrArtifactNotKept, a.Path, where)
+		return &notKeptError{fmt.Sprintf("artifact %s has no store key in the result (%s)", a.Path, where)}
 	}
 	if st == nil {
 		return fmt.Errorf("artifact %s: no store to fetch it from", a.Path)
@@ -106,6 +107,13 @@ func FetchArtifact(ctx context.Context, st store.Store, a tasks.Artifact, dst st
 	renamed = true
 	return nil
 }
+
+// notKeptError is an artifact FetchArtifact has nothing to fetch of; it
+// matches ErrArtifactNotKept.
+type notKeptError struct{ msg string }
+
+func (e *notKeptError) Error() string        { return e.msg }
+func (e *notKeptError) Is(target error) bool { return target == ErrArtifactNotKept }
 
 func orUnknown(s string) string {
 	if s == "" {

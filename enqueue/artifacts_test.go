@@ -297,5 +297,5 @@ func ExampleFetchArtifact() {
 	}
 	// Output:
 	// report.txt: "all green\n"
-	// artifact not in the store: artifact /workspace/out/none.txt was not kept: missing
+	// artifact /workspace/out/none.txt was not kept: missing
 }
