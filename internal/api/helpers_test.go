@@ -24,6 +24,7 @@ import (
 
 	"github.com/bot-bottle/bottleq/enqueue/enqueuetest"
 	"github.com/bot-bottle/bottleq/internal/testredis"
+	"github.com/bot-bottle/bottleq/store"
 	"github.com/bot-bottle/bottleq/tasks"
 )
 
@@ -262,6 +263,9 @@ func (s *sse) next(t testing.TB) (sseEvent, bool) {
 type standIn struct {
 	dataDir string
 	step    chan struct{}
+	// store, when set, receives the artifacts instead, as a worker with a
+	// store keeps them.
+	store store.Store
 }
 
 func (h *standIn) ProcessTask(ctx context.Context, task *asynq.Task) error {
@@ -328,6 +332,13 @@ func (h *standIn) keep(tenant, id string, i int, guest string) tasks.Artifact {
 		return tasks.Artifact{Path: guest, Error: tasks.ArtifactMissing}
 	}
 	content := []byte(fmt.Sprintf("artifact %d of run %s: %s\n", i, id, guest))
+	if h.store != nil {
+		a, err := enqueuetest.PutArtifact(context.Background(), h.store, tenant, id, i, guest, content)
+		if err != nil {
+			return tasks.Artifact{Path: guest, Error: err.Error()}
+		}
+		return a
+	}
 	dir := filepath.Join(h.dataDir, "artifacts", tenant, id)
 	os.MkdirAll(dir, 0o700)
 	hp := filepath.Join(dir, fmt.Sprintf("%d-%s", i, filepath.Base(guest)))
@@ -340,6 +351,12 @@ func (h *standIn) keep(tenant, id string, i int, guest string) tasks.Artifact {
 func (a *testAPI) serve(step chan struct{}, queues ...string) {
 	a.t.Helper()
 	enqueuetest.Serve(a.t, a.opt, &standIn{dataDir: a.dataDir, step: step}, queues...)
+}
+
+// serveStore runs the stand-in on the API's Redis, keeping artifacts in st.
+func (a *testAPI) serveStore(st store.Store) {
+	a.t.Helper()
+	enqueuetest.Serve(a.t, a.opt, &standIn{dataDir: a.dataDir, store: st})
 }
 
 // pretty indents JSON for a failure message.
