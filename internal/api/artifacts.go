@@ -51,7 +51,8 @@ type ArtifactSource interface {
 // StoreArtifacts reads artifacts from the workers' store: the object under
 // the artifact's key, which must lie in the run's tenant's part of the
 // store (artifacts/TENANT/...). An artifact the result names by host path
-// alone is read with Local.
+// alone, or any with a host path when there is no Store, is read with
+// Local.
 type StoreArtifacts struct {
 	// Store is the store the workers write to (their -store). Nil: an
 	// artifact with a key is unavailable.
@@ -66,7 +67,7 @@ type StoreArtifacts struct {
 // unreachable store is an error matching store.ErrUnavailable.
 func (s StoreArtifacts) Open(ctx context.Context, tenant, runID string, a tasks.Artifact) (io.ReadCloser, error) {
 	switch {
-	case a.Key == "" && s.Local != nil:
+	case (a.Key == "" || s.Store == nil) && a.HostPath != "" && s.Local != nil:
 		return s.Local.Open(ctx, tenant, runID, a)
 	case a.Key == "":
 		return nil, fmt.Errorf("%w: the result names no store key: host %s holds it", ErrArtifactUnavailable, a.Host)

@@ -194,8 +194,9 @@ func TestArtifactsFromS3Store(t *testing.T) {
 }
 
 // TestStoreArtifactsFallback: a result that names no store key (a worker
-// without a store) is read from the data directory through Local; without
-// Local, or without a store for a key, it is unavailable.
+// without a store) is read from the data directory through Local, and so
+// is one with a key and a host path when there is no store; without Local,
+// or without a store for a key alone, it is unavailable.
 func TestStoreArtifactsFallback(t *testing.T) {
 	t.Parallel()
 	// The default source reads the stand-in's data directory: the store
@@ -211,13 +212,23 @@ func TestStoreArtifactsFallback(t *testing.T) {
 	if r := a.do("GET", "/v1/runs/"+run.ID+"/artifacts/0", tokAcme, ""); r.status != 200 || !strings.HasPrefix(string(r.body), "artifact 0 of run") {
 		t.Errorf("from the data directory: %d %s", r.status, r.body)
 	}
+	keyed := res.Artifacts[0]
+	keyed.Key = enqueuetest.ArtifactKey("acme", run.ID, 0)
+	rc, err := StoreArtifacts{Local: LocalArtifacts{DataDir: a.dataDir}}.Open(context.Background(), "acme", run.ID, keyed)
+	if err != nil {
+		t.Fatalf("a key and a host path, no store: %v", err)
+	}
+	if b, _ := io.ReadAll(rc); !strings.HasPrefix(string(b), "artifact 0 of run") {
+		t.Errorf("read %q", b)
+	}
+	rc.Close()
 	for name, src := range map[string]StoreArtifacts{
 		"no Local": {},
 		"no store": {Local: LocalArtifacts{DataDir: a.dataDir}},
 	} {
 		art := res.Artifacts[0]
 		if name == "no store" {
-			art.Key = enqueuetest.ArtifactKey("acme", run.ID, 0)
+			art.Key, art.HostPath = enqueuetest.ArtifactKey("acme", run.ID, 0), ""
 		}
 		if rc, err := src.Open(context.Background(), "acme", run.ID, art); !errors.Is(err, ErrArtifactUnavailable) {
 			if rc != nil {
