@@ -117,8 +117,8 @@ func TestReadmeCommands(t *testing.T) {
 		"BOTTLEQ_DATA_DIR="+dataDir, "BOTTLEQ_METRICS_ADDR=off", "BOTTLEQ_EMBEDDED_REDIS=127.0.0.1:0", "BOTTLEQ_POLL_INTERVAL=20ms")
 	worker := exec.Command(filepath.Join(binDir, "worker"))
 	worker.Env = env
-	var workerLog bytes.Buffer
-	worker.Stdout, worker.Stderr = &workerLog, &workerLog
+	workerLog := &lockedBuffer{} // read on failure while the worker writes
+	worker.Stdout, worker.Stderr = workerLog, workerLog
 	worker.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := worker.Start(); err != nil {
 		t.Fatal(err)
