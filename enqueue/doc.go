@@ -38,8 +38,11 @@
 // [*tasks.ValidationError] and nothing is enqueued.
 //
 // [AttachFile] adds a local file to a payload's files, within the cap
-// workers accept; [FetchArtifact] copies an artifact the result lists from
-// the worker's data directory when it is readable here, checking its digest.
+// workers accept. [FetchArtifact] downloads an artifact the result lists
+// from the workers' store (package store: the URL of the workers' -store,
+// file:// on their host or s3:// from anywhere), checking its size and
+// SHA-256; [ArtifactFileNames] names a result's artifacts safely for one
+// directory. Importing store links the AWS SDK for Go v2 (its S3 client).
 //
 // The package must not run agents or talk to smolvm, and it never logs: env
 // values in a payload are secrets and stay out of every error it returns.

@@ -1,12 +1,9 @@
 package enqueue
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 
 	"github.com/bot-bottle/bottleq/tasks"
 )
@@ -65,48 +62,4 @@ func AttachFile(p *tasks.AgentRun, localPath, guestPath string, maxBytes int64) 
 	}
 	p.Files = append(p.Files, tasks.File{Path: guestPath, Content: data, Mode: fmt.Sprintf("%04o", uint32(info.Mode().Perm()))})
 	return nil
-}
-
-// FetchArtifact copies an artifact from the worker's data directory to dst
-// when that directory is readable from here (the producer runs on the
-// worker's host, or shares its disk). It checks the size and SHA-256 the
-// result recorded and writes dst atomically (a temporary file in dst's
-// directory, then a rename). An artifact the worker did not keep, or one
-// that is not readable here, is an error naming the host that holds it and
-// its digest.
-func FetchArtifact(a tasks.Artifact, dst string) error {
-	if a.Error != "" || a.HostPath == "" {
-		reason := a.Error
-		if reason == "" {
-			reason = "no host path in the result"
-		}
-		return fmt.Errorf("artifact %s: %s", a.Path, reason)
-	}
-	src, err := os.Open(a.HostPath)
-	if err != nil {
-		return fmt.Errorf("artifact %s lives on host %s at %s (%d bytes, sha256 %s) and is not readable here: %w",
-			a.Path, a.Host, a.HostPath, a.Size, a.SHA256, err)
-	}
-	defer src.Close()
-	tmp, err := os.CreateTemp(filepath.Dir(dst), ".tmp-"+filepath.Base(dst)+"-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name()) // after the rename, a no-op
-	sum := sha256.New()
-	n, err := io.Copy(io.MultiWriter(tmp, sum), io.LimitReader(src, a.Size+1))
-	if err == nil {
-		err = tmp.Chmod(0o644)
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("artifact %s: %w", a.Path, err)
-	}
-	if got := hex.EncodeToString(sum.Sum(nil)); n != a.Size || got != a.SHA256 {
-		return fmt.Errorf("artifact %s: %s on this host does not match the result (%d bytes, sha256 %s; want %d bytes, sha256 %s from host %s)",
-			a.Path, a.HostPath, n, got, a.Size, a.SHA256, a.Host)
-	}
-	return os.Rename(tmp.Name(), dst)
 }

@@ -1,9 +1,6 @@
 package enqueue_test
 
 import (
-	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log"
@@ -66,59 +63,6 @@ func TestAttachFile(t *testing.T) {
 			}
 			if len(q.Files) != 2 {
 				t.Errorf("a refused file changed the payload: %d files", len(q.Files))
-			}
-		})
-	}
-}
-
-func TestFetchArtifact(t *testing.T) {
-	t.Parallel()
-	dir := t.TempDir()
-	content := []byte("HELLO\n")
-	src := filepath.Join(dir, "0-A.txt")
-	if err := os.WriteFile(src, content, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	sum := sha256.Sum256(content)
-	good := tasks.Artifact{Path: "/w/out/A.txt", Host: "host-a", HostPath: src, Size: int64(len(content)), SHA256: hex.EncodeToString(sum[:])}
-	tests := []struct {
-		name   string
-		a      func(tasks.Artifact) tasks.Artifact
-		wantIn string // "" for success
-	}{
-		{"same host", func(a tasks.Artifact) tasks.Artifact { return a }, ""},
-		{"missing in the result", func(a tasks.Artifact) tasks.Artifact {
-			return tasks.Artifact{Path: a.Path, Error: tasks.ArtifactMissing}
-		}, "artifact /w/out/A.txt: missing"},
-		{"other host", func(a tasks.Artifact) tasks.Artifact {
-			a.Host, a.HostPath = "host-b", filepath.Join(dir, "elsewhere")
-			return a
-		}, "lives on host host-b at " + filepath.Join(dir, "elsewhere") + " (6 bytes, sha256 " + good.SHA256 + ")"},
-		{"wrong digest", func(a tasks.Artifact) tasks.Artifact {
-			a.SHA256 = strings.Repeat("0", 64)
-			return a
-		}, "does not match"},
-		{"wrong size", func(a tasks.Artifact) tasks.Artifact { a.Size = 5; return a }, "does not match"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			out := t.TempDir()
-			dst := filepath.Join(out, "A.txt")
-			err := enqueue.FetchArtifact(tt.a(good), dst)
-			if tt.wantIn == "" {
-				if err != nil {
-					t.Fatal(err)
-				}
-				if got, err := os.ReadFile(dst); err != nil || !bytes.Equal(got, content) {
-					t.Errorf("dst = %q, %v", got, err)
-				}
-			} else if err == nil || !strings.Contains(err.Error(), tt.wantIn) {
-				t.Errorf("err = %v, want it to contain %q", err, tt.wantIn)
-			}
-			ents, _ := os.ReadDir(out)
-			if n := len(ents); (tt.wantIn == "" && n != 1) || (tt.wantIn != "" && n != 0) {
-				t.Errorf("%d entries in dst's directory, want only dst on success and nothing on failure", n)
 			}
 		})
 	}

@@ -6,8 +6,9 @@
 // gracefully, ending open event streams cleanly. Every flag has an
 // environment fallback; see -h.
 //
-// It talks only to Redis (and reads artifacts from the worker's data
-// directory): it runs no tasks and never talks to smolvm. Any number of
+// It talks only to Redis and, for artifacts, the workers' store (-store),
+// or the worker's data directory for results that name no store key: it
+// runs no tasks and never talks to smolvm. Any number of
 // replicas may serve the same Redis.
 package main
 

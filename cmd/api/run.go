@@ -21,6 +21,7 @@ import (
 	"github.com/bot-bottle/bottleq/internal/api"
 	"github.com/bot-bottle/bottleq/internal/cliflag"
 	"github.com/bot-bottle/bottleq/internal/redisurl"
+	"github.com/bot-bottle/bottleq/store"
 	"github.com/bot-bottle/bottleq/tasks"
 )
 
@@ -35,6 +36,7 @@ type config struct {
 	tlsCert     string
 	tlsKey      string
 	dataDir     string
+	store       string
 	maxOpen     int
 	rate        float64
 	burst       int
@@ -59,6 +61,7 @@ var envFallbacks = []cliflag.Env{
 	{"tls-cert", "BOTTLEQ_API_TLS_CERT"},
 	{"tls-key", "BOTTLEQ_API_TLS_KEY"},
 	{"data-dir", "BOTTLEQ_DATA_DIR"},
+	{"store", "BOTTLEQ_STORE"},
 	{"max-open-runs", "BOTTLEQ_API_MAX_OPEN_RUNS"},
 	{"rate", "BOTTLEQ_API_RATE"},
 	{"burst", "BOTTLEQ_API_BURST"},
@@ -88,7 +91,9 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.DurationVar(&c.redisWait, "redis-wait", redisurl.DefaultWait, "at start, how long to wait for -redis to answer before giving up (0: one try)")
 	fs.StringVar(&c.tlsCert, "tls-cert", "", "PEM certificate (chain) to serve HTTPS with; needs -tls-key")
 	fs.StringVar(&c.tlsKey, "tls-key", "", "PEM private key of -tls-cert")
-	fs.StringVar(&c.dataDir, "data-dir", defaultDataDir(getenv), "the worker's data directory, to serve artifacts from (the API must run on the worker's host, as its user)")
+	fs.StringVar(&c.dataDir, "data-dir", defaultDataDir(getenv), "the worker's data directory, to serve the artifacts of results that name no store key from (the API must run on the worker's host, as its user)")
+	fs.StringVar(&c.store, "store", "", "the workers' store `URL`, as their -store, to serve artifacts from: file:///ABS/DIR or s3://BUCKET/PREFIX?endpoint=URL&region=R&path_style=true, "+
+		"with S3 credentials from the standard AWS environment (default: -data-dir's store, DATA/store, when that directory exists)")
 	fs.IntVar(&c.maxOpen, "max-open-runs", api.DefaultMaxOpenRuns, "most runs a tenant may have that have not finished; past it POST /v1/runs is a 429 (-1: no cap)")
 	fs.Float64Var(&c.rate, "rate", api.DefaultRate, "requests a second each tenant may make, per API process (-1: no cap)")
 	fs.IntVar(&c.burst, "burst", api.DefaultBurst, "requests a tenant may make at once above -rate")
@@ -130,6 +135,11 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	}
 	if !filepath.IsAbs(c.dataDir) {
 		return c, fmt.Errorf("%s: %q must be an absolute path", origin["data-dir"], c.dataDir)
+	}
+	if c.store != "" {
+		if _, err := store.ParseURL(c.store); err != nil {
+			return c, fmt.Errorf("%s: %w", origin["store"], err)
+		}
 	}
 	switch {
 	case c.maxOpen == 0 || c.maxOpen < -1:
@@ -230,6 +240,10 @@ func serve(ctx context.Context, c config, log zerolog.Logger, reload <-chan stru
 	if err != nil {
 		return fmt.Errorf("-redis: %w", err)
 	}
+	st, storeName, err := openStore(ctx, c, log)
+	if err != nil {
+		return err
+	}
 	ln, err := net.Listen("tcp", c.listen)
 	if err != nil {
 		return fmt.Errorf("-listen: %w", err)
@@ -238,7 +252,7 @@ func serve(ctx context.Context, c config, log zerolog.Logger, reload <-chan stru
 		Redis:         redisurl.Shared(rc),
 		LiveRedis:     redisurl.WithPoolSize(liveOpt, api.LiveReaders),
 		Tokens:        tokens,
-		Artifacts:     api.LocalArtifacts{DataDir: c.dataDir},
+		Artifacts:     api.StoreArtifacts{Store: st, Local: api.LocalArtifacts{DataDir: c.dataDir}},
 		MaxOpenRuns:   c.maxOpen,
 		Rate:          c.rate,
 		Burst:         c.burst,
@@ -277,6 +291,7 @@ func serve(ctx context.Context, c config, log zerolog.Logger, reload <-chan stru
 		Int("tokens", tokens.Len()).
 		Str("redis", redisurl.Redacted(c.redisURL)).
 		Str("data_dir", c.dataDir).
+		Str("store", storeName).
 		Msg("api listening")
 
 	errc := make(chan error, 1)
@@ -310,6 +325,32 @@ func serve(ctx context.Context, c config, log zerolog.Logger, reload <-chan stru
 	}
 	log.Info().Msg("api stopped")
 	return err
+}
+
+// openStore opens -store, failing when it does not work; without one, the
+// store in -data-dir (the worker's default, file://DATA/store) when that
+// directory exists and opens, else none. name is the store's URL for the
+// log (no secret: store URLs hold none), or "none".
+func openStore(ctx context.Context, c config, log zerolog.Logger) (st store.Store, name string, err error) {
+	if c.store != "" {
+		st, err := store.Open(ctx, c.store)
+		if err != nil {
+			return nil, "", fmt.Errorf("-store: %w", err)
+		}
+		loc, _ := store.ParseURL(c.store) // checked by parseFlags
+		return st, loc.String(), nil
+	}
+	dir := filepath.Join(c.dataDir, "store")
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		log.Info().Str("dir", dir).Msg("no store: artifacts a result names by store key are unavailable; give -store, the workers' -store URL")
+		return nil, "none", nil
+	}
+	url := "file://" + dir
+	if st, err = store.Open(ctx, url); err != nil {
+		log.Warn().Err(err).Msg("the worker's default store is not usable: artifacts a result names by store key are unavailable; give -store")
+		return nil, "none", nil
+	}
+	return st, url, nil
 }
 
 func isLoopback(host string) bool {

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"io"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -173,6 +174,8 @@ func TestFlagErrors(t *testing.T) {
 		{"files not a size", nil, map[string]string{"BOTTLEQ_API_TOKENS": tokens, "BOTTLEQ_MAX_FILES_BYTES": "lots"}, "BOTTLEQ_MAX_FILES_BYTES"},
 		{"events poll", []string{"-tokens", tokens, "-events-poll", "1ms"}, nil, "-events-poll"},
 		{"relative data dir", []string{"-tokens", tokens, "-data-dir", "data"}, nil, "-data-dir"},
+		{"store scheme", []string{"-tokens", tokens, "-store", "http://h/b"}, nil, `-store: store: scheme: "http" is not file or s3`},
+		{"store credentials by env", []string{"-tokens", tokens}, map[string]string{"BOTTLEQ_STORE": "s3://AKIA:pw@bucket/p"}, "BOTTLEQ_STORE: store: url: credentials do not belong in the store URL"},
 		{"log level", []string{"-tokens", tokens, "-log-level", "loud"}, nil, "-log-level"},
 		{"argument", []string{"-tokens", tokens, "extra"}, nil, `"extra"`},
 	} {
@@ -235,5 +238,45 @@ func waitLog(t *testing.T, log *syncBuffer, want string) {
 			t.Fatalf("the log never said %s:\n%s", want, log)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestStoreChoice: the API serves artifacts from -store, failing at start
+// when it does not work; without it, from the worker's default store in
+// -data-dir when that directory exists, else from none.
+func TestStoreChoice(t *testing.T) {
+	redis := testredis.Mini(t)
+	tokens := filepath.Join(t.TempDir(), "tokens")
+	writeTokens(t, tokens, map[string]string{"tok": "acme *"})
+	withStore, without, explicit := t.TempDir(), t.TempDir(), t.TempDir()
+	if err := os.Mkdir(filepath.Join(withStore, "store"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"the data directory's store", []string{"-data-dir", withStore}, "file://" + filepath.Join(withStore, "store")},
+		{"none in the data directory", []string{"-data-dir", without}, "none"},
+		{"-store", []string{"-data-dir", withStore, "-store", "file://" + explicit}, "file://" + explicit},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, log, _, _ := startAPI(t, append([]string{"-redis", redis.URL(), "-tokens", tokens}, tt.args...)...)
+			waitLog(t, log, `"store":"`+tt.want+`"`)
+		})
+	}
+	if _, err := os.Stat(filepath.Join(without, "store")); err == nil {
+		t.Error("the API made a store in the data directory")
+	}
+
+	afile := filepath.Join(t.TempDir(), "afile")
+	if err := writeFile(afile, "x"); err != nil {
+		t.Fatal(err)
+	}
+	var stderr syncBuffer
+	code := Run(context.Background(), []string{"-listen", "127.0.0.1:0", "-log-format", "json", "-tokens", tokens, "-redis", redis.URL(), "-store", "file://" + afile + "/store"}, noEnv, &stderr)
+	if code != 1 || !strings.Contains(stderr.String(), `"error":"-store: store: dir: cannot create `+afile+`/store: not a directory"`) {
+		t.Errorf("a store that cannot work: exit %d, log:\n%s", code, stderr.String())
 	}
 }

@@ -7,22 +7,26 @@
 //	        [--env K=V]... [--allow-host HOST[:PORT]]... [--file LOCAL:GUEST]...
 //	        [--artifact GUEST]... [--workdir DIR] [--cpus N] [--mem MiB]
 //	        [--timeout DUR] [--no-commit] [--task-id ID] [--queue Q]
-//	        [--max-retry N] [--replicas N] [--wait [--wait-timeout DUR]] -- CMD [ARG...]
+//	        [--max-retry N] [--replicas N] [--wait [--wait-timeout DUR] [--artifacts-dir DIR [--store URL]]]
+//	        -- CMD [ARG...]
 //	enqueue status [--queue Q] [--json] ID
-//	enqueue wait   [--queue Q] [--wait-timeout DUR] ID
+//	enqueue wait   [--queue Q] [--wait-timeout DUR] [--artifacts-dir DIR [--store URL]] ID
 //	enqueue cancel [--queue Q] [--wait-timeout DUR] ID
 //	enqueue -version
 //
 // The verbs take --redis, --redis-ca and --redis-wait too. REDIS_URL,
-// REDIS_CA_FILE and BOTTLEQ_TENANT stand in for --redis, --redis-ca and
-// --tenant when those are not given.
+// REDIS_CA_FILE, BOTTLEQ_TENANT and BOTTLEQ_STORE stand in for --redis,
+// --redis-ca, --tenant and --store when those are not given; without
+// either, --artifacts-dir downloads from the worker's default store,
+// file://DATA/store, when it is on this machine (DATA is
+// $BOTTLEQ_DATA_DIR or the worker's default data directory).
 //
 // Everything is validated before it connects to Redis. Exit codes: 0 done
 // (status: the task exists; cancel: it is cancelled); with --wait and wait,
 // the agent's exit code; 1 the task failed, was cancelled or is unknown, a
-// wait gave up, a cancel was not confirmed in time, or Redis failed; 2 a
-// usage error. Each error is one line on stderr that never quotes an env
-// value. See `enqueue -h`.
+// wait gave up, a cancel was not confirmed in time, an artifact could not
+// be downloaded, or Redis or the store failed; 2 a usage error. Each error
+// is one line on stderr that never quotes an env value. See `enqueue -h`.
 //
 // It is a thin shell over the package enqueue: it must not run agents
 // itself.

@@ -33,15 +33,16 @@ const defaultRedisURL = "redis://127.0.0.1:6379"
 
 const usageHead = `Usage: enqueue [flags] (--image IMG | --from REF) -- CMD [ARG...]
        enqueue status [--queue Q] [--json] ID
-       enqueue wait   [--queue Q] [--wait-timeout D] ID
+       enqueue wait   [--queue Q] [--wait-timeout D] [--artifacts-dir DIR] ID
        enqueue cancel [--queue Q] [--wait-timeout D] ID
        enqueue -version
 
 Enqueues one bottleq agent:run task. Without --wait it prints the task ID.
 With --wait it shows the task as it runs: each phase and attempt on stderr
 ("bottleq: task ID: ..."), the agent's stdout and stderr as the agent
-writes them; then each artifact's place on the worker's host, and it exits
-with the agent's exit code.
+writes them; then where each artifact is (with --artifacts-dir DIR,
+downloaded from the workers' store into DIR), and it exits with the
+agent's exit code.
 
 status prints a task's state, attempts, exit code, phases and result
 (--json: one JSON object). wait follows a task as --wait does. cancel ends
@@ -51,7 +52,8 @@ ID is looked up on --queue only (default "default"); each takes --redis,
 
 Exit codes: 0 done; with --wait and wait, the agent's exit code; 1 the task
 failed, was cancelled or is unknown, a wait gave up (--wait-timeout, Ctrl-C),
-a cancel was not confirmed in time, or Redis failed; 2 a usage error.
+a cancel was not confirmed in time, an artifact could not be downloaded, or
+Redis or the store failed; 2 a usage error.
 
 Flags:
 `
@@ -73,6 +75,7 @@ type config struct {
 	opts        enqueue.Options
 	wait        bool
 	waitTimeout time.Duration
+	artifacts   artifactsTarget
 	version     bool
 }
 
@@ -89,7 +92,7 @@ type listFlag []string
 func (l *listFlag) String() string     { return strings.Join(*l, ",") }
 func (l *listFlag) Set(s string) error { *l = append(*l, s); return nil }
 
-func newFlagSet(c *config, env *envFlag, files *listFlag, redisURL, redisCA, tenant, timeout *string, noCommit *bool, maxRetry *int) *flag.FlagSet {
+func newFlagSet(c *config, env *envFlag, files *listFlag, redisURL, redisCA, tenant, timeout, artifactsDir, storeURL *string, noCommit *bool, maxRetry *int) *flag.FlagSet {
 	fs := flag.NewFlagSet("enqueue", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
@@ -105,7 +108,7 @@ func newFlagSet(c *config, env *envFlag, files *listFlag, redisURL, redisCA, ten
 	fs.Var((*listFlag)(&c.payload.AllowHosts), "allow-host", "let the agent reach `HOST[:PORT]` (or *.DOMAIN) through the worker's bundled egress proxy; repeatable")
 	fs.Var(files, "file", "before the command runs, copy a local file into the VM as `LOCAL:GUEST` says (GUEST an absolute path), with LOCAL's permission bits; "+
 		"split at the first ':', so LOCAL may not contain one; repeatable, "+tasks.FormatBytes(tasks.DefaultMaxFilesBytes)+" in total. A directory travels as a tar file the command unpacks")
-	fs.Var((*listFlag)(&c.payload.Artifacts), "artifact", "copy the file at the absolute `GUEST` path out of the VM after the command, whatever its exit code; with --wait its place on the worker's host is printed; repeatable")
+	fs.Var((*listFlag)(&c.payload.Artifacts), "artifact", "copy the file at the absolute `GUEST` path out of the VM after the command, whatever its exit code; with --wait its place is printed, and --artifacts-dir downloads it; repeatable")
 	fs.StringVar(&c.payload.Workdir, "workdir", "", "absolute working `dir`ectory in the VM")
 	fs.IntVar(&c.payload.CPUs, "cpus", 0, "`N` vCPUs for the VM, 1 to "+fmt.Sprint(tasks.MaxCPUs)+", at most the worker's cap (default 0: the worker's default)")
 	fs.IntVar(&c.payload.MemMiB, "mem", 0, "the VM's memory in `MiB`, 1 to "+fmt.Sprint(tasks.MaxMemMiB)+", at most the worker's cap (default 0: the worker's default)")
@@ -117,6 +120,8 @@ func newFlagSet(c *config, env *envFlag, files *listFlag, redisURL, redisCA, ten
 	fs.IntVar(maxRetry, "max-retry", tasks.DefaultMaxRetry, "retries of a failed delivery; 0 for none")
 	fs.BoolVar(&c.wait, "wait", false, "show the task's phases and the agent's output as it runs, and exit with the agent's exit code")
 	fs.DurationVar(&c.waitTimeout, "wait-timeout", 0, "with --wait, give up waiting after this `duration` (exit 1; the task runs on) (default 0: no limit)")
+	fs.StringVar(artifactsDir, "artifacts-dir", "", "with --wait, "+artifactsDirHelp)
+	fs.StringVar(storeURL, "store", "", storeHelp)
 	fs.BoolVar(&c.version, "version", false, "print the version and exit")
 	return fs
 }
@@ -194,8 +199,10 @@ func parse(args []string, getenv func(string) string, help io.Writer) (config, e
 		timeout  string
 		noCommit bool
 		maxRetry int
+		artsDir  string
+		storeURL string
 	)
-	fs := newFlagSet(&c, &env, &files, &redisURL, &redisCA, &tenant, &timeout, &noCommit, &maxRetry)
+	fs := newFlagSet(&c, &env, &files, &redisURL, &redisCA, &tenant, &timeout, &artsDir, &storeURL, &noCommit, &maxRetry)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(help, usageHead)
@@ -302,6 +309,11 @@ func parse(args []string, getenv func(string) string, help io.Writer) (config, e
 		return c, usagef("--wait-timeout: must not be negative")
 	case c.waitTimeout > 0 && !c.wait:
 		return c, usagef("--wait-timeout: only with --wait")
+	case artsDir != "" && !c.wait:
+		return c, usagef("--artifacts-dir: only with --wait")
+	}
+	if c.artifacts, err = resolveArtifacts(artsDir, storeURL, getenv); err != nil {
+		return c, err
 	}
 	return c, nil
 }
@@ -348,6 +360,14 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return exitOK
 	}
 
+	var arts *artifactsOut
+	if c.artifacts.dir != "" {
+		st, err := c.artifacts.open(ctx)
+		if err != nil {
+			return fail(stderr, exitFail, "%v", err)
+		}
+		arts = &artifactsOut{st: st, dir: c.artifacts.dir}
+	}
 	client, rc, err := c.redis.connect(ctx)
 	if err != nil {
 		return fail(stderr, exitFail, "%v", err)
@@ -365,13 +385,14 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return exitOK
 	}
 	fmt.Fprintf(stderr, "bottleq: task %s: enqueued on queue %s\n", info.ID, info.Queue)
-	return wait(ctx, client, info.Queue, info.ID, c.payload.Tenant, c.waitTimeout, stdout, stderr)
+	return wait(ctx, client, info.Queue, info.ID, c.payload.Tenant, c.waitTimeout, arts, stdout, stderr)
 }
 
 // wait follows the task to its end, showing its live output as it comes,
-// and hands on the agent's exit code. tenant is the payload's, empty for
-// the default or unknown; timeout, if not zero, bounds the wait.
-func wait(ctx context.Context, client *enqueue.Client, queue, id, tenant string, timeout time.Duration, stdout, stderr io.Writer) int {
+// downloads its artifacts with arts (when not nil), and hands on the
+// agent's exit code. tenant is the payload's, empty for the default or
+// unknown; timeout, if not zero, bounds the wait.
+func wait(ctx context.Context, client *enqueue.Client, queue, id, tenant string, timeout time.Duration, arts *artifactsOut, stdout, stderr io.Writer) int {
 	waitCtx := ctx
 	if timeout > 0 {
 		var cancel context.CancelFunc
@@ -444,13 +465,8 @@ func wait(ctx context.Context, client *enqueue.Client, queue, id, tenant string,
 			fmt.Fprintf(stderr, "bottleq: egress: %s:%d %s, %d connection(s), %d bytes up, %d down\n", e.Host, e.Port, verdict, e.Count, e.BytesUp, e.BytesDown)
 		}
 	}
-	for _, a := range r.Artifacts {
-		switch {
-		case a.Error != "":
-			fmt.Fprintf(stderr, "bottleq: artifact %s: %s\n", a.Path, a.Error)
-		default:
-			fmt.Fprintf(stderr, "bottleq: artifact %s: %s (%d bytes, sha256 %s)\n", a.Path, a.HostPath, a.Size, a.SHA256)
-		}
+	if failed := showArtifacts(ctx, arts, r, stderr); failed > 0 {
+		return exitFail
 	}
 	if r.ExitCode < 0 || r.ExitCode > 255 {
 		return exitFail

@@ -275,8 +275,10 @@ func TestRunWait(t *testing.T) {
 				{Path: "/w/out/A.txt", Host: "w1", HostPath: "/data/artifacts/k/0-A.txt", Size: 6, SHA256: "abc123"},
 				{Path: "/w/out/none.txt", Error: tasks.ArtifactMissing},
 				{Path: "/w/out/big", Size: 9 << 20, Error: "over the cap of 1 MiB per artifact (-max-artifact-bytes): 9 MiB"},
+				{Path: "/w/out/B.txt", Host: "w1", Key: "artifacts/default/k/3", Size: 7, SHA256: "def456"},
 			}},
 			wantStderr: []string{
+				"bottleq: artifact /w/out/B.txt: in the store as artifacts/default/k/3 (7 bytes, sha256 def456; --artifacts-dir downloads it)\n",
 				"bottleq: artifact /w/out/A.txt: /data/artifacts/k/0-A.txt (6 bytes, sha256 abc123)\n",
 				"bottleq: artifact /w/out/none.txt: missing\n",
 				"bottleq: artifact /w/out/big: over the cap of 1 MiB per artifact (-max-artifact-bytes): 9 MiB\n",

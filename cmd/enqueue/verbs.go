@@ -29,9 +29,10 @@ const pendingNotice = 3 * time.Second
 // verb is a subcommand that acts on one task by its ID.
 type verb struct {
 	name, usage string
-	// json and waitTimeout say which of --json and --wait-timeout it has.
-	json, waitTimeout bool
-	run               func(ctx context.Context, v verbArgs) int
+	// json, waitTimeout and artifacts say which of --json, --wait-timeout
+	// and --artifacts-dir (with --store) it has.
+	json, waitTimeout, artifacts bool
+	run                          func(ctx context.Context, v verbArgs) int
 }
 
 // verbArgs is a verb's parsed command line.
@@ -40,6 +41,7 @@ type verbArgs struct {
 	queue, id      string
 	json           bool
 	waitTimeout    time.Duration
+	arts           *artifactsOut // nil without --artifacts-dir
 	stdout, stderr io.Writer
 }
 
@@ -55,13 +57,14 @@ phase or the phases with their times, the exit code, the commit, the last
 error. --json prints one JSON object instead: task_id, queue, state,
 retried, max_retry, last_error, exit_code (once completed) and result, the
 worker's whole result. Exits 0 whatever the state, 1 for an unknown task.`},
-		{name: "wait", waitTimeout: true, run: runWait, usage: `Usage: enqueue wait [--queue Q] [--wait-timeout D] ID
+		{name: "wait", waitTimeout: true, artifacts: true, run: runWait, usage: `Usage: enqueue wait [--queue Q] [--wait-timeout D] [--artifacts-dir DIR [--store URL]] ID
 
 Follows the task as enqueue --wait does: each phase and attempt on
 stderr, the agent's stdout and stderr as the agent writes them (from the
-start, for a task that runs or ran already), and the agent's exit code as
-its own. Exits 1 when the task failed or was cancelled, or the wait gave
-up.`},
+start, for a task that runs or ran already), where its artifacts are (with
+--artifacts-dir, downloaded from the workers' store into DIR), and the
+agent's exit code as its own. Exits 1 when the task failed or was
+cancelled, the wait gave up, or an artifact could not be downloaded.`},
 		{name: "cancel", waitTimeout: true, run: runCancel, usage: `Usage: enqueue cancel [--queue Q] [--wait-timeout D] ID
 
 Ends the task for good: it is not retried, its VM is deleted, asynq
@@ -120,6 +123,11 @@ func runVerb(ctx context.Context, v *verb, args []string, getenv func(string) st
 		}
 		fs.DurationVar(&a.waitTimeout, "wait-timeout", 0, "give up waiting after this `duration` (default "+def+")")
 	}
+	var artsDir, storeURL string
+	if v.artifacts {
+		fs.StringVar(&artsDir, "artifacts-dir", "", artifactsDirHelp)
+		fs.StringVar(&storeURL, "store", "", storeHelp)
+	}
 	// The ID may come before, between or after the flags.
 	var ids []string
 	for rest := args; ; {
@@ -157,6 +165,17 @@ func runVerb(ctx context.Context, v *verb, args []string, getenv func(string) st
 	r, err := redisOpt(redisURL, redisCA, redisWait, getenv)
 	if err != nil {
 		return fail(stderr, exitUsage, "%v", err)
+	}
+	target, err := resolveArtifacts(artsDir, storeURL, getenv)
+	if err != nil {
+		return fail(stderr, exitUsage, "%v", err)
+	}
+	if target.dir != "" {
+		st, err := target.open(ctx)
+		if err != nil {
+			return fail(stderr, exitFail, "%v", err)
+		}
+		a.arts = &artifactsOut{st: st, dir: target.dir}
 	}
 	client, rc, err := r.connect(ctx)
 	if err != nil {
@@ -308,7 +327,7 @@ func printStatus(w io.Writer, out enqueue.Outcome) {
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
 
 func runWait(ctx context.Context, a verbArgs) int {
-	return wait(ctx, a.client, a.queue, a.id, "", a.waitTimeout, a.stdout, a.stderr)
+	return wait(ctx, a.client, a.queue, a.id, "", a.waitTimeout, a.arts, a.stdout, a.stderr)
 }
 
 func runCancel(ctx context.Context, a verbArgs) int {

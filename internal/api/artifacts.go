@@ -17,8 +17,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/bot-bottle/bottleq/store"
 	"github.com/bot-bottle/bottleq/tasks"
 )
+
+// storeRetryAfter is the Retry-After of a 503 for an unreachable store.
+const storeRetryAfter = 5 * time.Second
 
 // Errors an ArtifactSource returns, to match with errors.Is.
 var (
@@ -31,9 +35,10 @@ var (
 )
 
 // ArtifactSource opens the artifacts a run's result lists, for
-// GET /v1/runs/{id}/artifacts/{n}. [LocalArtifacts] reads them from the
-// worker's data directory; a source backed by an object store replaces it
-// without touching the handler.
+// GET /v1/runs/{id}/artifacts/{n}. [StoreArtifacts] reads them from the
+// workers' store, where a result names them by key; [LocalArtifacts] from
+// a worker's data directory, where older results (of workers without a
+// store) name them by host path.
 type ArtifactSource interface {
 	// Open returns the content of artifact a of run runID, which belongs
 	// to tenant, checked against a.Size and a.SHA256 (or checked by the
@@ -41,6 +46,48 @@ type ArtifactSource interface {
 	// reach is an error matching ErrArtifactUnavailable. When the reader
 	// is an io.ReadSeeker too, the handler serves byte ranges.
 	Open(ctx context.Context, tenant, runID string, a tasks.Artifact) (io.ReadCloser, error)
+}
+
+// StoreArtifacts reads artifacts from the workers' store: the object under
+// the artifact's key, which must lie in the run's tenant's part of the
+// store (artifacts/TENANT/...). An artifact the result names by host path
+// alone, or any with a host path when there is no Store, is read with
+// Local.
+type StoreArtifacts struct {
+	// Store is the store the workers write to (their -store). Nil: an
+	// artifact with a key is unavailable.
+	Store store.Store
+	// Local reads artifacts that have no key. Nil: they are unavailable.
+	Local ArtifactSource
+}
+
+// Open gets the artifact's object, after checking that its size and
+// digest are the result's; the reader checks the bytes as they are read.
+// An object that is gone (past the workers' -retention) is unavailable; an
+// unreachable store is an error matching store.ErrUnavailable.
+func (s StoreArtifacts) Open(ctx context.Context, tenant, runID string, a tasks.Artifact) (io.ReadCloser, error) {
+	switch {
+	case (a.Key == "" || s.Store == nil) && a.HostPath != "" && s.Local != nil:
+		return s.Local.Open(ctx, tenant, runID, a)
+	case a.Key == "":
+		return nil, fmt.Errorf("%w: the result names no store key: host %s holds it", ErrArtifactUnavailable, a.Host)
+	case s.Store == nil:
+		return nil, fmt.Errorf("%w: it is in the workers' store, and this API has none (-store)", ErrArtifactUnavailable)
+	case !strings.HasPrefix(a.Key, "artifacts/"+tenant+"/"):
+		return nil, fmt.Errorf("%w: its store key is not in tenant %s's part of the store", ErrArtifactUnavailable, tenant)
+	}
+	rc, obj, err := s.Store.Get(ctx, a.Key)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return nil, fmt.Errorf("%w: it is no longer in the store (the workers' -retention deletes artifacts)", ErrArtifactUnavailable)
+	case err != nil:
+		return nil, err
+	}
+	if obj.Size != a.Size || (obj.SHA256 != "" && obj.SHA256 != a.SHA256) {
+		rc.Close()
+		return nil, fmt.Errorf("%w: the store holds %d bytes under %s, with another SHA-256 or size than the result's %d", ErrArtifactMismatch, obj.Size, a.Key, a.Size)
+	}
+	return rc, nil
 }
 
 // LocalArtifacts reads artifacts from a worker's data directory on this
@@ -106,10 +153,10 @@ func (s *Server) artifact(w http.ResponseWriter, r *http.Request, g Grant) {
 		return
 	}
 	a := ri.res.Artifacts[n]
-	if a.Error != "" || a.HostPath == "" {
+	if a.Error != "" || (a.Key == "" && a.HostPath == "") {
 		reason := a.Error
 		if reason == "" {
-			reason = "no host path in the result"
+			reason = "no store key or host path in the result"
 		}
 		writeError(w, errorf(http.StatusNotFound, CodeNotFound, "n", fmt.Sprintf("artifact %d (%s) was not kept: %s", n, a.Path, reason)))
 		return
@@ -122,6 +169,12 @@ func (s *Server) artifact(w http.ResponseWriter, r *http.Request, g Grant) {
 	switch {
 	case errors.Is(err, ErrArtifactUnavailable):
 		writeError(w, errorf(http.StatusNotFound, CodeUnavailable, "n", fmt.Sprintf("artifact %d (%s): %v", n, a.Path, err)))
+		return
+	case errors.Is(err, store.ErrUnavailable):
+		s.cfg.Log.Warn().Err(err).Str("run_id", ri.ID).Int("artifact", n).Msg("artifact store unreachable")
+		e := errorf(http.StatusServiceUnavailable, CodeUnavailable, "", fmt.Sprintf("artifact %d (%s): the store is unreachable; try again later", n, a.Path))
+		e.RetryAfter = storeRetryAfter
+		writeError(w, e)
 		return
 	case err != nil:
 		s.cfg.Log.Error().Err(err).Str("run_id", ri.ID).Int("artifact", n).Msg("artifact not served")

@@ -26,6 +26,7 @@ import (
 	"github.com/bot-bottle/bottleq/internal/livelog"
 	"github.com/bot-bottle/bottleq/internal/testredis"
 	"github.com/bot-bottle/bottleq/internal/testworker"
+	"github.com/bot-bottle/bottleq/store"
 	"github.com/bot-bottle/bottleq/tasks"
 )
 
@@ -271,6 +272,9 @@ type standIn struct {
 	step    chan struct{}
 	live    redis.Scripter
 	talk    []livelog.Entry
+	// store, when set, receives the artifacts instead, as a worker with a
+	// store keeps them.
+	store store.Store
 }
 
 // liveLimits are a worker's with its default cap.
@@ -382,6 +386,13 @@ func (h *standIn) keep(tenant, id string, i int, guest string) tasks.Artifact {
 		return tasks.Artifact{Path: guest, Error: tasks.ArtifactMissing}
 	}
 	content := []byte(fmt.Sprintf("artifact %d of run %s: %s\n", i, id, guest))
+	if h.store != nil {
+		a, err := testworker.PutArtifact(context.Background(), h.store, tenant, id, i, guest, content)
+		if err != nil {
+			return tasks.Artifact{Path: guest, Error: err.Error()}
+		}
+		return a
+	}
 	dir := filepath.Join(h.dataDir, "artifacts", tenant, id)
 	os.MkdirAll(dir, 0o700)
 	hp := filepath.Join(dir, fmt.Sprintf("%d-%s", i, filepath.Base(guest)))
@@ -403,6 +414,12 @@ func (a *testAPI) serveLive(step chan struct{}, talk []livelog.Entry, queues ...
 	rdb := redis.NewClient(&redis.Options{Addr: a.redis.Addr})
 	a.t.Cleanup(func() { rdb.Close() })
 	testworker.Serve(a.t, a.opt, &standIn{dataDir: a.dataDir, step: step, live: rdb, talk: talk}, queues...)
+}
+
+// serveStore runs the stand-in on the API's Redis, keeping artifacts in st.
+func (a *testAPI) serveStore(st store.Store) {
+	a.t.Helper()
+	testworker.Serve(a.t, a.opt, &standIn{dataDir: a.dataDir, store: st})
 }
 
 // pretty indents JSON for a failure message.

@@ -60,8 +60,9 @@ type Config struct {
 	// Tokens are the bearer tokens and their grants. Required; reload it
 	// with Tokens.LoadFile while the server runs.
 	Tokens *Tokens
-	// Artifacts opens the artifacts results list. Nil: every artifact is
-	// unavailable (404).
+	// Artifacts opens the artifacts results list: StoreArtifacts for
+	// workers with a store, LocalArtifacts for a worker's data directory.
+	// Nil: every artifact is unavailable (404).
 	Artifacts ArtifactSource
 	// MaxOpenRuns caps each tenant's runs that have not finished; a POST
 	// past it is a 429 with Retry-After. Default DefaultMaxOpenRuns;

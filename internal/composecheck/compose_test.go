@@ -18,6 +18,8 @@ import (
 	"testing"
 
 	"go.yaml.in/yaml/v2"
+
+	"github.com/bot-bottle/bottleq/store"
 )
 
 // root is the repository root, where docker-compose.yml and Dockerfile are.
@@ -48,6 +50,28 @@ func exampleEnv(t *testing.T) map[string]string {
 	t.Helper()
 	return parseEnvFile(readEnvExample(t)).set
 }
+
+// testSecret is the store's secret key a user writes into .env, which
+// .env.example leaves empty.
+const testSecret = "0123456789abcdef0123456789abcdef"
+
+// userEnv is the variables of a .env copied from .env.example with what it
+// leaves for the user to fill in filled in.
+func userEnv(t *testing.T) map[string]string {
+	t.Helper()
+	env := exampleEnv(t)
+	env["BOTTLEQ_STORE_SECRET_KEY"] = testSecret
+	return env
+}
+
+// userDotenv is .env.example as a user fills it in, as a .env file.
+func userDotenv(t *testing.T) string {
+	t.Helper()
+	return regexp.MustCompile(`(?m)^BOTTLEQ_STORE_SECRET_KEY=$`).ReplaceAllString(readEnvExample(t), "BOTTLEQ_STORE_SECRET_KEY="+testSecret)
+}
+
+// requiredVars are the variables docker-compose.yml requires of .env.
+var requiredVars = []string{"SMOLVM_DIR_HOST", "BOTTLEQ_STORE_ACCESS_KEY", "BOTTLEQ_STORE_SECRET_KEY"}
 
 // scratchWithEnv is scratch with dotenv written as .env beside the file,
 // which docker-compose reads by itself.
@@ -82,16 +106,48 @@ func scratch(t *testing.T, yml string) string {
 // variables it may set.
 var cmdOf = map[string]string{"worker": "worker", "dashboard": "dashboard", "api": "api"}
 
+// awsChain are the variables of the AWS SDK's standard credential chain,
+// which package store reads for an s3:// store rather than cmd/NAME: a
+// service of a command that reads BOTTLEQ_STORE may set them.
+var awsChain = []string{"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_EC2_METADATA_DISABLED"}
+
+// bottleqCommand is the bottleq command a service runs, or "" for another
+// program's image (Redis, the store).
+func bottleqCommand(s *service) string {
+	if len(s.Command) == 0 {
+		return ""
+	}
+	return cmdOf[s.Command[0]]
+}
+
+// workerNames returns the services that run the worker, sorted.
+func workerNames(p *project) []string {
+	var out []string
+	for _, name := range slices.Sorted(maps.Keys(p.Services)) {
+		if bottleqCommand(p.Services[name]) == "worker" {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// credLine is a line of the file that sets an S3 key.
+var credLine = regexp.MustCompile(`(?m)^\s+((?:AWS|ROOT)_(?:ACCESS_KEY_ID|SECRET_ACCESS_KEY)):\s*(.*)$`)
+
 // problems returns what is wrong with p for bottleq, one string each;
 // text is the file as written, whose comments tell users the names they
 // need.
 func problems(p *project, text string, envRead map[string][]string) []string {
 	var out []string
 	bad := func(format string, args ...any) { out = append(out, fmt.Sprintf(format, args...)) }
-	for _, name := range []string{"redis", "worker", "dashboard"} {
+	for _, name := range []string{"redis", "dashboard"} {
 		if _, ok := p.Services[name]; !ok {
 			bad("no service %s", name)
 		}
+	}
+	workers := workerNames(p)
+	if len(workers) < 2 {
+		bad("%d worker services (%q): the file shows a pool of two", len(workers), workers)
 	}
 	for _, name := range slices.Sorted(maps.Keys(p.Services)) {
 		s := p.Services[name]
@@ -113,7 +169,16 @@ func problems(p *project, text string, envRead map[string][]string) []string {
 				bad("%s joins network %s, which the top-level networks do not declare", name, n)
 			}
 		}
-		if name == "redis" {
+		if s.Build == nil && bottleqCommand(s) == "" {
+			// Another program's image: pinned, so that an upgrade is a
+			// change to this file.
+			img := s.Image
+			if i := strings.LastIndexByte(img, '/'); i >= 0 {
+				img = img[i+1:]
+			}
+			if _, tag, ok := strings.Cut(img, ":"); !ok || tag == "" || tag == "latest" {
+				bad("%s runs image %q, which no version tag pins", name, s.Image)
+			}
 			continue
 		}
 		if s.Build == nil || s.Build.Dockerfile != "Dockerfile" {
@@ -134,7 +199,7 @@ func problems(p *project, text string, envRead map[string][]string) []string {
 			continue
 		}
 		for k := range s.Environment {
-			if !slices.Contains(envRead[cmd], k) {
+			if !slices.Contains(envRead[cmd], k) && !(slices.Contains(awsChain, k) && slices.Contains(envRead[cmd], "BOTTLEQ_STORE")) {
 				bad("%s sets %s, which cmd/%s does not read", name, k, cmd)
 			}
 		}
@@ -160,9 +225,11 @@ func problems(p *project, text string, envRead map[string][]string) []string {
 			bad("dashboard sets -writable or BOTTLEQ_DASHBOARD_WRITABLE: compose serves it read-only")
 		}
 	}
-	if w, ok := p.Services["worker"]; ok {
+	hosts := map[string]string{} // BOTTLEQ_HOST -> the first worker with it
+	for _, name := range workers {
+		w := p.Services[name]
 		if !slices.ContainsFunc(w.Devices, func(d string) bool { return strings.Split(d, ":")[0] == "/dev/kvm" }) {
-			bad("worker does not get /dev/kvm")
+			bad("%s does not get /dev/kvm", name)
 		}
 		bin := env(w, "SMOLVM_BIN")
 		if !slices.ContainsFunc(w.Volumes, func(v *volume) bool {
@@ -171,22 +238,89 @@ func problems(p *project, text string, envRead map[string][]string) []string {
 				nv != nil && (nv.Driver == "" || nv.Driver == "local") && nv.DriverOpts["type"] == "none" &&
 				slices.Contains(strings.Split(nv.DriverOpts["o"], ","), "bind") && strings.HasPrefix(nv.DriverOpts["device"], "/")
 		}) {
-			bad("worker does not mount smolvm's install directory read-only, from a volume the local driver binds, where SMOLVM_BIN (%q) points", bin)
+			bad("%s does not mount smolvm's install directory read-only, from a volume the local driver binds, where SMOLVM_BIN (%q) points", name, bin)
 		}
 		data := slices.IndexFunc(w.Volumes, func(v *volume) bool {
 			return v.Type == "volume" && v.Source != "" && v.Target == "/var/lib/bottleq"
 		})
 		if data < 0 {
-			bad("worker keeps its data dir in no named volume")
+			bad("%s keeps its data dir in no named volume", name)
 		} else if nv := p.Volumes[w.Volumes[data].Source]; nv == nil || nv.Name == "" {
-			bad("worker's data volume %s has no fixed name: users cannot find their commits and artifacts by it", w.Volumes[data].Source)
+			bad("%s's data volume %s has no fixed name: users cannot find their cache and files by it", name, w.Volumes[data].Source)
 		} else if !strings.Contains(text, "docker volume inspect "+nv.Name) {
-			bad("the comments do not say how to find the data volume (docker volume inspect %s)", nv.Name)
+			bad("the comments do not say how to find %s's data volume (docker volume inspect %s)", name, nv.Name)
 		}
 		if d := w.Environment["BOTTLEQ_DATA_DIR"]; d == nil || *d != "/var/lib/bottleq" {
-			bad("worker: BOTTLEQ_DATA_DIR is not /var/lib/bottleq")
+			bad("%s: BOTTLEQ_DATA_DIR is not /var/lib/bottleq", name)
 		}
-		out = append(out, listenerProblems(p, w)...)
+		if h := env(w, "BOTTLEQ_HOST"); h == "" {
+			bad("%s sets no BOTTLEQ_HOST: results and logs cannot tell the pool's workers apart", name)
+		} else if first, dup := hosts[h]; dup {
+			bad("%s and %s both say BOTTLEQ_HOST %s: results and logs cannot tell them apart", first, name, h)
+		} else {
+			hosts[h] = name
+		}
+		out = append(out, listenerProblems(p, name, w)...)
+	}
+	out = append(out, storeProblems(p, text, workers)...)
+	return out
+}
+
+// storeProblems checks the pool's store: every worker and the API use one
+// BOTTLEQ_STORE, a valid URL; an s3:// store has its keys, set from
+// variables compose requires (no key has a default a reader of the file
+// knows), and a store run here is waited for, bucket made, by a one-shot.
+func storeProblems(p *project, text string, workers []string) []string {
+	var out []string
+	bad := func(format string, args ...any) { out = append(out, fmt.Sprintf(format, args...)) }
+	users := slices.Clone(workers)
+	if _, ok := p.Services["api"]; ok {
+		users = append(users, "api")
+	}
+	first := ""
+	for _, name := range users {
+		s := p.Services[name]
+		u := env(s, "BOTTLEQ_STORE")
+		if u == "" {
+			bad("%s sets no BOTTLEQ_STORE: the pool shares commits, artifacts and packs through one store", name)
+			continue
+		}
+		if first == "" {
+			first = name
+		} else if v := env(p.Services[first], "BOTTLEQ_STORE"); v != u {
+			bad("%s and %s use different stores (BOTTLEQ_STORE): a pool shares one", first, name)
+		}
+		loc, err := store.ParseURL(u)
+		if err != nil {
+			bad("%s: BOTTLEQ_STORE: %v", name, err)
+			continue
+		}
+		if loc.Dir != "" {
+			continue
+		}
+		if env(s, "AWS_ACCESS_KEY_ID") == "" || env(s, "AWS_SECRET_ACCESS_KEY") == "" {
+			bad("%s: BOTTLEQ_STORE is s3:// but AWS_ACCESS_KEY_ID or AWS_SECRET_ACCESS_KEY is not set", name)
+		}
+		host := strings.TrimPrefix(strings.TrimPrefix(loc.Endpoint, "http://"), "https://")
+		host, _, _ = strings.Cut(host, ":")
+		if _, here := p.Services[host]; !here {
+			continue
+		}
+		waits := false
+		for dep, d := range s.DependsOn {
+			if oneShot, ok := p.Services[dep]; ok && d.Condition == "service_completed_successfully" {
+				_, after := oneShot.DependsOn[host]
+				waits = waits || after
+			}
+		}
+		if !waits {
+			bad("%s does not wait for the store's bucket: it must depend on a one-shot (service_completed_successfully) that makes it once %s runs", name, host)
+		}
+	}
+	for _, m := range credLine.FindAllStringSubmatch(text, -1) {
+		if !regexp.MustCompile(`^"?\$\{[A-Z0-9_]+:\?`).MatchString(m[2]) {
+			bad("%s is set to %s, not from a variable compose requires (${NAME:?...}): a key in the file is a key everyone knows", m[1], m[2])
+		}
 	}
 	return out
 }
@@ -199,10 +333,10 @@ func env(s *service, name string) string {
 	return ""
 }
 
-// listenerProblems checks the worker's listeners: its egress proxy on an
+// listenerProblems checks worker name's listeners: its egress proxy on an
 // address with nothing else on it (a VM may reach every port of the
 // proxy's address), and its metrics reachable by a scraper.
-func listenerProblems(p *project, w *service) []string {
+func listenerProblems(p *project, name string, w *service) []string {
 	var out []string
 	bad := func(format string, args ...any) { out = append(out, fmt.Sprintf(format, args...)) }
 	// aliasNet is the one network on which name is an alias of the worker.
@@ -225,25 +359,25 @@ func listenerProblems(p *project, w *service) []string {
 	proxyNet, ok := aliasNet(proxyHost)
 	switch {
 	case listen == "":
-		bad("worker runs no egress proxy (BOTTLEQ_EGRESS_LISTEN): agents can reach no API")
+		bad("%s runs no egress proxy (BOTTLEQ_EGRESS_LISTEN): agents can reach no API", name)
 	case err != nil:
-		bad("worker: BOTTLEQ_EGRESS_LISTEN %q is not HOST:PORT", listen)
+		bad("%s: BOTTLEQ_EGRESS_LISTEN %q is not HOST:PORT", name, listen)
 	case !ok:
-		bad("worker: BOTTLEQ_EGRESS_LISTEN's host %s is not an alias of the worker on exactly one network", proxyHost)
+		bad("%s: BOTTLEQ_EGRESS_LISTEN's host %s is not an alias of the worker on exactly one network", name, proxyHost)
 	case proxyNet == "default":
-		bad("worker's egress proxy listens on its default network, whose address is shared with its other listeners and reachable by the other services")
+		bad("%s's egress proxy listens on its default network, whose address is shared with its other listeners and reachable by the other services", name)
 	default:
 		if n := p.Networks[proxyNet]; n == nil || !n.Internal {
-			bad("network %s, where the egress proxy listens, is not internal", proxyNet)
+			bad("network %s, where %s's egress proxy listens, is not internal", proxyNet, name)
 		}
-		for _, name := range slices.Sorted(maps.Keys(p.Services)) {
-			if _, joins := p.Services[name].Networks[proxyNet]; joins && p.Services[name] != w {
-				bad("%s joins %s, the egress proxy's network", name, proxyNet)
+		for _, other := range slices.Sorted(maps.Keys(p.Services)) {
+			if _, joins := p.Services[other].Networks[proxyNet]; joins && p.Services[other] != w {
+				bad("%s joins %s, %s's egress proxy's network", other, proxyNet, name)
 			}
 		}
 		for _, pt := range w.Ports {
 			if pt.Target == proxyPort {
-				bad("worker publishes the egress proxy's port %s", proxyPort)
+				bad("%s publishes the egress proxy's port %s", name, proxyPort)
 			}
 		}
 	}
@@ -253,18 +387,18 @@ func listenerProblems(p *project, w *service) []string {
 	metricsNet, ok := aliasNet(host)
 	switch {
 	case metrics == "" || metrics == "off":
-		bad("worker's metrics are not reachable by a scraper: BOTTLEQ_METRICS_ADDR is %q", metrics)
+		bad("%s's metrics are not reachable by a scraper: BOTTLEQ_METRICS_ADDR is %q", name, metrics)
 	case err != nil:
-		bad("worker: BOTTLEQ_METRICS_ADDR %q is not HOST:PORT", metrics)
+		bad("%s: BOTTLEQ_METRICS_ADDR %q is not HOST:PORT", name, metrics)
 	case wildcard(host):
-		bad("worker's metrics listen on every interface, so on the egress proxy's address too, where VMs reach them")
+		bad("%s's metrics listen on every interface, so on the egress proxy's address too, where VMs reach them", name)
 	case !ok:
-		bad("worker: BOTTLEQ_METRICS_ADDR's host %s is not an alias of the worker on exactly one network", host)
+		bad("%s: BOTTLEQ_METRICS_ADDR's host %s is not an alias of the worker on exactly one network", name, host)
 	case metricsNet == proxyNet:
-		bad("worker's metrics listen on the egress proxy's address, where VMs reach them")
+		bad("%s's metrics listen on the egress proxy's address, where VMs reach them", name)
 	}
 	if err == nil && !slices.ContainsFunc(w.Ports, func(pt *port) bool { return pt.Target == metricsPort && pt.HostIP == "127.0.0.1" }) {
-		bad("worker does not publish its metrics port %s on 127.0.0.1", metricsPort)
+		bad("%s does not publish its metrics port %s on 127.0.0.1", name, metricsPort)
 	}
 	return out
 }
@@ -314,15 +448,22 @@ func envRead(t *testing.T) map[string][]string {
 }
 
 func TestComposeFile(t *testing.T) {
-	p, err := loadFile(root, exampleEnv(t))
+	p, err := loadFile(root, userEnv(t))
 	if err != nil {
-		t.Fatalf("docker-compose.yml does not load with .env.example's settings: %v", err)
+		t.Fatalf("docker-compose.yml does not load with .env.example's settings, filled in: %v", err)
 	}
 	for _, problem := range problems(p, readCompose(t), envRead(t)) {
 		t.Error(problem)
 	}
-	if _, err := loadFile(root, nil); err == nil || !strings.Contains(err.Error(), "SMOLVM_DIR_HOST is required: set SMOLVM_DIR_HOST in .env") {
-		t.Errorf("without SMOLVM_DIR_HOST: %v, want the file to say it is required", err)
+	for _, name := range requiredVars {
+		env := userEnv(t)
+		delete(env, name)
+		if _, err := loadFile(root, env); err == nil || !strings.Contains(err.Error(), name+" is required: set "+name+" in .env") {
+			t.Errorf("without %s: %v, want the file to say it is required", name, err)
+		}
+	}
+	if _, err := loadFile(root, exampleEnv(t)); err == nil || !strings.Contains(err.Error(), "BOTTLEQ_STORE_SECRET_KEY is required") {
+		t.Errorf("with .env.example as it is: %v, want the empty secret refused", err)
 	}
 }
 
@@ -333,49 +474,62 @@ func TestComposeChecksCatch(t *testing.T) {
 	t.Parallel()
 	good := readCompose(t)
 	env := envRead(t)
-	settings := exampleEnv(t)
+	settings := userEnv(t)
 	for _, tt := range []struct {
 		name, old, new, want string
 	}{
 		{"port on every interface", `"127.0.0.1:8080:8080"`, `"8080:8080"`, `dashboard publishes port 8080 on ""`},
 		{"port on a public address", `"127.0.0.1:6379:6379"`, `"0.0.0.0:6379:6379"`, `redis publishes port 6379 on "0.0.0.0"`},
+		{"store on a public address", `"127.0.0.1:7070:7070"`, `"7070:7070"`, `store publishes port 7070 on ""`},
 		{"long-form port on a public address", `- "127.0.0.1:8080:8080"`, "- target: 8080\n        published: \"8080\"\n        host_ip: 0.0.0.0", `dashboard publishes port 8080 on "0.0.0.0"`},
 		{"no healthcheck", `test: ["CMD", "redis-cli", "ping"]`, `test: ["CMD", "true"]`, "redis has no `redis-cli ping` healthcheck"},
-		{"no kvm", "devices:\n      - /dev/kvm", "devices:\n      - /dev/null", "worker does not get /dev/kvm"},
-		{"started, not healthy", "condition: service_healthy", "condition: service_started", "worker does not depend on redis being healthy"},
-		{"depends_on as a list", "depends_on:\n      redis:\n        condition: service_healthy", "depends_on: [redis]", "worker does not depend on redis being healthy"},
-		{"unknown variable", "BOTTLEQ_HOST:", "BOTTLEQ_HOSTNAME:", "worker sets BOTTLEQ_HOSTNAME, which cmd/worker does not read"},
+		{"no kvm", "devices:\n      - /dev/kvm", "devices:\n      - /dev/null", "worker-1 does not get /dev/kvm"},
+		{"started, not healthy", "condition: service_healthy", "condition: service_started", "worker-1 does not depend on redis being healthy"},
+		{"depends_on as a list", "depends_on:\n      redis:\n        condition: service_healthy\n      store-init:\n        condition: service_completed_successfully", "depends_on: [redis, store-init]", "worker-1 does not depend on redis being healthy"},
+		{"unknown variable", "BOTTLEQ_HOST:", "BOTTLEQ_HOSTNAME:", "worker-1 sets BOTTLEQ_HOSTNAME, which cmd/worker does not read"},
 		{"wrong Redis", "REDIS_URL: redis://redis:6379\n      # Inside", "REDIS_URL: redis://localhost:6379\n      # Inside", "dashboard: REDIS_URL is not redis://redis:6379"},
 		{"not a bottleq command", `command: ["dashboard"]`, `command: ["asynqmon"]`, `dashboard runs "asynqmon", not a bottleq command`},
 		{"dashboard writable by env", "BOTTLEQ_DASHBOARD_ADDR: 0.0.0.0:8080\n", "BOTTLEQ_DASHBOARD_ADDR: 0.0.0.0:8080\n      BOTTLEQ_DASHBOARD_WRITABLE: \"true\"\n", "dashboard sets -writable"},
 		{"dashboard writable by flag", `command: ["dashboard"]`, `command: ["dashboard", "-writable"]`, "dashboard sets -writable"},
 		{"dashboard writable by a bare name", "      BOTTLEQ_DASHBOARD_ADDR: 0.0.0.0:8080\n", "      BOTTLEQ_DASHBOARD_ADDR: 0.0.0.0:8080\n      BOTTLEQ_DASHBOARD_WRITABLE:\n", "dashboard sets -writable"},
-		{"smolvm writable", "smolvm-install:/opt/smolvm:ro", "smolvm-install:/opt/smolvm", "worker does not mount smolvm's install directory read-only"},
-		{"smolvm by a plain bind", "- smolvm-install:/opt/smolvm:ro", "- ${SMOLVM_DIR_HOST}:/opt/smolvm:ro", "worker bind-mounts /home/you/.smolvm, which Docker creates"},
-		{"smolvm by a long-form bind", "- smolvm-install:/opt/smolvm:ro", "- type: bind\n        source: ${SMOLVM_DIR_HOST}\n        target: /opt/smolvm\n        read_only: true", "worker bind-mounts /home/you/.smolvm, which Docker creates"},
-		{"smolvm volume not a bind", "      o: bind\n", "      o: ro\n", "worker does not mount smolvm's install directory"},
-		{"smolvm volume with a relative device", "      device: \"${SMOLVM_DIR_HOST", "      device: \"smolvm${SMOLVM_DIR_HOST", "worker does not mount smolvm's install directory"},
-		{"SMOLVM_BIN outside the mount", "SMOLVM_BIN: /opt/smolvm/smolvm", "SMOLVM_BIN: /usr/local/bin/smolvm", "worker does not mount smolvm's install directory read-only, from a volume the local driver binds, where SMOLVM_BIN (\"/usr/local/bin/smolvm\")"},
-		{"data volume named by the project", "    name: bottleq-data\n", "", "worker's data volume bottleq-data has no fixed name"},
-		{"data volume not documented", "docker volume inspect bottleq-data", "docker volume ls", "the comments do not say how to find the data volume (docker volume inspect bottleq-data)"},
-		{"no egress proxy", "      BOTTLEQ_EGRESS_LISTEN: worker-egress:3128\n", "", "worker runs no egress proxy"},
-		{"egress proxy on every interface", "BOTTLEQ_EGRESS_LISTEN: worker-egress:3128", "BOTTLEQ_EGRESS_LISTEN: 0.0.0.0:3128", "worker: BOTTLEQ_EGRESS_LISTEN's host 0.0.0.0 is not an alias of the worker"},
-		{"egress proxy on the default network", "BOTTLEQ_EGRESS_LISTEN: worker-egress:3128", "BOTTLEQ_EGRESS_LISTEN: worker-metrics:3128", "worker's egress proxy listens on its default network"},
-		{"egress network not internal", "    internal: true", "    internal: false", "network vm-egress, where the egress proxy listens, is not internal"},
-		{"another service on the egress network", "    command: [\"dashboard\"]\n", "    command: [\"dashboard\"]\n    networks: [default, vm-egress]\n", "dashboard joins vm-egress, the egress proxy's network"},
-		{"egress port published", `"127.0.0.1:9400:9400"`, "\"127.0.0.1:9400:9400\"\n      - \"127.0.0.1:3128:3128\"", "worker publishes the egress proxy's port 3128"},
-		{"undeclared network", "      vm-egress:\n        aliases", "      vm-egres:\n        aliases", "worker joins network vm-egres, which the top-level networks do not declare"},
-		{"metrics off", "BOTTLEQ_METRICS_ADDR: worker-metrics:9400", "BOTTLEQ_METRICS_ADDR: \"off\"", `worker's metrics are not reachable by a scraper: BOTTLEQ_METRICS_ADDR is "off"`},
-		{"metrics on loopback", "BOTTLEQ_METRICS_ADDR: worker-metrics:9400", "BOTTLEQ_METRICS_ADDR: 127.0.0.1:9400", "worker: BOTTLEQ_METRICS_ADDR's host 127.0.0.1 is not an alias of the worker"},
-		{"metrics on every interface", "BOTTLEQ_METRICS_ADDR: worker-metrics:9400", "BOTTLEQ_METRICS_ADDR: 0.0.0.0:9400", "worker's metrics listen on every interface"},
-		{"metrics on an empty host", "BOTTLEQ_METRICS_ADDR: worker-metrics:9400", "BOTTLEQ_METRICS_ADDR: \":9400\"", "worker's metrics listen on every interface"},
-		{"metrics beside the proxy", "BOTTLEQ_METRICS_ADDR: worker-metrics:9400", "BOTTLEQ_METRICS_ADDR: worker-egress:9400", "worker's metrics listen on the egress proxy's address"},
-		{"metrics not published", `"127.0.0.1:9400:9400"`, `"127.0.0.1:9400:9401"`, "worker does not publish its metrics port 9400 on 127.0.0.1"},
-		{"data dir in the container", "- bottleq-data:/var/lib/bottleq", "- /var/lib/bottleq", "worker keeps its data dir in no named volume"},
+		{"smolvm writable", "smolvm-install:/opt/smolvm:ro", "smolvm-install:/opt/smolvm", "worker-1 does not mount smolvm's install directory read-only"},
+		{"smolvm by a plain bind", "- smolvm-install:/opt/smolvm:ro", "- ${SMOLVM_DIR_HOST}:/opt/smolvm:ro", "worker-1 bind-mounts /home/you/.smolvm, which Docker creates"},
+		{"smolvm by a long-form bind", "- smolvm-install:/opt/smolvm:ro", "- type: bind\n        source: ${SMOLVM_DIR_HOST}\n        target: /opt/smolvm\n        read_only: true", "worker-1 bind-mounts /home/you/.smolvm, which Docker creates"},
+		{"smolvm volume not a bind", "      o: bind\n", "      o: ro\n", "worker-1 does not mount smolvm's install directory"},
+		{"smolvm volume with a relative device", "      device: \"${SMOLVM_DIR_HOST", "      device: \"smolvm${SMOLVM_DIR_HOST", "worker-1 does not mount smolvm's install directory"},
+		{"SMOLVM_BIN outside the mount", "SMOLVM_BIN: /opt/smolvm/smolvm", "SMOLVM_BIN: /usr/local/bin/smolvm", "worker-1 does not mount smolvm's install directory read-only, from a volume the local driver binds, where SMOLVM_BIN (\"/usr/local/bin/smolvm\")"},
+		{"data volume named by the project", "    name: bottleq-data-1\n", "", "worker-1's data volume bottleq-data-1 has no fixed name"},
+		{"data volume not documented", "docker volume inspect bottleq-data-1", "docker volume ls", "the comments do not say how to find worker-1's data volume (docker volume inspect bottleq-data-1)"},
+		{"no egress proxy", "      BOTTLEQ_EGRESS_LISTEN: worker-1-egress:3128\n", "", "worker-1 runs no egress proxy"},
+		{"egress proxy on every interface", "BOTTLEQ_EGRESS_LISTEN: worker-1-egress:3128", "BOTTLEQ_EGRESS_LISTEN: 0.0.0.0:3128", "worker-1: BOTTLEQ_EGRESS_LISTEN's host 0.0.0.0 is not an alias of the worker"},
+		{"egress proxy on the default network", "BOTTLEQ_EGRESS_LISTEN: worker-1-egress:3128", "BOTTLEQ_EGRESS_LISTEN: worker-1-metrics:3128", "worker-1's egress proxy listens on its default network"},
+		{"egress network not internal", "    internal: true", "    internal: false", "network vm-egress-1, where worker-1's egress proxy listens, is not internal"},
+		{"another service on the egress network", "    command: [\"dashboard\"]\n", "    command: [\"dashboard\"]\n    networks: [default, vm-egress-1]\n", "dashboard joins vm-egress-1, worker-1's egress proxy's network"},
+		{"workers share an egress network", "      vm-egress-2:\n        aliases: [worker-2-egress]", "      vm-egress-1:\n        aliases: [worker-2-egress]", "worker-2 joins vm-egress-1, worker-1's egress proxy's network"},
+		{"egress port published", `"127.0.0.1:9400:9400"`, "\"127.0.0.1:9400:9400\"\n      - \"127.0.0.1:3128:3128\"", "worker-1 publishes the egress proxy's port 3128"},
+		{"undeclared network", "      vm-egress-1:\n        aliases", "      vm-egres:\n        aliases", "worker-1 joins network vm-egres, which the top-level networks do not declare"},
+		{"metrics off", "BOTTLEQ_METRICS_ADDR: worker-1-metrics:9400", "BOTTLEQ_METRICS_ADDR: \"off\"", `worker-1's metrics are not reachable by a scraper: BOTTLEQ_METRICS_ADDR is "off"`},
+		{"metrics on loopback", "BOTTLEQ_METRICS_ADDR: worker-1-metrics:9400", "BOTTLEQ_METRICS_ADDR: 127.0.0.1:9400", "worker-1: BOTTLEQ_METRICS_ADDR's host 127.0.0.1 is not an alias of the worker"},
+		{"metrics on every interface", "BOTTLEQ_METRICS_ADDR: worker-1-metrics:9400", "BOTTLEQ_METRICS_ADDR: 0.0.0.0:9400", "worker-1's metrics listen on every interface"},
+		{"metrics on an empty host", "BOTTLEQ_METRICS_ADDR: worker-1-metrics:9400", "BOTTLEQ_METRICS_ADDR: \":9400\"", "worker-1's metrics listen on every interface"},
+		{"metrics beside the proxy", "BOTTLEQ_METRICS_ADDR: worker-1-metrics:9400", "BOTTLEQ_METRICS_ADDR: worker-1-egress:9400", "worker-1's metrics listen on the egress proxy's address"},
+		{"metrics not published", `"127.0.0.1:9400:9400"`, `"127.0.0.1:9400:9401"`, "worker-1 does not publish its metrics port 9400 on 127.0.0.1"},
+		{"data dir in the container", "- bottleq-data-1:/var/lib/bottleq", "- /var/lib/bottleq", "worker-1 keeps its data dir in no named volume"},
 		{"Redis data in the container", "- redis-data:/data", "- /data", "redis keeps /data in no named volume"},
-		{"undeclared volume", "\n  bottleq-data:", "\n  bottleq-date:", "worker mounts volume bottleq-data, which the top-level volumes do not declare"},
-		{"no Dockerfile", "dockerfile: Dockerfile\n    image: bottleq:latest\n    command: [\"worker\"]", "dockerfile: Dockerfile.worker\n    image: bottleq:latest\n    command: [\"worker\"]", "worker is not built from the Dockerfile"},
+		{"undeclared volume", "\n  bottleq-data-1:", "\n  bottleq-date-1:", "worker-1 mounts volume bottleq-data-1, which the top-level volumes do not declare"},
+		{"no Dockerfile", "dockerfile: Dockerfile\n    image: bottleq:latest\n    command: [\"worker\"]", "dockerfile: Dockerfile.worker\n    image: bottleq:latest\n    command: [\"worker\"]", "worker-1 is not built from the Dockerfile"},
 		{"no dashboard", "\n  dashboard:\n", "\n  dashbaord:\n", "no service dashboard"},
+		{"one worker", "    command: [\"worker\"]", "    command: [\"dashboard\"]", `1 worker services (["worker-2"]): the file shows a pool of two`},
+		{"two workers, one host name", "BOTTLEQ_HOST: bottleq-worker-2", "BOTTLEQ_HOST: bottleq-worker-1", "worker-1 and worker-2 both say BOTTLEQ_HOST bottleq-worker-1"},
+		{"a worker without the store", "      # The pool's store (see the top of this file).\n      BOTTLEQ_STORE:", "      # The pool's store (see the top of this file).\n      BOTTLEQ_STOREX:", "worker-1 sets no BOTTLEQ_STORE: the pool shares"},
+		{"a worker with another store", "BOTTLEQ_STORE: \"s3://bottleq/pool?", "BOTTLEQ_STORE: \"s3://bottleq/mine?", "worker-1 and worker-2 use different stores (BOTTLEQ_STORE)"},
+		{"a bad store URL", "BOTTLEQ_STORE: \"s3://bottleq/pool?", "BOTTLEQ_STORE: \"s3://Bottleq/pool?", `worker-1: BOTTLEQ_STORE: store: bucket: "Bottleq" is not a valid bucket name`},
+		{"the API without its keys", "AWS_SECRET_ACCESS_KEY: \"${BOTTLEQ_STORE_SECRET_KEY:?set BOTTLEQ_STORE_SECRET_KEY in .env to a long random secret (see .env.example)}\"\n      BOTTLEQ_LOG_FORMAT: json\n    ports:\n      - \"127.0.0.1:8090", "BOTTLEQ_LOG_FORMAT: json\n    ports:\n      - \"127.0.0.1:8090", "api: BOTTLEQ_STORE is s3:// but AWS_ACCESS_KEY_ID or AWS_SECRET_ACCESS_KEY is not set"},
+		{"a worker before the bucket", "      store-init:\n        condition: service_completed_successfully", "      store-init:\n        condition: service_started", "worker-1 does not wait for the store's bucket"},
+		{"a key in the file", "ROOT_SECRET_ACCESS_KEY: \"${BOTTLEQ_STORE_SECRET_KEY:?set BOTTLEQ_STORE_SECRET_KEY in .env to a long random secret (see .env.example)}\"", "ROOT_SECRET_ACCESS_KEY: changeme", "ROOT_SECRET_ACCESS_KEY is set to changeme, not from a variable compose requires"},
+		{"a key with a default", "ROOT_ACCESS_KEY_ID: \"${BOTTLEQ_STORE_ACCESS_KEY:?", "ROOT_ACCESS_KEY_ID: \"${BOTTLEQ_STORE_ACCESS_KEY:-admin}${BOTTLEQ_STORE_ACCESS_KEY:?", "ROOT_ACCESS_KEY_ID is set to"},
+		{"store image unpinned", "image: versity/versitygw:v1.8.0", "image: versity/versitygw", `store runs image "versity/versitygw", which no version tag pins`},
+		{"store-init image latest", "image: amazon/aws-cli:2.17.0", "image: amazon/aws-cli:latest", `store-init runs image "amazon/aws-cli:latest", which no version tag pins`},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
@@ -398,7 +552,7 @@ func TestComposeChecksCatch(t *testing.T) {
 		{"misspelt top-level key", "\nvolumes:\n", "\nvolume:\n", "field volume not found"},
 		{"key twice", "    init: true\n    devices:", "    init: true\n    init: false\n    devices:", "field init already set"},
 		{"lone $", "${KVM_GID:-kvm}", "$-kvm", "a $ that starts no variable"},
-		{"required variable unset", "${BOTTLEQ_HOST:-bottleq-worker}", "${BOTTLEQ_HOST:?set it}", "BOTTLEQ_HOST is required"},
+		{"required variable unset", "${BOTTLEQ_CONCURRENCY:-4}", "${BOTTLEQ_CONCURRENCY:?set it}", "BOTTLEQ_CONCURRENCY is required"},
 		{"bad port", `"127.0.0.1:8080:8080"`, `"127.0.0.1:8080:8080:1"`, "is not [HOST_IP:][PUBLISHED:]TARGET"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -417,13 +571,22 @@ func TestComposeChecksCatch(t *testing.T) {
 func TestComposeInterpolation(t *testing.T) {
 	t.Parallel()
 	p, err := loadFile(root, map[string]string{
-		"SMOLVM_DIR_HOST": "/srv/smolvm",
-		"KVM_GID":         "993",
+		"SMOLVM_DIR_HOST":          "/srv/smolvm",
+		"KVM_GID":                  "993",
+		"BOTTLEQ_STORE_ACCESS_KEY": "pool-key",
+		"BOTTLEQ_STORE_SECRET_KEY": testSecret,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := p.Services["worker"]
+	for name, s := range p.Services {
+		for k, want := range map[string]string{"AWS_ACCESS_KEY_ID": "pool-key", "ROOT_ACCESS_KEY_ID": "pool-key", "AWS_SECRET_ACCESS_KEY": testSecret, "ROOT_SECRET_ACCESS_KEY": testSecret} {
+			if v := s.Environment[k]; v != nil && *v != want {
+				t.Errorf("%s: %s = %q, want %q", name, k, *v, want)
+			}
+		}
+	}
+	w := p.Services["worker-1"]
 	if got := p.Volumes["smolvm-install"].DriverOpts["device"]; got != "/srv/smolvm" {
 		t.Errorf("smolvm-install binds %q, want SMOLVM_DIR_HOST's /srv/smolvm:\n%s", got, dump(t, p.Volumes))
 	}
@@ -497,14 +660,17 @@ func TestDockerComposeConfig(t *testing.T) {
 		out, err := cmd.CombinedOutput()
 		return string(out), err
 	}
-	good, example := readCompose(t), readEnvExample(t)
-	if out, err := config(scratchWithEnv(t, good, example), nil, "-q"); err != nil {
-		t.Errorf("docker-compose config -q, with .env from .env.example: %v\n%s", err, out)
+	good, example, filled := readCompose(t), readEnvExample(t), userDotenv(t)
+	if out, err := config(scratchWithEnv(t, good, filled), nil, "-q"); err != nil {
+		t.Errorf("docker-compose config -q, with .env from .env.example filled in: %v\n%s", err, out)
 	}
-	if out, err := config(scratch(t, good), nil, "-q"); err == nil || !strings.Contains(out, "set SMOLVM_DIR_HOST in .env") {
-		t.Errorf("docker-compose config -q without .env: %v, want it refused for SMOLVM_DIR_HOST:\n%s", err, out)
+	if out, err := config(scratch(t, good), nil, "-q"); err == nil || !strings.Contains(out, " in .env") {
+		t.Errorf("docker-compose config -q without .env: %v, want it refused for a required variable:\n%s", err, out)
 	}
-	if out, err := config(scratchWithEnv(t, strings.Replace(good, "    devices:", "    device:", 1), example), nil, "-q"); err == nil {
+	if out, err := config(scratchWithEnv(t, good, example), nil, "-q"); err == nil || !strings.Contains(out, "set BOTTLEQ_STORE_SECRET_KEY in .env") {
+		t.Errorf("docker-compose config -q with .env.example as it is: %v, want it refused for the empty secret:\n%s", err, out)
+	}
+	if out, err := config(scratchWithEnv(t, strings.Replace(good, "    devices:", "    device:", 1), filled), nil, "-q"); err == nil {
 		t.Errorf("docker-compose accepted a misspelt key:\n%s", out)
 	}
 	for _, tt := range []struct {
@@ -512,15 +678,17 @@ func TestDockerComposeConfig(t *testing.T) {
 		dotenv string
 		env    map[string]string
 	}{
-		{"only the required variable", "", map[string]string{"SMOLVM_DIR_HOST": "/srv/smolvm"}},
+		{"only the required variables", "", map[string]string{"SMOLVM_DIR_HOST": "/srv/smolvm", "BOTTLEQ_STORE_ACCESS_KEY": "k", "BOTTLEQ_STORE_SECRET_KEY": testSecret}},
 		{"every variable", "", map[string]string{
 			"SMOLVM_DIR_HOST":              "/opt/smolvm",
 			"KVM_GID":                      "993",
-			"BOTTLEQ_HOST":                 "host-1",
 			"BOTTLEQ_CONCURRENCY":          "8",
 			"BOTTLEQ_EGRESS_ALLOW_PRIVATE": "true",
+			"BOTTLEQ_API_DIR_HOST":         "/srv/api",
+			"BOTTLEQ_STORE_ACCESS_KEY":     "pool",
+			"BOTTLEQ_STORE_SECRET_KEY":     testSecret,
 		}},
-		{".env from .env.example", example, nil},
+		{".env from .env.example, filled in", filled, nil},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := scratchWithEnv(t, good, tt.dotenv)

@@ -79,6 +79,11 @@ func envExampleProblems(compose, example string) []string {
 			bad(".env.example has %s, which docker-compose.yml does not read", name)
 		}
 	}
+	for _, name := range slices.Sorted(maps.Keys(f.set)) {
+		if strings.Contains(name, "SECRET") && f.set[name] != "" {
+			bad(".env.example sets %s: a secret everyone who reads the file knows; leave it empty for the user to fill in", name)
+		}
+	}
 	if v, ok := f.set["KVM_GID"]; ok && v != "kvm" && !regexp.MustCompile(`^[0-9]+$`).MatchString(v) {
 		bad(".env.example: KVM_GID %q is neither a group id nor kvm", v)
 	}
@@ -112,6 +117,7 @@ func TestEnvExampleChecksCatch(t *testing.T) {
 		{"new variable in compose", "compose", "${BOTTLEQ_CONCURRENCY:-4}", "${BOTTLEQ_CONCURRENCY:-4}${BOTTLEQ_EXTRA:-}", ".env.example does not mention BOTTLEQ_EXTRA"},
 		{"group name", "example", "\nKVM_GID=kvm\n", "\nKVM_GID=wheel\n", `.env.example: KVM_GID "wheel" is neither a group id nor kvm`},
 		{"home-relative path", "example", "\nSMOLVM_DIR_HOST=/home/you/.smolvm\n", "\nSMOLVM_DIR_HOST=~/.smolvm\n", `.env.example: SMOLVM_DIR_HOST "~/.smolvm" is not an absolute path`},
+		{"a known secret", "example", "\nBOTTLEQ_STORE_SECRET_KEY=\n", "\nBOTTLEQ_STORE_SECRET_KEY=changeme\n", ".env.example sets BOTTLEQ_STORE_SECRET_KEY: a secret everyone"},
 		{"not an assignment", "example", "\nKVM_GID=kvm\n", "\nKVM_GID=kvm\nexport FOO\n", `.env.example has a line that is neither NAME=VALUE nor a comment: "export FOO"`},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

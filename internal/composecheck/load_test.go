@@ -49,6 +49,7 @@ type service struct {
 	Image           string       `yaml:"image"`
 	Build           *build       `yaml:"build"`
 	Command         command      `yaml:"command"`
+	Entrypoint      command      `yaml:"entrypoint"`
 	Init            bool         `yaml:"init"`
 	Devices         []string     `yaml:"devices"`
 	GroupAdd        []string     `yaml:"group_add"`

@@ -16,22 +16,31 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
 	"github.com/bot-bottle/bottleq/internal/testbin"
 	"github.com/bot-bottle/bottleq/internal/testredis"
+	"github.com/bot-bottle/bottleq/internal/teststore"
+	"github.com/bot-bottle/bottleq/store"
 )
 
 // TestWorkerTakesComposeListeners runs the real worker with the
-// environment docker-compose.yml gives it, on the smolvm simulator. Its
-// two listen addresses name the worker by network aliases, which only
+// environment docker-compose.yml gives worker-1, on the smolvm simulator.
+// Its two listen addresses name the worker by network aliases, which only
 // Docker's DNS resolves; here each name is localhost and each port a free
 // one (tests bind no fixed port). The worker must take a host name in
-// both, serve /metrics on one and the egress proxy on the other.
+// both, serve /metrics on one and the egress proxy on the other. Its store
+// is the file's BOTTLEQ_STORE with the endpoint moved to a real S3 server
+// on loopback (versitygw) holding the file's bucket, and that server's
+// keys for the file's.
 func TestWorkerTakesComposeListeners(t *testing.T) {
-	p, err := loadFile(root, exampleEnv(t))
+	p, err := loadFile(root, userEnv(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := p.Services["worker"]
+	w := p.Services["worker-1"]
+	storeURL, storeEnv := onTestStore(t, env(w, "BOTTLEQ_STORE"))
 	bins, err := testbin.New()
 	if err != nil {
 		t.Fatal(err)
@@ -73,7 +82,8 @@ func TestWorkerTakesComposeListeners(t *testing.T) {
 	cmd.Env = append(cmd.Env,
 		"REDIS_URL="+redis.URL(), "SMOLVM_BIN="+sim, "SMOLVM_SIM_STATE="+filepath.Join(dir, "sim"),
 		"BOTTLEQ_DATA_DIR="+filepath.Join(dir, "data"), "BOTTLEQ_QUEUES=compose-idle=1",
-		"BOTTLEQ_EGRESS_LISTEN="+proxyAddr, "BOTTLEQ_METRICS_ADDR="+metricsAddr)
+		"BOTTLEQ_EGRESS_LISTEN="+proxyAddr, "BOTTLEQ_METRICS_ADDR="+metricsAddr, "BOTTLEQ_STORE="+storeURL)
+	cmd.Env = append(cmd.Env, storeEnv...)
 	log := &lockedBuffer{}
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -144,6 +154,23 @@ func TestWorkerTakesComposeListeners(t *testing.T) {
 		t.Errorf("egress proxy at %s answered %q, %v; want 407\n%s", proxyAddr, status, err, log.String())
 	}
 	t.Logf("worker's log:\n%s", log.String())
+}
+
+// onTestStore starts versitygw on loopback with the bucket of the s3://
+// URL raw, and returns raw pointing at it, and the server's keys (to
+// replace the file's) for the worker's environment.
+func onTestStore(t *testing.T, raw string) (string, []string) {
+	t.Helper()
+	loc, err := store.ParseURL(raw)
+	if err != nil || loc.Bucket == "" || loc.Endpoint == "" {
+		t.Fatalf("worker-1's BOTTLEQ_STORE %q: %v; want an s3:// URL with an endpoint", raw, err)
+	}
+	srv := teststore.Start(t)
+	if _, err := srv.Client().CreateBucket(t.Context(), &s3.CreateBucketInput{Bucket: aws.String(loc.Bucket)}); err != nil {
+		t.Fatal(err)
+	}
+	loc.Endpoint = srv.Endpoint
+	return loc.String(), srv.Env()
 }
 
 // lockedBuffer is a bytes.Buffer the worker's output goroutines may write

@@ -16,6 +16,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/bot-bottle/bottleq/enqueue"
+	"github.com/bot-bottle/bottleq/store"
 	"github.com/bot-bottle/bottleq/tasks"
 )
 
@@ -123,8 +124,14 @@ func TestFilesAndArtifacts(t *testing.T) {
 					t.Errorf("%s is %v, want %v", p, got, want)
 				}
 			}
+			// The worker's default store, file://DATA/store, as a producer
+			// on its host opens it.
+			st, err := store.Open(t.Context(), "file://"+filepath.Join(s.dataDir, "store"))
+			if err != nil {
+				t.Fatal(err)
+			}
 			fetched := filepath.Join(t.TempDir(), "A.txt")
-			if err := enqueue.FetchArtifact(a, fetched); err != nil || readFile(t, fetched) != string(want) {
+			if err := enqueue.FetchArtifact(t.Context(), st, a, fetched); err != nil || readFile(t, fetched) != string(want) {
 				t.Errorf("FetchArtifact: %v", err)
 			}
 			var phases []string

@@ -3,8 +3,10 @@ package readme
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -116,6 +118,36 @@ func TestBuildTargetsNameEveryCommand(t *testing.T) {
 	for _, c := range cmds {
 		if !strings.Contains(line[1], "bin/"+c) {
 			t.Errorf("README's `make build` line does not name bin/%s: %s", c, line[1])
+		}
+	}
+}
+
+// checkArtifactsDir checks what README's --artifacts-dir example (line,
+// run in dir) did: each --artifact is in the directory under its base name,
+// with the size and SHA-256 of the line it printed (out), which README
+// shows too.
+func checkArtifactsDir(t *testing.T, dir, line, out string) {
+	t.Helper()
+	dest := regexp.MustCompile(`--artifacts-dir (\S+)`).FindStringSubmatch(line)
+	guests := regexp.MustCompile(`--artifact (\S+)`).FindAllStringSubmatch(line, -1)
+	if dest == nil || len(guests) == 0 {
+		t.Fatalf("README's %q names no --artifacts-dir DIR or no --artifact", line)
+	}
+	for _, g := range guests {
+		want := filepath.Join(dest[1], path.Base(g[1]))
+		prefix := "bottleq: artifact " + g[1] + ": " + want + " ("
+		got := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(prefix) + `(\d+) bytes, sha256 ([0-9a-f]{64})\)$`).FindStringSubmatch(out)
+		if got == nil {
+			t.Errorf("README's %q printed no %q line:\n%s", line, prefix+"N bytes, sha256 HEX)", out)
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dir, want))
+		sum := sha256.Sum256(b)
+		if err != nil || fmt.Sprint(len(b)) != got[1] || hex.EncodeToString(sum[:]) != got[2] {
+			t.Errorf("%s holds %d bytes with sha256 %x (%v); the line says %s bytes, sha256 %s", want, len(b), sum, err, got[1], got[2])
+		}
+		if shown := "`" + prefix + got[1] + " bytes, sha256 …)`"; !strings.Contains(readme(t), shown) {
+			t.Errorf("README does not show what its example prints, %s", shown)
 		}
 	}
 }

@@ -3,7 +3,8 @@
 // `make demo`); every other line of a ```sh block runs in a scratch
 // directory, with bin/ holding the real commands, against a worker that
 // runs on miniredis with the smolvm simulator. A bin/enqueue line must
-// succeed; a server (bin/worker, bin/dashboard) must accept its flags and
+// succeed, and one with --artifacts-dir leave each artifact there, as it
+// says; a server (bin/worker, bin/dashboard) must accept its flags and
 // is stopped after a few seconds. A bin/api line starts the API on a free
 // port for the curl lines after it, which must succeed against it. The
 // simulator walk-through (make sim, a worker, an enqueue) is also run as a
@@ -116,8 +117,8 @@ func TestReadmeCommands(t *testing.T) {
 		"BOTTLEQ_DATA_DIR="+dataDir, "BOTTLEQ_METRICS_ADDR=off", "BOTTLEQ_EMBEDDED_REDIS=127.0.0.1:0", "BOTTLEQ_POLL_INTERVAL=20ms")
 	worker := exec.Command(filepath.Join(binDir, "worker"))
 	worker.Env = env
-	var workerLog bytes.Buffer
-	worker.Stdout, worker.Stderr = &workerLog, &workerLog
+	workerLog := &lockedBuffer{} // read on failure while the worker writes
+	worker.Stdout, worker.Stderr = workerLog, workerLog
 	worker.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := worker.Start(); err != nil {
 		t.Fatal(err)
@@ -166,7 +167,10 @@ func TestReadmeCommands(t *testing.T) {
 			if code != 0 {
 				t.Errorf("README's %q exits %d:\n%s\nworker:\n%s", line, code, out, workerLog.String())
 			}
-			if strings.Contains(line, "--artifact") {
+			switch {
+			case strings.Contains(line, "--artifacts-dir"):
+				checkArtifactsDir(t, scratch, line, out)
+			case strings.Contains(line, "--artifact"):
 				checkArtifactPath(t, out, dataDir)
 			}
 		case strings.Contains(line, "bin/worker"), strings.Contains(line, "bin/dashboard"):

@@ -9,7 +9,10 @@
 package testworker
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -21,6 +24,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/bot-bottle/bottleq/internal/livelog"
+	"github.com/bot-bottle/bottleq/store"
 	"github.com/bot-bottle/bottleq/tasks"
 )
 
@@ -191,3 +195,23 @@ func (l *testLogger) Info(args ...any)  { l.log("info", args...) }
 func (l *testLogger) Warn(args ...any)  { l.log("warn", args...) }
 func (l *testLogger) Error(args ...any) { l.log("error", args...) }
 func (l *testLogger) Fatal(args ...any) { l.log("fatal", args...) }
+
+// ArtifactKey is the store key a worker gives artifact i of task taskID
+// of tenant: artifacts/TENANT/TASKKEY/I, TASKKEY derived from the ID so
+// that any ID makes a valid key.
+func ArtifactKey(tenant, taskID string, i int) string {
+	sum := sha256.Sum256([]byte(taskID))
+	return fmt.Sprintf("artifacts/%s/%s/%d", tenant, hex.EncodeToString(sum[:16]), i)
+}
+
+// PutArtifact stores content as a worker stores artifact i of a task —
+// store.Put under ArtifactKey, create-only — and returns the result's
+// entry for it, with guest as its Path (taken as given: a test may pass
+// one no payload would hold).
+func PutArtifact(ctx context.Context, st store.Store, tenant, taskID string, i int, guest string, content []byte) (tasks.Artifact, error) {
+	obj, err := st.Put(ctx, ArtifactKey(tenant, taskID, i), bytes.NewReader(content), store.PutOptions{})
+	if err != nil {
+		return tasks.Artifact{}, err
+	}
+	return tasks.Artifact{Path: guest, Host: "testworker", Key: obj.Key, Size: obj.Size, SHA256: obj.SHA256}, nil
+}
