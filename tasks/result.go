@@ -121,6 +121,11 @@ type Result struct {
 	Error string `json:"error,omitempty"`
 }
 
+// OutputKeyPrefix starts the store key of every stored output stream (see
+// Result.StdoutKey). The store's retention sweeps it as it does commits and
+// artifacts.
+const OutputKeyPrefix = "outputs/"
+
 // OutputTailBytes is the most a result keeps of each output stream, as
 // JSON (escapes included), when the worker stores the whole streams: the
 // stream's last bytes, so that the result of a loud agent stays small in
