@@ -285,6 +285,24 @@ func Append(ctx context.Context, rdb redis.Scripter, queue, id string, l Limits,
 	return ids, nil
 }
 
+// Expire makes task id's stream on queue and its counter expire ttl from
+// now (at least a millisecond), whatever TTL Append last gave them: the
+// worker shortens it once the task's final result is written, so that a
+// finished task's output does not stay in Redis for the task's retention.
+// Keys that are gone stay gone.
+func Expire(ctx context.Context, rdb redis.Cmdable, queue, id string, ttl time.Duration) error {
+	ms := max(ttl, time.Millisecond)
+	_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.PExpire(ctx, Key(queue, id), ms)
+		p.PExpire(ctx, SizeKey(queue, id), ms)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("live output of task %s: %w", id, err)
+	}
+	return nil
+}
+
 // Read returns up to count entries of task id's stream on queue after the
 // stream ID after ("0" for all), waiting up to block for one to come when
 // there is none yet (0: not at all). No entries is no error.
