@@ -8,6 +8,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/bot-bottle/bottleq/egress"
+	"github.com/bot-bottle/bottleq/store"
 )
 
 // Config configures a [Handler]. Zero values have working defaults except
@@ -109,6 +110,13 @@ type Config struct {
 	// and the task goes on; an input file not copied in time fails the
 	// attempt. Zero or negative: DefaultCopyTimeout.
 	CopyTimeout time.Duration
+	// Store is the object store the pool's workers share (see package
+	// store). A task's whole output goes there, its result keeping the
+	// output's tail and keys (tasks.Result.StdoutKey), and a payload's
+	// files by reference (tasks.FileRef) come from there. Default: none;
+	// the result keeps the output's head and tail, and a payload with a
+	// file by reference is refused.
+	Store store.Store
 	// Logger gets the handler's lines. Zero: no lines.
 	Logger zerolog.Logger
 	// Hooks observe the pipeline, for metrics. Default: none.

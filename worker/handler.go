@@ -263,6 +263,11 @@ func (h *Handler) runnableHere(p tasks.AgentRun) error {
 			return &tasks.ValidationError{Field: "image", Reason: reason}
 		}
 	}
+	if h.cfg.Store == nil {
+		if err := noStoreForRefs(p); err != nil {
+			return err
+		}
+	}
 	if len(p.AllowHosts) > 0 && h.cfg.BundledProxy == nil {
 		return &tasks.ValidationError{Field: "allow_hosts", Reason: "this worker has no bundled egress proxy to enforce it"}
 	}

@@ -86,6 +86,19 @@ func fetchInput(ctx context.Context, st store.Store, field string, ref tasks.Fil
 	return nil
 }
 
+// writeInput writes file i of the payload to path with exactly mode: its
+// content, or the bytes its Ref names in the worker's store. Its errors
+// name the file.
+func (r *run) writeInput(ctx context.Context, i int, f tasks.File, path string, mode os.FileMode) error {
+	if f.Ref == nil {
+		if err := writeFile(path, f.Content, mode); err != nil {
+			return fmt.Errorf("files[%d]: %w", i, err)
+		}
+		return nil
+	}
+	return fetchInput(ctx, r.h.cfg.Store, fmt.Sprintf("files[%d].ref", i), *f.Ref, path, mode)
+}
+
 // noStoreForRefs is why a worker without a store refuses a payload whose
 // file i has a Ref: it cannot fetch it.
 func noStoreForRefs(p tasks.AgentRun) error {

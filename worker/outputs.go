@@ -33,6 +33,15 @@ func outputKeyPrefix(tenant, taskID string, attempt int) string {
 	return tasks.OutputKeyPrefix + tenant + "/" + fileKey(taskID) + "/" + strconv.Itoa(attempt) + "-" + randHex(4) + "/"
 }
 
+// outputs starts the spools of the attempt's output when the worker has a
+// store, in the data directory's tmp/; nil without one.
+func (r *run) outputs() (*attemptOutputs, error) {
+	if r.h.cfg.Store == nil {
+		return nil, nil
+	}
+	return newAttemptOutputs(r.h.cfg.Store, r.h.tmpDir(), outputKeyPrefix(r.p.TenantName(), r.taskID, r.res.Attempt), tasks.MaxStoredOutputBytes)
+}
+
 // outputSpool is one output stream on its way to the store: its first max
 // bytes in a spool file, their SHA-256, and the stream's last bytes in
 // memory. Write never fails and never blocks on more than the local disk:
@@ -49,6 +58,9 @@ type outputSpool struct {
 	total  int64 // bytes written to the spool
 	tail   []byte
 	err    error // the first write error; nothing is spooled after it
+	// ended: the spool is being kept; a late write (smolvm may relay a
+	// last one after Exec returned) is dropped.
+	ended bool
 }
 
 // tailKeep is how many of a stream's last bytes a spool keeps in memory:
@@ -63,6 +75,9 @@ func newOutputSpool(name string, f *os.File, limit int64) *outputSpool {
 func (s *outputSpool) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.ended {
+		return len(p), nil
+	}
 	s.total += int64(len(p))
 	if len(p) >= tailKeep {
 		s.tail = append(s.tail[:0], p[len(p)-tailKeep:]...)
@@ -139,6 +154,7 @@ func (o *attemptOutputs) keep(ctx context.Context, res *tasks.Result) error {
 	var omitted [2]int64
 	for i, s := range o.spools {
 		s.mu.Lock()
+		s.ended = true
 		total, tail, werr := s.total, s.tail, s.err
 		s.mu.Unlock()
 		if int64(len(tail)) == total && jsonLen(string(tail)) <= tasks.OutputTailBytes {

@@ -29,6 +29,7 @@ import (
 	"github.com/bot-bottle/bottleq/internal/cliflag"
 	"github.com/bot-bottle/bottleq/internal/redisurl"
 	"github.com/bot-bottle/bottleq/smolvm"
+	"github.com/bot-bottle/bottleq/store"
 	"github.com/bot-bottle/bottleq/tasks"
 	"github.com/bot-bottle/bottleq/worker"
 )
@@ -76,6 +77,7 @@ type config struct {
 	warm          warmList
 	warmMax       int
 	warmMaxAge    time.Duration
+	store         string
 }
 
 // envFallbacks maps each flag to the environment variable that sets it when
@@ -121,6 +123,7 @@ var envFallbacks = []cliflag.Env{
 	{"warm", "BOTTLEQ_WARM"},
 	{"warm-max", "BOTTLEQ_WARM_MAX"},
 	{"warm-max-age", "BOTTLEQ_WARM_MAX_AGE"},
+	{"store", "BOTTLEQ_STORE"},
 }
 
 func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
@@ -170,6 +173,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.Var(&c.warm, "warm", "keep N started VMs of IMAGE waiting for its tasks, IMAGE=N,... (default: none)")
 	fs.IntVar(&c.warmMax, "warm-max", 0, "most warm VMs in total, apart from -concurrency (0: the sum of -warm)")
 	fs.DurationVar(&c.warmMaxAge, "warm-max-age", worker.DefaultWarmMaxAge, "a warm VM unclaimed this long is replaced")
+	fs.StringVar(&c.store, "store", "", "object store the pool shares, file:///ABS/DIR or s3://BUCKET/PREFIX?endpoint=URL&region=R&path_style=true (S3 credentials from the standard AWS environment): tasks' whole output goes there and their input files by reference come from there (default: none)")
 	origin, err := cliflag.Parse(fs, args, envFallbacks, getenv, "Usage: worker [flags]\n\nRuns bottleq's agent:run tasks in smolvm microVMs.", stderr)
 	if err != nil {
 		return c, err
@@ -209,6 +213,11 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	}
 	if _, err := cliflag.Logger("json", c.logLevel, io.Discard); err != nil {
 		return c, fmt.Errorf("%s: %w", origin["log-level"], err)
+	}
+	if c.store != "" {
+		if _, err := store.ParseURL(c.store); err != nil {
+			return c, fmt.Errorf("%s: %w", origin["store"], err)
+		}
 	}
 	if c.deployment != "" {
 		if err := worker.ValidateDeployment(c.deployment); err != nil {
@@ -373,6 +382,12 @@ func serve(ctx context.Context, c config, log zerolog.Logger) error {
 	}
 	log.Info().Str("smolvm", sm.Bin()).Str("version", sm.Version().String()).Str("dialect", sm.Version().Dialect().String()).Msg("smolvm found")
 
+	var st store.Store
+	if c.store != "" {
+		if st, err = store.Open(ctx, c.store); err != nil {
+			return fmt.Errorf("-store: %w", err)
+		}
+	}
 	var egressProxy *egress.Proxy
 	if c.egressListen != "" {
 		egressProxy = egress.New(egress.Config{AllowPrivate: c.egressPrivate, AllowLoopback: c.egressLoop, Deny: c.egressDeny, Logger: log.With().Str("component", "egress").Logger()})
@@ -398,6 +413,7 @@ func serve(ctx context.Context, c config, log zerolog.Logger) error {
 		Logger:                log,
 		Hooks:                 metrics.Hooks(),
 		Warm:                  worker.WarmConfig{Images: c.warm, Max: c.warmMax, MaxAge: c.warmMaxAge, Hooks: warmMetrics.Hooks()},
+		Store:                 st,
 	}
 	// Checked before the listeners, with the bundled proxy's address as far
 	// as it is known: before its listener is bound, port 0 is no port yet,

@@ -76,6 +76,8 @@ func TestParseFlags(t *testing.T) {
 		{nil, map[string]string{"BOTTLEQ_VM_MEM": "2GiB"}, "BOTTLEQ_VM_MEM"},
 		{nil, map[string]string{"BOTTLEQ_LIVE_OUTPUT_BYTES": "65MiB"}, "BOTTLEQ_LIVE_OUTPUT_BYTES"},
 		{[]string{"-live-output-bytes", "-1"}, nil, "-live-output-bytes"},
+		{[]string{"-store", "ftp://bucket/x"}, nil, "-store: store: scheme"},
+		{nil, map[string]string{"BOTTLEQ_STORE": "file://relative/dir"}, "BOTTLEQ_STORE: store: dir"},
 	} {
 		_, err := parseFlags(tt.args, env(tt.env), &bytes.Buffer{})
 		if err == nil || !strings.Contains(err.Error(), tt.want) || strings.Contains(err.Error(), "\n") {
