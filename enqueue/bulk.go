@@ -116,14 +116,14 @@ func ReadOutput(ctx context.Context, st store.Store, key string, w io.Writer) (i
 	if !strings.HasPrefix(key, tasks.OutputKeyPrefix) {
 		return 0, fmt.Errorf("enqueue: %q: %w", key, ErrNotAnOutput)
 	}
-	rc, _, err := st.Get(ctx, key)
+	rc, _, err := st.Get(ctx, key) // its errors name the key
 	if err != nil {
-		return 0, fmt.Errorf("enqueue: output %s: %w", key, err)
+		return 0, fmt.Errorf("enqueue: %w", err)
 	}
 	defer rc.Close()
 	n, err := io.Copy(w, rc)
 	if err != nil {
-		return n, fmt.Errorf("enqueue: output %s: %w", key, err)
+		return n, fmt.Errorf("enqueue: reading %s: %w", key, err)
 	}
 	return n, nil
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/bot-bottle/bottleq/internal/cliflag"
 	"github.com/bot-bottle/bottleq/internal/redisurl"
 	"github.com/bot-bottle/bottleq/internal/validate"
+	"github.com/bot-bottle/bottleq/store"
 	"github.com/bot-bottle/bottleq/tasks"
 )
 
@@ -74,6 +75,8 @@ type config struct {
 	wait        bool
 	waitTimeout time.Duration
 	version     bool
+	// storeURL is --store or BOTTLEQ_STORE, checked; storeFrom names it.
+	storeURL, storeFrom string
 }
 
 // envFlag collects --env entries; they are resolved and checked after
@@ -117,6 +120,8 @@ func newFlagSet(c *config, env *envFlag, files *listFlag, redisURL, redisCA, ten
 	fs.IntVar(maxRetry, "max-retry", tasks.DefaultMaxRetry, "retries of a failed delivery; 0 for none")
 	fs.BoolVar(&c.wait, "wait", false, "show the task's phases and the agent's output as it runs, and exit with the agent's exit code")
 	fs.DurationVar(&c.waitTimeout, "wait-timeout", 0, "with --wait, give up waiting after this `duration` (exit 1; the task runs on) (default 0: no limit)")
+	fs.StringVar(&c.storeURL, "store", "", storeFlagHelp)
+	fs.DurationVar(&c.opts.Retention, "retention", 0, retentionFlagHelp)
 	fs.BoolVar(&c.version, "version", false, "print the version and exit")
 	return fs
 }
@@ -297,6 +302,9 @@ func parse(args []string, getenv func(string) string, help io.Writer) (config, e
 			return c, usagef("--task-id: %v", err)
 		}
 	}
+	if err := c.checkBulk(getenv); err != nil {
+		return c, err
+	}
 	switch {
 	case c.waitTimeout < 0:
 		return c, usagef("--wait-timeout: must not be negative")
@@ -348,6 +356,9 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return exitOK
 	}
 
+	if c.opts.Store, err = c.openStore(ctx); err != nil {
+		return fail(stderr, exitFail, "%v", err)
+	}
 	client, rc, err := c.redis.connect(ctx)
 	if err != nil {
 		return fail(stderr, exitFail, "%v", err)
@@ -365,13 +376,15 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return exitOK
 	}
 	fmt.Fprintf(stderr, "bottleq: task %s: enqueued on queue %s\n", info.ID, info.Queue)
-	return wait(ctx, client, info.Queue, info.ID, c.payload.Tenant, c.waitTimeout, stdout, stderr)
+	return wait(ctx, client, info.Queue, info.ID, c.payload.Tenant, c.waitTimeout, c.opts.Store, stdout, stderr)
 }
 
 // wait follows the task to its end, showing its live output as it comes,
 // and hands on the agent's exit code. tenant is the payload's, empty for
-// the default or unknown; timeout, if not zero, bounds the wait.
-func wait(ctx context.Context, client *enqueue.Client, queue, id, tenant string, timeout time.Duration, stdout, stderr io.Writer) int {
+// the default or unknown; timeout, if not zero, bounds the wait; st, if
+// not nil, is the workers' store, where the output the live output missed
+// is read from.
+func wait(ctx context.Context, client *enqueue.Client, queue, id, tenant string, timeout time.Duration, st store.Store, stdout, stderr io.Writer) int {
 	waitCtx := ctx
 	if timeout > 0 {
 		var cancel context.CancelFunc
@@ -415,12 +428,10 @@ func wait(ctx context.Context, client *enqueue.Client, queue, id, tenant string,
 	}
 	switch shown, whole := view.streamed(r.Attempt); {
 	case !shown: // no live output of it: expired, or an older worker's
-		_, _ = io.WriteString(stdout, r.Stdout)
-		_, _ = io.WriteString(stderr, r.Stderr)
+		printOutput(ctx, st, id, r, true, stdout, stderr)
 	case !whole:
-		fmt.Fprintf(stderr, "bottleq: task %s: not all of its output was shown as it came; the result's copy follows (the head and tail of each stream)\n", id)
-		_, _ = io.WriteString(stdout, r.Stdout)
-		_, _ = io.WriteString(stderr, r.Stderr)
+		fmt.Fprintf(stderr, "bottleq: task %s: not all of its output was shown as it came; %s\n", id, outputSource(st, r))
+		printOutput(ctx, st, id, r, false, stdout, stderr)
 	}
 	if tenant == "" && r.Tenant != tasks.DefaultTenant {
 		tenant = r.Tenant // wait ID: the result says whose the task was

@@ -308,7 +308,7 @@ func printStatus(w io.Writer, out enqueue.Outcome) {
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
 
 func runWait(ctx context.Context, a verbArgs) int {
-	return wait(ctx, a.client, a.queue, a.id, "", a.waitTimeout, a.stdout, a.stderr)
+	return wait(ctx, a.client, a.queue, a.id, "", a.waitTimeout, nil, a.stdout, a.stderr)
 }
 
 func runCancel(ctx context.Context, a verbArgs) int {
