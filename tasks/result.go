@@ -130,7 +130,7 @@ const OutputKeyPrefix = "outputs/"
 // JSON (escapes included), when the worker stores the whole streams: the
 // stream's last bytes, so that the result of a loud agent stays small in
 // Redis. See Result.StdoutKey.
-const OutputTailBytes = 768
+const OutputTailBytes = 512
 
 // MaxStoredOutputBytes caps each output stream a worker stores: past it,
 // the stored object ends and the rest of the stream is only counted
