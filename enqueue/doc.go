@@ -16,7 +16,8 @@
 // moments, and how each attempt ended, as [Event]s. An event's ID is its
 // Redis stream ID, and Follow resumes after one, so an HTTP server can
 // relay the events as server-sent events and resume at a Last-Event-ID.
-// The worker caps each task's live output and expires it with the task.
+// The worker caps each task's live output and expires it a minute after
+// the task completes.
 //
 // [Client.Cancel] ends a task for good: one waiting to run is archived at
 // once, a running one is cancelled through asynq and its worker deletes
