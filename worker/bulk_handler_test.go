@@ -24,7 +24,7 @@ func loud(f *fakeSmolvm, input []byte, seen *bool) func(context.Context, string,
 		*seen = ok && bytes.Equal(in.data, input) && in.mode == 0o640
 		out := bytes.Repeat([]byte("stdout line of a loud agent\n"), 1430)
 		errs := bytes.Repeat([]byte("stderr line of a loud agent\n"), 1430)
-		for i := 0; i < len(out); i += 4096 {
+		for i := 0; o.Stdout != nil && i < len(out); i += 4096 { // nil: no live output, no store
 			o.Stdout.Write(out[i:min(i+4096, len(out))])
 			o.Stderr.Write(errs[i:min(i+4096, len(errs))])
 		}
@@ -150,5 +150,32 @@ func TestHandlerOutputStoreDown(t *testing.T) {
 	}
 	if left := tmpLeft(t, h); len(left) != 0 {
 		t.Errorf("left in DATA/tmp: %q", left)
+	}
+}
+
+// TestHandlerOutputInResult: with OutputInResult a worker with a store
+// keeps the output in the result as smolvm captured it, and stores none.
+func TestHandlerOutputInResult(t *testing.T) {
+	t.Parallel()
+	st, err := store.Open(context.Background(), "file://"+t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFake()
+	var seen bool
+	f.exec = loud(f, nil, &seen)
+	h, _ := newHandler(t, f, func(c *Config) { c.Store = st; c.OutputInResult = true })
+	var w results
+	if err := h.Run(context.Background(), Meta{ID: "inres-1"}, payload(t, basic), &w); err != nil {
+		t.Fatal(err)
+	}
+	res := w.result(t)
+	if res.StdoutKey != "" || res.StderrKey != "" || res.Stdout != strings.Repeat("stdout line of a loud agent\n", 1430) {
+		t.Errorf("result: keys %q %q, stdout of %d bytes; want no keys and the whole stdout", res.StdoutKey, res.StderrKey, len(res.Stdout))
+	}
+	var keys []string
+	st.List(context.Background(), "outputs/", func(o store.Object) error { keys = append(keys, o.Key); return nil })
+	if len(keys) != 0 {
+		t.Errorf("outputs stored: %q", keys)
 	}
 }

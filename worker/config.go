@@ -117,6 +117,11 @@ type Config struct {
 	// the result keeps the output's head and tail, and a payload with a
 	// file by reference is refused.
 	Store store.Store
+	// OutputInResult keeps a task's output in its result as without a
+	// Store: the head and tail of each stream, 32 KiB each, nothing in the
+	// store. For producers that read results but cannot reach the store;
+	// it costs Redis that much per task for the task's retention.
+	OutputInResult bool
 	// Logger gets the handler's lines. Zero: no lines.
 	Logger zerolog.Logger
 	// Hooks observe the pipeline, for metrics. Default: none.

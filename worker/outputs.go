@@ -34,9 +34,10 @@ func outputKeyPrefix(tenant, taskID string, attempt int) string {
 }
 
 // outputs starts the spools of the attempt's output when the worker has a
-// store, in the data directory's tmp/; nil without one.
+// store to keep it in, in the data directory's tmp/; nil without one, or
+// with Config.OutputInResult.
 func (r *run) outputs() (*attemptOutputs, error) {
-	if r.h.cfg.Store == nil {
+	if r.h.cfg.Store == nil || r.h.cfg.OutputInResult {
 		return nil, nil
 	}
 	return newAttemptOutputs(r.h.cfg.Store, r.h.tmpDir(), outputKeyPrefix(r.p.TenantName(), r.taskID, r.res.Attempt), tasks.MaxStoredOutputBytes)

@@ -78,6 +78,7 @@ type config struct {
 	warmMax       int
 	warmMaxAge    time.Duration
 	store         string
+	outputResult  bool
 }
 
 // envFallbacks maps each flag to the environment variable that sets it when
@@ -124,6 +125,7 @@ var envFallbacks = []cliflag.Env{
 	{"warm-max", "BOTTLEQ_WARM_MAX"},
 	{"warm-max-age", "BOTTLEQ_WARM_MAX_AGE"},
 	{"store", "BOTTLEQ_STORE"},
+	{"output-in-result", "BOTTLEQ_OUTPUT_IN_RESULT"},
 }
 
 func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
@@ -171,6 +173,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.StringVar(&c.logFormat, "log-format", "auto", "auto (console on a terminal, else JSON), json or console")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.Var(&c.warm, "warm", "keep N started VMs of IMAGE waiting for its tasks, IMAGE=N,... (default: none)")
+	fs.BoolVar(&c.outputResult, "output-in-result", false, "keep tasks' output in their results, the head and tail of each stream (32 KiB each), rather than in -store with only its tail in the result")
 	fs.IntVar(&c.warmMax, "warm-max", 0, "most warm VMs in total, apart from -concurrency (0: the sum of -warm)")
 	fs.DurationVar(&c.warmMaxAge, "warm-max-age", worker.DefaultWarmMaxAge, "a warm VM unclaimed this long is replaced")
 	fs.StringVar(&c.store, "store", "", "object store the pool shares, file:///ABS/DIR or s3://BUCKET/PREFIX?endpoint=URL&region=R&path_style=true (S3 credentials from the standard AWS environment): tasks' whole output goes there and their input files by reference come from there (default: none)")
@@ -414,6 +417,7 @@ func serve(ctx context.Context, c config, log zerolog.Logger) error {
 		Hooks:                 metrics.Hooks(),
 		Warm:                  worker.WarmConfig{Images: c.warm, Max: c.warmMax, MaxAge: c.warmMaxAge, Hooks: warmMetrics.Hooks()},
 		Store:                 st,
+		OutputInResult:        c.outputResult,
 	}
 	// Checked before the listeners, with the bundled proxy's address as far
 	// as it is known: before its listener is bound, port 0 is no port yet,
