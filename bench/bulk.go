@@ -147,6 +147,11 @@ func (b *bench) runBulkVariant(ctx context.Context, v *bulkVariant, n int) error
 	o := workerOpts{queue: v.queue, concurrency: 4, dataDir: b.dataDir(), simState: b.mkdir(name + "-sim"), redis: v.srv.addr}
 	opts := enqueue.Options{Queue: v.queue}
 	var storeDir string
+	if !v.store {
+		// Today's behaviour, whether or not the worker has a store of
+		// its own: the output stays in the result.
+		o.args = []string{"-output-in-result"}
+	}
 	if v.store {
 		storeDir = b.mkdir(name + "-store")
 		o.args = []string{"-store", "file://" + storeDir}
