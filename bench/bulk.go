@@ -47,9 +47,10 @@ var loudCommand = []string{"sh", "-c",
 		"; yes 'a line of the agent warning about something, 52 b' | head -c " + strconv.Itoa(loudBytes) + " >&2"}
 
 func redisPerTask(ctx context.Context, b *bench) (section, error) {
-	s := section{method: `How much Redis memory a finished task leaves behind, without a store (the worker keeps its output's head
-and tail in the result, the producer puts its files in the payload: today's behaviour) and with one (-store file://DIR
-on the worker, enqueue.Options.Store on the producer: the bulk goes to the store). Four variants, each on a fresh
+	s := section{method: `How much Redis memory a finished task leaves behind, without a store (the worker, with
+-output-in-result, keeps its output's head and tail in the result, the producer puts its files in the payload:
+today's behaviour) and with one (-store file://DIR on the worker, enqueue.Options.Store on the producer: the bulk
+goes to the store). Four variants, each on a fresh
 redis-server of its own so that INFO memory's **used_memory** is the task's alone: an agent printing 40 KiB to each of
 stdout and stderr (text lines), and a task carrying a 700 KB input file (command "true"), each without and with the
 store. Per variant: one worker (concurrency 4), one priming task of the same kind (it makes the queue's keys, loads
