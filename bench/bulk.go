@@ -61,7 +61,7 @@ counter, and whatever else a task leaves. A completed task's live output stream 
 result (for followers still reading it), then expires: the **steady** figure is read once every stream is gone,
 which is what a task costs Redis for the rest of its retention (7 days without a store, 24 hours with one); the
 priming task's own stream, gone by then too, is taken off base. The breakdown is MEMORY USAGE of one task's keys.`}
-	n := b.n(20, 4)
+	n := b.n(50, 4)
 	variants := []*bulkVariant{
 		{label: "agent printing 40 KiB to stdout and stderr, no store", loud: true},
 		{label: "agent printing 40 KiB to stdout and stderr, store", loud: true, store: true},
