@@ -132,6 +132,8 @@ type workerOpts struct {
 	simState    string
 	env         []string // added to the environment, e.g. SMOLVM_SIM_NOT_READY=1s
 	debug       bool
+	redis       string   // host:port of the Redis to serve; empty: the harness's
+	args        []string // more flags, e.g. -store URL
 }
 
 // workerProc is a running cmd/worker.
@@ -148,8 +150,12 @@ type workerProc struct {
 // The reaper is off (it would add `machine ls` calls to the counts).
 func (b *bench) startWorker(ctx context.Context, o workerOpts) (*workerProc, error) {
 	name := b.uniq("worker")
+	redisAddr := o.redis
+	if redisAddr == "" {
+		redisAddr = b.redis.addr
+	}
 	args := []string{
-		"-redis", "redis://" + b.redis.addr,
+		"-redis", "redis://" + redisAddr,
 		"-smolvm", b.sim,
 		"-data-dir", o.dataDir,
 		"-host", "bench",
@@ -166,6 +172,7 @@ func (b *bench) startWorker(ctx context.Context, o workerOpts) (*workerProc, err
 	if o.debug {
 		args = append(args, "-log-level", "debug")
 	}
+	args = append(args, o.args...)
 	cmd := exec.Command(b.worker, args...)
 	cmd.Env = append(cleanEnv(), "SMOLVM_SIM_STATE="+o.simState)
 	cmd.Env = append(cmd.Env, o.env...)
@@ -440,8 +447,13 @@ func (b *bench) someError(ctx context.Context, queue string) string {
 
 // result reads a task's result as the worker last wrote it.
 func (b *bench) result(ctx context.Context, queue, id string) (tasks.Result, bool, error) {
+	return resultOn(ctx, b.rdb, queue, id)
+}
+
+// resultOn reads a task's result from the Redis rdb talks to.
+func resultOn(ctx context.Context, rdb *redis.Client, queue, id string) (tasks.Result, bool, error) {
 	var r tasks.Result
-	raw, err := b.rdb.HGet(ctx, "asynq:{"+queue+"}:t:"+id, "result").Bytes()
+	raw, err := rdb.HGet(ctx, "asynq:{"+queue+"}:t:"+id, "result").Bytes()
 	if errors.Is(err, redis.Nil) || (err == nil && len(raw) == 0) {
 		return r, false, nil
 	}

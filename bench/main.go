@@ -3,7 +3,7 @@
 // It builds the real cmd/worker and cmd/smolvm-sim (as "smolvm"), starts a
 // redis-server on a free loopback port, runs the numbered scenarios below
 // (worker overhead, throughput, readiness lag, idle pickup, pack dedup,
-// memory, warm pool) with the unmodified worker binary against the simulator, prints a
+// memory, warm pool, HTTP API, Redis memory per task) with the unmodified worker binary against the simulator, prints a
 // table and writes it, with the method of each scenario, to BENCHMARKS.md.
 //
 // Every figure that has a baseline is measured in the same run as it. The
@@ -44,6 +44,7 @@ var scenarios = []scenario{
 	{6, "Memory with 50 loud agents", memory},
 	{7, "Warm pool: enqueue to agent running", warmPool},
 	{8, "HTTP API overhead", apiOverhead},
+	{9, "Redis memory per finished task", redisPerTask},
 }
 
 func run(args []string) int {

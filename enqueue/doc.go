@@ -16,7 +16,8 @@
 // moments, and how each attempt ended, as [Event]s. An event's ID is its
 // Redis stream ID, and Follow resumes after one, so an HTTP server can
 // relay the events as server-sent events and resume at a Last-Event-ID.
-// The worker caps each task's live output and expires it with the task.
+// The worker caps each task's live output and expires it a minute after
+// the task completes.
 //
 // [Client.Cancel] ends a task for good: one waiting to run is archived at
 // once, a running one is cancelled through asynq and its worker deletes
@@ -28,7 +29,13 @@
 // Everything the worker needs to know about a run is in its
 // [tasks.AgentRun]: the image or pack, the command, and whose run it is
 // (Tenant) and how big its VM is (CPUs, MemMiB), set there like Image and
-// Env. [Options] only say how asynq handles the task.
+// Env. [Options] only say how asynq handles the task, and where its bulk
+// goes: with Options.Store, the workers' object store, files over
+// [DefaultInlineFileBytes] are uploaded there and the task carries a
+// reference to each instead of its bytes, so that Redis holds a task's
+// control state and the store its bulk. A worker with a store keeps its
+// agent's whole output there too, the result keeping the output's tail
+// and keys; [ReadOutput] reads a stored stream back.
 //
 // A command that exits non-zero still completes its task: Wait returns the
 // Outcome with Result.ExitCode set and no error. A task the worker gave up

@@ -13,6 +13,7 @@ import (
 	"github.com/bot-bottle/bottleq/internal/cancelmark"
 	"github.com/bot-bottle/bottleq/internal/redisurl"
 	"github.com/bot-bottle/bottleq/internal/validate"
+	"github.com/bot-bottle/bottleq/store"
 	"github.com/bot-bottle/bottleq/tasks"
 )
 
@@ -139,9 +140,25 @@ type Options struct {
 	// again fails with ErrDuplicate. Default: a random ID.
 	TaskID string
 	// Retention is how long the finished task and its result stay
-	// readable by Wait. Zero keeps tasks.DefaultRetention; asynq counts
-	// whole seconds, so it must be at least a second.
+	// readable by Wait. Zero keeps tasks.DefaultRetention, or with a
+	// Store, DefaultStoreRetention; asynq counts whole seconds, so it must
+	// be at least a second.
 	Retention time.Duration
+	// Store is the object store the workers share (their -store, opened
+	// with store.Open). With it, Enqueue uploads each of the payload's
+	// files bigger than InlineFileBytes to the store, create-only, under
+	// tasks.InputKey(TENANT, RANDOM), and the task carries a
+	// tasks.FileRef with the file's size and SHA-256 instead of its
+	// content, which the worker downloads and checks; the caller's
+	// payload is not changed. The task's retention then defaults to
+	// DefaultStoreRetention. The store's retention (the workers'
+	// -retention) must outlast the task's wait in its queue. Default: none,
+	// and files travel inside the task, in Redis.
+	Store store.Store
+	// InlineFileBytes is the largest file that stays in the payload when
+	// Store is set. Zero keeps DefaultInlineFileBytes; negative sends every
+	// file with content to the store.
+	InlineFileBytes int64
 	// MaxFilesBytes caps the total content of the payload's files. Zero
 	// keeps tasks.DefaultMaxFilesBytes, what a worker accepts unless its
 	// -max-files-bytes says more; raise it only for such workers.
@@ -198,6 +215,8 @@ func (o Options) asynq(p tasks.AgentRun) ([]asynq.Option, error) {
 		return nil, fmt.Errorf("%w: Replicas must not be negative", ErrInvalidOptions)
 	}
 	switch {
+	case o.Retention == 0 && o.Store != nil:
+		opts = append(opts, asynq.Retention(DefaultStoreRetention))
 	case o.Retention == 0:
 	case o.Retention < time.Second:
 		return nil, fmt.Errorf("%w: Retention %s is shorter than a second", ErrInvalidOptions, o.Retention)
@@ -225,6 +244,28 @@ func (c *Client) Enqueue(ctx context.Context, p tasks.AgentRun, o Options) (*asy
 	if err != nil {
 		return nil, err
 	}
+	uploaded, err := o.uploadFiles(ctx, &p)
+	if err != nil {
+		return nil, err
+	}
+	if len(uploaded) > 0 {
+		if task, err = tasks.NewAgentRunWithMaxFilesBytes(p, o.MaxFilesBytes, opts...); err != nil {
+			o.forget(ctx, uploaded)
+			return nil, err
+		}
+	}
+	info, err := c.enqueue(ctx, task, o, ownID)
+	if errors.Is(err, ErrDuplicate) {
+		// No task will read them. After another failure the task may
+		// have reached Redis all the same (a lost reply): its inputs stay,
+		// for the store's retention to delete.
+		o.forget(ctx, uploaded)
+	}
+	return info, err
+}
+
+// enqueue puts the built task on its queue.
+func (c *Client) enqueue(ctx context.Context, task *asynq.Task, o Options, ownID bool) (*asynq.TaskInfo, error) {
 	if o.TaskID != "" {
 		// A cancel of an earlier task of this ID, since deleted, must not
 		// end this one.

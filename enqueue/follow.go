@@ -132,10 +132,12 @@ const (
 // is no event ID one matching [ErrInvalidEventID]. An empty queue is
 // tasks.DefaultQueue.
 //
-// The worker caps each task's live output (ReasonCap) and expires it with
-// the task. A task whose live output expired, or that a worker without
-// live output ran, has no events; its result (Outcome.Result) keeps the
-// head and tail of the output either way.
+// The worker caps each task's live output (ReasonCap) and expires it a
+// minute after the task completes (an archived task's with the task). A
+// task whose live output expired, or that a worker without live output
+// ran, has no events; its result (Outcome.Result) keeps the head and tail
+// of the output either way, or its tail and the keys of the whole streams
+// in the workers' store (tasks.Result.StdoutKey; see ReadOutput).
 func (c *Client) Follow(ctx context.Context, queue, taskID string, fn func(Event) error, from string) error {
 	if queue == "" {
 		queue = tasks.DefaultQueue

@@ -21,6 +21,24 @@ func file(path string, n int, mode string) tasks.File {
 	return tasks.File{Path: path, Content: []byte(strings.Repeat("x", n)), Mode: mode}
 }
 
+// digest is a well-formed SHA-256 for refs (whose bytes the tasks package
+// never sees).
+const digest = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+
+// refFile is a file whose bytes wait in the store under the default
+// tenant's input key name.
+func refFile(path, name string, size int64) tasks.File {
+	return tasks.File{Path: path, Ref: &tasks.FileRef{Key: tasks.InputKey(tasks.DefaultTenant, name), SHA256: digest, Size: size}}
+}
+
+// withRef is refFile with one of its Ref's fields changed.
+func withRef(f tasks.File, change func(*tasks.FileRef)) tasks.File {
+	r := *f.Ref
+	change(&r)
+	f.Ref = &r
+	return f
+}
+
 // TestFilesValidation: each bad file or artifact is one *ValidationError
 // naming the entry, whether it comes through Decode, Validate or
 // NewAgentRun.
@@ -57,6 +75,28 @@ func TestFilesValidation(t *testing.T) {
 		{"root artifact", withFiles(nil, "/"), "artifacts[0]", `"/"`},
 		{"duplicate artifact", withFiles(nil, "/a", "/a"), "artifacts[1]", "artifacts[0]"},
 		{"too many artifacts", withFiles(nil, make([]string, tasks.MaxArtifacts+1)...), "artifacts", "more than"},
+		{"ref with content", withFiles([]tasks.File{ok, func() tasks.File { f := refFile("/b", "in1", 3); f.Content = []byte("abc"); return f }()}),
+			"files[1].ref", "together with content"},
+		{"ref of another tenant", withFiles([]tasks.File{withRef(refFile("/b", "in1", 3), func(r *tasks.FileRef) { r.Key = "inputs/other/in1" })}),
+			"files[0].ref.key", `must start with "inputs/default/"`},
+		{"ref outside inputs", withFiles([]tasks.File{withRef(refFile("/b", "in1", 3), func(r *tasks.FileRef) { r.Key = "commits/default/T1.smolmachine" })}),
+			"files[0].ref.key", "own tenant's input files"},
+		{"ref with a tenant prefix only", withFiles([]tasks.File{withRef(refFile("/b", "in1", 3), func(r *tasks.FileRef) { r.Key = "inputs/default-2/x" })}),
+			"files[0].ref.key", `must start with "inputs/default/"`},
+		{"ref with an empty name", withFiles([]tasks.File{refFile("/b", "", 3)}), "files[0].ref.key", "1 to 128"},
+		{"ref name with a slash", withFiles([]tasks.File{refFile("/b", "a/../../commits/x", 3)}), "files[0].ref.key", "may hold only"},
+		{"ref name starting with a dot", withFiles([]tasks.File{refFile("/b", ".bottleq-tmp", 3)}), "files[0].ref.key", "must not start with '.'"},
+		{"ref name too long", withFiles([]tasks.File{refFile("/b", strings.Repeat("a", 129), 3)}), "files[0].ref.key", "1 to 128"},
+		{"ref digest upper case", withFiles([]tasks.File{withRef(refFile("/b", "in1", 3), func(r *tasks.FileRef) { r.SHA256 = strings.ToUpper(digest) })}),
+			"files[0].ref.sha256", "64 lowercase hex"},
+		{"ref digest short", withFiles([]tasks.File{withRef(refFile("/b", "in1", 3), func(r *tasks.FileRef) { r.SHA256 = digest[:63] })}),
+			"files[0].ref.sha256", "64 lowercase hex"},
+		{"ref digest missing", withFiles([]tasks.File{withRef(refFile("/b", "in1", 3), func(r *tasks.FileRef) { r.SHA256 = "" })}),
+			"files[0].ref.sha256", "64 lowercase hex"},
+		{"ref size negative", withFiles([]tasks.File{refFile("/b", "in1", -1)}), "files[0].ref.size", "negative"},
+		{"ref size over the hard limit", withFiles([]tasks.File{refFile("/b", "in1", tasks.MaxFilesBytesLimit+1)}), "files[0].ref.size", "hard limit"},
+		{"refs together over the hard limit", withFiles([]tasks.File{refFile("/a", "in1", tasks.MaxFilesBytesLimit), file("/b", 1, "")}),
+			"files", "hard limit of 16 MiB"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -110,6 +150,9 @@ func TestFilesCap(t *testing.T) {
 		{"lowered cap", []tasks.File{file("/a", 2000, "")}, 1000, "files: 2 KiB (2000 bytes) in total, over the cap of 1000 bytes"},
 		{"cap over the hard limit", []tasks.File{file("/a", tasks.MaxFilesBytesLimit, ""), file("/b", 1, "")}, 2 * tasks.MaxFilesBytesLimit,
 			"files: 16 MiB (16777217 bytes) in total, over the hard limit of 16 MiB"},
+		{"a ref's size counts", []tasks.File{refFile("/a", "in1", int64(mib)), file("/b", 1, "")}, useDefault,
+			"files: 1 MiB (1048577 bytes) in total, over the cap of 1 MiB"},
+		{"refs within the cap", []tasks.File{refFile("/a", "in1", int64(mib/2)), refFile("/b", "in2", int64(mib/2))}, useDefault, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -182,6 +225,38 @@ func TestDecodeFiles(t *testing.T) {
 	huge := append([]byte(`{"image":"a","command":["x"],"files":[{"path":"/a","content":"`), make([]byte, 23<<20)...)
 	if _, err := tasks.Decode(huge); !errors.As(err, &ve) || ve.Field != "payload" {
 		t.Errorf("a payload over the hard limit: %v", err)
+	}
+}
+
+// TestDecodeFileRef: a file's ref travels as {key, sha256, size} with no
+// content, and FilesBytes counts its size; a tenant's payload names its
+// own inputs.
+func TestDecodeFileRef(t *testing.T) {
+	t.Parallel()
+	p, err := tasks.Decode([]byte(`{"tenant":"acme","image":"a","command":["x"],"files":[` +
+		`{"path":"/in/a","ref":{"key":"inputs/acme/0f3a.bin","sha256":"` + digest + `","size":716800},"mode":"0755"},` +
+		`{"path":"/in/b","content":"aGk="}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := p.Files[0].Ref
+	if r == nil || r.Key != "inputs/acme/0f3a.bin" || r.SHA256 != digest || r.Size != 716800 || len(p.Files[0].Content) != 0 || p.Files[1].Ref != nil {
+		t.Fatalf("decoded %+v", p.Files)
+	}
+	if got := p.FilesBytes(); got != 716800+2 {
+		t.Errorf("FilesBytes = %d, want %d", got, 716800+2)
+	}
+	b, err := json.Marshal(p.Files[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `{"path":"/in/a","ref":{"key":"inputs/acme/0f3a.bin","sha256":"` + digest + `","size":716800},"mode":"0755"}`; string(b) != want {
+		t.Errorf("encoded %s\nwant    %s", b, want)
+	}
+	// The same key under the default tenant is another tenant's.
+	var ve *tasks.ValidationError
+	if _, err := tasks.Decode([]byte(`{"image":"a","command":["x"],"files":[{"path":"/in/a","ref":{"key":"inputs/acme/0f3a.bin","sha256":"` + digest + `","size":1}}]}`)); !errors.As(err, &ve) || ve.Field != "files[0].ref.key" {
+		t.Errorf("default tenant naming acme's input: %v", err)
 	}
 }
 

@@ -49,12 +49,27 @@ type Result struct {
 	ExitCode int `json:"exit_code"`
 	// TimedOut is true when the command's timeout killed it.
 	TimedOut bool `json:"timed_out,omitempty"`
-	// Stdout and Stderr are the head and tail of the command's output.
+	// Stdout and Stderr are the command's output as the result keeps it:
+	// the head and tail of each stream, or, from a worker with a store,
+	// the last bytes of each (at most OutputTailBytes as JSON) while the
+	// whole stream is in the store under StdoutKey and StderrKey.
 	Stdout string `json:"stdout"`
 	Stderr string `json:"stderr"`
-	// StdoutOmitted and StderrOmitted count the bytes cut from the middle.
+	// StdoutOmitted and StderrOmitted count the bytes of each stream that
+	// Stdout and Stderr leave out: cut from the middle, or, with a key,
+	// everything before the tail. Where bytes were cut, a marker
+	// ("[… N bytes omitted …]") stands in their place.
 	StdoutOmitted int64 `json:"stdout_omitted,omitempty"`
 	StderrOmitted int64 `json:"stderr_omitted,omitempty"`
+	// StdoutKey and StderrKey name each whole stream in the worker's store
+	// (see package store): "outputs/TENANT/TASK/ATTEMPT-RANDOM/stdout" and
+	// ".../stderr". A stream that fits in its tail has no key; neither has
+	// any stream of a worker without a store. A stream over the worker's
+	// cap for a stored stream (MaxStoredOutputBytes) is stored up to
+	// the cap, its tail here still the stream's true end. The store's
+	// retention deletes them, with the task's commit and artifacts.
+	StdoutKey string `json:"stdout_key,omitempty"`
+	StderrKey string `json:"stderr_key,omitempty"`
 	// Commit is the path of the committed .smolmachine on Host, if any;
 	// later tasks start from it with from "task:<this task's ID>".
 	Commit string `json:"commit,omitempty"`
@@ -105,6 +120,23 @@ type Result struct {
 	// cancel").
 	Error string `json:"error,omitempty"`
 }
+
+// OutputKeyPrefix starts the store key of every stored output stream (see
+// Result.StdoutKey). The store's retention sweeps it as it does commits and
+// artifacts.
+const OutputKeyPrefix = "outputs/"
+
+// OutputTailBytes is the most a result keeps of each output stream, as
+// JSON (escapes included), when the worker stores the whole streams: the
+// stream's last bytes, so that the result of a loud agent stays small in
+// Redis. See Result.StdoutKey.
+const OutputTailBytes = 512
+
+// MaxStoredOutputBytes caps each output stream a worker stores: past it,
+// the stored object ends and the rest of the stream is only counted
+// (StdoutOmitted still counts it, and the result's tail is the stream's
+// true end).
+const MaxStoredOutputBytes = 256 << 20
 
 // Values of Result.PackSource.
 const (

@@ -52,12 +52,12 @@ const (
 	// DefaultQueue is the queue agent runs go to unless told otherwise.
 	DefaultQueue = "default"
 
-	// DefaultMaxFilesBytes caps the total decoded content of a payload's
-	// Files in NewAgentRun (NewAgentRunWithMaxFilesBytes takes another
+	// DefaultMaxFilesBytes caps the total size of a payload's Files (their
+	// decoded content and the sizes of their Refs) in NewAgentRun (NewAgentRunWithMaxFilesBytes takes another
 	// cap) and, by default, in the worker (its -max-files-bytes).
 	DefaultMaxFilesBytes = 1 << 20
-	// MaxFilesBytesLimit is the hard limit on the total content of a
-	// payload's Files: Decode refuses more whatever a worker's cap says,
+	// MaxFilesBytesLimit is the hard limit on the total size of a
+	// payload's Files, content and Refs: Decode refuses more whatever a worker's cap says,
 	// and no worker may be configured above it.
 	MaxFilesBytesLimit = 16 << 20
 	// DefaultFileMode is a File's mode when the payload gives none.
@@ -137,7 +137,7 @@ type AgentRun struct {
 	// that sets it.
 	AllowHosts []string `json:"allow_hosts,omitempty"`
 	// Files are written into the VM before the command runs. Their total
-	// content is capped (DefaultMaxFilesBytes unless the worker says
+	// size, content and Refs, is capped (DefaultMaxFilesBytes unless the worker says
 	// otherwise). A directory travels as a tar file the command unpacks.
 	Files []File `json:"files,omitempty"`
 	// Artifacts are absolute guest paths of regular files copied out of
@@ -146,16 +146,59 @@ type AgentRun struct {
 	Artifacts []string `json:"artifacts,omitempty"`
 }
 
-// File is one input file of a payload.
+// File is one input file of a payload. Its bytes travel either in the
+// payload (Content) or in the pool's object store (Ref), never both.
 type File struct {
 	// Path is where the file goes in the VM: absolute and clean, without
 	// ':' or a NUL byte, not "/". Missing parent directories are created.
 	Path string `json:"path"`
-	// Content is the file's bytes, base64 in JSON.
-	Content []byte `json:"content"`
+	// Content is the file's bytes, base64 in JSON. It must be empty when
+	// Ref is set.
+	Content []byte `json:"content,omitempty"`
+	// Ref names the file's bytes in the object store the workers share
+	// (see package store) instead of Content, so that a big file does not
+	// sit in Redis with the task: package enqueue uploads a file over
+	// enqueue.DefaultInlineFileBytes when its Options name a store. The
+	// worker downloads it and checks its size and SHA-256 before it copies
+	// it in. Its Size counts toward the files' caps as Content's length
+	// does.
+	Ref *FileRef `json:"ref,omitempty"`
 	// Mode is the file's permission bits as an octal string, "0644" (the
 	// default when empty) or "0755"; at most "0777".
 	Mode string `json:"mode,omitempty"`
+}
+
+// InputKeyPrefix starts the store key of every input file: a FileRef's Key
+// is InputKeyPrefix + TENANT + "/" + NAME (see InputKey).
+const InputKeyPrefix = "inputs/"
+
+// maxInputNameLen bounds the NAME part of an input file's key.
+const maxInputNameLen = 128
+
+// InputKey returns the store key of the input file name of tenant:
+// "inputs/TENANT/NAME". A FileRef of a payload must name a key of the
+// payload's own tenant (TenantName), so that a task cannot read another
+// tenant's inputs, nor anything else in the store.
+func InputKey(tenant, name string) string { return InputKeyPrefix + tenant + "/" + name }
+
+// FileRef is where a File's bytes wait in the store, and what they are.
+type FileRef struct {
+	// Key is the object's key in the store, InputKey(TENANT, NAME) of the
+	// payload's tenant; NAME is 1 to 128 of A-Z a-z 0-9 '.' '_' '-', not
+	// starting with '.'.
+	Key string `json:"key"`
+	// SHA256 is the lowercase hex SHA-256 of the file's bytes.
+	SHA256 string `json:"sha256"`
+	// Size is the file's length in bytes.
+	Size int64 `json:"size"`
+}
+
+// fileSize is the file's length: its content's, or its Ref's Size.
+func (f File) fileSize() int64 {
+	if f.Ref != nil {
+		return f.Ref.Size
+	}
+	return int64(len(f.Content))
 }
 
 // Perm returns the file's permission bits, DefaultFileMode when Mode is
@@ -178,11 +221,12 @@ func (f File) Perm() (fs.FileMode, error) {
 	return fs.FileMode(n), nil
 }
 
-// FilesBytes returns the total size of the payload's files' content.
+// FilesBytes returns the total size of the payload's files: their
+// content, and the sizes their Refs give.
 func (p AgentRun) FilesBytes() int64 {
 	var n int64
 	for _, f := range p.Files {
-		n += int64(len(f.Content))
+		n += f.fileSize()
 	}
 	return n
 }
@@ -369,11 +413,75 @@ func (p AgentRun) checkFiles() error {
 		if _, err := f.Perm(); err != nil {
 			return invalid(fmt.Sprintf("files[%d].mode", i), "%s", err)
 		}
+		if f.Ref != nil {
+			if err := p.checkRef(i, f); err != nil {
+				return err
+			}
+		}
 	}
 	if n := p.FilesBytes(); n > MaxFilesBytesLimit {
 		return invalid("files", "%s in total, over the hard limit of %s", FormatBytes(n), FormatBytes(MaxFilesBytesLimit))
 	}
 	return nil
+}
+
+// checkRef checks file i's Ref: alone, naming an input of the payload's
+// tenant, with a digest and a size within the hard limit.
+func (p AgentRun) checkRef(i int, f File) error {
+	field := fmt.Sprintf("files[%d].ref", i)
+	if len(f.Content) > 0 {
+		return invalid(field, "is set together with content: a file has one or the other")
+	}
+	r := f.Ref
+	prefix := InputKey(p.TenantName(), "")
+	name, ok := strings.CutPrefix(r.Key, prefix)
+	if !ok {
+		return invalid(field+".key", "%q must start with %q: a task reads only its own tenant's input files", r.Key, prefix)
+	}
+	if err := checkInputName(name); err != nil {
+		return invalid(field+".key", "%q: %s", r.Key, err)
+	}
+	if !validSHA256(r.SHA256) {
+		return invalid(field+".sha256", "must be 64 lowercase hex digits")
+	}
+	switch {
+	case r.Size < 0:
+		return invalid(field+".size", "must not be negative")
+	case r.Size > MaxFilesBytesLimit:
+		return invalid(field+".size", "%s is over the hard limit of %s for a task's files", FormatBytes(r.Size), FormatBytes(MaxFilesBytesLimit))
+	}
+	return nil
+}
+
+// checkInputName checks the NAME of an input key.
+func checkInputName(name string) error {
+	if name == "" || len(name) > maxInputNameLen {
+		return fmt.Errorf("its name after the tenant must be 1 to %d characters", maxInputNameLen)
+	}
+	if name[0] == '.' {
+		return errors.New("its name must not start with '.'")
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-' {
+			continue
+		}
+		return errors.New("its name after the tenant may hold only A-Z a-z 0-9 '.' '_' '-'")
+	}
+	return nil
+}
+
+// validSHA256 reports whether s is 64 lowercase hex digits.
+func validSHA256(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 func (p AgentRun) checkArtifacts() error {

@@ -12,7 +12,6 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/rs/zerolog"
 
-	"github.com/bot-bottle/bottleq/internal/teststore"
 	"github.com/bot-bottle/bottleq/smolvm"
 	"github.com/bot-bottle/bottleq/store"
 	"github.com/bot-bottle/bottleq/tasks"
@@ -150,32 +149,12 @@ func TestCacheFetchOnce(t *testing.T) {
 	}
 }
 
-// s3Store opens a store on a fresh versitygw through the standard AWS
-// chain, as the worker does: it sets the environment, so its test must
-// not run in parallel.
-func s3Store(t *testing.T) (store.Store, *teststore.Server) {
-	t.Helper()
-	srv := teststore.Start(t)
-	for _, kv := range append(srv.Env(),
-		"AWS_CONFIG_FILE="+filepath.Join(t.TempDir(), "none"),
-		"AWS_SHARED_CREDENTIALS_FILE="+filepath.Join(t.TempDir(), "none"),
-		"AWS_PROFILE=", "AWS_SESSION_TOKEN=") {
-		k, v, _ := strings.Cut(kv, "=")
-		t.Setenv(k, v)
-	}
-	st, err := store.Open(context.Background(), srv.URL("pool"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return st, srv
-}
-
 // TestFetchDigestMismatch: a commit whose bytes in the store no longer
 // match its SHA-256 fails the task that starts from it with a retried
 // error, and leaves nothing in the host's cache, on a file:// and an
 // s3:// store.
 func TestFetchDigestMismatch(t *testing.T) {
-	s3, srv := s3Store(t)
+	s3 := s3Store(t)
 	for _, tt := range []struct {
 		name string
 		st   func(t *testing.T) (store.Store, func(key string) string)
@@ -186,7 +165,7 @@ func TestFetchDigestMismatch(t *testing.T) {
 			return st, func(k string) string { return filepath.Join(dir, filepath.FromSlash(k)) }
 		}},
 		{"s3", func(t *testing.T) (store.Store, func(string) string) {
-			return s3, func(k string) string { return filepath.Join(srv.Dir, srv.Bucket, "pool", filepath.FromSlash(k)) }
+			return s3.Store, s3.file
 		}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -228,10 +207,10 @@ func TestFetchDigestMismatch(t *testing.T) {
 // uploaded fails the attempt with a retried error naming the store, and
 // leaves no half-made commit behind.
 func TestStoreDownMidRun(t *testing.T) {
-	st, srv := s3Store(t)
+	st := s3Store(t)
 	f := newFake()
 	f.packVM = func(context.Context, string, string) (smolvm.Pack, error) {
-		srv.Stop()
+		st.down()
 		return smolvm.Pack{}, nil
 	}
 	h, _ := newHandler(t, f, func(c *Config) { c.Store = st })

@@ -25,8 +25,11 @@ type Config struct {
 	// the pool finds them (see package store): the keys are commits/TENANT/
 	// KEY.smolmachine with KEY.owner.json, artifacts/TENANT/KEY/RUN/N-NAME,
 	// packs/pinned/IMAGEKEY.smolmachine and packs/tagged/IMAGEKEY/
-	// GENERATION.smolmachine. Default: a file store in DATA/store, this
-	// host's alone.
+	// GENERATION.smolmachine. A task's whole output goes there too
+	// (outputs/TENANT/…; its result keeps the tail and the keys,
+	// tasks.Result.StdoutKey), and a payload's files by reference
+	// (tasks.FileRef, inputs/TENANT/…) come from there. Default: a file
+	// store in DATA/store, this host's alone.
 	Store store.Store
 	// Retention is how long commits and artifacts stay in the store; the
 	// sweep [Serve] runs deletes older ones (see [Handler.Retain]). Zero:
@@ -127,6 +130,11 @@ type Config struct {
 	// and the task goes on; an input file not copied in time fails the
 	// attempt. Zero or negative: DefaultCopyTimeout.
 	CopyTimeout time.Duration
+	// OutputInResult keeps a task's output in its result as without a
+	// Store: the head and tail of each stream, 32 KiB each, nothing in the
+	// store. For producers that read results but cannot reach the store;
+	// it costs Redis that much per task for the task's retention.
+	OutputInResult bool
 	// Logger gets the handler's lines. Zero: no lines.
 	Logger zerolog.Logger
 	// Hooks observe the pipeline, for metrics. Default: none.

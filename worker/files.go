@@ -77,9 +77,8 @@ func (r *run) copyIn(ctx context.Context) error {
 		host := filepath.Join(dir, strconv.Itoa(i))
 		// The owner must be able to read the file for smolvm to copy it;
 		// smolvm (or a chmod) gives the guest's copy the exact mode.
-		if err := writeFile(host, f.Content, mode|0o400); err != nil {
-			os.Remove(host)
-			return diskErr(fmt.Sprintf("files[%d]", i), err)
+		if err := r.writeInput(ctx, i, f, host, mode|0o400); err != nil {
+			return err
 		}
 		cpCtx, cancel := context.WithTimeout(ctx, timeout)
 		err = r.h.cfg.Smolvm.CopyIn(cpCtx, r.vm, host, f.Path, mode)

@@ -266,6 +266,7 @@ func (h *Handler) Run(ctx context.Context, m Meta, payload []byte, w io.Writer) 
 	}
 	r.res.State = tasks.StateDone
 	r.report()
+	r.live.linger(ctx)
 	r.log.Info().Str("phase", "done").Int("exit_code", r.res.ExitCode).Float64("duration_ms", ms(time.Since(start))).Msg("task finished")
 	r.ended(OutcomeCompleted)
 	return nil

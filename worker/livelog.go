@@ -50,6 +50,12 @@ const (
 	// liveNoDeadline is how long past its retention a stream is kept
 	// while an attempt without a deadline runs.
 	liveNoDeadline = time.Hour
+	// liveAfterEnd is how long a completed task's stream is kept once its
+	// final result is written, for followers still reading its last
+	// entries. Later ones read the result, which keeps the output's head
+	// and tail, or its tail and the keys of the whole streams in the
+	// store: the stream does not cost Redis for the task's retention.
+	liveAfterEnd = time.Minute
 )
 
 // liveLimits are the limits of a stream of maxBytes.
@@ -215,6 +221,21 @@ func (l *liveLog) close(ctx context.Context, res tasks.Result, err error) {
 	if dropped[0]+dropped[1] > 0 {
 		l.log.Info().Int64("stdout_dropped_bytes", dropped[0]).Int64("stderr_dropped_bytes", dropped[1]).
 			Msg("live output: some of the agent's output was not streamed (the task's cap, or Redis fell behind)")
+	}
+}
+
+// linger shortens the stream's TTL to liveAfterEnd: call it once the
+// task's final result is written and the delivery's output closed. A
+// failure costs only Redis memory until the stream's old TTL, and is
+// logged.
+func (l *liveLog) linger(ctx context.Context) {
+	if l == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), liveSendTimeout)
+	defer cancel()
+	if err := livelog.Expire(ctx, l.sink.rdb, l.queue, l.id, liveAfterEnd); err != nil {
+		l.log.Warn().Err(err).Msg("live output: could not shorten the finished task's stream; it expires with the task")
 	}
 }
 

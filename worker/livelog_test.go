@@ -400,7 +400,11 @@ func TestServeLiveOutput(t *testing.T) {
 			t.Errorf("attempt 1 %+v ended %+v; attempt 2 %+v", es[0], es[5], es[6])
 		}
 	}
-	if ttl := rdb.PTTL(context.Background(), livelog.Key(tasks.DefaultQueue, "live1")).Val(); ttl <= 0 || ttl > time.Hour {
-		t.Errorf("the stream expires in %v, want the task's retention", ttl)
+	// Completed, the task keeps its retention of an hour; its stream only
+	// liveAfterEnd, for followers still reading it.
+	for _, k := range []string{livelog.Key(tasks.DefaultQueue, "live1"), livelog.SizeKey(tasks.DefaultQueue, "live1")} {
+		if ttl := rdb.PTTL(context.Background(), k).Val(); ttl <= 0 || ttl > liveAfterEnd {
+			t.Errorf("%s expires in %v, want within %v of the task's end", k, ttl, liveAfterEnd)
+		}
 	}
 }

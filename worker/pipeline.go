@@ -100,9 +100,14 @@ func (r *run) pipeline(ctx context.Context) error {
 		}
 	}
 	if err := r.phase(ctx, tasks.PhaseExec, func(ctx context.Context) error {
+		out, err := r.outputs()
+		if err != nil {
+			return err
+		}
+		defer out.close()
 		res, err := h.cfg.Smolvm.Exec(ctx, r.vm, r.p.Command, smolvm.ExecOptions{
 			Env: execEnv, Workdir: r.p.Workdir, Timeout: r.p.CommandTimeout(), Stream: true,
-			Stdout: r.live.stdout(), Stderr: r.live.stderr(),
+			Stdout: out.writer(0, r.live.stdout()), Stderr: out.writer(1, r.live.stderr()),
 		})
 		r.closeEgress()
 		if err != nil && !r.agentExit(ctx, err) {
@@ -111,7 +116,7 @@ func (r *run) pipeline(ctx context.Context) error {
 		r.res.ExitCode, r.res.TimedOut = res.ExitCode, res.TimedOut
 		r.res.Stdout, r.res.Stderr = string(res.Stdout), string(res.Stderr)
 		r.res.StdoutOmitted, r.res.StderrOmitted = res.StdoutOmitted, res.StderrOmitted
-		return nil
+		return out.keep(ctx, &r.res)
 	}); err != nil {
 		return err
 	}

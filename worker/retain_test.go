@@ -13,6 +13,7 @@ import (
 
 	"github.com/bot-bottle/bottleq/internal/testredis"
 	"github.com/bot-bottle/bottleq/smolvm"
+	"github.com/bot-bottle/bottleq/store"
 	"github.com/bot-bottle/bottleq/tasks"
 )
 
@@ -77,11 +78,26 @@ func TestRetain(t *testing.T) {
 		now := time.Now()
 		os.Chtimes(filepath.Join(storeDir, filepath.FromSlash(key)), now, now)
 	}
+	// Output streams and input files age out the same way.
+	bulk := map[string]time.Duration{
+		tasks.OutputKeyPrefix + "default/old/1-a/stdout":   72 * time.Hour,
+		tasks.InputKey(tasks.DefaultTenant, "old"):         72 * time.Hour,
+		tasks.OutputKeyPrefix + "default/young/1-b/stdout": 0,
+		tasks.InputKey(tasks.DefaultTenant, "young"):       0,
+	}
+	for key, age := range bulk {
+		if _, err := h.cfg.Store.Put(context.Background(), key, strings.NewReader(key), store.PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		then := time.Now().Add(-age)
+		os.Chtimes(filepath.Join(storeDir, filepath.FromSlash(key)), then, then)
+	}
 	if err := h.Retain(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	got := storeKeys(t, h.cfg.Store, "")
-	want := []string{young.CommitKey, ownerKey(tasks.DefaultTenant, "young"), young.Artifacts[0].Key}
+	want := []string{young.CommitKey, ownerKey(tasks.DefaultTenant, "young"), young.Artifacts[0].Key,
+		tasks.OutputKeyPrefix + "default/young/1-b/stdout", tasks.InputKey(tasks.DefaultTenant, "young")}
 	if keys := storeKeys(t, h.cfg.Store, "packs/"); len(keys) != 1 {
 		t.Errorf("store packs %q, want the image's one", keys)
 	} else {

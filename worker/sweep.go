@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/bot-bottle/bottleq/tasks"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -74,8 +75,8 @@ const packMargin = time.Hour
 // DefaultRetainInterval is how often [Serve] runs [Handler.Retain].
 const DefaultRetainInterval = time.Hour
 
-// Retain deletes from the store the commits and artifacts older than
-// Config.Retention, and the packs of tagged images older than
+// Retain deletes from the store the commits, artifacts, output streams and
+// input files older than Config.Retention, and the packs of tagged images older than
 // Config.PackTTL and an hour (digest-pinned images' packs stay), with the
 // uploads abandoned under them; and from this host the local copies of
 // artifacts older than Config.Retention. The cache's own cap bounds the
@@ -85,7 +86,7 @@ func (h *Handler) Retain(ctx context.Context) error {
 	now := time.Now()
 	cut := now.Add(-h.cfg.Retention)
 	var errs []error
-	for _, prefix := range []string{"commits/", "artifacts/"} {
+	for _, prefix := range []string{"commits/", "artifacts/", tasks.OutputKeyPrefix, tasks.InputKeyPrefix} {
 		n, err := h.cfg.Store.Expire(ctx, prefix, cut)
 		errs = append(errs, err)
 		if n > 0 {

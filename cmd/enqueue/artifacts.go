@@ -17,7 +17,7 @@ import (
 // --artifacts-dir, for enqueue and enqueue wait alike.
 const (
 	storeHelp = "the workers' store `URL`, as their -store: file:///ABS/DIR or s3://BUCKET/PREFIX?endpoint=URL&region=R&path_style=true, " +
-		"with S3 credentials from the standard AWS environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_PROFILE); only with --artifacts-dir " +
+		"with S3 credentials from the standard AWS environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_PROFILE): the output the live output missed is read from there, and --artifacts-dir downloads from there " +
 		"(default $BOTTLEQ_STORE, else the worker's default store when it is on this machine: file://DATA/store, DATA being $BOTTLEQ_DATA_DIR or the worker's default data directory)"
 	artifactsDirHelp = "once the task completes, download each artifact from the workers' store (--store) into `DIR`, made if missing, " +
 		"named after the base of its guest path (N-NAME, N its index, when two share a name) and checked against its SHA-256; a file there of the same name is replaced. " +
@@ -35,13 +35,13 @@ type artifactsTarget struct {
 // resolveArtifacts checks --artifacts-dir and --store (or BOTTLEQ_STORE,
 // or the worker's default store) without touching the store.
 func resolveArtifacts(dir, storeURL string, getenv func(string) string) (artifactsTarget, error) {
-	if dir == "" {
-		if storeURL != "" {
-			return artifactsTarget{}, usagef("--store: only with --artifacts-dir")
-		}
+	if dir == "" && storeURL == "" {
+		storeURL = getenv("BOTTLEQ_STORE")
+	}
+	if dir == "" && storeURL == "" {
 		return artifactsTarget{}, nil
 	}
-	if fi, err := os.Stat(dir); err == nil && !fi.IsDir() {
+	if fi, err := os.Stat(dir); dir != "" && err == nil && !fi.IsDir() {
 		return artifactsTarget{}, usagef("--artifacts-dir: %s is not a directory", dir)
 	}
 	t := artifactsTarget{dir: dir, storeURL: storeURL, from: "--store"}
@@ -92,6 +92,9 @@ func (t artifactsTarget) open(ctx context.Context) (store.Store, error) {
 	st, err := store.Open(ctx, t.storeURL)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", t.fromName(), err)
+	}
+	if t.dir == "" {
+		return st, nil
 	}
 	if err := os.MkdirAll(t.dir, 0o755); err != nil {
 		return nil, fmt.Errorf("--artifacts-dir: %w", err)

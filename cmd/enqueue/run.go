@@ -18,6 +18,7 @@ import (
 	"github.com/bot-bottle/bottleq/internal/cliflag"
 	"github.com/bot-bottle/bottleq/internal/redisurl"
 	"github.com/bot-bottle/bottleq/internal/validate"
+	"github.com/bot-bottle/bottleq/store"
 	"github.com/bot-bottle/bottleq/tasks"
 )
 
@@ -77,6 +78,8 @@ type config struct {
 	waitTimeout time.Duration
 	artifacts   artifactsTarget
 	version     bool
+	// storeURL is --store or BOTTLEQ_STORE, checked; storeFrom names it.
+	storeURL, storeFrom string
 }
 
 // envFlag collects --env entries; they are resolved and checked after
@@ -92,7 +95,7 @@ type listFlag []string
 func (l *listFlag) String() string     { return strings.Join(*l, ",") }
 func (l *listFlag) Set(s string) error { *l = append(*l, s); return nil }
 
-func newFlagSet(c *config, env *envFlag, files *listFlag, redisURL, redisCA, tenant, timeout, artifactsDir, storeURL *string, noCommit *bool, maxRetry *int) *flag.FlagSet {
+func newFlagSet(c *config, env *envFlag, files *listFlag, redisURL, redisCA, tenant, timeout, artifactsDir *string, noCommit *bool, maxRetry *int) *flag.FlagSet {
 	fs := flag.NewFlagSet("enqueue", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
@@ -121,7 +124,8 @@ func newFlagSet(c *config, env *envFlag, files *listFlag, redisURL, redisCA, ten
 	fs.BoolVar(&c.wait, "wait", false, "show the task's phases and the agent's output as it runs, and exit with the agent's exit code")
 	fs.DurationVar(&c.waitTimeout, "wait-timeout", 0, "with --wait, give up waiting after this `duration` (exit 1; the task runs on) (default 0: no limit)")
 	fs.StringVar(artifactsDir, "artifacts-dir", "", "with --wait, "+artifactsDirHelp)
-	fs.StringVar(storeURL, "store", "", storeHelp)
+	fs.StringVar(&c.storeURL, "store", "", storeFlagHelp)
+	fs.DurationVar(&c.opts.Retention, "retention", 0, retentionFlagHelp)
 	fs.BoolVar(&c.version, "version", false, "print the version and exit")
 	return fs
 }
@@ -200,9 +204,8 @@ func parse(args []string, getenv func(string) string, help io.Writer) (config, e
 		noCommit bool
 		maxRetry int
 		artsDir  string
-		storeURL string
 	)
-	fs := newFlagSet(&c, &env, &files, &redisURL, &redisCA, &tenant, &timeout, &artsDir, &storeURL, &noCommit, &maxRetry)
+	fs := newFlagSet(&c, &env, &files, &redisURL, &redisCA, &tenant, &timeout, &artsDir, &noCommit, &maxRetry)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(help, usageHead)
@@ -304,6 +307,9 @@ func parse(args []string, getenv func(string) string, help io.Writer) (config, e
 			return c, usagef("--task-id: %v", err)
 		}
 	}
+	if err := c.checkBulk(getenv); err != nil {
+		return c, err
+	}
 	switch {
 	case c.waitTimeout < 0:
 		return c, usagef("--wait-timeout: must not be negative")
@@ -312,7 +318,7 @@ func parse(args []string, getenv func(string) string, help io.Writer) (config, e
 	case artsDir != "" && !c.wait:
 		return c, usagef("--artifacts-dir: only with --wait")
 	}
-	if c.artifacts, err = resolveArtifacts(artsDir, storeURL, getenv); err != nil {
+	if c.artifacts, err = resolveArtifacts(artsDir, c.storeURL, getenv); err != nil {
 		return c, err
 	}
 	return c, nil
@@ -360,6 +366,12 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return exitOK
 	}
 
+	if c.opts.Store, err = c.openStore(ctx); err != nil {
+		return fail(stderr, exitFail, "%v", err)
+	}
+	// The output is read from the store --store names, else from the one
+	// --artifacts-dir downloads from.
+	outSt := c.opts.Store
 	var arts *artifactsOut
 	if c.artifacts.dir != "" {
 		st, err := c.artifacts.open(ctx)
@@ -367,6 +379,9 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return fail(stderr, exitFail, "%v", err)
 		}
 		arts = &artifactsOut{st: st, dir: c.artifacts.dir}
+		if outSt == nil {
+			outSt = st
+		}
 	}
 	client, rc, err := c.redis.connect(ctx)
 	if err != nil {
@@ -385,14 +400,15 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return exitOK
 	}
 	fmt.Fprintf(stderr, "bottleq: task %s: enqueued on queue %s\n", info.ID, info.Queue)
-	return wait(ctx, client, info.Queue, info.ID, c.payload.Tenant, c.waitTimeout, arts, stdout, stderr)
+	return wait(ctx, client, info.Queue, info.ID, c.payload.Tenant, c.waitTimeout, outSt, arts, stdout, stderr)
 }
 
 // wait follows the task to its end, showing its live output as it comes,
 // downloads its artifacts with arts (when not nil), and hands on the
 // agent's exit code. tenant is the payload's, empty for the default or
-// unknown; timeout, if not zero, bounds the wait.
-func wait(ctx context.Context, client *enqueue.Client, queue, id, tenant string, timeout time.Duration, arts *artifactsOut, stdout, stderr io.Writer) int {
+// unknown; timeout, if not zero, bounds the wait; st, if not nil, is the
+// workers' store, where the output the live output missed is read from.
+func wait(ctx context.Context, client *enqueue.Client, queue, id, tenant string, timeout time.Duration, st store.Store, arts *artifactsOut, stdout, stderr io.Writer) int {
 	waitCtx := ctx
 	if timeout > 0 {
 		var cancel context.CancelFunc
@@ -436,12 +452,10 @@ func wait(ctx context.Context, client *enqueue.Client, queue, id, tenant string,
 	}
 	switch shown, whole := view.streamed(r.Attempt); {
 	case !shown: // no live output of it: expired, or an older worker's
-		_, _ = io.WriteString(stdout, r.Stdout)
-		_, _ = io.WriteString(stderr, r.Stderr)
+		printOutput(ctx, st, id, r, true, stdout, stderr)
 	case !whole:
-		fmt.Fprintf(stderr, "bottleq: task %s: not all of its output was shown as it came; the result's copy follows (the head and tail of each stream)\n", id)
-		_, _ = io.WriteString(stdout, r.Stdout)
-		_, _ = io.WriteString(stderr, r.Stderr)
+		fmt.Fprintf(stderr, "bottleq: task %s: not all of its output was shown as it came; %s\n", id, outputSource(st, r))
+		printOutput(ctx, st, id, r, false, stdout, stderr)
 	}
 	if tenant == "" && r.Tenant != tasks.DefaultTenant {
 		tenant = r.Tenant // wait ID: the result says whose the task was

@@ -15,6 +15,7 @@ import (
 
 	"github.com/bot-bottle/bottleq/enqueue"
 	"github.com/bot-bottle/bottleq/internal/redisurl"
+	"github.com/bot-bottle/bottleq/store"
 	"github.com/bot-bottle/bottleq/tasks"
 )
 
@@ -42,6 +43,7 @@ type verbArgs struct {
 	json           bool
 	waitTimeout    time.Duration
 	arts           *artifactsOut // nil without --artifacts-dir
+	st             store.Store   // the workers' store, nil without --store or --artifacts-dir
 	stdout, stderr io.Writer
 }
 
@@ -170,12 +172,13 @@ func runVerb(ctx context.Context, v *verb, args []string, getenv func(string) st
 	if err != nil {
 		return fail(stderr, exitUsage, "%v", err)
 	}
-	if target.dir != "" {
-		st, err := target.open(ctx)
-		if err != nil {
+	if target.storeURL != "" {
+		if a.st, err = target.open(ctx); err != nil {
 			return fail(stderr, exitFail, "%v", err)
 		}
-		a.arts = &artifactsOut{st: st, dir: target.dir}
+		if target.dir != "" {
+			a.arts = &artifactsOut{st: a.st, dir: target.dir}
+		}
 	}
 	client, rc, err := r.connect(ctx)
 	if err != nil {
@@ -327,7 +330,7 @@ func printStatus(w io.Writer, out enqueue.Outcome) {
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
 
 func runWait(ctx context.Context, a verbArgs) int {
-	return wait(ctx, a.client, a.queue, a.id, "", a.waitTimeout, a.arts, a.stdout, a.stderr)
+	return wait(ctx, a.client, a.queue, a.id, "", a.waitTimeout, a.st, a.arts, a.stdout, a.stderr)
 }
 
 func runCancel(ctx context.Context, a verbArgs) int {

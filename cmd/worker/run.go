@@ -82,6 +82,7 @@ type config struct {
 	store         string
 	retention     days
 	cacheMax      byteSize
+	outputResult  bool
 }
 
 // envFallbacks maps each flag to the environment variable that sets it when
@@ -130,6 +131,7 @@ var envFallbacks = []cliflag.Env{
 	{"store", "BOTTLEQ_STORE"},
 	{"retention", "BOTTLEQ_RETENTION"},
 	{"cache-max-bytes", "BOTTLEQ_CACHE_MAX_BYTES"},
+	{"output-in-result", "BOTTLEQ_OUTPUT_IN_RESULT"},
 }
 
 func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
@@ -182,6 +184,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.StringVar(&c.logFormat, "log-format", "auto", "auto (console on a terminal, else JSON), json or console")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.Var(&c.warm, "warm", "keep N started VMs of IMAGE waiting for its tasks, IMAGE=N,... (default: none)")
+	fs.BoolVar(&c.outputResult, "output-in-result", false, "keep tasks' output in their results, the head and tail of each stream (32 KiB each), rather than in -store with only its tail in the result")
 	fs.IntVar(&c.warmMax, "warm-max", 0, "most warm VMs in total, apart from -concurrency (0: the sum of -warm)")
 	fs.DurationVar(&c.warmMaxAge, "warm-max-age", worker.DefaultWarmMaxAge, "a warm VM unclaimed this long is replaced")
 	origin, err := cliflag.Parse(fs, args, envFallbacks, getenv, "Usage: worker [flags]\n\nRuns bottleq's agent:run tasks in smolvm microVMs.", stderr)
@@ -486,6 +489,7 @@ func serve(ctx context.Context, c config, log zerolog.Logger) error {
 		Logger:                log,
 		Hooks:                 metrics.Hooks(),
 		Warm:                  worker.WarmConfig{Images: c.warm, Max: c.warmMax, MaxAge: c.warmMaxAge, Hooks: warmMetrics.Hooks()},
+		OutputInResult:        c.outputResult,
 	}
 	// Checked before the listeners, with the bundled proxy's address as far
 	// as it is known: before its listener is bound, port 0 is no port yet,

@@ -84,6 +84,7 @@ func TestParseFlags(t *testing.T) {
 		{[]string{"-retention", "7x"}, nil, "-retention"},
 		{nil, map[string]string{"BOTTLEQ_RETENTION": "-1d"}, "BOTTLEQ_RETENTION"},
 		{[]string{"-cache-max-bytes", "0"}, nil, "-cache-max-bytes"},
+		{nil, map[string]string{"BOTTLEQ_STORE": "file://relative/dir"}, "BOTTLEQ_STORE: store: dir"},
 	} {
 		_, err := parseFlags(tt.args, env(tt.env), &bytes.Buffer{})
 		if err == nil || !strings.Contains(err.Error(), tt.want) || strings.Contains(err.Error(), "\n") {

@@ -34,9 +34,9 @@ import (
 // Key is the Redis stream of task id's live output on queue.
 func Key(queue, id string) string { return "bottleq:out:{" + queue + "}:" + id }
 
-// sizeKey is the counter of what task id's stream on queue has taken of
+// SizeKey is the counter of what task id's stream on queue has taken of
 // its cap, in Entry.cost units.
-func sizeKey(queue, id string) string { return "bottleq:outsize:{" + queue + "}:" + id }
+func SizeKey(queue, id string) string { return "bottleq:outsize:{" + queue + "}:" + id }
 
 // Kinds of entry.
 const (
@@ -274,7 +274,7 @@ func Append(ctx context.Context, rdb redis.Scripter, queue, id string, l Limits,
 			args = append(args, s)
 		}
 	}
-	res, err := appendScript.Run(ctx, rdb, []string{Key(queue, id), sizeKey(queue, id)}, args...).Slice()
+	res, err := appendScript.Run(ctx, rdb, []string{Key(queue, id), SizeKey(queue, id)}, args...).Slice()
 	if err != nil {
 		return nil, fmt.Errorf("live output of task %s: %w", id, err)
 	}
@@ -283,6 +283,24 @@ func Append(ctx context.Context, rdb redis.Scripter, queue, id string, l Limits,
 		ids[i], _ = res[i].(string)
 	}
 	return ids, nil
+}
+
+// Expire makes task id's stream on queue and its counter expire ttl from
+// now (at least a millisecond), whatever TTL Append last gave them: the
+// worker shortens it once the task's final result is written, so that a
+// finished task's output does not stay in Redis for the task's retention.
+// Keys that are gone stay gone.
+func Expire(ctx context.Context, rdb redis.Cmdable, queue, id string, ttl time.Duration) error {
+	ms := max(ttl, time.Millisecond)
+	_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.PExpire(ctx, Key(queue, id), ms)
+		p.PExpire(ctx, SizeKey(queue, id), ms)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("live output of task %s: %w", id, err)
+	}
+	return nil
 }
 
 // Read returns up to count entries of task id's stream on queue after the

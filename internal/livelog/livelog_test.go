@@ -130,7 +130,7 @@ func TestAppendCap(t *testing.T) {
 		if err != nil || len(later) != 2 || later[0].ID != all[4].ID {
 			t.Errorf("Read after %s = %+v, %v; want the last two", all[3].ID, later, err)
 		}
-		for _, k := range []string{Key("q", "t1"), sizeKey("q", "t1")} {
+		for _, k := range []string{Key("q", "t1"), SizeKey("q", "t1")} {
 			if ttl := rdb.PTTL(ctx, k).Val(); ttl <= 0 || ttl > time.Hour {
 				t.Errorf("%s expires in %v, want within the hour", k, ttl)
 			}
@@ -183,6 +183,33 @@ func TestReadBlocks(t *testing.T) {
 		}
 		if got := <-done; len(got) != 1 || got[0].Phase != "exec" {
 			t.Errorf("blocked Read got %+v", got)
+		}
+	})
+}
+
+// TestExpire: Expire shortens both keys' TTL from what Append gave them,
+// and a missing key stays missing.
+func TestExpire(t *testing.T) {
+	t.Parallel()
+	eachRedis(t, func(t *testing.T, rdb *redis.Client) {
+		ctx := context.Background()
+		l := Limits{MaxBytes: 1 << 20, MaxEntries: 100}
+		if _, err := Append(ctx, rdb, "q", "t1", l, 7*24*time.Hour, []Entry{{Kind: KindAttempt, Attempt: 1}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := Expire(ctx, rdb, "q", "t1", 30*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range []string{Key("q", "t1"), SizeKey("q", "t1")} {
+			if ttl := rdb.PTTL(ctx, k).Val(); ttl <= 0 || ttl > 30*time.Second {
+				t.Errorf("%s expires in %v, want within 30s", k, ttl)
+			}
+		}
+		if err := Expire(ctx, rdb, "q", "none", time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		if n := rdb.Exists(ctx, Key("q", "none"), SizeKey("q", "none")).Val(); n != 0 {
+			t.Errorf("Expire of a task without live output made %d keys", n)
 		}
 	})
 }
