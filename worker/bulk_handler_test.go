@@ -88,10 +88,9 @@ func TestHandlerBulkInStore(t *testing.T) {
 	})
 }
 
-// TestHandlerRefBadInput: a payload with a file by reference that a worker
-// without a store cannot fetch, or whose object is missing, is archived as
-// bad input naming files[i].ref; the missing one after its VM was made,
-// which is then deleted.
+// TestHandlerRefBadInput: a payload with a file by reference whose object
+// is missing is archived as bad input naming files[i].ref, after its VM was
+// made, which is then deleted.
 func TestHandlerRefBadInput(t *testing.T) {
 	t.Parallel()
 	ref := tasks.FileRef{Key: "inputs/default/nothing-here", SHA256: strings.Repeat("a", 64), Size: 10}
@@ -107,7 +106,6 @@ func TestHandlerRefBadInput(t *testing.T) {
 		reason string
 		calls  bool
 	}{
-		{"no store", nil, "files[1].ref: this worker has no store to fetch it from", false},
 		{"missing object", st, "files[1].ref: no object inputs/default/nothing-here in the store", true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

@@ -5,12 +5,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/bot-bottle/bottleq/smolvm"
@@ -279,10 +281,38 @@ func (f *fakeSmolvm) Exec(ctx context.Context, name string, cmd []string, o smol
 	if err := f.running(name); err != nil {
 		return smolvm.ExecResult{ExitCode: 1}, err
 	}
-	if f.exec != nil {
-		return f.exec(ctx, name, cmd, o)
+	// As the real client does, the writers get every byte of the output:
+	// what an exec hook writes to them itself, else what it returns.
+	var wrote [2]atomic.Bool
+	hooked := o
+	if o.Stdout != nil {
+		hooked.Stdout = noteWrites{o.Stdout, &wrote[0]}
 	}
-	return smolvm.ExecResult{Stdout: []byte("ran " + cmd[0] + "\n")}, nil
+	if o.Stderr != nil {
+		hooked.Stderr = noteWrites{o.Stderr, &wrote[1]}
+	}
+	res, err := smolvm.ExecResult{Stdout: []byte("ran " + cmd[0] + "\n")}, error(nil)
+	if f.exec != nil {
+		res, err = f.exec(ctx, name, cmd, hooked)
+	}
+	if o.Stdout != nil && !wrote[0].Load() && len(res.Stdout) > 0 {
+		o.Stdout.Write(res.Stdout)
+	}
+	if o.Stderr != nil && !wrote[1].Load() && len(res.Stderr) > 0 {
+		o.Stderr.Write(res.Stderr)
+	}
+	return res, err
+}
+
+// noteWrites notes that its writer was written to.
+type noteWrites struct {
+	w    io.Writer
+	note *atomic.Bool
+}
+
+func (n noteWrites) Write(p []byte) (int, error) {
+	n.note.Store(true)
+	return n.w.Write(p)
 }
 
 func (f *fakeSmolvm) Stop(ctx context.Context, name string) error {

@@ -138,7 +138,7 @@ func redactFiles(raw json.RawMessage) string {
 		for _, f := range fields {
 			v := jsonString(redacted)
 			switch f.name {
-			case "path", "mode":
+			case "path", "mode", "ref": // a ref names a store object and its digest
 				v = compact(f.value)
 			case "content":
 				v = contentSize(f.value)

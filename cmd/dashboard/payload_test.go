@@ -16,12 +16,13 @@ func TestFormatPayload(t *testing.T) {
 	b64 := base64.StdEncoding.EncodeToString(content)
 	valid := `{"image":"alpine:3","command":["sh","-c","echo hi"],"timeout":"90s",` +
 		`"env":{"API_KEY":"` + secret + `","B":"<b>"},` +
-		`"files":[{"path":"/in/a.txt","content":"` + b64 + `","mode":"0600"},{"path":"/in/empty","content":""}]}`
+		`"files":[{"path":"/in/a.txt","content":"` + b64 + `","mode":"0600"},{"path":"/in/empty","content":""},` +
+		`{"path":"/in/big","ref":{"key":"inputs/default/ab12","sha256":"00ff","size":5000}}]}`
 	const validShown = `image: "alpine:3"
 command: ["sh","-c","echo hi"]
 timeout: "90s"
 env: {"API_KEY":"<redacted>","B":"<redacted>"}
-files: [{"path":"/in/a.txt","content":"<28 bytes>","mode":"0600"},{"path":"/in/empty","content":"<0 bytes>"}]`
+files: [{"path":"/in/a.txt","content":"<28 bytes>","mode":"0600"},{"path":"/in/empty","content":"<0 bytes>"},{"path":"/in/big","ref":{"key":"inputs/default/ab12","sha256":"00ff","size":5000}}]`
 
 	for _, tt := range []struct {
 		name     string
@@ -69,7 +70,7 @@ files: [{"path":"/in/a.txt","content":"<28 bytes>","mode":"0600"},{"path":"/in/e
 			"command: [\"" + strings.Repeat("y", maxShownValue-2) + "… <980 B more>"},
 
 		// Not shown at all.
-		{"other task type", "email:send", valid, "<payload not shown: 252 B, not an agent:run payload>"},
+		{"other task type", "email:send", valid, "<payload not shown: 335 B, not an agent:run payload>"},
 		{"no type, JSON without a command", "", `{"env":{"K":"` + secret + `"}}`, "<payload not shown: 37 B, not an agent:run payload>"},
 		{"not JSON", tasks.TypeAgentRun, secret, "<payload not shown: 21 B, not JSON>"},
 		{"binary", tasks.TypeAgentRun, "\xff\x00" + secret, "<payload not shown: 23 B, not JSON>"},
@@ -103,7 +104,7 @@ func TestPayloadFieldsClassified(t *testing.T) {
 		known func(string) bool
 	}{
 		{reflect.TypeFor[tasks.AgentRun](), func(name string) bool { return shownFields[name] || name == "env" || name == "files" }},
-		{reflect.TypeFor[tasks.File](), func(name string) bool { return name == "path" || name == "mode" || name == "content" }},
+		{reflect.TypeFor[tasks.File](), func(name string) bool { return name == "path" || name == "mode" || name == "content" || name == "ref" }},
 	} {
 		for i := range tt.typ.NumField() {
 			name, _, _ := strings.Cut(tt.typ.Field(i).Tag.Get("json"), ",")

@@ -214,14 +214,14 @@ func TestArtifactsDirRefused(t *testing.T) {
 		wantText string
 	}{
 		{"--artifacts-dir without --wait", append([]string{"--artifacts-dir", "out"}, cmd...), nil, exitUsage, "--artifacts-dir: only with --wait"},
-		{"--store without --artifacts-dir", append([]string{"--wait", "--store", "file:///srv/store"}, cmd...), nil, exitUsage, "--store: only with --artifacts-dir"},
+		{"--store without --artifacts-dir", append([]string{"--wait", "--store", "file:///nonexistent/store"}, cmd...), nil, exitFail, "--store: the store directory /nonexistent/store does not exist"},
 		{"--artifacts-dir a file", append([]string{"--wait", "--artifacts-dir", file}, cmd...), nil, exitUsage, "--artifacts-dir: " + file + " is not a directory"},
 		{"bad --store scheme", append([]string{"--wait", "--artifacts-dir", "out", "--store", "http://h/b"}, cmd...), nil, exitUsage, `--store: scheme: "http" is not file or s3`},
 		{"relative file store", append([]string{"--wait", "--artifacts-dir", "out", "--store", "file://store"}, cmd...), nil, exitUsage, "--store: dir: a file URL needs an absolute path"},
 		{"credentials in --store", append([]string{"--wait", "--artifacts-dir", "out", "--store", "s3://AKIA:pw-SECRET@bucket/p"}, cmd...), nil, exitUsage, "--store: url: credentials do not belong in the store URL"},
 		{"credentials in BOTTLEQ_STORE's query", append([]string{"--wait", "--artifacts-dir", "out"}, cmd...), []string{"BOTTLEQ_STORE", "s3://bucket/p?secret_key=pw-SECRET"}, exitUsage, "BOTTLEQ_STORE: secret_key: credentials do not belong"},
 		{"wait: bad --store", []string{"wait", "--artifacts-dir", "out", "--store", "s3://B/p", "x"}, nil, exitUsage, `--store: bucket: "B" is not a valid bucket name`},
-		{"wait: --store alone", []string{"wait", "--store", "file:///srv", "x"}, nil, exitUsage, "--store: only with --artifacts-dir"},
+		{"wait: --store alone", []string{"wait", "--store", "file:///nonexistent", "x"}, nil, exitFail, "--store: the store directory /nonexistent does not exist"},
 		{"status has no --artifacts-dir", []string{"status", "--artifacts-dir", "out", "x"}, nil, exitUsage, "flag provided but not defined: -artifacts-dir"},
 		{"missing store directory", append([]string{"--wait", "--artifacts-dir", "out", "--store", "file:///nonexistent/store"}, cmd...), nil, exitFail, "--store: the store directory /nonexistent/store does not exist"},
 		{"no default store here", append([]string{"--wait", "--artifacts-dir", "out"}, cmd...), []string{"BOTTLEQ_DATA_DIR", empty}, exitFail,

@@ -7,10 +7,10 @@
 //	        [--env K=V]... [--allow-host HOST[:PORT]]... [--file LOCAL:GUEST]...
 //	        [--artifact GUEST]... [--workdir DIR] [--cpus N] [--mem MiB]
 //	        [--timeout DUR] [--no-commit] [--task-id ID] [--queue Q]
-//	        [--max-retry N] [--replicas N] [--wait [--wait-timeout DUR] [--artifacts-dir DIR [--store URL]]]
-//	        -- CMD [ARG...]
+//	        [--max-retry N] [--replicas N] [--store URL] [--retention DUR]
+//	        [--wait [--wait-timeout DUR] [--artifacts-dir DIR]] -- CMD [ARG...]
 //	enqueue status [--queue Q] [--json] ID
-//	enqueue wait   [--queue Q] [--wait-timeout DUR] [--artifacts-dir DIR [--store URL]] ID
+//	enqueue wait   [--queue Q] [--wait-timeout DUR] [--store URL] [--artifacts-dir DIR] ID
 //	enqueue cancel [--queue Q] [--wait-timeout DUR] ID
 //	enqueue -version
 //

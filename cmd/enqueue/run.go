@@ -34,7 +34,7 @@ const defaultRedisURL = "redis://127.0.0.1:6379"
 
 const usageHead = `Usage: enqueue [flags] (--image IMG | --from REF) -- CMD [ARG...]
        enqueue status [--queue Q] [--json] ID
-       enqueue wait   [--queue Q] [--wait-timeout D] [--artifacts-dir DIR] ID
+       enqueue wait   [--queue Q] [--wait-timeout D] [--store URL] [--artifacts-dir DIR] ID
        enqueue cancel [--queue Q] [--wait-timeout D] ID
        enqueue -version
 

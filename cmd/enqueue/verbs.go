@@ -59,7 +59,7 @@ phase or the phases with their times, the exit code, the commit, the last
 error. --json prints one JSON object instead: task_id, queue, state,
 retried, max_retry, last_error, exit_code (once completed) and result, the
 worker's whole result. Exits 0 whatever the state, 1 for an unknown task.`},
-		{name: "wait", waitTimeout: true, artifacts: true, run: runWait, usage: `Usage: enqueue wait [--queue Q] [--wait-timeout D] [--artifacts-dir DIR [--store URL]] ID
+		{name: "wait", waitTimeout: true, artifacts: true, run: runWait, usage: `Usage: enqueue wait [--queue Q] [--wait-timeout D] [--store URL] [--artifacts-dir DIR] ID
 
 Follows the task as enqueue --wait does: each phase and attempt on
 stderr, the agent's stdout and stderr as the agent writes them (from the
