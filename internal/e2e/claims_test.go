@@ -298,8 +298,9 @@ func TestBundledProxyHoldsAFlood(t *testing.T) {
 	}
 	start := time.Now()
 	first := dial("127.0.0.1")
+	same := []net.Conn{first}
 	for range 255 {
-		dial("127.0.0.1")
+		same = append(same, dial("127.0.0.1"))
 	}
 	refused(dial("127.0.0.1"), "too many connections from one source (max 256)")
 	for _, src := range []string{"127.0.0.2", "127.0.0.3", "127.0.0.4"} {
@@ -322,8 +323,15 @@ func TestBundledProxyHoldsAFlood(t *testing.T) {
 	if held := time.Since(start); held < 10*time.Second || held > 20*time.Second {
 		t.Errorf("an idle connection was closed after %v, want 10 s", held)
 	}
-	// Its slot is free: a request without credentials is answered 407,
-	// not 503.
+	// Once the others from that source are closed too (each its 10 s
+	// after it was dialed), a slot is free: a request without credentials
+	// is answered 407, not 503.
+	for _, c := range same[1:] {
+		_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
+		if _, err := io.ReadAll(c); err != nil {
+			t.Fatalf("an idle connection was not closed: %v", err)
+		}
+	}
 	c := dial("127.0.0.1")
 	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 	if _, err := io.WriteString(c, "GET http://example.test/ HTTP/1.1\r\nHost: example.test\r\n\r\n"); err != nil {
