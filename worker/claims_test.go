@@ -104,7 +104,7 @@ func TestRetryDelay(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			delay := RetryDelay(tt.base, tt.max)
+			delay := retryDelay(tt.base, tt.max)
 			seen := map[time.Duration]bool{}
 			for range 200 {
 				d := delay(tt.n, errors.New("smolvm failed"), nil)

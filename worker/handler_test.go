@@ -437,7 +437,7 @@ func TestVMName(t *testing.T) {
 	for _, id := range ids {
 		for attempt := 1; attempt <= 2; attempt++ {
 			n := VMName(DefaultDeployment, id, attempt)
-			if err := smolvm.ValidateName(n); err != nil || !strings.HasPrefix(n, VMPrefix) {
+			if err := smolvm.ValidateName(n); err != nil || !strings.HasPrefix(n, namePrefix) {
 				t.Errorf("VMName(%q, %d) = %q: %v", id, attempt, n, err)
 			}
 			if seen[n] {

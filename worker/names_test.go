@@ -73,7 +73,7 @@ func TestIDsSharing40HashBitsStayApart(t *testing.T) {
 }
 
 // TestVMNameDeployments: every deployment's names are valid smolvm names,
-// even for the longest ID and attempt, start with VMPrefix, the deployment
+// even for the longest ID and attempt, start with namePrefix, the deployment
 // and '-', and never with another deployment's prefix.
 func TestVMNameDeployments(t *testing.T) {
 	t.Parallel()
@@ -115,7 +115,7 @@ func TestValidateDeployment(t *testing.T) {
 func TestDeploymentOf(t *testing.T) {
 	t.Parallel()
 	db1 := DeploymentOf("redis.internal:6379", 1)
-	if err := ValidateDeployment(db1); err != nil || len(db1) != MaxDeploymentLen {
+	if err := ValidateDeployment(db1); err != nil || len(db1) != maxDeploymentLen {
 		t.Fatalf("DeploymentOf = %q: %v", db1, err)
 	}
 	if DeploymentOf("Redis.Internal:6379", 1) != db1 {

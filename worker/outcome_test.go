@@ -47,7 +47,7 @@ func TestOutcomeOf(t *testing.T) {
 		{"cancel on the last attempt", ended, smolvmFailure, last, OutcomeRequeued},
 		{"asynq's deadline", late, smolvmFailure, first, OutcomeRetried},
 		{"asynq's deadline on the last attempt", late, smolvmFailure, last, OutcomeFailed},
-		{"busy machine", live, &BusyError{VM: "bq-x-a1"}, first, OutcomeRetried},
+		{"busy machine", live, &busyError{VM: "bq-x-a1"}, first, OutcomeRetried},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()

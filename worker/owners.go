@@ -1,7 +1,7 @@
 package worker
 
-// Active returns the names of the VMs this handler is using now.
-func (h *Handler) Active() map[string]bool {
+// activeVMs returns the names of the VMs this handler is using now.
+func (h *Handler) activeVMs() map[string]bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	out := make(map[string]bool, len(h.active))
@@ -11,16 +11,16 @@ func (h *Handler) Active() map[string]bool {
 	return out
 }
 
-// BusyError is a VM name taken by another live delivery of the same task
+// busyError is a VM name taken by another live delivery of the same task
 // attempt. The attempt fails and is retried later under a new name; the
 // other delivery's VM is left alone.
-type BusyError struct {
+type busyError struct {
 	// VM is the machine the other delivery uses.
 	VM string
 }
 
 // Error says whose the machine is and that the attempt will be retried.
-func (e *BusyError) Error() string {
+func (e *busyError) Error() string {
 	return "machine " + e.VM + " is in use by another live delivery of this task; retrying later"
 }
 

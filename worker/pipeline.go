@@ -202,7 +202,7 @@ func (r *run) reclaim(ctx context.Context) error {
 	}
 	if busy {
 		r.foreign = true
-		return &BusyError{VM: r.vm}
+		return &busyError{VM: r.vm}
 	}
 	r.log.Warn().Str("phase", tasks.PhaseCreate).Msg("deleting a leftover machine of the same name")
 	if err := h.cfg.Smolvm.Delete(ctx, r.vm); err != nil && !errors.Is(err, smolvm.ErrNotFound) {
@@ -312,13 +312,13 @@ func (r *run) phase(ctx context.Context, name string, f func(context.Context) er
 // ms is d in milliseconds, the unit of the log's duration_ms fields.
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
-// report writes the result so far, at most MaxResultBytes of JSON; a
+// report writes the result so far, at most maxResultBytes of JSON; a
 // failed write only costs progress.
 func (r *run) report() {
 	if r.w == nil {
 		return
 	}
-	b, err := encodeResult(r.res, MaxResultBytes)
+	b, err := encodeResult(r.res, maxResultBytes)
 	if err == nil {
 		_, err = r.w.Write(b)
 	}

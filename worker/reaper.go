@@ -26,7 +26,7 @@ var _ Inspector = (*asynq.Inspector)(nil)
 
 // Reaper deletes the VMs that a crashed worker of its deployment left
 // behind (kill -9, OOM, power loss: no teardown ran). A machine is an
-// orphan when its name starts with VMPrefix and the reaper's deployment, no
+// orphan when its name starts with namePrefix and the reaper's deployment, no
 // handler of this process uses it, it is older than MinAge, and it is not
 // the VM of a task attempt that a live asynq server on this host is running
 // now, nor a warm pool VM of another live asynq server on this host (its
@@ -112,13 +112,13 @@ func (r *Reaper) Run(ctx context.Context) {
 	}
 }
 
-// Sweep deletes the orphans it finds now and returns their names.
-func (r *Reaper) Sweep(ctx context.Context) ([]string, error) {
+// sweepNow deletes the orphans it finds now and returns their names.
+func (r *Reaper) sweepNow(ctx context.Context) ([]string, error) {
 	reaped, _, err := r.sweep(ctx)
 	return reaped, err
 }
 
-// sweep is Sweep, and also returns when a machine it spared for now may be
+// sweep is sweepNow, and also returns when a machine it spared for now may be
 // reaped: the earliest confirmation or MinAge deadline (zero: none).
 func (r *Reaper) sweep(ctx context.Context) (reaped []string, next time.Time, err error) {
 	deployment := r.Deployment
@@ -230,7 +230,7 @@ func (r *Reaper) handlerActive() map[string]bool {
 	if r.Handler == nil {
 		return nil
 	}
-	return r.Handler.Active()
+	return r.Handler.activeVMs()
 }
 
 // liveSet holds the VM names of running attempts, the stems of running

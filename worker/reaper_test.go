@@ -71,12 +71,12 @@ func TestReaperSweep(t *testing.T) {
 		Reaped: func(vm string) { reapedHook = append(reapedHook, vm) },
 	}
 	clock := newFakeClock(r)
-	first, err := r.Sweep(context.Background())
+	first, err := r.sweepNow(context.Background())
 	if err != nil || len(first) != 0 {
 		t.Fatalf("the first sweep reaped %q, %v: an orphan must be confirmed on a later sweep", first, err)
 	}
 	clock.advance(DefaultReapConfirm)
-	reaped, err := r.Sweep(context.Background())
+	reaped, err := r.sweepNow(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +94,7 @@ func TestReaperSweep(t *testing.T) {
 	if !slices.Equal(left, wantLeft) {
 		t.Errorf("left %q, want %q", left, wantLeft)
 	}
-	if again, err := r.Sweep(context.Background()); err != nil || len(again) != 0 {
+	if again, err := r.sweepNow(context.Background()); err != nil || len(again) != 0 {
 		t.Errorf("second sweep reaped %q, %v", again, err)
 	}
 }
@@ -112,18 +112,18 @@ func TestReaperForgetsWhatCameBack(t *testing.T) {
 	r := &Reaper{Smolvm: f, Inspector: insp, Hostname: "host-a"}
 	clock := newFakeClock(r)
 	ctx := context.Background()
-	r.Sweep(ctx) // heartbeat missing: a suspect
+	r.sweepNow(ctx) // heartbeat missing: a suspect
 	clock.advance(DefaultReapConfirm)
 	insp.servers = []*asynq.ServerInfo{server("host-a", "flaky")}
-	if got, _ := r.Sweep(ctx); len(got) != 0 {
+	if got, _ := r.sweepNow(ctx); len(got) != 0 {
 		t.Fatalf("reaped %q although its worker is back", got)
 	}
 	insp.servers = nil
-	if got, _ := r.Sweep(ctx); len(got) != 0 {
+	if got, _ := r.sweepNow(ctx); len(got) != 0 {
 		t.Fatalf("reaped %q without a fresh confirmation", got)
 	}
 	clock.advance(DefaultReapConfirm)
-	if got, _ := r.Sweep(ctx); len(got) != 1 {
+	if got, _ := r.sweepNow(ctx); len(got) != 1 {
 		t.Fatalf("reaped %q, want the VM once it stayed an orphan", got)
 	}
 }
@@ -275,7 +275,7 @@ func TestReapersOfTwoDeployments(t *testing.T) {
 	var reaped []string
 	for range 3 {
 		for _, r := range []*Reaper{a, b} {
-			got, err := r.Sweep(context.Background())
+			got, err := r.sweepNow(context.Background())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -307,7 +307,7 @@ func TestReaperRefusesABadDeployment(t *testing.T) {
 	f.machines[VMName("prod", "x", 1)] = "stopped"
 	r := &Reaper{Smolvm: f, Inspector: &fakeInspector{}, Deployment: "prod-eu"}
 	newFakeClock(r)
-	if _, err := r.Sweep(context.Background()); err == nil || !strings.Contains(err.Error(), "Deployment") {
+	if _, err := r.sweepNow(context.Background()); err == nil || !strings.Contains(err.Error(), "Deployment") {
 		t.Errorf("Sweep with deployment prod-eu = %v, want an error naming Deployment", err)
 	}
 }

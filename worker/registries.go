@@ -44,14 +44,14 @@ var (
 // maxNameLen bounds the name part of a reference, as Docker does.
 const maxNameLen = 255
 
-// ImageRegistry returns the registry an OCI image reference pulls from, as
+// imageRegistry returns the registry an OCI image reference pulls from, as
 // HOST or HOST:PORT in lower case: "ghcr.io" for "ghcr.io/org/agent:1",
 // "localhost:5000" for "localhost:5000/agent", and docker.io for a
 // reference that names no registry ("alpine:3", "org/agent"). The first
 // component of the name is a registry when it holds a '.' or a ':', is
 // "localhost", or has upper-case letters; index.docker.io is docker.io. A
 // reference that does not follow the grammar is an error.
-func ImageRegistry(ref string) (string, error) {
+func imageRegistry(ref string) (string, error) {
 	m := referenceRE.FindStringSubmatch(ref)
 	if m == nil {
 		return "", errors.New("not an image reference of the form [REGISTRY[:PORT]/]NAME[:TAG][@DIGEST]")
@@ -120,7 +120,7 @@ func ParseRegistries(s string) ([]string, error) {
 // imageAllowed checks that image pulls from one of the registries allowed:
 // the reason a task's image is refused, or "".
 func imageAllowed(image string, allowed []string) string {
-	reg, err := ImageRegistry(image)
+	reg, err := imageRegistry(image)
 	if err != nil {
 		return fmt.Sprintf("%q: %v", image, err)
 	}

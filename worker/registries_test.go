@@ -41,7 +41,7 @@ func TestImageRegistry(t *testing.T) {
 		{"[2001:db8::1]/agent", "[2001:db8::1]"},
 		{"localhost", "docker.io"}, // a lone name is an image on Docker Hub
 	} {
-		got, err := ImageRegistry(tt.ref)
+		got, err := imageRegistry(tt.ref)
 		if err != nil || got != tt.want {
 			t.Errorf("ImageRegistry(%q) = %q, %v; want %q", tt.ref, got, err, tt.want)
 		}
@@ -54,7 +54,7 @@ func TestImageRegistry(t *testing.T) {
 		"[zz::1]:5000/agent", "[10.0.0.1]/agent", "bad_host.io/agent", "x-.io/agent", "alpine 3",
 		"alpine:" + strings.Repeat("t", 129), strings.Repeat("a/", 128) + "a",
 	} {
-		if got, err := ImageRegistry(bad); err == nil {
+		if got, err := imageRegistry(bad); err == nil {
 			t.Errorf("ImageRegistry(%q) = %q, want an error", bad, got)
 		}
 	}

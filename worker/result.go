@@ -9,11 +9,11 @@ import (
 	"github.com/bot-bottle/bottleq/tasks"
 )
 
-// MaxResultBytes caps a task's result as the JSON written to Redis. smolvm
+// maxResultBytes caps a task's result as the JSON written to Redis. smolvm
 // keeps the head and tail of each output stream (32 KiB each), but JSON
 // escaping can make a byte six ("\u0001"): a result over the cap has the
 // kept output of its streams cut further, in the middle, until it fits.
-const MaxResultBytes = 256 << 10
+const maxResultBytes = 256 << 10
 
 // omittedMarker stands where bytes of a stream were cut, with their count,
 // as smolvm's capture marks them.

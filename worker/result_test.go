@@ -33,10 +33,10 @@ func TestEncodeResult(t *testing.T) {
 		out, err byte
 		limit    int
 	}{
-		{"control characters", 0x01, 0x02, MaxResultBytes},
-		{"html escapes and text", '<', 'x', MaxResultBytes},
-		{"invalid utf-8", 0xff, 0x01, MaxResultBytes},
-		{"text only on stderr", 'x', 0x00, MaxResultBytes},
+		{"control characters", 0x01, 0x02, maxResultBytes},
+		{"html escapes and text", '<', 'x', maxResultBytes},
+		{"invalid utf-8", 0xff, 0x01, maxResultBytes},
+		{"text only on stderr", 'x', 0x00, maxResultBytes},
 		{"tight cap", 0x01, 0x01, 2 << 10},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -73,14 +73,14 @@ func TestEncodeResult(t *testing.T) {
 	}
 	small := tasks.Result{State: tasks.StateDone, Stdout: "hello\x01\n", Stderr: "<warn>\n"}
 	want, _ := json.Marshal(small)
-	if got, err := encodeResult(small, MaxResultBytes); err != nil || string(got) != string(want) {
+	if got, err := encodeResult(small, maxResultBytes); err != nil || string(got) != string(want) {
 		t.Errorf("a small result = %s, %v; want it as is: %s", got, err, want)
 	}
 }
 
 // TestHandlerResultCap: an agent printing 2 MB of control characters on
 // each stream through the real smolvm client yields a result within
-// MaxResultBytes that still counts every byte.
+// maxResultBytes that still counts every byte.
 func TestHandlerResultCap(t *testing.T) {
 	t.Parallel()
 	h, _, _ := simHandler(t, nil)
@@ -90,8 +90,8 @@ func TestHandlerResultCap(t *testing.T) {
 	if err := h.Run(context.Background(), Meta{ID: "flood"}, payload(t, p), &w); err != nil {
 		t.Fatal(err)
 	}
-	if len(w.last) > MaxResultBytes {
-		t.Errorf("result is %d bytes of JSON, over the cap of %d", len(w.last), MaxResultBytes)
+	if len(w.last) > maxResultBytes {
+		t.Errorf("result is %d bytes of JSON, over the cap of %d", len(w.last), maxResultBytes)
 	}
 	res := w.result(t)
 	if res.State != tasks.StateDone || res.ExitCode != 0 {

@@ -93,10 +93,8 @@ func Serve(ctx context.Context, h *Handler, cfg ServerConfig) error {
 	return nil
 }
 
-// NewServer returns an asynq server configured from cfg. Serve's server
-// also tells a user's cancel from a shutdown, which needs its Handler.
-func NewServer(cfg ServerConfig) *asynq.Server { return newServer(cfg, nil) }
-
+// newServer returns an asynq server configured from cfg that, with c,
+// tells a user's cancel from a shutdown.
 func newServer(cfg ServerConfig, c *canceller) *asynq.Server {
 	if cfg.Concurrency <= 0 {
 		cfg.Concurrency = DefaultConcurrency
@@ -121,7 +119,7 @@ func newServer(cfg ServerConfig, c *canceller) *asynq.Server {
 		// for them once a second halves an idle worker's Redis load
 		// (BENCHMARKS.md, scenario 4).
 		DelayedTaskCheckInterval: max(cfg.PollInterval, time.Second),
-		RetryDelayFunc:           RetryDelay(cfg.RetryBase, cfg.RetryMax),
+		RetryDelayFunc:           retryDelay(cfg.RetryBase, cfg.RetryMax),
 		Logger:                   newAsynqLogger(log),
 		LogLevel:                 asynqLevel(log.GetLevel()),
 	}
@@ -133,11 +131,11 @@ func newServer(cfg ServerConfig, c *canceller) *asynq.Server {
 	return asynq.NewServer(cfg.Redis, ac)
 }
 
-// RetryDelay returns an asynq.RetryDelayFunc: exponential backoff from base,
+// retryDelay returns an asynq.RetryDelayFunc: exponential backoff from base,
 // capped at maxDelay, with "equal jitter" (between half and all of it) so a
 // burst of failures does not retry in lockstep. A base or maxDelay of zero
 // or less is DefaultRetryBase or DefaultRetryMax.
-func RetryDelay(base, maxDelay time.Duration) asynq.RetryDelayFunc {
+func retryDelay(base, maxDelay time.Duration) asynq.RetryDelayFunc {
 	if base <= 0 {
 		base = DefaultRetryBase
 	}

@@ -631,7 +631,7 @@ func (r *run) claimWarm(ctx context.Context, create smolvm.CreateOptions) (conte
 	return r.log.WithContext(ctx), true
 }
 
-// warmName names a pool VM of deployment and owner: VMPrefix, the
+// warmName names a pool VM of deployment and owner: namePrefix, the
 // deployment, warmMark, the owner token, '_' and 48 random bits.
 func warmName(deployment, owner string) string {
 	return vmPrefix(deployment) + warmMark + owner + "_" + randHex(6)
@@ -639,7 +639,7 @@ func warmName(deployment, owner string) string {
 
 // warmOwnerOf returns the owner token in a pool VM's name.
 func warmOwnerOf(vm string) (string, bool) {
-	rest, ok := strings.CutPrefix(vm, VMPrefix)
+	rest, ok := strings.CutPrefix(vm, namePrefix)
 	if !ok {
 		return "", false
 	}

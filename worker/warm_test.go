@@ -187,7 +187,7 @@ func TestWarmClaimSkipsBoot(t *testing.T) {
 	if !strings.HasPrefix(pooled, "bq-default-warm_"+testOwner+"_") || smolvm.ValidateName(pooled) != nil {
 		t.Fatalf("pool VM name %q", pooled)
 	}
-	if !h.Active()[pooled] {
+	if !h.activeVMs()[pooled] {
 		t.Error("a ready pool VM is not registered as in use: the reaper would take it")
 	}
 	before := opsOn(f, pooled)
@@ -231,7 +231,7 @@ func TestWarmClaimSkipsBoot(t *testing.T) {
 	if res.Egress == nil {
 		t.Error("no egress record: the task's proxy registration was lost")
 	}
-	if slices.Contains(f.left(), pooled) || h.Active()[pooled] {
+	if slices.Contains(f.left(), pooled) || h.activeVMs()[pooled] {
 		t.Error("the claimed VM outlived its task")
 	}
 	next := waitPool(t, h, "alpine:3", 1)[0]
@@ -301,7 +301,7 @@ func TestWarmClaimsAreExclusive(t *testing.T) {
 	if left := f.left(); len(left) != 0 {
 		t.Errorf("left after the pool stopped: %q", left)
 	}
-	if a := h.Active(); len(a) != 0 {
+	if a := h.activeVMs(); len(a) != 0 {
 		t.Errorf("still registered: %v", a)
 	}
 }
@@ -489,7 +489,7 @@ func TestWarmShutdownDeletesAll(t *testing.T) {
 	if left := f.left(); len(left) != 0 {
 		t.Errorf("left after shutdown: %q", left)
 	}
-	if a := h.Active(); len(a) != 0 {
+	if a := h.activeVMs(); len(a) != 0 {
 		t.Errorf("still registered after shutdown: %v", a)
 	}
 	if stuck := <-starting; !slices.Contains(opsOn(f, stuck), "delete") {
@@ -680,11 +680,11 @@ func TestWarmReaper(t *testing.T) {
 	elsewhere := &asynq.ServerInfo{Host: "host-b", ID: "c1b2c3d4-0000-4000-8000-000000000003"}
 	r := &Reaper{Smolvm: f, Handler: h, Hostname: "host-a", Inspector: &fakeInspector{servers: []*asynq.ServerInfo{self, other, elsewhere}}}
 	clock := newFakeClock(r)
-	if _, err := r.Sweep(context.Background()); err != nil {
+	if _, err := r.sweepNow(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	clock.advance(DefaultReapConfirm)
-	reaped, err := r.Sweep(context.Background())
+	reaped, err := r.sweepNow(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
