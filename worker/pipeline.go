@@ -293,11 +293,13 @@ func (r *run) teardown(ctx context.Context) {
 // times the step and tells the hooks. Its error comes back scrubbed of the
 // task's secrets.
 func (r *run) phase(ctx context.Context, name string, f func(context.Context) error) error {
-	r.live.phase(name)
+	// The result first: a reader of the live output that meets the phase
+	// there finds it in the result too.
 	if name != tasks.PhaseDelete {
 		r.res.State, r.res.Phase = tasks.StateRunning, name
 		r.report()
 	}
+	r.live.phase(name)
 	start := time.Now()
 	err := r.scrub.err(f(ctx))
 	d := time.Since(start)
