@@ -197,14 +197,7 @@ func TestFetchArtifactFile(t *testing.T) {
 // run in parallel.
 func TestFetchArtifactS3(t *testing.T) {
 	srv := teststore.Start(t)
-	t.Setenv("AWS_CONFIG_FILE", filepath.Join(t.TempDir(), "none"))
-	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(t.TempDir(), "none"))
-	t.Setenv("AWS_PROFILE", "")
-	os.Unsetenv("AWS_PROFILE")
-	for _, kv := range srv.Env() {
-		k, v, _ := strings.Cut(kv, "=")
-		t.Setenv(k, v)
-	}
+	srv.Setenv(t)
 	const prefix = "pool"
 	st, err := store.Open(context.Background(), srv.URL(prefix))
 	if err != nil {

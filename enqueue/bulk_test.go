@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -36,12 +35,7 @@ func fileStore(t *testing.T) store.Store {
 func s3Store(t *testing.T) (store.Store, func()) {
 	t.Helper()
 	srv := teststore.Start(t)
-	for _, kv := range srv.Env() {
-		k, v, _ := strings.Cut(kv, "=")
-		t.Setenv(k, v)
-	}
-	t.Setenv("AWS_CONFIG_FILE", filepath.Join(t.TempDir(), "none"))
-	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(t.TempDir(), "none"))
+	srv.Setenv(t)
 	st, err := store.Open(context.Background(), srv.URL("pool"))
 	if err != nil {
 		t.Fatal(err)

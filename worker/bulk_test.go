@@ -54,12 +54,7 @@ func eachStore(t *testing.T, fn func(t *testing.T, st testStore)) {
 func s3Store(t *testing.T) testStore {
 	t.Helper()
 	srv := teststore.Start(t)
-	for _, kv := range srv.Env() {
-		k, v, _ := strings.Cut(kv, "=")
-		t.Setenv(k, v)
-	}
-	t.Setenv("AWS_CONFIG_FILE", filepath.Join(t.TempDir(), "none"))
-	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(t.TempDir(), "none"))
+	srv.Setenv(t)
 	st, err := store.Open(context.Background(), srv.URL("pool"))
 	if err != nil {
 		t.Fatal(err)

@@ -178,12 +178,7 @@ func TestArtifactsFromFileStore(t *testing.T) {
 // parallel.
 func TestArtifactsFromS3Store(t *testing.T) {
 	srv := teststore.Start(t)
-	t.Setenv("AWS_CONFIG_FILE", filepath.Join(t.TempDir(), "none"))
-	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(t.TempDir(), "none"))
-	for _, kv := range srv.Env() {
-		k, v, _ := strings.Cut(kv, "=")
-		t.Setenv(k, v)
-	}
+	srv.Setenv(t)
 	st, err := store.Open(context.Background(), srv.URL("pool"))
 	if err != nil {
 		t.Fatal(err)

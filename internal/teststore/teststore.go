@@ -234,6 +234,22 @@ func (s *Server) Env() []string {
 	}
 }
 
+// Setenv sets t's environment so that this process reaches the server
+// through the standard AWS chain, as a worker or producer would: Env, with
+// no shared config or credentials file and no profile to read instead. A
+// test that calls it must not be parallel.
+func (s *Server) Setenv(t testing.TB) {
+	t.Helper()
+	for _, kv := range append(s.Env(),
+		"AWS_CONFIG_FILE="+filepath.Join(t.TempDir(), "none"),
+		"AWS_SHARED_CREDENTIALS_FILE="+filepath.Join(t.TempDir(), "none"),
+		"AWS_PROFILE=") {
+		k, v, _ := strings.Cut(kv, "=")
+		t.Setenv(k, v)
+	}
+	os.Unsetenv("AWS_PROFILE") // set empty above, so that t restores it
+}
+
 func freePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
