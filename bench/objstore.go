@@ -17,7 +17,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/feature/s3/transfermanager"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
-	"github.com/bot-bottle/bottleq/internal/teststore"
 	"github.com/bot-bottle/bottleq/store"
 	"github.com/bot-bottle/bottleq/tasks"
 )
@@ -51,29 +50,23 @@ over the rounds; **added time = cold p50 − warm p50**. The rest of either task
 start, exec) is the same whichever host runs it.`}
 	rounds := b.n(5, 2)
 
-	srv, err := teststore.Launch(b.mkdir("versitygw"), filepath.Join(b.dir, "versitygw.log"))
+	srv, err := startS3(ctx, b.mkdir("versitygw"), "bench-store")
 	if err != nil {
-		return s, fmt.Errorf("no S3 server for the store scenario: %w (scripts/ensure-versitygw installs versitygw)", err)
+		return s, fmt.Errorf("no S3 server for the store scenario: %w", err)
 	}
-	defer srv.Stop()
-	srv.Bucket = "bench-store"
-	if err := srv.CreateBucket(ctx, srv.Bucket); err != nil {
-		return s, err
-	}
-	b.logf("  versitygw on %s", srv.Endpoint)
-	restore := setEnv(append(srv.Env(),
-		"AWS_CONFIG_FILE="+filepath.Join(b.dir, "no-aws-config"),
-		"AWS_SHARED_CREDENTIALS_FILE="+filepath.Join(b.dir, "no-aws-credentials")))
+	defer srv.stop()
+	b.logf("  versitygw on %s", srv.endpoint)
+	// The harness's own store client finds its credentials as the
+	// worker's does, in the environment.
+	restore := setEnv(srv.env(b.dir))
 	defer restore()
 
 	if err := b.storeThroughput(ctx, &s, srv, rounds); err != nil {
 		return s, err
 	}
 
-	poolURL := srv.URL("pool")
-	env := append(srv.Env(), "AWS_CONFIG_FILE="+filepath.Join(b.dir, "no-aws-config"),
-		"AWS_SHARED_CREDENTIALS_FILE="+filepath.Join(b.dir, "no-aws-credentials"),
-		"SMOLVM_SIM_PACK_BYTES="+strconv.Itoa(objSize))
+	poolURL := srv.url("pool")
+	env := append(srv.env(b.dir), "SMOLVM_SIM_PACK_BYTES="+strconv.Itoa(objSize))
 	var hosts [2]*storeHost
 	for i := range hosts {
 		h := &storeHost{name: fmt.Sprintf("bench-host-%d", i+1), queue: b.uniq(fmt.Sprintf("store-h%d", i+1))}
@@ -121,19 +114,19 @@ func setEnv(kvs []string) (restore func()) {
 
 // storeThroughput is part (a): the store's Put and Get against the raw
 // SDK's, interleaved.
-func (b *bench) storeThroughput(ctx context.Context, s *section, srv *teststore.Server, rounds int) error {
+func (b *bench) storeThroughput(ctx context.Context, s *section, srv *s3Server, rounds int) error {
 	src := filepath.Join(b.dir, "store-src")
 	if err := writeRandom(src, objSize, 1); err != nil {
 		return err
 	}
 	defer os.Remove(src)
-	st, err := store.Open(ctx, srv.URL("tput"))
+	st, err := store.Open(ctx, srv.url("tput"))
 	if err != nil {
 		return err
 	}
-	client := srv.Client()
+	client := srv.client()
 	tm := transfermanager.New(client)
-	bkt := aws.String(srv.Bucket)
+	bkt := aws.String(srv.bucket)
 	var stored string // the key (1) stored this round, read by (4) and (5)
 	seq := 0
 	ways := []struct {
