@@ -41,8 +41,9 @@ func startS3(ctx context.Context, dir, bucket string) (*s3Server, error) {
 	ensure.Stderr = &stderr
 	out, err := ensure.Output()
 	if err != nil {
+		lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
 		return nil, fmt.Errorf("versitygw is not installed and scripts/ensure-versitygw could not install it (run bench from the repository's root): %v: %s",
-			err, strings.TrimSpace(stderr.String()))
+			err, lines[len(lines)-1])
 	}
 	bin := strings.TrimSpace(string(out))
 	secret := make([]byte, 20)
