@@ -61,6 +61,6 @@ lint: ## gofmt, go vet and staticcheck (pinned, run with go run)
 	$(GO) run $(STATICCHECK) $(PKGS)
 
 .PHONY: bench
-bench: ## benchmarks: real worker + smolvm simulator + redis-server; writes BENCHMARKS.md (~3-5 min)
+bench: ## benchmarks: real worker + smolvm simulator + redis-server (+ versitygw, scenario 10); writes BENCHMARKS.md (~4-6 min)
 	@scripts/ensure-redis
 	$(GO) run ./bench -out BENCHMARKS.md

@@ -3,14 +3,16 @@
 // It builds the real cmd/worker and cmd/smolvm-sim (as "smolvm"), starts a
 // redis-server on a free loopback port, runs the numbered scenarios below
 // (worker overhead, throughput, readiness lag, idle pickup, pack dedup,
-// memory, warm pool, HTTP API, Redis memory per task) with the unmodified worker binary against the simulator, prints a
-// table and writes it, with the method of each scenario, to BENCHMARKS.md.
+// memory, warm pool, HTTP API, Redis memory per task, object store) with
+// the unmodified worker binary against the simulator, prints a table and
+// writes it, with the method of each scenario, to BENCHMARKS.md.
 //
 // Every figure that has a baseline is measured in the same run as it. The
 // harness only measures: it configures the worker with flags and
 // environment, reads what the worker itself reports (its JSON log, its
 // /metrics, its task results, /proc) and never patches it. It needs Linux
-// (/proc) and redis-server (scripts/ensure-redis installs it).
+// (/proc), redis-server (scripts/ensure-redis installs it) and, for the
+// object store scenario, versitygw (scripts/ensure-versitygw).
 package main
 
 import (
@@ -45,6 +47,7 @@ var scenarios = []scenario{
 	{7, "Warm pool: enqueue to agent running", warmPool},
 	{8, "HTTP API overhead", apiOverhead},
 	{9, "Redis memory per finished task", redisPerTask},
+	{10, "Object store: transfers, shared packs, commits on other hosts", objStore},
 }
 
 func run(args []string) int {

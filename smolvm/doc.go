@@ -18,7 +18,7 @@
 // exit code and smolvm's own message. Callers match it with errors.As, and
 // its cause with errors.Is against the sentinels of this package
 // ([ErrNotFound], [ErrNotRunning], [ErrExists], [ErrUsage], [ErrNotReady],
-// [ErrNoSuchFile], [ErrNotInstalled]). Input that smolvm would misread is refused before any
+// [ErrNoSuchFile], [ErrNoSpace], [ErrNotInstalled]). Input that smolvm would misread is refused before any
 // process starts with an error matching [ErrInvalid].
 //
 // The package must not decide policy: it does not retry, does not log env

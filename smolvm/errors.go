@@ -30,6 +30,10 @@ var (
 	// ErrNoSuchFile: smolvm reported that a file does not exist, such as
 	// the guest file of a `machine cp` download.
 	ErrNoSuchFile = errors.New("no such file or directory")
+	// ErrNoSpace: smolvm reported a full file system (the operating
+	// system's "no space left on device"), such as the host directory
+	// `pack create` or a `machine cp` download writes into.
+	ErrNoSpace = errors.New("no space left on device")
 	// ErrInvalid: input refused before any process started. It does not
 	// come inside an [*Error]: see [*ArgError] and [*UnsupportedError].
 	ErrInvalid = errors.New("invalid argument")
@@ -137,6 +141,7 @@ var (
 	reAlreadyExists   = regexp.MustCompile(`(?i)\balready exists\b`)
 	reOutputTooLarge  = regexp.MustCompile(`(?i)\boutput exceeded\b`)
 	reNoSuchFile      = regexp.MustCompile(`(?i)\bno such file or directory\b`)
+	reNoSpace         = regexp.MustCompile(`(?i)\bno space left on device\b`)
 	errOutputTooLarge = errors.New("command output exceeded smolvm's buffer; use streaming exec")
 )
 
@@ -177,6 +182,8 @@ func classify(exitCode int, stderr []byte) (msg string, cause error, own bool) {
 		cause = errOutputTooLarge
 	case reNoSuchFile.MatchString(msg):
 		cause = ErrNoSuchFile
+	case reNoSpace.MatchString(msg):
+		cause = ErrNoSpace
 	}
 	return msg, cause, own
 }

@@ -158,6 +158,8 @@ func TestClassify(t *testing.T) {
 		{"Error: config operation failed: create from .smolmachine: file not found: /x\n", 1, nil, ""},
 		{"Error: config operation failed: cp: open /w/none.txt: no such file or directory\n", 1, ErrNoSuchFile, ""},
 		{"Error: agent operation failed: file read: No such file or directory (os error 2)\n", 1, ErrNoSuchFile, ""},
+		{"Error: agent operation failed: pack from VM: write /d/cache/tmp/x.smolmachine: no space left on device\n", 1, ErrNoSpace, ""},
+		{"Error: config operation failed: cp: No space left on device (os error 28)\n", 1, ErrNoSpace, ""},
 		{"Error: agent operation failed: pack from VM: VM 'x' is running. Stop it first with: smolvm machine stop --name x\n", 1, nil, ""},
 		{"Starting machine 'vm1'...\nError: agent operation failed: start machine: kvm not available: KVM not available.\n", 1, nil, "agent operation failed: start machine: kvm not available: KVM not available."},
 	}

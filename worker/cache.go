@@ -19,6 +19,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/bot-bottle/bottleq/smolvm"
 	"github.com/bot-bottle/bottleq/store"
 )
 
@@ -409,11 +410,27 @@ func (c *cache) sweep(age time.Duration) {
 // retried, and no half-written file is left.
 var ErrDiskFull = errors.New("the disk is full")
 
-// diskErr wraps err with what was being done; a full disk (ENOSPC, or a
-// quota) also matches ErrDiskFull.
+// diskFull reports whether err says a file system is full: ENOSPC, a
+// quota (EDQUOT), or smolvm's report of either (smolvm.ErrNoSpace).
+func diskFull(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) || errors.Is(err, smolvm.ErrNoSpace)
+}
+
+// diskErr wraps err with what was being done; a full disk also matches
+// ErrDiskFull.
 func diskErr(what string, err error) error {
-	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+	if diskFull(err) {
 		return fmt.Errorf("%s: %w (%w)", what, ErrDiskFull, err)
 	}
 	return fmt.Errorf("%s: %w", what, err)
+}
+
+// smolvmDiskErr is err, from smolvm writing into the host directory dir,
+// marked ErrDiskFull and naming dir when it says the disk is full (smolvm's
+// own message may not name it); any other error comes back unchanged.
+func smolvmDiskErr(what, dir string, err error) error {
+	if err == nil || !diskFull(err) {
+		return err
+	}
+	return diskErr(what+": smolvm writing into "+dir, err)
 }

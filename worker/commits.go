@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/bot-bottle/bottleq/smolvm"
@@ -123,7 +124,7 @@ func (s *commits) write(ctx context.Context, o commitOwner, pack func(ctx contex
 	os.Remove(out) // the stub: a VM is created from the .smolmachine alone
 	if err != nil {
 		os.Remove(out + ".smolmachine")
-		return committed{}, err
+		return committed{}, smolvmDiskErr("commit", filepath.Dir(out), err)
 	}
 	obj, err := s.cache.put(ctx, key, p.Machine, "")
 	if errors.Is(err, store.ErrExists) {

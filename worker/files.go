@@ -61,12 +61,12 @@ func (h *Handler) artifactDir(tenant, taskID string) string {
 // directory is removed whatever happens.
 func (r *run) copyIn(ctx context.Context) error {
 	if err := os.MkdirAll(r.h.tmpDir(), privateDir); err != nil {
-		return fmt.Errorf("files: %w", err)
+		return diskErr("files", err)
 	}
 	timeout := r.h.cfg.CopyTimeout
 	dir, err := os.MkdirTemp(r.h.tmpDir(), "files-")
 	if err != nil {
-		return fmt.Errorf("files: %w", err)
+		return diskErr("files", err)
 	}
 	defer os.RemoveAll(dir)
 	for i, f := range r.p.Files {
@@ -177,6 +177,9 @@ func (r *run) copyArtifact(ctx context.Context, dir string, i int, guest string,
 	case errors.Is(err, errCopyTimeout):
 		a.Size = 0
 		return drop(fmt.Sprintf("not copied within this worker's limit of %s per copy (a FIFO, or too slow)", r.h.cfg.CopyTimeout))
+	case err != nil && diskFull(err):
+		// This host's disk, not the file: the attempt fails and is retried.
+		return a, fmt.Errorf("artifacts[%d]: %w", i, smolvmDiskErr("artifacts", filepath.Dir(final), err))
 	case err != nil && infraFailure(ctx, err):
 		return a, err
 	case err != nil:

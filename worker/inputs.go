@@ -53,11 +53,11 @@ func fetchInput(ctx context.Context, st store.Store, field string, ref tasks.Fil
 	}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
-		return fmt.Errorf("%s: %w", field, err)
+		return diskErr(field, err)
 	}
 	defer func() {
 		if cerr := f.Close(); err == nil && cerr != nil {
-			err = fmt.Errorf("%s: %w", field, cerr)
+			err = diskErr(field, cerr)
 		}
 		if err != nil {
 			os.Remove(path)
@@ -68,7 +68,9 @@ func fetchInput(ctx context.Context, st store.Store, field string, ref tasks.Fil
 	// the size the object claims would be a store that lies.
 	n, err := io.Copy(io.MultiWriter(f, sum), io.LimitReader(rc, ref.Size+1))
 	if err != nil {
-		return fmt.Errorf("%s: downloading %s: %w", field, ref.Key, err)
+		// A full disk here matches ErrDiskFull; the store's failures keep
+		// their own errors.
+		return diskErr(fmt.Sprintf("%s: downloading %s", field, ref.Key), err)
 	}
 	if n != ref.Size {
 		return fmt.Errorf("%s: downloading %s: got %d bytes of %d", field, ref.Key, n, ref.Size)
@@ -92,7 +94,7 @@ func fetchInput(ctx context.Context, st store.Store, field string, ref tasks.Fil
 func (r *run) writeInput(ctx context.Context, i int, f tasks.File, path string, mode os.FileMode) error {
 	if f.Ref == nil {
 		if err := writeFile(path, f.Content, mode); err != nil {
-			return fmt.Errorf("files[%d]: %w", i, err)
+			return diskErr(fmt.Sprintf("files[%d]", i), err)
 		}
 		return nil
 	}

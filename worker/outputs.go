@@ -115,14 +115,14 @@ type attemptOutputs struct {
 // prefix (see outputKeyPrefix) once kept. Call close when done.
 func newAttemptOutputs(st store.Store, dir, prefix string, limit int64) (*attemptOutputs, error) {
 	if err := os.MkdirAll(dir, privateDir); err != nil {
-		return nil, fmt.Errorf("output spool: %w", err)
+		return nil, diskErr("output spool", err)
 	}
 	o := &attemptOutputs{st: st, prefix: prefix}
 	for i, name := range streamNames {
 		f, err := os.CreateTemp(dir, "output-"+name+"-")
 		if err != nil {
 			o.close()
-			return nil, fmt.Errorf("output spool: %w", err)
+			return nil, diskErr("output spool", err)
 		}
 		o.spools[i] = newOutputSpool(name, f, limit)
 	}
@@ -163,7 +163,7 @@ func (o *attemptOutputs) keep(ctx context.Context, res *tasks.Result) error {
 			continue
 		}
 		if werr != nil {
-			return fmt.Errorf("%s: spooling it for the store: %w", s.name, werr)
+			return diskErr(s.name+": spooling it for the store", werr)
 		}
 		key := o.prefix + s.name
 		if err := o.upload(ctx, s, key); err != nil {

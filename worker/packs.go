@@ -190,7 +190,7 @@ func (c *packCache) packLocked(ctx context.Context, image string, unlock func())
 	os.Remove(out) // the stub: a VM is created from the .smolmachine alone
 	if err != nil {
 		os.Remove(out + ".smolmachine")
-		return "", err
+		return "", smolvmDiskErr("packing "+image, filepath.Dir(out), err)
 	}
 	key := c.storeKey(image)
 	if _, err := c.cache.put(ctx, key, p.Machine, ""); err != nil && !(pinned(image) && errors.Is(err, store.ErrExists)) {

@@ -27,7 +27,9 @@ type app struct {
 	delays   map[string]time.Duration
 	notReady time.Duration
 	seed     *uint64
-	call     callRecord
+	// packBytes is how many bytes of filler `pack create --image` adds.
+	packBytes int64
+	call      callRecord
 }
 
 // callRecord is one line of STATE/calls.jsonl. It must never hold env values.
@@ -103,6 +105,13 @@ func (a *app) configure(exe string) error {
 		if a.notReady, err = time.ParseDuration(s); err != nil {
 			return usagef("invalid SMOLVM_SIM_NOT_READY: %v", err)
 		}
+	}
+	if s := a.getenv("SMOLVM_SIM_PACK_BYTES"); s != "" {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || n < 0 {
+			return usagef("invalid SMOLVM_SIM_PACK_BYTES: %q is not a byte count (a whole number, 0 or more)", s)
+		}
+		a.packBytes = n
 	}
 	if s := a.getenv("SMOLVM_SIM_SEED"); s != "" {
 		n, err := strconv.ParseInt(s, 10, 64)
@@ -268,4 +277,5 @@ Environment:
   SMOLVM_SIM_SEED       integer seed for pF fault rules
   SMOLVM_SIM_DELAY      comma-separated OP=DURATION, e.g. start=250ms,pack=1s
   SMOLVM_SIM_NOT_READY  duration after start during which exec fails "not running"
+  SMOLVM_SIM_PACK_BYTES bytes of filler pack create --image adds to the .smolmachine
 `

@@ -58,7 +58,7 @@ func (a *app) pack(args []string) error {
 		return err
 	}
 	if !p.has("from-vm") {
-		if err := a.writePack(out, m, ""); err != nil {
+		if err := a.writePack(out, m, "", a.packBytes); err != nil {
 			return agentErr("pack", err.Error())
 		}
 		return nil
@@ -81,18 +81,18 @@ func (a *app) pack(args []string) error {
 		// The pack carries the machine's network flag, never its
 		// allow-list; its cpus and mem are pack create's.
 		m.Image, m.Network, m.Env = vm.Image, vm.Network, vm.Env
-		if err := a.writePack(out, m, st.root(fromVM)); err != nil {
+		if err := a.writePack(out, m, st.root(fromVM), 0); err != nil {
 			return agentErr("pack from VM", err.Error())
 		}
 		return nil
 	})
 }
 
-// writePack writes OUT.smolmachine (the manifest and root's files) and the
-// stub OUT.
-func (a *app) writePack(out string, m *manifest, root string) error {
+// writePack writes OUT.smolmachine (the manifest, root's files and filler
+// bytes of filler) and the stub OUT.
+func (a *app) writePack(out string, m *manifest, root string, filler int64) error {
 	sidecar := out + ".smolmachine"
-	if err := writeSmolmachine(sidecar, m, root); err != nil {
+	if err := writeSmolmachine(sidecar, m, root, filler); err != nil {
 		return err
 	}
 	if err := writeFileAtomic(out, 0o755, func(w io.Writer) error {

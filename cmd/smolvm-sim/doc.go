@@ -26,6 +26,9 @@
 //	SMOLVM_SIM_SEED      integer seed for pF rules (default: random)
 //	SMOLVM_SIM_DELAY     comma-separated OP=DURATION (Go syntax), e.g. start=250ms,pack=1s
 //	SMOLVM_SIM_NOT_READY Go duration D: exec fails "not running" for D after a start
+//	SMOLVM_SIM_PACK_BYTES byte count N: `pack create --image` adds N bytes of
+//	                     filler to the .smolmachine, as big as a real image's
+//	                     pack (hundreds of MB), for benchmarks of moving packs
 //
 // Call counters for fault rules are kept in the state directory, so the Nth
 // call is counted across every process sharing it. Calls that fail argv

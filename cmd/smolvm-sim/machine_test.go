@@ -1,10 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -174,6 +176,56 @@ func TestPackCreate(t *testing.T) {
 	}
 }
 
+// TestPackBytes: SMOLVM_SIM_PACK_BYTES makes `pack create --image` that
+// many bytes bigger, the same bytes for the same image, without putting
+// them in the root of a machine created from the pack or in its commit.
+func TestPackBytes(t *testing.T) {
+	t.Parallel()
+	const n = 3<<20 + 5
+	s := newSim(t, "1.9.3", "SMOLVM_SIM_PACK_BYTES="+strconv.Itoa(n))
+	plain := newSim(t, "1.9.3").pack("alpine:3")
+	a, b, other := s.pack("alpine:3"), s.pack("alpine:3"), s.pack("busybox:1")
+	size := func(p string) int64 {
+		t.Helper()
+		info, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.Size()
+	}
+	if got := size(a) - size(plain); got < n || got > n+2048 {
+		t.Errorf("the pack grew by %d bytes, want %d plus a tar header", got, n)
+	}
+	ab, _ := os.ReadFile(a)
+	bb, _ := os.ReadFile(b)
+	ob, _ := os.ReadFile(other)
+	if !bytes.Equal(ab, bb) {
+		t.Error("two packs of one image differ")
+	}
+	if bytes.Equal(ab[len(ab)-n/2:], ob[len(ob)-n/2:]) {
+		t.Error("the packs of two images end with the same filler")
+	}
+	if m, err := readManifest(a); err != nil || m.Image != "alpine:3" {
+		t.Errorf("manifest %+v, %v", m, err)
+	}
+
+	s.running("m", "--from", a)
+	ents, err := os.ReadDir(s.root("m"))
+	if err != nil || len(ents) != 0 {
+		t.Errorf("the machine's root holds %v (%v), want nothing", ents, err)
+	}
+	s.ok("machine", "stop", "--name", "m")
+	commit := filepath.Join(t.TempDir(), "c")
+	s.ok("pack", "create", "--from-vm", "m", "-o", commit)
+	if got := size(commit + ".smolmachine"); got > 64<<10 {
+		t.Errorf("the commit of an empty machine is %d bytes: it carries the filler", got)
+	}
+
+	for _, bad := range []string{"-1", "1MiB", "x"} {
+		newSim(t, "1.9.3", "SMOLVM_SIM_PACK_BYTES="+bad).fails(2, "invalid SMOLVM_SIM_PACK_BYTES", "pack", "create", "--image", "alpine", "-o", filepath.Join(t.TempDir(), "p"))
+	}
+}
+
 // TestCommitCarriesFiles: pack --from-vm archives the stopped machine's
 // files (not its tmpfs) and its env and --net; a machine created from the
 // commit gets them, at create from 1.0.0 and at its first start before.
@@ -258,7 +310,7 @@ func TestManifestInheritance(t *testing.T) {
 	s := newSim(t, "1.9.3")
 	pack := filepath.Join(t.TempDir(), "p.smolmachine")
 	src := &manifest{Format: manifestFormat, Image: "img", Env: []string{"P=pack", "Q=pack"}, CPUs: 2, Mem: 512, Network: true}
-	if err := writeSmolmachine(pack, src, ""); err != nil {
+	if err := writeSmolmachine(pack, src, "", 0); err != nil {
 		t.Fatal(err)
 	}
 	tests := []struct {

@@ -25,7 +25,7 @@ func TestVersion(t *testing.T) {
 func TestHelpSaysNoIsolation(t *testing.T) {
 	t.Parallel()
 	r := newSim(t, "1.9.3").ok("--help")
-	for _, want := range []string{"TEST DOUBLE", "NO isolation", "SMOLVM_SIM_FAULTS", "SMOLVM_SIM_DELAY", "SMOLVM_SIM_NOT_READY"} {
+	for _, want := range []string{"TEST DOUBLE", "NO isolation", "SMOLVM_SIM_FAULTS", "SMOLVM_SIM_DELAY", "SMOLVM_SIM_NOT_READY", "SMOLVM_SIM_PACK_BYTES"} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("--help lacks %q", want)
 		}

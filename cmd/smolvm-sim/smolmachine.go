@@ -2,11 +2,13 @@ package main
 
 import (
 	"archive/tar"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -27,9 +29,15 @@ type manifest struct {
 	Network bool     `json:"network"`
 }
 
-// writeSmolmachine writes a tar archive holding manifest.json and, when root
-// is not empty, root's directories and regular files under rootfs/.
-func writeSmolmachine(path string, m *manifest, root string) error {
+// fillerName is the archive entry holding a pack's filler bytes, outside
+// rootfs/ so that a machine created from the pack does not copy them.
+const fillerName = "filler"
+
+// writeSmolmachine writes a tar archive holding manifest.json, when filler
+// is above 0 an entry of that many pseudo-random bytes (the same for the
+// same image), and, when root is not empty, root's directories and regular
+// files under rootfs/.
+func writeSmolmachine(path string, m *manifest, root string, filler int64) error {
 	return writeFileAtomic(path, 0o644, func(w io.Writer) error {
 		tw := tar.NewWriter(w)
 		data, err := json.MarshalIndent(m, "", "  ")
@@ -41,6 +49,15 @@ func writeSmolmachine(path string, m *manifest, root string) error {
 		}
 		if _, err := tw.Write(data); err != nil {
 			return err
+		}
+		if filler > 0 {
+			if err := tw.WriteHeader(&tar.Header{Name: fillerName, Mode: 0o644, Size: filler, ModTime: time.Now()}); err != nil {
+				return err
+			}
+			seed := sha256.Sum256([]byte(m.Image))
+			if _, err := io.CopyN(tw, rand.NewChaCha8(seed), filler); err != nil {
+				return err
+			}
 		}
 		if root != "" {
 			if err := addTree(tw, root); err != nil {
