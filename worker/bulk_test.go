@@ -189,7 +189,7 @@ func TestAttemptOutputs(t *testing.T) {
 		}
 		spool := t.TempDir()
 		prefix := outputKeyPrefix("acme", "task/1", 2)
-		o, err := newAttemptOutputs(st, spool, prefix, tasks.MaxStoredOutputBytes)
+		o, err := newAttemptOutputs(st.Store, spool, prefix, tasks.MaxStoredOutputBytes)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -214,6 +214,13 @@ func TestAttemptOutputs(t *testing.T) {
 		rc.Close()
 		if err != nil || !bytes.Equal(stored, loud.Bytes()) || obj.SHA256 != sha(loud.Bytes()) {
 			t.Errorf("stored stdout: %d bytes, %v, sha %s; want the %d written", len(stored), err, obj.SHA256, loud.Len())
+		}
+		if st.down == nil { // a file store takes the spool by a hard link: no second copy
+			spoolFile, _ := os.Stat(o.spools[0].f.Name())
+			object, _ := os.Stat(st.file(res.StdoutKey))
+			if spoolFile == nil || object == nil || !os.SameFile(spoolFile, object) {
+				t.Errorf("the file store holds a copy of the spool, not the spool itself")
+			}
 		}
 		if n := jsonLen(res.Stdout); n > tasks.OutputTailBytes || n < tasks.OutputTailBytes-2*utf8.UTFMax {
 			t.Errorf("the tail is %d bytes of JSON, want just under %d", n, tasks.OutputTailBytes)

@@ -183,7 +183,16 @@ func (o *attemptOutputs) upload(ctx context.Context, s *outputSpool, key string)
 		return fmt.Errorf("%s: %w", s.name, err)
 	}
 	digest := hex.EncodeToString(s.sum.Sum(nil))
-	obj, err := o.st.Put(ctx, key, io.LimitReader(s.f, s.stored), store.PutOptions{SHA256: digest})
+	// A file store takes the spool by a hard link, without a second copy
+	// of its bytes on the disk; close then only drops the spool's name.
+	var obj store.Object
+	err := errors.ErrUnsupported
+	if l, ok := o.st.(store.Linker); ok {
+		obj, err = l.PutFile(ctx, key, s.f.Name(), store.PutOptions{SHA256: digest})
+	}
+	if errors.Is(err, errors.ErrUnsupported) {
+		obj, err = o.st.Put(ctx, key, io.LimitReader(s.f, s.stored), store.PutOptions{SHA256: digest})
+	}
 	if err != nil {
 		return fmt.Errorf("%s: storing it: %w", s.name, err)
 	}
