@@ -110,7 +110,7 @@ completion) is shown beside it. The **baseline** is the same N tasks (same paylo
 processed by in-process asynq.Servers whose handler returns nil at once, with the same concurrency, process count and
 poll interval (100ms, the worker's default), on the same Redis, right after. The **spawn floor** runs the built
 simulator sequentially (` + "`smolvm --version`" + `, which touches no state, and ` + "`smolvm machine ls --json`" + `, which takes the state
-lock and reads the state directory) and multiplies the per-process wall time by the smolvm calls per task (7): the
+lock and reads the state directory) and multiplies the per-process wall time by the smolvm calls per task (8): the
 fastest any client of a process-per-call CLI could go at concurrency 1. CPU per task splits into the worker process
 itself, its children (smolvm processes and the guest commands they wait for, /proc cutime+cstime) and redis-server;
 "other load" is the CPU that processes outside the harness used during the worker's burst (on a shared machine a
@@ -126,7 +126,6 @@ concurrent build can take a core, and the CPU-bound rows drop with it).`}
 		{"concurrency 16", 1, 16, b.n(300, 20)},
 		{"2 processes × concurrency 8", 2, 8, b.n(300, 20)},
 	}
-	const callsPerTask = 7
 	verWall, verCPU, err := b.spawnFloor(ctx, b.n(200, 20), nil, "--version")
 	if err != nil {
 		return s, err
@@ -240,10 +239,10 @@ concurrent build can take a core, and the CPU-bound rows drop with it).`}
 	if ceiling != "" {
 		s.add("CPU ceiling at concurrency 16", ceiling)
 	}
-	s.add("simulator spawn floor (7 calls × `machine ls`)", fmt.Sprintf("%s/task → %.1f tasks/s; concurrency 1 reaches %.0f%% of it", ms(floorMS), floorTput, 100*c1.steady/floorTput))
+	s.add(fmt.Sprintf("simulator spawn floor (%d calls × `machine ls`)", callsPerTask), fmt.Sprintf("%s/task → %.1f tasks/s; concurrency 1 reaches %.0f%% of it", ms(floorMS), floorTput, 100*c1.steady/floorTput))
 	s.detail("")
-	s.detail("- Spawn floor: `smolvm --version` %s wall, %s CPU per process; `smolvm machine ls --json` %s wall, %s CPU. 7 calls × %s = %s per task, a ceiling of %.1f tasks/s at concurrency 1 — the worker does %.1f tasks/s there (%.0f%%). The rest of a task's time is the calls doing real work (create, start, pack --from-vm write files under the state lock; the command exec runs a guest process) and the worker's own time.",
-		ms(verWall), ms(verCPU), ms(lsWall), ms(lsCPU), ms(lsWall), ms(floorMS), floorTput, c1.steady, 100*c1.steady/floorTput)
+	s.detail("- Spawn floor: `smolvm --version` %s wall, %s CPU per process; `smolvm machine ls --json` %s wall, %s CPU. %d calls × %s = %s per task, a ceiling of %.1f tasks/s at concurrency 1 — the worker does %.1f tasks/s there (%.0f%%). The rest of a task's time is the calls doing real work (create, start, pack --from-vm write files under the state lock; the command exec runs a guest process) and the worker's own time.",
+		ms(verWall), ms(verCPU), ms(lsWall), ms(lsCPU), callsPerTask, ms(lsWall), ms(floorMS), floorTput, c1.steady, 100*c1.steady/floorTput)
 	s.detail("- With 2 cores, concurrency above ~2 is CPU-bound: the CPU columns show where the CPU goes; the smolvm processes (Go binaries, one per call) dominate, so the no-op ratio says how much a process-per-call CLI costs, not how much asynq or the worker costs.")
 	s.detail("- Info-level mean worker-own time at concurrency 1 (Σ \"task finished\" durations − Δ bottleq_smolvm_call_duration_seconds_sum, /metrics): %s (scenario 1 measures per task at debug level).", c1Own)
 	return s, nil
