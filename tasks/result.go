@@ -64,14 +64,15 @@ type Result struct {
 	// StdoutKey and StderrKey name each whole stream in the worker's store
 	// (see package store): "outputs/TENANT/TASK/ATTEMPT-RANDOM/stdout" and
 	// ".../stderr". A stream that fits in its tail has no key; neither has
-	// any stream of a worker without a store. A stream over the worker's
+	// any stream of a worker with -output-in-result. A stream over the worker's
 	// cap for a stored stream (MaxStoredOutputBytes) is stored up to
 	// the cap, its tail here still the stream's true end. The store's
 	// retention deletes them, with the task's commit and artifacts.
 	StdoutKey string `json:"stdout_key,omitempty"`
 	StderrKey string `json:"stderr_key,omitempty"`
-	// Commit is the path of the committed .smolmachine on Host, if any;
-	// later tasks start from it with from "task:<this task's ID>".
+	// Commit is the path of the committed .smolmachine in Host's cache,
+	// if any. Later tasks start from it, on any host of the pool, with
+	// from "task:<this task's ID>", which finds it by CommitKey.
 	Commit string `json:"commit,omitempty"`
 	// CommitKey is the commit's key in the worker's store (see package
 	// store), where any host of the pool finds it; empty without a commit.
@@ -79,7 +80,7 @@ type Result struct {
 	// CommitExpires is when the store's retention deletes the commit;
 	// a from "task:ID" after it fails.
 	CommitExpires *time.Time `json:"commit_expires,omitempty"`
-	// Host is the worker host that ran the task and holds its commit.
+	// Host is the worker host that ran the task.
 	Host string `json:"host"`
 	// Tenant is the tenant the task ran for (the payload's TenantName),
 	// whose later tasks alone may start from its commit. Results written
