@@ -48,6 +48,9 @@ func configRows(t *testing.T) (envs, meaning map[string]string) {
 	t.Helper()
 	envs, meaning = map[string]string{}, map[string]string{}
 	for _, m := range regexp.MustCompile("(?m)^\\| `-([a-z-]+)` \\| `(\\w+)` \\| [^|]* \\| (.*) \\|$").FindAllStringSubmatch(readme(t), -1) {
+		if _, dup := envs[m[1]]; dup {
+			t.Errorf("README's Configuration table lists -%s twice", m[1])
+		}
 		envs[m[1]], meaning[m[1]] = m[2], m[3]
 	}
 	if len(envs) < 10 {
