@@ -93,7 +93,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.StringVar(&c.tlsKey, "tls-key", "", "PEM private key of -tls-cert")
 	fs.StringVar(&c.dataDir, "data-dir", defaultDataDir(getenv), "the worker's data directory, to serve the artifacts of results that name no store key from (the API must run on the worker's host, as its user)")
 	fs.StringVar(&c.store, "store", "", "the workers' store `URL`, as their -store, to serve artifacts from: file:///ABS/DIR or s3://BUCKET/PREFIX?endpoint=URL&region=R&path_style=true, "+
-		"with S3 credentials from the standard AWS environment (default: -data-dir's store, DATA/store, when that directory exists)")
+		"with S3 credentials from the standard AWS environment (default: -data-dir's store, DATA/store, the workers' default)")
 	fs.IntVar(&c.maxOpen, "max-open-runs", api.DefaultMaxOpenRuns, "most runs a tenant may have that have not finished; past it POST /v1/runs is a 429 (-1: no cap)")
 	fs.Float64Var(&c.rate, "rate", api.DefaultRate, "requests a second each tenant may make, per API process (-1: no cap)")
 	fs.IntVar(&c.burst, "burst", api.DefaultBurst, "requests a tenant may make at once above -rate")
@@ -240,7 +240,7 @@ func serve(ctx context.Context, c config, log zerolog.Logger, reload <-chan stru
 	if err != nil {
 		return fmt.Errorf("-redis: %w", err)
 	}
-	st, storeName, err := openStore(ctx, c, log)
+	st, storeName, err := openStore(ctx, c)
 	if err != nil {
 		return err
 	}
@@ -331,7 +331,7 @@ func serve(ctx context.Context, c config, log zerolog.Logger, reload <-chan stru
 // store in -data-dir (the worker's default, file://DATA/store) when that
 // directory exists and opens, else none. name is the store's URL for the
 // log (no secret: store URLs hold none), or "none".
-func openStore(ctx context.Context, c config, log zerolog.Logger) (st store.Store, name string, err error) {
+func openStore(ctx context.Context, c config) (st store.Store, name string, err error) {
 	if c.store != "" {
 		st, err := store.Open(ctx, c.store)
 		if err != nil {
@@ -340,17 +340,18 @@ func openStore(ctx context.Context, c config, log zerolog.Logger) (st store.Stor
 		loc, _ := store.ParseURL(c.store) // checked by parseFlags
 		return st, loc.String(), nil
 	}
-	dir := filepath.Join(c.dataDir, "store")
-	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
-		log.Info().Str("dir", dir).Msg("no store: artifacts a result names by store key are unavailable; give -store, the workers' -store URL")
-		return nil, "none", nil
+	// The workers' default store, read where it lies: a file store touches
+	// no disk until it is written to, so an API started before its worker,
+	// or with the data directory mounted read-only, serves what the worker
+	// stores there later.
+	dir, err := filepath.Abs(filepath.Join(c.dataDir, "store"))
+	if err == nil {
+		st, err = store.NewFile(dir)
 	}
-	url := "file://" + dir
-	if st, err = store.Open(ctx, url); err != nil {
-		log.Warn().Err(err).Msg("the worker's default store is not usable: artifacts a result names by store key are unavailable; give -store")
-		return nil, "none", nil
+	if err != nil {
+		return nil, "", fmt.Errorf("-data-dir: %w", err)
 	}
-	return st, url, nil
+	return st, "file://" + dir, nil
 }
 
 func isLoopback(host string) bool {

@@ -258,7 +258,7 @@ func TestStoreChoice(t *testing.T) {
 		want string
 	}{
 		{"the data directory's store", []string{"-data-dir", withStore}, "file://" + filepath.Join(withStore, "store")},
-		{"none in the data directory", []string{"-data-dir", without}, "none"},
+		{"none in the data directory yet", []string{"-data-dir", without}, "file://" + filepath.Join(without, "store")},
 		{"-store", []string{"-data-dir", withStore, "-store", "file://" + explicit}, "file://" + explicit},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
