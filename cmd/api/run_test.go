@@ -243,7 +243,7 @@ func waitLog(t *testing.T, log *syncBuffer, want string) {
 
 // TestStoreChoice: the API serves artifacts from -store, failing at start
 // when it does not work; without it, from the worker's default store in
-// -data-dir when that directory exists, else from none.
+// -data-dir, which it does not create.
 func TestStoreChoice(t *testing.T) {
 	redis := testredis.Mini(t)
 	tokens := filepath.Join(t.TempDir(), "tokens")
