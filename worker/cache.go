@@ -152,6 +152,19 @@ func flock(f *os.File, how int) error {
 	}
 }
 
+// sharedCut is err, a shared call's, when it says a context ended while
+// ctx, this caller's, has not: the call ran under another caller's context,
+// whose task ended (cancelled, or past its deadline). Its end is not this
+// task's, so the error comes back without context.Canceled or
+// DeadlineExceeded in its chain, for the caller to try again, and for
+// asynq not to take this task for cancelled. Nil otherwise.
+func sharedCut(ctx context.Context, err error) error {
+	if err == nil || ctx.Err() != nil || !(errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
+		return nil
+	}
+	return fmt.Errorf("the work this task shared with another ended with the other task: %v", err)
+}
+
 // fetch leases the cached copy of the store's key at rel, downloading it
 // first when it is not there; downloaded reports whether this call's
 // download (or the one it shared) brought it.
@@ -159,10 +172,11 @@ func (c *cache) fetch(ctx context.Context, key, rel string) (l *lease, downloade
 	if l, err := c.hold(rel, nil); l != nil || err != nil {
 		return l, false, err
 	}
+	var cut error
 	for range 3 {
 		v, err, _ := c.group.Do(rel, func() (any, error) {
 			// The first caller's ctx governs the shared download: if it
-			// ends, the callers sharing it fail too and are retried.
+			// ends, the callers sharing it try again (sharedCut).
 			unlock, err := c.lock(ctx, rel)
 			if err != nil {
 				return false, err
@@ -174,12 +188,18 @@ func (c *cache) fetch(ctx context.Context, key, rel string) (l *lease, downloade
 			_, err = c.download(ctx, key, rel)
 			return true, err
 		})
+		if cut = sharedCut(ctx, err); cut != nil {
+			continue
+		}
 		if err != nil {
 			return nil, false, err
 		}
 		if l, err := c.hold(rel, nil); l != nil || err != nil {
 			return l, v.(bool), err
 		}
+	}
+	if cut != nil {
+		return nil, false, fmt.Errorf("cache: %s: %w", rel, cut)
 	}
 	return nil, false, fmt.Errorf("cache: %s was evicted as soon as it was fetched: -cache-max-bytes (%d) is too small for what tasks hold", rel, c.max)
 }

@@ -3,9 +3,11 @@ package worker
 import (
 	"context"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -229,5 +231,70 @@ func TestStoreDownMidRun(t *testing.T) {
 	}
 	if exists(h.cache.path(commitKey(tasks.DefaultTenant, "down"))) {
 		t.Error("a commit the store never took is in the cache")
+	}
+}
+
+// blockFirstGet is a store whose first Get waits until its context ends;
+// it hides the file store's Linker, so the cache copies through Get.
+type blockFirstGet struct {
+	store.Store
+	gets    atomic.Int32
+	entered chan struct{}
+}
+
+func (b *blockFirstGet) Get(ctx context.Context, key string) (io.ReadCloser, store.Object, error) {
+	if b.gets.Add(1) == 1 {
+		close(b.entered)
+		<-ctx.Done()
+		return nil, store.Object{}, ctx.Err()
+	}
+	return b.Store.Get(ctx, key)
+}
+
+// TestCacheFetchSharedCut: two tasks share one download, and the task
+// whose context runs it is cancelled. The other is not: it fetches the
+// file itself, and never gets the first one's context.Canceled, which
+// asynq would take for its own cancel.
+func TestCacheFetchSharedCut(t *testing.T) {
+	t.Parallel()
+	data := t.TempDir()
+	fs, err := store.NewFile(filepath.Join(data, "store"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const key = "commits/t/k.smolmachine"
+	if _, err := fs.Put(context.Background(), key, strings.NewReader("a commit"), store.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	st := &blockFirstGet{Store: fs, entered: make(chan struct{})}
+	c := newCache(filepath.Join(data, "cache"), st, 1<<30, zerolog.Nop())
+	ctxA, cancelA := context.WithCancel(context.Background())
+	errA := make(chan error, 1)
+	go func() {
+		_, _, err := c.fetch(ctxA, key, key)
+		errA <- err
+	}()
+	<-st.entered // A's download runs, under A's context
+	type got struct {
+		l   *lease
+		err error
+	}
+	resB := make(chan got, 1)
+	go func() {
+		l, _, err := c.fetch(context.Background(), key, key)
+		resB <- got{l, err}
+	}()
+	time.Sleep(100 * time.Millisecond) // B joins A's download meanwhile
+	cancelA()
+	if err := <-errA; !errors.Is(err, context.Canceled) {
+		t.Errorf("A's fetch = %v, want its own cancel", err)
+	}
+	b := <-resB
+	if b.err != nil {
+		t.Fatalf("B's fetch = %v, want the file", b.err)
+	}
+	defer b.l.Release()
+	if data, err := os.ReadFile(b.l.Path); err != nil || string(data) != "a commit" {
+		t.Errorf("B fetched %q, %v", data, err)
 	}
 }

@@ -117,18 +117,25 @@ func (c *packCache) Get(ctx context.Context, image string) (smolvm.Pack, string,
 	if l, err := c.cache.hold(rel, fresh); l != nil || err != nil {
 		return packOf(l), tasks.PackSourceCache, l, err
 	}
+	var cut error
 	for range 3 {
 		v, err, _ := c.group.Do(key, func() (any, error) {
 			// The first caller's ctx governs the shared call: if it ends,
-			// the callers sharing it fail too, and asynq retries them.
+			// the callers sharing it try again (sharedCut).
 			return c.obtain(ctx, image)
 		})
+		if cut = sharedCut(ctx, err); cut != nil {
+			continue
+		}
 		if err != nil {
 			return smolvm.Pack{}, "", nil, err
 		}
 		if l, err := c.cache.hold(rel, fresh); l != nil || err != nil {
 			return packOf(l), v.(string), l, err
 		}
+	}
+	if cut != nil {
+		return smolvm.Pack{}, "", nil, fmt.Errorf("the pack of %s: %w", image, cut)
 	}
 	return smolvm.Pack{}, "", nil, fmt.Errorf("the pack of %s was evicted as soon as it was made: -cache-max-bytes is too small for what tasks hold", image)
 }
