@@ -13,7 +13,9 @@ import (
 )
 
 // leftoverAge is how old a temporary must be for Sweep to remove it; those
-// of a task running now are younger.
+// of a task running now are younger, but for the output spools in tmp/,
+// which last as long as the task's command, so tmp/ waits tasks.MaxTimeout
+// more.
 const leftoverAge = time.Hour
 
 // Sweep removes what a crashed worker left in the data directory, older
@@ -39,7 +41,8 @@ func (h *Handler) Sweep(ctx context.Context) error {
 		}
 		sweepLeftovers(d, leftoverAge)
 	}
-	sweepTmp(h.tmpDir(), leftoverAge)
+	// A running task's output spools live as long as its command.
+	sweepTmp(h.tmpDir(), tasks.MaxTimeout+leftoverAge)
 	h.cache.sweep(leftoverAge)
 	return nil
 }

@@ -5,8 +5,11 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/bot-bottle/bottleq/tasks"
 )
 
 // TestSweep: a handler leaves the data directory alone until Sweep, which
@@ -27,6 +30,7 @@ func TestSweep(t *testing.T) {
 		"artifacts/acme/t1/.tmp-0-ef":       false,
 		"artifacts/acme/t1/0-report.txt":    true,
 		"tmp/files-123/0":                   false,
+		"tmp/output-stdout-young":           true, // a running task's spool, 2 h old
 		"cache/tmp/pack-young.smolmachine":  true,
 	}
 	for rel := range files {
@@ -37,9 +41,17 @@ func TestSweep(t *testing.T) {
 		if err := os.WriteFile(p, []byte("x"), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		if filepath.Base(p) != "pack-young.smolmachine" {
+		if filepath.Base(p) == "output-stdout-young" {
+			if err := os.Chtimes(p, old, old); err != nil {
+				t.Fatal(err)
+			}
+		} else if filepath.Base(p) != "pack-young.smolmachine" {
+			when := old
+			if strings.HasPrefix(rel, "tmp/") {
+				when = old.Add(-tasks.MaxTimeout) // a spool lasts as long as its command
+			}
 			for _, q := range []string{p, filepath.Dir(p)} {
-				if err := os.Chtimes(q, old, old); err != nil {
+				if err := os.Chtimes(q, when, when); err != nil {
 					t.Fatal(err)
 				}
 			}
