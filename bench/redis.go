@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -20,8 +19,7 @@ import (
 type redisServer struct {
 	addr    string
 	version string
-	cmd     *exec.Cmd
-	exited  chan struct{}
+	serverProc
 }
 
 func startRedis(ctx context.Context, dir string) (*redisServer, error) {
@@ -60,8 +58,8 @@ func tryRedis(ctx context.Context, bin, dir string, port int) (*redisServer, err
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	s := &redisServer{addr: fmt.Sprintf("127.0.0.1:%d", port), cmd: cmd, exited: make(chan struct{})}
-	go func() { _ = cmd.Wait(); close(s.exited) }()
+	s := &redisServer{addr: fmt.Sprintf("127.0.0.1:%d", port)}
+	s.watch(cmd)
 	c := redis.NewClient(&redis.Options{Addr: s.addr})
 	defer c.Close()
 	deadline := time.Now().Add(10 * time.Second)
@@ -81,20 +79,6 @@ func tryRedis(ctx context.Context, bin, dir string, port int) (*redisServer, err
 	}
 	s.stop()
 	return nil, fmt.Errorf("redis-server on %s did not answer PING", s.addr)
-}
-
-// stop sends SIGTERM to the server's pid and SIGKILL if it lingers.
-func (s *redisServer) stop() {
-	if s == nil || s.cmd == nil || s.cmd.Process == nil {
-		return
-	}
-	_ = s.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-s.exited:
-	case <-time.After(5 * time.Second):
-		_ = s.cmd.Process.Kill()
-		<-s.exited
-	}
 }
 
 // infoField reads "key:value" from INFO output.

@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -28,8 +27,7 @@ import (
 type s3Server struct {
 	endpoint, region, bucket string
 	access, secret           string
-	cmd                      *exec.Cmd
-	exited                   chan struct{}
+	serverProc
 }
 
 // startS3 installs versitygw with scripts/ensure-versitygw (the first time
@@ -91,8 +89,7 @@ func (s *s3Server) start(bin, dir string, port int) error {
 	if err := cmd.Start(); err != nil {
 		return err
 	}
-	s.cmd, s.exited = cmd, make(chan struct{})
-	go func() { _ = cmd.Wait(); close(s.exited) }()
+	s.watch(cmd)
 	s.endpoint = "http://" + addr
 	client := &http.Client{Timeout: time.Second}
 	deadline := time.Now().Add(30 * time.Second)
@@ -113,20 +110,6 @@ func (s *s3Server) start(bin, dir string, port int) error {
 	}
 	s.stop()
 	return fmt.Errorf("versitygw on %s did not answer within 30s", addr)
-}
-
-// stop sends SIGTERM to the server's pid and SIGKILL if it lingers.
-func (s *s3Server) stop() {
-	if s == nil || s.cmd == nil || s.cmd.Process == nil {
-		return
-	}
-	_ = s.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-s.exited:
-	case <-time.After(5 * time.Second):
-		_ = s.cmd.Process.Kill()
-		<-s.exited
-	}
 }
 
 // client is an S3 client of the root user, the raw SDK the store is
