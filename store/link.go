@@ -37,9 +37,9 @@ type Linker interface {
 
 var _ Linker = (*fileStore)(nil)
 
-// hashFile returns the hex SHA-256 and size of the file at path, stopping
-// early when ctx ends.
-func hashFile(ctx context.Context, path string) (string, int64, error) {
+// HashFile returns the hex SHA-256 and size of the file at path, as a
+// store records an object's (Object.SHA256), stopping early when ctx ends.
+func HashFile(ctx context.Context, path string) (string, int64, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return "", 0, err
@@ -83,7 +83,7 @@ func (s *fileStore) PutFile(ctx context.Context, key, path string, opts PutOptio
 	if !fi.Mode().IsRegular() {
 		return Object{}, fmt.Errorf("store: put %s: %s is not a regular file", key, path)
 	}
-	sum, _, err := hashFile(ctx, path)
+	sum, _, err := HashFile(ctx, path)
 	if err != nil {
 		return Object{}, fmt.Errorf("store: put %s: %w", key, err)
 	}
@@ -144,7 +144,7 @@ func (s *fileStore) GetFile(ctx context.Context, key, dst string) (Object, error
 	}
 	var sum string
 	if err == nil {
-		sum, _, err = hashFile(ctx, dst)
+		sum, _, err = HashFile(ctx, dst)
 	}
 	if err == nil && sum != obj.SHA256 {
 		err = fmt.Errorf("%w: got %s, want %s", ErrDigestMismatch, sum, obj.SHA256)

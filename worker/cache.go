@@ -3,7 +3,6 @@ package worker
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -274,7 +273,7 @@ func (c *cache) put(ctx context.Context, key, path, sum string) (store.Object, e
 	}
 	if sum == "" {
 		var err error
-		if sum, err = fileSHA256(ctx, path); err != nil {
+		if sum, _, err = store.HashFile(ctx, path); err != nil {
 			return store.Object{}, err
 		}
 	}
@@ -289,33 +288,6 @@ func (c *cache) put(ctx context.Context, key, path, sum string) (store.Object, e
 	}
 	os.Chtimes(path, time.Now(), obj.Modified)
 	return obj, nil
-}
-
-// fileSHA256 is the hex SHA-256 of the file at path.
-func fileSHA256(ctx context.Context, path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, ctxReader{ctx, f}); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
-}
-
-// ctxReader stops reading once ctx is done.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }
 
 // adopt moves a file made on this host (in tmpDir) into the cache at rel,
