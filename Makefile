@@ -12,13 +12,13 @@ help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 .PHONY: build
-build: ## build every command in cmd/ into bin/ (worker, enqueue, api, dashboard, egress-proxy, smolvm-sim)
-	$(GO) build -o $(BIN)/ ./cmd/...
+build: ## build every command in cmd/ into bin/, static as the Dockerfile does (worker, enqueue, api, dashboard, egress-proxy, smolvm-sim)
+	CGO_ENABLED=0 $(GO) build -o $(BIN)/ ./cmd/...
 
 .PHONY: sim
 sim: ## build bin/worker, bin/enqueue and the smolvm SIMULATOR as bin/sim/smolvm (no isolation)
-	$(GO) build -o $(BIN)/ ./cmd/worker ./cmd/enqueue
-	$(GO) build -o $(BIN)/sim/smolvm ./cmd/smolvm-sim
+	CGO_ENABLED=0 $(GO) build -o $(BIN)/ ./cmd/worker ./cmd/enqueue
+	CGO_ENABLED=0 $(GO) build -o $(BIN)/sim/smolvm ./cmd/smolvm-sim
 
 .PHONY: test
 test: ## gofmt check, go vet, and every test with -race (installs redis-server and versitygw if it can)

@@ -117,6 +117,8 @@ func (b *bench) mkdir(name string) string {
 func (b *bench) build(ctx context.Context, pkg, name string) (string, error) {
 	out := filepath.Join(b.dir, "bin", name)
 	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, pkg)
+	// Static, as the Dockerfile builds: see testbin.Dir.Build.
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
 	}
