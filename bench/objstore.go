@@ -35,7 +35,7 @@ multipart through the SDK's transfer manager with If-None-Match, as the worker u
 s3.PutObject of the same file, one request, (3) the raw SDK's transfermanager.UploadObject of the same file (what the
 store uploads with, without its digest pass and checks), (4) the store's Get of the object (1) stored, read to the end
 into io.Discard, its SHA-256 checked, (5) the raw SDK's s3.GetObject of the same object, read the same way, with the SDK's
-default settings; and two reference ways, not compared against, that add a SHA-256 pass to (3) and (5). MB/s = 268.4 MB × R ÷ the summed time of each way; the ratios are the store's MB/s over the raw SDK's.
+default settings; and three reference ways, not compared against: a SHA-256 pass added to (3) and to (5), and a SHA-256 of 256 MiB already in memory (the digest alone, the ceiling of any Get that checks one). MB/s = 268.4 MB × R ÷ the summed time of each way; the ratios are the store's MB/s over the raw SDK's.
 **(b) Shared pack**: two worker processes, each a host of its own (own -host, data directory, simulator state, queue),
 both with -store on the bucket; the simulator runs with SMOLVM_SIM_PACK_BYTES so that an image pack is 256 MiB (without
 it, its pack is a few hundred bytes) and no pack delay, so host 1's pack time is only the simulator writing the file —
@@ -126,6 +126,10 @@ func (b *bench) storeThroughput(ctx context.Context, s *section, srv *s3Server, 
 	}
 	client := srv.client()
 	tm := transfermanager.New(client)
+	mem := make([]byte, 16<<20) // hashed objSize/len(mem) times by the digest-alone way
+	if _, err := io.ReadFull(rand.NewChaCha8([32]byte{2}), mem); err != nil {
+		return err
+	}
 	bkt := aws.String(srv.bucket)
 	var stored string // the key (1) stored this round, read by (4) and (5)
 	seq := 0
@@ -194,6 +198,13 @@ func (b *bench) storeThroughput(ctx context.Context, s *section, srv *s3Server, 
 			}
 			return err
 		}},
+		{"SHA-256 of 256 MiB already in memory, one core, no I/O (reference: the digest alone)", func() error {
+			h := sha256.New()
+			for range objSize / len(mem) {
+				h.Write(mem)
+			}
+			return nil
+		}},
 		{"raw SHA-256 pass over the file, then transfermanager.UploadObject (reference)", func() error {
 			f, err := os.Open(src)
 			if err != nil {
@@ -215,9 +226,9 @@ func (b *bench) storeThroughput(ctx context.Context, s *section, srv *s3Server, 
 		b.logf("  throughput round %d of %d", r+1, rounds)
 		// Puts before Gets (the Gets read what the store's Put stored);
 		// within each, the order flips every round.
-		order := [][]int{{0, 1, 2, 6}, {3, 4, 5}}
+		order := [][]int{{0, 1, 2, 7}, {3, 4, 5, 6}}
 		if r%2 == 1 {
-			order = [][]int{{6, 2, 1, 0}, {5, 4, 3}}
+			order = [][]int{{7, 2, 1, 0}, {6, 5, 4, 3}}
 		}
 		for _, group := range order {
 			for _, i := range group {
@@ -239,12 +250,14 @@ func (b *bench) storeThroughput(ctx context.Context, s *section, srv *s3Server, 
 	s.goal(fmt.Sprintf("(a) upload, store Put vs raw transfermanager.UploadObject, 256 MiB (R=%d)", rounds),
 		fmt.Sprintf("%.0f vs %.0f MB/s: ratio %.2f", up, upTM, up/upTM), "≥ 0.9", up/upTM >= 0.9)
 	s.goal(fmt.Sprintf("(a) download, store Get vs raw s3.GetObject, 256 MiB (R=%d)", rounds),
-		fmt.Sprintf("%.0f vs %.0f MB/s: ratio %.2f", get, getRaw, get/getRaw), "≥ 0.9", get/getRaw >= 0.9)
+		fmt.Sprintf("%.0f vs %.0f MB/s: ratio %.2f (the SHA-256 it must check, alone: %.2f)", get, getRaw, get/getRaw, mbps(6)/getRaw), "≥ 0.9", get/getRaw >= 0.9)
 	s.detail("| (a) way | MB/s | mean time per 256 MiB |\n|---|---|---|")
 	for i, w := range ways {
 		s.detail("| %s | %.0f | %s |", w.name, mbps(i), ms(msDur(spent[i])/float64(rounds)))
 	}
-	s.detail("\nThe two reference rows do by hand the work the store adds to the SDK's calls — a SHA-256 of the bytes, checked on the way out and in — to show how much of a gap is that digest (the raw s3.GetObject checks no checksum of a multipart object).")
+	s.detail("\nThe reference rows do by hand the work the store adds to the SDK's calls — a SHA-256 of the bytes, checked on the way out and in — to show how much of a gap is that digest (the raw s3.GetObject checks no checksum of a multipart object). "+
+		"A SHA-256 is one sequential pass: a Get that checks one cannot finish before the digest of its bytes does, so however the hashing overlaps the reading, the store's Get can reach at most %.0f MB/s (the digest alone) = %.2f× the raw GetObject on this machine, and less where the digest shares its cores with the S3 server.",
+		mbps(6), mbps(6)/getRaw)
 	return nil
 }
 
