@@ -127,7 +127,24 @@ type Entry struct {
 // Fields returns the entry as XADD's field-value pairs, without empty
 // fields and without ID.
 func (e Entry) Fields() []string {
-	f := []string{"kind", e.Kind, "attempt", strconv.Itoa(e.Attempt)}
+	p := e.pairs()
+	f := make([]string, len(p))
+	for i, v := range p {
+		switch v := v.(type) {
+		case string:
+			f[i] = v
+		case []byte:
+			f[i] = string(v)
+		}
+	}
+	return f
+}
+
+// pairs is Fields for Append: an output entry's data is the entry's own
+// []byte (go-redis writes it as it is), not a string copy of it, so a batch
+// on its way to Redis is not held twice.
+func (e Entry) pairs() []any {
+	f := []any{"kind", e.Kind, "attempt", strconv.Itoa(e.Attempt)}
 	add := func(k, v string) {
 		if v != "" {
 			f = append(f, k, v)
@@ -142,7 +159,7 @@ func (e Entry) Fields() []string {
 	add("phase", e.Phase)
 	add("stream", e.Stream)
 	if e.Kind == KindOutput {
-		f = append(f, "data", string(e.Data))
+		f = append(f, "data", e.Data)
 	}
 	add("reason", e.Reason)
 	num("stdout_dropped", e.StdoutDropped)
@@ -161,9 +178,18 @@ func (e Entry) Fields() []string {
 // cost is what the entry takes of its stream's cap: its fields' bytes and
 // EntryOverhead.
 func (e Entry) cost() int64 {
+	return cost(e.pairs())
+}
+
+func cost(pairs []any) int64 {
 	n := int64(EntryOverhead)
-	for _, s := range e.Fields() {
-		n += int64(len(s))
+	for _, v := range pairs {
+		switch v := v.(type) {
+		case string:
+			n += int64(len(v))
+		case []byte:
+			n += int64(len(v))
+		}
 	}
 	return n
 }
@@ -264,15 +290,13 @@ func Append(ctx context.Context, rdb redis.Scripter, queue, id string, l Limits,
 	}
 	args := []any{l.MaxBytes, l.MaxEntries, max(ttl.Milliseconds(), 1)}
 	for _, e := range entries {
-		f := e.Fields()
+		f := e.pairs()
 		capped := "0"
 		if e.Kind == KindOutput {
 			capped = "1"
 		}
-		args = append(args, e.cost(), capped, len(f))
-		for _, s := range f {
-			args = append(args, s)
-		}
+		args = append(args, cost(f), capped, len(f))
+		args = append(args, f...)
 	}
 	res, err := appendScript.Run(ctx, rdb, []string{Key(queue, id), SizeKey(queue, id)}, args...).Slice()
 	if err != nil {
