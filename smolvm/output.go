@@ -10,11 +10,13 @@ const outputLimit = 64 << 10
 
 // capture is an io.Writer that keeps the first and the last limit/2 bytes
 // written to it and counts what it drops, so an agent that prints gigabytes
-// costs a fixed amount of memory.
+// costs a fixed amount of memory: at most limit bytes, the tail kept in a
+// ring that newer bytes overwrite.
 type capture struct {
 	half    int
 	head    []byte
-	tail    []byte // the newest bytes; compacted to half when it doubles
+	ring    []byte // the newest bytes; once full (len half), oldest at pos
+	pos     int
 	dropped int64
 }
 
@@ -29,38 +31,47 @@ func (c *capture) Write(p []byte) (int, error) {
 	n := len(p)
 	if room := c.half - len(c.head); room > 0 {
 		k := min(room, len(p))
-		c.head = append(c.head, p[:k]...)
+		c.head = appendUpTo(c.head, p[:k], c.half)
+		p = p[k:]
+	}
+	if room := c.half - len(c.ring); room > 0 && len(p) > 0 {
+		k := min(room, len(p))
+		c.ring = appendUpTo(c.ring, p[:k], c.half)
 		p = p[k:]
 	}
 	if len(p) == 0 {
 		return n, nil
 	}
+	// The ring is full: each new byte drops the oldest one.
+	c.dropped += int64(len(p))
 	if len(p) >= c.half {
-		c.dropped += int64(len(c.tail) + len(p) - c.half)
-		c.tail = append(c.tail[:0], p[len(p)-c.half:]...)
-		return n, nil
+		p = p[len(p)-c.half:]
 	}
-	c.tail = append(c.tail, p...)
-	if over := len(c.tail) - c.half; over > 0 && len(c.tail) >= 2*c.half {
-		c.dropped += int64(over)
-		c.tail = append(c.tail[:0], c.tail[over:]...)
-	}
+	k := copy(c.ring[c.pos:], p)
+	copy(c.ring, p[k:])
+	c.pos = (c.pos + len(p)) % c.half
 	return n, nil
+}
+
+// appendUpTo appends p to b, whose length will never pass limit: it grows
+// b as append would, but never to a capacity over limit.
+func appendUpTo(b, p []byte, limit int) []byte {
+	if need := len(b) + len(p); need > cap(b) {
+		nb := make([]byte, len(b), min(max(2*cap(b), need), limit))
+		copy(nb, b)
+		b = nb
+	}
+	return append(b, p...)
 }
 
 // bytes returns what was kept, with a marker line where bytes were dropped,
 // and how many were dropped.
 func (c *capture) bytes() ([]byte, int64) {
-	t := c.tail
-	dropped := c.dropped
-	if over := len(t) - c.half; over > 0 {
-		dropped += int64(over)
-		t = t[over:]
-	}
-	out := make([]byte, 0, len(c.head)+len(t)+48)
+	out := make([]byte, 0, len(c.head)+len(c.ring)+48)
 	out = append(out, c.head...)
-	if dropped > 0 {
-		out = fmt.Appendf(out, "\n[… %d bytes omitted …]\n", dropped)
+	if c.dropped > 0 {
+		out = fmt.Appendf(out, "\n[… %d bytes omitted …]\n", c.dropped)
 	}
-	return append(out, t...), dropped
+	out = append(out, c.ring[c.pos:]...)
+	return append(out, c.ring[:c.pos]...), c.dropped
 }
