@@ -35,7 +35,7 @@ const (
 	liveInterval = 100 * time.Millisecond
 	// liveBacklog is how much output may wait to be written; more is
 	// dropped.
-	liveBacklog = 256 << 10
+	liveBacklog = 64 << 10
 	// liveControlEntries is room in the stream, besides its cap in bytes,
 	// for the entries that say what happened (attempts, phases, ends).
 	liveControlEntries = 1024
