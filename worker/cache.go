@@ -70,12 +70,31 @@ func (c *cache) path(rel string) string { return filepath.Join(c.dir, filepath.F
 // so they rename into place.
 func (c *cache) tmpDir() string { return filepath.Join(c.dir, cacheTmp) }
 
-// tempPath returns a fresh name in tmpDir, which it creates.
+// tempPath returns a fresh name in tmpDir, which it creates:
+// PREFIX-STAMP-RANDOM, STAMP the time now (tmpStamp).
 func (c *cache) tempPath(prefix string) (string, error) {
 	if err := os.MkdirAll(c.tmpDir(), privateDir); err != nil {
 		return "", diskErr("cache", err)
 	}
-	return filepath.Join(c.tmpDir(), prefix+"-"+randHex(8)), nil
+	return filepath.Join(c.tmpDir(), prefix+"-"+time.Now().UTC().Format(tmpStamp)+"-"+randHex(8)), nil
+}
+
+// tmpStamp is the layout of the time in a tempPath name. Sweep judges a
+// temporary's age by it as well as by its mtime: a download hard-linked
+// from a file store carries the object's mtime, maybe days old, and must
+// not be taken for a crashed worker's leftover. (Touching the file would
+// touch the store's object too, one inode; its ctime cannot be set back,
+// so a test could not age one.)
+const tmpStamp = "20060102T150405Z"
+
+// madeAt is the time in a tempPath name, when name is one.
+func madeAt(name string) (time.Time, bool) {
+	parts := strings.SplitN(name, "-", 3)
+	if len(parts) < 3 {
+		return time.Time{}, false
+	}
+	t, err := time.Parse(tmpStamp, parts[1])
+	return t, err == nil
 }
 
 // lock takes the host-wide lock of name, waiting as long as ctx allows.
