@@ -55,9 +55,20 @@ const (
 	cacheLocks = "locks"
 )
 
-// lockStripes is how many lock files guard downloads: a download locks the
-// stripe its file hashes to, so lock files stay few.
+// lockStripes is how many lock files each lock namespace has: a name locks
+// the stripe it hashes to, so lock files stay few.
 const lockStripes = 4096
+
+// Lock namespaces, each with stripes of its own, so that a holder in one
+// never holds up a taker in another whose name hashes to the same stripe.
+const (
+	// downloadLocks guard a file's download, held while it runs
+	// (DATA/cache/locks/XXX.lock).
+	downloadLocks = ""
+	// packLocks guard making or downloading an image's pack, held while
+	// pack create runs, which may be minutes (DATA/cache/locks/packs).
+	packLocks = "packs"
+)
 
 func newCache(dir string, st store.Store, maxBytes int64, log zerolog.Logger) *cache {
 	return &cache{dir: dir, st: st, max: maxBytes, log: log.With().Str("component", "cache").Logger()}
@@ -97,16 +108,20 @@ func madeAt(name string) (time.Time, bool) {
 	return t, err == nil
 }
 
-// lock takes the host-wide lock of name, waiting as long as ctx allows.
-// Names that share a stripe share a lock.
-func (c *cache) lock(ctx context.Context, name string) (func(), error) {
-	dir := filepath.Join(c.dir, cacheLocks)
+// lock takes the host-wide lock of name in namespace ns, waiting as long
+// as ctx allows. Names of a namespace that share a stripe share a lock.
+func (c *cache) lock(ctx context.Context, ns, name string) (func(), error) {
+	dir := filepath.Join(c.dir, cacheLocks, ns)
 	if err := os.MkdirAll(dir, privateDir); err != nil {
 		return nil, diskErr("cache", err)
 	}
+	return lockFile(ctx, filepath.Join(dir, fmt.Sprintf("%03x.lock", stripe(name))))
+}
+
+// stripe is the lock stripe of name.
+func stripe(name string) int {
 	sum := sha256.Sum256([]byte(name))
-	stripe := (int(sum[0])<<8 | int(sum[1])) % lockStripes
-	return lockFile(ctx, filepath.Join(dir, fmt.Sprintf("%03x.lock", stripe)))
+	return (int(sum[0])<<8 | int(sum[1])) % lockStripes
 }
 
 // lease holds a cached file against eviction until Release. A nil lease
@@ -195,7 +210,7 @@ func (c *cache) fetch(ctx context.Context, key, rel string) (l *lease, downloade
 		v, err, _ := c.group.Do(rel, func() (any, error) {
 			// The first caller's ctx governs the shared download: if it
 			// ends, the callers sharing it try again (sharedCut).
-			unlock, err := c.lock(ctx, rel)
+			unlock, err := c.lock(ctx, downloadLocks, rel)
 			if err != nil {
 				return false, err
 			}

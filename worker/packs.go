@@ -151,7 +151,7 @@ func packOf(l *lease) smolvm.Pack {
 func (c *packCache) obtain(ctx context.Context, image string) (string, error) {
 	key := imageKey(image)
 	rel := packRel(key)
-	unlock, err := c.cache.lock(ctx, "pack "+key)
+	unlock, err := c.cache.lock(ctx, packLocks, "pack "+key)
 	if err != nil {
 		return "", err
 	}
