@@ -35,9 +35,11 @@ import (
 // recently used files go first (each use sets a file's access time). A file
 // a task holds (a lease: a shared flock on an open descriptor, so other
 // worker processes on the host see it too) is never evicted; the cache
-// may then stay over its cap until the task lets go. A file that is a hard
-// link into a file:// store costs the disk nothing of its own: it is not
-// counted and not evicted.
+// may then stay over its cap until the task lets go. Eviction removes only
+// the file it listed (its device and inode), never a newer one renamed
+// onto the path since: a rename into the cache and an eviction both take
+// the path's swap lock. A file that is a hard link into a file:// store
+// costs the disk nothing of its own: it is not counted and not evicted.
 type cache struct {
 	dir   string
 	st    store.Store
@@ -68,6 +70,10 @@ const (
 	// packLocks guard making or downloading an image's pack, held while
 	// pack create runs, which may be minutes (DATA/cache/locks/packs).
 	packLocks = "packs"
+	// swapLocks guard a cache file's path, named by it: held only to
+	// rename a file onto it, or for eviction to remove the file there
+	// (DATA/cache/locks/swap).
+	swapLocks = "swap"
 )
 
 func newCache(dir string, st store.Store, maxBytes int64, log zerolog.Logger) *cache {
@@ -256,12 +262,26 @@ func (c *cache) download(ctx context.Context, key, rel string) (store.Object, er
 		os.Remove(tmp)
 		return store.Object{}, err
 	}
-	if err := os.Rename(tmp, dst); err != nil {
+	if err := c.place(ctx, tmp, dst); err != nil {
 		os.Remove(tmp)
-		return store.Object{}, diskErr("cache", err)
+		return store.Object{}, err
 	}
 	c.evict(dst)
 	return obj, nil
+}
+
+// place renames tmp onto dst, a cache file, under dst's swap lock: an
+// eviction that listed the file there before removes only that file.
+func (c *cache) place(ctx context.Context, tmp, dst string) error {
+	unlock, err := c.lock(ctx, swapLocks, dst)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if err := os.Rename(tmp, dst); err != nil {
+		return diskErr("cache", err)
+	}
+	return nil
 }
 
 // linkOrCopy puts the bytes of key at tmp.
@@ -326,7 +346,7 @@ func (c *cache) put(ctx context.Context, key, path, sum string) (store.Object, e
 
 // adopt moves a file made on this host (in tmpDir) into the cache at rel,
 // replacing what is there.
-func (c *cache) adopt(tmp, rel string) error {
+func (c *cache) adopt(ctx context.Context, tmp, rel string) error {
 	dst := c.path(rel)
 	if err := os.MkdirAll(filepath.Dir(dst), privateDir); err != nil {
 		return diskErr("cache", err)
@@ -334,8 +354,8 @@ func (c *cache) adopt(tmp, rel string) error {
 	if err := os.Chmod(tmp, privateFile); err != nil {
 		return diskErr("cache", err)
 	}
-	if err := os.Rename(tmp, dst); err != nil {
-		return diskErr("cache", err)
+	if err := c.place(ctx, tmp, dst); err != nil {
+		return err
 	}
 	c.evict(dst)
 	return nil
@@ -346,6 +366,7 @@ type cached struct {
 	path  string
 	size  int64
 	atime time.Time
+	info  fs.FileInfo // its identity (device and inode), for os.SameFile
 }
 
 // usage lists the cache's files that cost it disk (those not linked into a
@@ -375,7 +396,7 @@ func (c *cache) usage() ([]cached, int64) {
 		if ok {
 			at = time.Unix(st.Atim.Unix())
 		}
-		files = append(files, cached{path: p, size: info.Size(), atime: at})
+		files = append(files, cached{path: p, size: info.Size(), atime: at, info: info})
 		total += info.Size()
 		return nil
 	})
@@ -397,7 +418,7 @@ func (c *cache) evict(keep string) {
 		if total <= c.max {
 			return
 		}
-		if f.path == keep || !c.remove(f.path) {
+		if f.path == keep || !c.remove(f) {
 			continue
 		}
 		total -= f.size
@@ -406,10 +427,17 @@ func (c *cache) evict(keep string) {
 	c.log.Warn().Int64("bytes", total).Int64("max_bytes", c.max).Msg("cache over its cap: what is left is in use")
 }
 
-// remove deletes a cached file unless a lease holds it, and reports
-// whether it did.
-func (c *cache) remove(p string) bool {
-	f, err := os.Open(p)
+// remove deletes the file usage listed, and reports whether it did: not
+// when a lease holds it, nor when another file has taken its path since.
+// It holds the path's swap lock, which writers hold only for a rename, so
+// none can slip a file in between its look and the removal.
+func (c *cache) remove(listed cached) bool {
+	unlock, err := c.lock(context.Background(), swapLocks, listed.path)
+	if err != nil {
+		return false
+	}
+	defer unlock()
+	f, err := os.Open(listed.path)
 	if err != nil {
 		return false
 	}
@@ -417,12 +445,10 @@ func (c *cache) remove(p string) bool {
 	if flock(f, syscall.LOCK_EX|syscall.LOCK_NB) != nil {
 		return false // held
 	}
-	held, err1 := f.Stat()
-	cur, err2 := os.Stat(p)
-	if err1 != nil || err2 != nil || !os.SameFile(held, cur) {
-		return false // replaced meanwhile
+	if held, err := f.Stat(); err != nil || !os.SameFile(held, listed.info) {
+		return false // replaced since it was listed
 	}
-	return os.Remove(p) == nil
+	return os.Remove(listed.path) == nil
 }
 
 // sweep removes what a crashed worker left in tmpDir, older than age, and

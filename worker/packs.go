@@ -204,7 +204,7 @@ func (c *packCache) packLocked(ctx context.Context, image string, unlock func())
 		os.Remove(p.Machine)
 		return "", fmt.Errorf("uploading the pack of %s to the store: %w", image, err)
 	}
-	if err := c.cache.adopt(p.Machine, packRel(imageKey(image))); err != nil {
+	if err := c.cache.adopt(ctx, p.Machine, packRel(imageKey(image))); err != nil {
 		os.Remove(p.Machine)
 		return "", err
 	}
