@@ -35,9 +35,11 @@ import (
 // recently used files go first (each use sets a file's access time). A file
 // a task holds (a lease: a shared flock on an open descriptor, so other
 // worker processes on the host see it too) is never evicted; the cache
-// may then stay over its cap until the task lets go. A file that is a hard
-// link into a file:// store costs the disk nothing of its own: it is not
-// counted and not evicted.
+// may then stay over its cap until the task lets go. Eviction removes only
+// the file it listed (its device and inode), never a newer one renamed
+// onto the path since: a rename into the cache and an eviction both take
+// the path's swap lock. A file that is a hard link into a file:// store
+// costs the disk nothing of its own: it is not counted and not evicted.
 type cache struct {
 	dir   string
 	st    store.Store
@@ -55,9 +57,24 @@ const (
 	cacheLocks = "locks"
 )
 
-// lockStripes is how many lock files guard downloads: a download locks the
-// stripe its file hashes to, so lock files stay few.
+// lockStripes is how many lock files each lock namespace has: a name locks
+// the stripe it hashes to, so lock files stay few.
 const lockStripes = 4096
+
+// Lock namespaces, each with stripes of its own, so that a holder in one
+// never holds up a taker in another whose name hashes to the same stripe.
+const (
+	// downloadLocks guard a file's download, held while it runs
+	// (DATA/cache/locks/XXX.lock).
+	downloadLocks = ""
+	// packLocks guard making or downloading an image's pack, held while
+	// pack create runs, which may be minutes (DATA/cache/locks/packs).
+	packLocks = "packs"
+	// swapLocks guard a cache file's path, named by it: held only to
+	// rename a file onto it, or for eviction to remove the file there
+	// (DATA/cache/locks/swap).
+	swapLocks = "swap"
+)
 
 func newCache(dir string, st store.Store, maxBytes int64, log zerolog.Logger) *cache {
 	return &cache{dir: dir, st: st, max: maxBytes, log: log.With().Str("component", "cache").Logger()}
@@ -70,24 +87,47 @@ func (c *cache) path(rel string) string { return filepath.Join(c.dir, filepath.F
 // so they rename into place.
 func (c *cache) tmpDir() string { return filepath.Join(c.dir, cacheTmp) }
 
-// tempPath returns a fresh name in tmpDir, which it creates.
+// tempPath returns a fresh name in tmpDir, which it creates:
+// PREFIX-STAMP-RANDOM, STAMP the time now (tmpStamp).
 func (c *cache) tempPath(prefix string) (string, error) {
 	if err := os.MkdirAll(c.tmpDir(), privateDir); err != nil {
 		return "", diskErr("cache", err)
 	}
-	return filepath.Join(c.tmpDir(), prefix+"-"+randHex(8)), nil
+	return filepath.Join(c.tmpDir(), prefix+"-"+time.Now().UTC().Format(tmpStamp)+"-"+randHex(8)), nil
 }
 
-// lock takes the host-wide lock of name, waiting as long as ctx allows.
-// Names that share a stripe share a lock.
-func (c *cache) lock(ctx context.Context, name string) (func(), error) {
-	dir := filepath.Join(c.dir, cacheLocks)
+// tmpStamp is the layout of the time in a tempPath name. Sweep judges a
+// temporary's age by it as well as by its mtime: a download hard-linked
+// from a file store carries the object's mtime, maybe days old, and must
+// not be taken for a crashed worker's leftover. (Touching the file would
+// touch the store's object too, one inode; its ctime cannot be set back,
+// so a test could not age one.)
+const tmpStamp = "20060102T150405Z"
+
+// madeAt is the time in a tempPath name, when name is one.
+func madeAt(name string) (time.Time, bool) {
+	parts := strings.SplitN(name, "-", 3)
+	if len(parts) < 3 {
+		return time.Time{}, false
+	}
+	t, err := time.Parse(tmpStamp, parts[1])
+	return t, err == nil
+}
+
+// lock takes the host-wide lock of name in namespace ns, waiting as long
+// as ctx allows. Names of a namespace that share a stripe share a lock.
+func (c *cache) lock(ctx context.Context, ns, name string) (func(), error) {
+	dir := filepath.Join(c.dir, cacheLocks, ns)
 	if err := os.MkdirAll(dir, privateDir); err != nil {
 		return nil, diskErr("cache", err)
 	}
+	return lockFile(ctx, filepath.Join(dir, fmt.Sprintf("%03x.lock", stripe(name))))
+}
+
+// stripe is the lock stripe of name.
+func stripe(name string) int {
 	sum := sha256.Sum256([]byte(name))
-	stripe := (int(sum[0])<<8 | int(sum[1])) % lockStripes
-	return lockFile(ctx, filepath.Join(dir, fmt.Sprintf("%03x.lock", stripe)))
+	return (int(sum[0])<<8 | int(sum[1])) % lockStripes
 }
 
 // lease holds a cached file against eviction until Release. A nil lease
@@ -176,7 +216,7 @@ func (c *cache) fetch(ctx context.Context, key, rel string) (l *lease, downloade
 		v, err, _ := c.group.Do(rel, func() (any, error) {
 			// The first caller's ctx governs the shared download: if it
 			// ends, the callers sharing it try again (sharedCut).
-			unlock, err := c.lock(ctx, rel)
+			unlock, err := c.lock(ctx, downloadLocks, rel)
 			if err != nil {
 				return false, err
 			}
@@ -222,12 +262,26 @@ func (c *cache) download(ctx context.Context, key, rel string) (store.Object, er
 		os.Remove(tmp)
 		return store.Object{}, err
 	}
-	if err := os.Rename(tmp, dst); err != nil {
+	if err := c.place(ctx, tmp, dst); err != nil {
 		os.Remove(tmp)
-		return store.Object{}, diskErr("cache", err)
+		return store.Object{}, err
 	}
 	c.evict(dst)
 	return obj, nil
+}
+
+// place renames tmp onto dst, a cache file, under dst's swap lock: an
+// eviction that listed the file there before removes only that file.
+func (c *cache) place(ctx context.Context, tmp, dst string) error {
+	unlock, err := c.lock(ctx, swapLocks, dst)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if err := os.Rename(tmp, dst); err != nil {
+		return diskErr("cache", err)
+	}
+	return nil
 }
 
 // linkOrCopy puts the bytes of key at tmp.
@@ -292,7 +346,7 @@ func (c *cache) put(ctx context.Context, key, path, sum string) (store.Object, e
 
 // adopt moves a file made on this host (in tmpDir) into the cache at rel,
 // replacing what is there.
-func (c *cache) adopt(tmp, rel string) error {
+func (c *cache) adopt(ctx context.Context, tmp, rel string) error {
 	dst := c.path(rel)
 	if err := os.MkdirAll(filepath.Dir(dst), privateDir); err != nil {
 		return diskErr("cache", err)
@@ -300,8 +354,8 @@ func (c *cache) adopt(tmp, rel string) error {
 	if err := os.Chmod(tmp, privateFile); err != nil {
 		return diskErr("cache", err)
 	}
-	if err := os.Rename(tmp, dst); err != nil {
-		return diskErr("cache", err)
+	if err := c.place(ctx, tmp, dst); err != nil {
+		return err
 	}
 	c.evict(dst)
 	return nil
@@ -312,6 +366,7 @@ type cached struct {
 	path  string
 	size  int64
 	atime time.Time
+	info  fs.FileInfo // its identity (device and inode), for os.SameFile
 }
 
 // usage lists the cache's files that cost it disk (those not linked into a
@@ -341,7 +396,7 @@ func (c *cache) usage() ([]cached, int64) {
 		if ok {
 			at = time.Unix(st.Atim.Unix())
 		}
-		files = append(files, cached{path: p, size: info.Size(), atime: at})
+		files = append(files, cached{path: p, size: info.Size(), atime: at, info: info})
 		total += info.Size()
 		return nil
 	})
@@ -363,7 +418,7 @@ func (c *cache) evict(keep string) {
 		if total <= c.max {
 			return
 		}
-		if f.path == keep || !c.remove(f.path) {
+		if f.path == keep || !c.remove(f) {
 			continue
 		}
 		total -= f.size
@@ -372,10 +427,17 @@ func (c *cache) evict(keep string) {
 	c.log.Warn().Int64("bytes", total).Int64("max_bytes", c.max).Msg("cache over its cap: what is left is in use")
 }
 
-// remove deletes a cached file unless a lease holds it, and reports
-// whether it did.
-func (c *cache) remove(p string) bool {
-	f, err := os.Open(p)
+// remove deletes the file usage listed, and reports whether it did: not
+// when a lease holds it, nor when another file has taken its path since.
+// It holds the path's swap lock, which writers hold only for a rename, so
+// none can slip a file in between its look and the removal.
+func (c *cache) remove(listed cached) bool {
+	unlock, err := c.lock(context.Background(), swapLocks, listed.path)
+	if err != nil {
+		return false
+	}
+	defer unlock()
+	f, err := os.Open(listed.path)
 	if err != nil {
 		return false
 	}
@@ -383,12 +445,10 @@ func (c *cache) remove(p string) bool {
 	if flock(f, syscall.LOCK_EX|syscall.LOCK_NB) != nil {
 		return false // held
 	}
-	held, err1 := f.Stat()
-	cur, err2 := os.Stat(p)
-	if err1 != nil || err2 != nil || !os.SameFile(held, cur) {
-		return false // replaced meanwhile
+	if held, err := f.Stat(); err != nil || !os.SameFile(held, listed.info) {
+		return false // replaced since it was listed
 	}
-	return os.Remove(p) == nil
+	return os.Remove(listed.path) == nil
 }
 
 // sweep removes what a crashed worker left in tmpDir, older than age, and

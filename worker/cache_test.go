@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -29,7 +30,7 @@ func cacheFile(t *testing.T, c *cache, rel string, n int) string {
 	if err := os.WriteFile(tmp, make([]byte, n), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.adopt(tmp, rel); err != nil {
+	if err := c.adopt(context.Background(), tmp, rel); err != nil {
 		t.Fatal(err)
 	}
 	return c.path(rel)
@@ -296,5 +297,62 @@ func TestCacheFetchSharedCut(t *testing.T) {
 	defer b.l.Release()
 	if data, err := os.ReadFile(b.l.Path); err != nil || string(data) != "a commit" {
 		t.Errorf("B fetched %q, %v", data, err)
+	}
+}
+
+// onEvicted is a log writer that runs then once, at evict's first
+// "evicted" message: after one removal, before the next.
+type onEvicted struct {
+	then func()
+	done bool
+}
+
+func (w *onEvicted) Write(p []byte) (int, error) {
+	if !w.done && bytes.Contains(p, []byte("evicted from the cache")) {
+		w.done = true
+		w.then()
+	}
+	return len(p), nil
+}
+
+// TestEvictSparesReplaced: eviction removes the files it listed, never a
+// newer file renamed onto a listed path since (another process's download
+// of the same key, say).
+func TestEvictSparesReplaced(t *testing.T) {
+	t.Parallel()
+	data := t.TempDir()
+	st, err := store.NewFile(filepath.Join(data, "store"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &onEvicted{}
+	c := newCache(filepath.Join(data, "cache"), st, 1<<40, zerolog.New(w).Level(zerolog.DebugLevel))
+	a := cacheFile(t, c, "commits/t/a.smolmachine", 100)
+	b := cacheFile(t, c, "commits/t/b.smolmachine", 100)
+	usedAgo(t, a, 2*time.Hour)
+	usedAgo(t, b, time.Hour)
+	// Once evict has listed a and b and removed a, a newer b lands.
+	w.then = func() {
+		tmp, err := c.tempPath("get")
+		if err == nil {
+			err = os.WriteFile(tmp, []byte("newer b"), 0o600)
+		}
+		if err == nil {
+			err = os.Rename(tmp, b)
+		}
+		if err != nil {
+			t.Error(err)
+		}
+	}
+	c.max = 50
+	c.evict("")
+	if !w.done {
+		t.Fatal("evict logged no eviction")
+	}
+	if exists(a) {
+		t.Error("a, the least recently used, was not evicted")
+	}
+	if got, err := os.ReadFile(b); err != nil || string(got) != "newer b" {
+		t.Errorf("b after evict: %q, %v; want the newer b kept", got, err)
 	}
 }

@@ -139,7 +139,7 @@ func (s *commits) write(ctx context.Context, o commitOwner, pack func(ctx contex
 		os.Remove(p.Machine)
 		return committed{}, err
 	}
-	if err := s.cache.adopt(p.Machine, key); err != nil {
+	if err := s.cache.adopt(ctx, p.Machine, key); err != nil {
 		os.Remove(p.Machine)
 		return committed{}, err
 	}

@@ -151,7 +151,7 @@ func packOf(l *lease) smolvm.Pack {
 func (c *packCache) obtain(ctx context.Context, image string) (string, error) {
 	key := imageKey(image)
 	rel := packRel(key)
-	unlock, err := c.cache.lock(ctx, "pack "+key)
+	unlock, err := c.cache.lock(ctx, packLocks, "pack "+key)
 	if err != nil {
 		return "", err
 	}
@@ -204,7 +204,7 @@ func (c *packCache) packLocked(ctx context.Context, image string, unlock func())
 		os.Remove(p.Machine)
 		return "", fmt.Errorf("uploading the pack of %s to the store: %w", image, err)
 	}
-	if err := c.cache.adopt(p.Machine, packRel(imageKey(image))); err != nil {
+	if err := c.cache.adopt(ctx, p.Machine, packRel(imageKey(image))); err != nil {
 		os.Remove(p.Machine)
 		return "", err
 	}

@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -240,5 +241,49 @@ func TestPackLockWaiters(t *testing.T) {
 				t.Errorf("store packs %q, want one", keys)
 			}
 		})
+	}
+}
+
+// TestPackSparesDownloads: while this host packs an image (pack create may
+// run for minutes), a download whose name falls in the stripe the pack's
+// lock name does goes ahead: packs lock stripes of their own.
+func TestPackSparesDownloads(t *testing.T) {
+	t.Parallel()
+	const image = "alpine:3"
+	f := newFake()
+	started, release := make(chan struct{}), make(chan struct{})
+	f.packImage = func(ctx context.Context, image, out string) (smolvm.Pack, error) {
+		close(started)
+		<-release
+		return writePack(out)
+	}
+	h, _ := newHandler(t, f, nil)
+	var key string
+	for i := 0; key == ""; i++ {
+		if k := fmt.Sprintf("commits/t/k%d.smolmachine", i); stripe(k) == stripe("pack "+imageKey(image)) {
+			key = k
+		}
+	}
+	if _, err := h.cfg.Store.Put(context.Background(), key, strings.NewReader("a commit"), store.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	packed := make(chan error, 1)
+	go func() {
+		_, _, l, err := h.packs.Get(context.Background(), image)
+		l.Release()
+		packed <- err
+	}()
+	<-started
+	// Sharing the pack's lock, the fetch would wait until this ends.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	l, _, err := h.cache.fetch(ctx, key, key)
+	close(release)
+	if err != nil {
+		t.Fatalf("fetch while a pack is made: %v", err)
+	}
+	l.Release()
+	if err := <-packed; err != nil {
+		t.Fatal(err)
 	}
 }

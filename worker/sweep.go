@@ -61,11 +61,20 @@ func sweepLeftovers(dir string, age time.Duration) {
 	}
 }
 
-// sweepTmp removes what a crashed worker left in dir, older than age.
+// sweepTmp removes what a crashed worker left in dir, older than age: both
+// its mtime and the time in its name, when it is a tempPath name, are.
 func sweepTmp(dir string, age time.Duration) {
 	ents, _ := os.ReadDir(dir)
 	for _, e := range ents {
-		if info, err := e.Info(); err == nil && time.Since(info.ModTime()) > age {
+		info, err := e.Info()
+		if err != nil {
+			continue
+		}
+		t := info.ModTime()
+		if made, ok := madeAt(e.Name()); ok && made.After(t) {
+			t = made
+		}
+		if time.Since(t) > age {
 			os.RemoveAll(filepath.Join(dir, e.Name()))
 		}
 	}
