@@ -4,12 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/bot-bottle/bottleq/tasks"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/bot-bottle/bottleq/tasks"
 )
 
 // leftoverAge is how old a temporary must be for Sweep to remove it; those
