@@ -40,6 +40,14 @@ import (
 // onto the path since: a rename into the cache and an eviction both take
 // the path's swap lock. A file that is a hard link into a file:// store
 // costs the disk nothing of its own: it is not counted and not evicted.
+//
+// Finding the least recently used files means a walk over the whole cache,
+// which holds a link to every commit of the retention period: with the
+// default store, hundreds of thousands of files. So a file added does not
+// walk it when this process's estimate of the cache's size (its last walk
+// plus what it added since) is under the cap, and the last walk is under
+// cacheRewalk old; the other worker processes of the host add files too,
+// so the cap may be passed by what they added in that time.
 type cache struct {
 	dir   string
 	st    store.Store
@@ -47,9 +55,19 @@ type cache struct {
 	log   zerolog.Logger
 	group singleflight.Group
 	// evicting keeps this process's evictions one at a time, so that two
-	// do not both free the same excess.
+	// do not both free the same excess, and guards estimate and walked.
 	evicting sync.Mutex
+	// estimate is the bytes the cache counted at its last walk (walked)
+	// and what this process added since.
+	estimate int64
+	walked   time.Time
+	// walks counts the walks, for tests.
+	walks int
 }
+
+// cacheRewalk is how long a walk of the cache stands for its size, besides
+// what this process adds.
+const cacheRewalk = time.Minute
 
 // Directories of the cache that hold no cached file.
 const (
@@ -266,7 +284,7 @@ func (c *cache) download(ctx context.Context, key, rel string) (store.Object, er
 		os.Remove(tmp)
 		return store.Object{}, err
 	}
-	c.evict(dst)
+	c.grew(dst)
 	return obj, nil
 }
 
@@ -357,7 +375,7 @@ func (c *cache) adopt(ctx context.Context, tmp, rel string) error {
 	if err := c.place(ctx, tmp, dst); err != nil {
 		return err
 	}
-	c.evict(dst)
+	c.grew(dst)
 	return nil
 }
 
@@ -403,6 +421,26 @@ func (c *cache) usage() ([]cached, int64) {
 	return files, total
 }
 
+// grew is called once this process added the file keep to the cache: it
+// evicts (see evict) when the cache may be over its cap, or when its last
+// walk is over cacheRewalk old. A file that is a link into a file:// store
+// costs the cache nothing.
+func (c *cache) grew(keep string) {
+	var n int64
+	if info, err := os.Stat(keep); err == nil {
+		if st, ok := info.Sys().(*syscall.Stat_t); !ok || st.Nlink <= 1 {
+			n = info.Size()
+		}
+	}
+	c.evicting.Lock()
+	c.estimate += n
+	due := c.estimate > c.max || time.Since(c.walked) > cacheRewalk
+	c.evicting.Unlock()
+	if due {
+		c.evict(keep)
+	}
+}
+
 // evict removes the least recently used files until the cache holds at
 // most max bytes, sparing keep (the file just added) and every file a
 // lease holds.
@@ -410,6 +448,9 @@ func (c *cache) evict(keep string) {
 	c.evicting.Lock()
 	defer c.evicting.Unlock()
 	files, total := c.usage()
+	c.walks++
+	c.walked = time.Now()
+	defer func() { c.estimate = total }()
 	if total <= c.max {
 		return
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -354,5 +355,88 @@ func TestEvictSparesReplaced(t *testing.T) {
 	}
 	if got, err := os.ReadFile(b); err != nil || string(got) != "newer b" {
 		t.Errorf("b after evict: %q, %v; want the newer b kept", got, err)
+	}
+}
+
+// TestCacheWalksWhenDue: adding a file walks the cache (a stat of every
+// file in it) only when this process's estimate of its size passes the
+// cap, or the last walk is over cacheRewalk old, which is when files that
+// other processes added are noticed; eviction still keeps the cap.
+func TestCacheWalksWhenDue(t *testing.T) {
+	t.Parallel()
+	data := t.TempDir()
+	c := newCache(filepath.Join(data, "cache"), nil, 1000, zerolog.Nop())
+	first := cacheFile(t, c, "packs/first.smolmachine", 100) // no walk yet: due
+	if c.walks != 1 {
+		t.Fatalf("walks after the first file = %d, want 1", c.walks)
+	}
+	usedAgo(t, first, 3*time.Hour)
+	for i := range 7 {
+		p := cacheFile(t, c, fmt.Sprintf("packs/p%d.smolmachine", i), 100)
+		usedAgo(t, p, 2*time.Hour)
+	}
+	if c.walks != 1 {
+		t.Fatalf("walks after 800 bytes under a 1000-byte cap = %d, want still 1", c.walks)
+	}
+	// Another process adds 150 bytes; this one does not know.
+	other := filepath.Join(c.dir, "packs", "other.smolmachine")
+	if err := os.WriteFile(other, make([]byte, 150), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	usedAgo(t, other, time.Hour)
+	cacheFile(t, c, "packs/p7.smolmachine", 100) // estimate 900: no walk
+	if c.walks != 1 || !exists(first) {
+		t.Fatalf("walks = %d, first kept %v; want 1, true (the estimate is under the cap)", c.walks, exists(first))
+	}
+	// The walk of a minute ago no longer stands: the next file walks, sees
+	// 1150 bytes and evicts the least recently used.
+	c.evicting.Lock()
+	c.walked = c.walked.Add(-2 * cacheRewalk)
+	c.evicting.Unlock()
+	cacheFile(t, c, "packs/p8.smolmachine", 10)
+	if c.walks != 2 || exists(first) || !exists(other) {
+		t.Fatalf("walks = %d, first kept %v, other kept %v; want 2, false, true", c.walks, exists(first), exists(other))
+	}
+	// Over the cap by this process's own count: a walk at once.
+	cacheFile(t, c, "packs/big.smolmachine", 200)
+	if c.walks != 3 {
+		t.Fatalf("walks after passing the cap = %d, want 3", c.walks)
+	}
+	if _, total := c.usage(); total > c.max {
+		t.Errorf("cache holds %d bytes, over its cap of %d", total, c.max)
+	}
+}
+
+// BenchmarkCacheAdd adds a file to a cache that holds 20,000 others, under
+// its cap: the cost of a commit or download landing on a host that has
+// kept a week of them.
+//
+//	go test -run '^$' -bench CacheAdd ./worker
+func BenchmarkCacheAdd(b *testing.B) {
+	data := b.TempDir()
+	c := newCache(filepath.Join(data, "cache"), nil, 1<<40, zerolog.Nop())
+	for i := range 20000 {
+		dir := filepath.Join(c.dir, "commits", "t", fmt.Sprintf("%02x", i%256))
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			b.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("%d.smolmachine", i)), []byte("x"), 0o600); err != nil {
+			b.Fatal(err)
+		}
+	}
+	c.evict("") // the start-up walk
+	i := 0
+	for b.Loop() {
+		tmp, err := c.tempPath("bench")
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := os.WriteFile(tmp, []byte("y"), 0o600); err != nil {
+			b.Fatal(err)
+		}
+		i++
+		if err := c.adopt(context.Background(), tmp, fmt.Sprintf("packs/b%d.smolmachine", i)); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
