@@ -291,7 +291,7 @@ func (c *cache) download(ctx context.Context, key, rel string) (store.Object, er
 // place renames tmp onto dst, a cache file, under dst's swap lock: an
 // eviction that listed the file there before removes only that file.
 func (c *cache) place(ctx context.Context, tmp, dst string) error {
-	unlock, err := c.lock(ctx, swapLocks, dst)
+	unlock, err := c.lock(ctx, swapLocks, c.rel(dst))
 	if err != nil {
 		return err
 	}
@@ -300,6 +300,15 @@ func (c *cache) place(ctx context.Context, tmp, dst string) error {
 		return diskErr("cache", err)
 	}
 	return nil
+}
+
+// rel is p, a path in the cache, relative to the cache: what a lock on it
+// is named by, the same in every process whatever path it has to DATA.
+func (c *cache) rel(p string) string {
+	if r, err := filepath.Rel(c.dir, p); err == nil {
+		return filepath.ToSlash(r)
+	}
+	return p
 }
 
 // linkOrCopy puts the bytes of key at tmp.
@@ -473,7 +482,7 @@ func (c *cache) evict(keep string) {
 // It holds the path's swap lock, which writers hold only for a rename, so
 // none can slip a file in between its look and the removal.
 func (c *cache) remove(listed cached) bool {
-	unlock, err := c.lock(context.Background(), swapLocks, listed.path)
+	unlock, err := c.lock(context.Background(), swapLocks, c.rel(listed.path))
 	if err != nil {
 		return false
 	}

@@ -407,6 +407,40 @@ func TestCacheWalksWhenDue(t *testing.T) {
 	}
 }
 
+// TestSwapLockAnyPath: two worker processes that reach the data directory
+// by different paths (a symlink, or containers mounting it at different
+// places) take the same swap lock for the same cache file.
+func TestSwapLockAnyPath(t *testing.T) {
+	t.Parallel()
+	data := t.TempDir()
+	other := filepath.Join(t.TempDir(), "data")
+	if err := os.Symlink(data, other); err != nil {
+		t.Fatal(err)
+	}
+	c1 := newCache(filepath.Join(data, "cache"), nil, 1<<40, zerolog.Nop())
+	c2 := newCache(filepath.Join(other, "cache"), nil, 1<<40, zerolog.Nop())
+	unlock, err := c1.lock(context.Background(), swapLocks, c1.rel(c1.path("packs/a.smolmachine")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unlock()
+	tmp, err := c2.tempPath("get")
+	if err == nil {
+		err = os.WriteFile(tmp, []byte("a"), 0o600)
+	}
+	if err == nil {
+		err = os.MkdirAll(filepath.Dir(c2.path("packs/a.smolmachine")), 0o700)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if err := c2.place(ctx, tmp, c2.path("packs/a.smolmachine")); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("place through the other path while the lock is held: %v, want it to wait for the lock", err)
+	}
+}
+
 // BenchmarkCacheAdd adds a file to a cache that holds 20,000 others, under
 // its cap: the cost of a commit or download landing on a host that has
 // kept a week of them.
