@@ -394,6 +394,7 @@ type cached struct {
 	size  int64
 	atime time.Time
 	info  fs.FileInfo // its identity (device and inode), for os.SameFile
+	ctime time.Time   // its inode's change time: a reused inode has a newer one
 }
 
 // usage lists the cache's files that cost it disk (those not linked into a
@@ -423,7 +424,7 @@ func (c *cache) usage() ([]cached, int64) {
 		if ok {
 			at = time.Unix(st.Atim.Unix())
 		}
-		files = append(files, cached{path: p, size: info.Size(), atime: at, info: info})
+		files = append(files, cached{path: p, size: info.Size(), atime: at, info: info, ctime: changedAt(info)})
 		total += info.Size()
 		return nil
 	})
@@ -495,10 +496,24 @@ func (c *cache) remove(listed cached) bool {
 	if flock(f, syscall.LOCK_EX|syscall.LOCK_NB) != nil {
 		return false // held
 	}
-	if held, err := f.Stat(); err != nil || !os.SameFile(held, listed.info) {
-		return false // replaced since it was listed
+	// The same device and inode is not enough: once the listed file went
+	// (another process evicted it), a new one renamed here may have its
+	// inode. A rename, a new file and a use (hold sets the times) all
+	// change the inode's ctime.
+	held, err := f.Stat()
+	if err != nil || !os.SameFile(held, listed.info) || !changedAt(held).Equal(listed.ctime) {
+		return false // replaced, or used, since it was listed
 	}
 	return os.Remove(listed.path) == nil
+}
+
+// changedAt is the inode change time of info, or its mtime where the
+// system gives none.
+func changedAt(info fs.FileInfo) time.Time {
+	if st, ok := info.Sys().(*syscall.Stat_t); ok {
+		return time.Unix(st.Ctim.Unix())
+	}
+	return info.ModTime()
 }
 
 // sweep removes what a crashed worker left in tmpDir, older than age, and

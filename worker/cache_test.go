@@ -407,6 +407,34 @@ func TestCacheWalksWhenDue(t *testing.T) {
 	}
 }
 
+// TestEvictSparesUsed: a file used between eviction's listing and its turn
+// is not removed; nor is one whose inode is not the one listed (the listed
+// file went, and a new one reusing its inode number took the path): both
+// changed the inode's ctime.
+func TestEvictSparesUsed(t *testing.T) {
+	t.Parallel()
+	c := newCache(filepath.Join(t.TempDir(), "cache"), nil, 1<<40, zerolog.Nop())
+	a := cacheFile(t, c, "packs/a.smolmachine", 100)
+	usedAgo(t, a, time.Hour)
+	files, _ := c.usage()
+	if len(files) != 1 || files[0].path != a {
+		t.Fatalf("usage = %+v, want a", files)
+	}
+	time.Sleep(10 * time.Millisecond) // a ctime the file system can tell apart
+	l, err := c.hold("packs/a.smolmachine", nil)
+	if err != nil || l == nil {
+		t.Fatalf("hold = %v, %v", l, err)
+	}
+	l.Release()
+	if c.remove(files[0]) || !exists(a) {
+		t.Error("evict removed a file used after it was listed")
+	}
+	files, _ = c.usage()
+	if !c.remove(files[0]) || exists(a) {
+		t.Error("evict kept a file unused since it was listed")
+	}
+}
+
 // TestSwapLockAnyPath: two worker processes that reach the data directory
 // by different paths (a symlink, or containers mounting it at different
 // places) take the same swap lock for the same cache file.
