@@ -451,9 +451,10 @@ func (c *cache) grew(keep string) {
 	}
 }
 
-// evict removes the least recently used files until the cache holds at
-// most max bytes, sparing keep (the file just added) and every file a
-// lease holds.
+// evict removes the least recently used files when the cache holds more
+// than max bytes, down to a tenth under it (evictLow), so that the files
+// that come next fit before the next walk; it spares keep (the file just
+// added) and every file a lease holds.
 func (c *cache) evict(keep string) {
 	c.evicting.Lock()
 	defer c.evicting.Unlock()
@@ -464,9 +465,10 @@ func (c *cache) evict(keep string) {
 	if total <= c.max {
 		return
 	}
+	low := c.max - c.max/evictLow
 	slices.SortFunc(files, func(a, b cached) int { return a.atime.Compare(b.atime) })
 	for _, f := range files {
-		if total <= c.max {
+		if total <= low {
 			return
 		}
 		if f.path == keep || !c.remove(f) {
@@ -475,8 +477,13 @@ func (c *cache) evict(keep string) {
 		total -= f.size
 		c.log.Debug().Str("file", f.path).Int64("bytes", f.size).Msg("evicted from the cache")
 	}
-	c.log.Warn().Int64("bytes", total).Int64("max_bytes", c.max).Msg("cache over its cap: what is left is in use")
+	if total > c.max {
+		c.log.Warn().Int64("bytes", total).Int64("max_bytes", c.max).Msg("cache over its cap: what is left is in use")
+	}
 }
+
+// evictLow: eviction frees down to max - max/evictLow.
+const evictLow = 10
 
 // remove deletes the file usage listed, and reports whether it did: not
 // when a lease holds it, nor when another file has taken its path since.
