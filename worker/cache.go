@@ -36,7 +36,7 @@ import (
 // a task holds (a lease: a shared flock on an open descriptor, so other
 // worker processes on the host see it too) is never evicted; the cache
 // may then stay over its cap until the task lets go. Eviction removes only
-// the file it listed (its device and inode), never a newer one renamed
+// the file it listed (its device, inode and ctime), never a newer one renamed
 // onto the path since: a rename into the cache and an eviction both take
 // the path's swap lock. A file that is a hard link into a file:// store
 // costs the disk nothing of its own: it is not counted and not evicted.
