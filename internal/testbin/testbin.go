@@ -8,6 +8,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strings"
 )
 
 // Dir holds built binaries. It is removed by Close.
@@ -31,11 +33,27 @@ func New() (*Dir, error) {
 func (d *Dir) Build(pkg, name string) (string, error) {
 	out := filepath.Join(d.path, name)
 	cmd := exec.Command(goBin(), "build", "-o", out, pkg)
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	cmd.Env = StaticEnv(os.Environ())
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("go build %s: %v\n%s", pkg, err, b)
 	}
 	return out, nil
+}
+
+// StaticEnv is env for a `go build` of a static binary: CGO_ENABLED=0, and
+// -race (which needs cgo) taken out of GOFLAGS, where `GOFLAGS=-race go
+// test` put it for the tests themselves.
+func StaticEnv(env []string) []string {
+	out := make([]string, 0, len(env)+1)
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "GOFLAGS="); ok {
+			kv = "GOFLAGS=" + strings.Join(slices.DeleteFunc(strings.Fields(v), func(f string) bool {
+				return f == "-race" || f == "--race" || f == "-race=true" || f == "--race=true"
+			}), " ")
+		}
+		out = append(out, kv)
+	}
+	return append(out, "CGO_ENABLED=0")
 }
 
 // Path returns the directory.
