@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -22,8 +23,9 @@ import (
 // The agent never waits for Redis: its output is batched in memory (a
 // chunk of liveChunk bytes, or whatever came within liveInterval) and a
 // goroutine of the attempt's writes the batches. Output that comes while
-// liveBacklog bytes wait is dropped and counted, and the stream says where
-// with a truncated entry; so is output past the task's cap.
+// the attempt's backlog is full (liveBacklogFor) is dropped and counted, and
+// the stream says where with a truncated entry; so is output past the
+// task's cap.
 const (
 	// DefaultLiveOutputBytes is ServerConfig.LiveOutputBytes's default.
 	DefaultLiveOutputBytes = 1 << 20
@@ -33,9 +35,13 @@ const (
 	// liveInterval is how long output waits for more before it is
 	// written.
 	liveInterval = 100 * time.Millisecond
-	// liveBacklog is how much output may wait to be written; more is
-	// dropped.
-	liveBacklog = 64 << 10
+	// liveBacklogMax is how much output of one attempt may wait to be
+	// written, more being dropped, while the worker streams few attempts;
+	// liveBacklogTotal is shared by all it streams at once, down to
+	// liveBacklogMin each (see liveBacklogFor).
+	liveBacklogMax   = 256 << 10
+	liveBacklogMin   = 64 << 10
+	liveBacklogTotal = 3 << 20
 	// liveControlEntries is room in the stream, besides its cap in bytes,
 	// for the entries that say what happened (attempts, phases, ends).
 	liveControlEntries = 1024
@@ -58,6 +64,13 @@ const (
 	liveAfterEnd = time.Minute
 )
 
+// liveBacklogFor is each attempt's backlog while n attempts stream at
+// once: a burst of a few loud agents keeps up to liveBacklogMax, and fifty
+// of them hold no more than fifty times liveBacklogMin.
+func liveBacklogFor(n int64) int {
+	return int(min(liveBacklogMax, max(liveBacklogMin, liveBacklogTotal/max(n, 1))))
+}
+
 // liveLimits are the limits of a stream of maxBytes.
 func liveLimits(maxBytes int64) livelog.Limits {
 	return livelog.Limits{MaxBytes: maxBytes, MaxEntries: maxBytes/livelog.EntryOverhead + liveControlEntries}
@@ -72,6 +85,8 @@ type liveSink struct {
 	now       func() time.Time
 	// closeWait is liveCloseWait, shorter in tests.
 	closeWait time.Duration
+	// streaming counts the attempts whose output is being written.
+	streaming atomic.Int64
 }
 
 func newLiveSink(rdb redis.UniversalClient, insp *asynq.Inspector, maxBytes int64) *liveSink {
@@ -98,7 +113,7 @@ func (s *liveSink) open(ctx context.Context, m Meta, res tasks.Result, log zerol
 	}
 	l := &liveLog{
 		sink: s, queue: m.Queue, id: m.ID, attempt: res.Attempt, log: log,
-		b:    batcher{attempt: res.Attempt, chunk: liveChunk, interval: liveInterval, backlog: liveBacklog},
+		b:    batcher{attempt: res.Attempt, chunk: liveChunk, interval: liveInterval, backlog: liveBacklogMax},
 		kick: make(chan struct{}, 1), done: make(chan struct{}),
 	}
 	if l.queue == "" {
@@ -107,6 +122,7 @@ func (s *liveSink) open(ctx context.Context, m Meta, res tasks.Result, log zerol
 	l.deadline, _ = ctx.Deadline()
 	l.ctx, l.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	l.b.control(livelog.Entry{Kind: livelog.KindAttempt, Attempt: l.attempt, Host: res.Host})
+	s.streaming.Add(1)
 	go l.loop()
 	return l
 }
@@ -178,6 +194,7 @@ func (w liveWriter) Write(p []byte) (int, error) {
 		l.mu.Unlock()
 		return len(p), nil
 	}
+	l.b.backlog = liveBacklogFor(l.sink.streaming.Load())
 	wake := l.b.output(l.sink.now(), w.stream, p)
 	l.mu.Unlock()
 	if wake {
@@ -243,6 +260,7 @@ func (l *liveLog) linger(ctx context.Context) {
 // output is closed and written, or its context ends.
 func (l *liveLog) loop() {
 	defer close(l.done)
+	defer l.sink.streaming.Add(-1)
 	defer func() { // what is left was not streamed
 		l.mu.Lock()
 		for _, e := range l.b.take() {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"reflect"
 	"strings"
@@ -406,5 +407,72 @@ func TestServeLiveOutput(t *testing.T) {
 		if ttl := rdb.PTTL(context.Background(), k).Val(); ttl <= 0 || ttl > liveAfterEnd {
 			t.Errorf("%s expires in %v, want within %v of the task's end", k, ttl, liveAfterEnd)
 		}
+	}
+}
+
+// TestLiveBacklogFor: an attempt's backlog shrinks as more stream at once,
+// from liveBacklogMax to liveBacklogMin, so that the worker's total stays
+// near liveBacklogTotal.
+func TestLiveBacklogFor(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		streaming int64
+		want      int
+	}{
+		{0, 256 << 10}, {1, 256 << 10}, {12, 256 << 10}, {13, 3 << 20 / 13}, {24, 128 << 10}, {48, 64 << 10}, {50, 64 << 10}, {1000, 64 << 10},
+	} {
+		if got := liveBacklogFor(tt.streaming); got != tt.want {
+			t.Errorf("liveBacklogFor(%d) = %d, want %d", tt.streaming, got, tt.want)
+		}
+	}
+}
+
+// TestLiveLogBurst: a burst the agent writes at once waits whole while few
+// attempts stream (the backlog is liveBacklogMax), and is cut to
+// liveBacklogMin when 49 do; once all are closed the worker streams none.
+func TestLiveLogBurst(t *testing.T) {
+	t.Parallel()
+	rdb := redis.NewClient(&redis.Options{Addr: testredis.Mini(t).Addr})
+	defer rdb.Close()
+	ctx := context.Background()
+	sink := testSink(rdb, 4<<20)
+	burst := bytes.Repeat([]byte("b"), 200<<10)
+	streamed := func(id string) int {
+		t.Helper()
+		es, err := livelog.Read(ctx, rdb, "q", id, "0", 100000, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, e := range es {
+			if e.Kind == livelog.KindOutput {
+				n += len(e.Data)
+			}
+		}
+		return n
+	}
+
+	l := sink.open(ctx, Meta{ID: "alone", Queue: "q"}, tasks.Result{Attempt: 1}, zerolog.Nop())
+	l.stdout().Write(burst)
+	l.close(ctx, tasks.Result{}, nil)
+	if n := streamed("alone"); n != len(burst) {
+		t.Errorf("alone, %d of a %d-byte burst streamed; want all of it", n, len(burst))
+	}
+
+	var others []*liveLog
+	for i := range 48 {
+		others = append(others, sink.open(ctx, Meta{ID: fmt.Sprintf("other-%d", i), Queue: "q"}, tasks.Result{Attempt: 1}, zerolog.Nop()))
+	}
+	l = sink.open(ctx, Meta{ID: "crowded", Queue: "q"}, tasks.Result{Attempt: 1}, zerolog.Nop())
+	l.stdout().Write(burst)
+	l.close(ctx, tasks.Result{}, nil)
+	if n := streamed("crowded"); n != liveBacklogMin {
+		t.Errorf("among 49, %d of a %d-byte burst streamed; want %d", n, len(burst), liveBacklogMin)
+	}
+	for _, o := range others {
+		o.close(ctx, tasks.Result{}, nil)
+	}
+	if n := sink.streaming.Load(); n != 0 {
+		t.Errorf("%d attempts still counted as streaming after all closed", n)
 	}
 }
