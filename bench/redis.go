@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -27,21 +26,12 @@ func startRedis(ctx context.Context, dir string) (*redisServer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("redis-server is not installed (scripts/ensure-redis installs it): %w", err)
 	}
-	var last error
-	for try := 0; try < 5; try++ {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		port := ln.Addr().(*net.TCPAddr).Port
-		ln.Close()
-		s, err := tryRedis(ctx, bin, dir, port)
-		if err == nil {
-			return s, nil
-		}
-		last = err
-	}
-	return nil, fmt.Errorf("redis-server did not start: %w", last)
+	var s *redisServer
+	err = onFreePort("redis-server", func(port int) (err error) {
+		s, err = tryRedis(ctx, bin, dir, port)
+		return err
+	})
+	return s, err
 }
 
 func tryRedis(ctx context.Context, bin, dir string, port int) (*redisServer, error) {

@@ -1,10 +1,31 @@
 package main
 
 import (
+	"fmt"
+	"net"
 	"os/exec"
 	"syscall"
 	"time"
 )
+
+// onFreePort calls start with a free loopback port until it starts a
+// server, five times at most: a port found free may be taken before the
+// server binds it. The error names what did not start and why.
+func onFreePort(what string, start func(port int) error) error {
+	var last error
+	for try := 0; try < 5; try++ {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		if last = start(port); last == nil {
+			return nil
+		}
+	}
+	return fmt.Errorf("%s did not start: %w", what, last)
+}
 
 // serverProc is a server process the harness started and stops: Redis,
 // versitygw.

@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -47,20 +46,8 @@ func startS3(ctx context.Context, dir, bucket string) (*s3Server, error) {
 	secret := make([]byte, 20)
 	rand.Read(secret)
 	s := &s3Server{region: "us-east-1", bucket: bucket, access: "bottleq-bench", secret: hex.EncodeToString(secret)}
-	var last error
-	for try := 0; try < 5; try++ {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		port := ln.Addr().(*net.TCPAddr).Port
-		ln.Close()
-		if last = s.start(bin, dir, port); last == nil {
-			break
-		}
-	}
-	if last != nil {
-		return nil, fmt.Errorf("versitygw did not start: %w", last)
+	if err := onFreePort("versitygw", func(port int) error { return s.start(bin, dir, port) }); err != nil {
+		return nil, err
 	}
 	if _, err := s.client().CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(bucket)}); err != nil {
 		s.stop()
