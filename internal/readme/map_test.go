@@ -63,10 +63,7 @@ func TestMapPathsExist(t *testing.T) {
 // bench but the commands' imports of tasks.
 func TestMapGraph(t *testing.T) {
 	t.Parallel()
-	gobin, err := exec.LookPath("go")
-	if err != nil {
-		t.Skip("skipped: needs the go command on PATH to run go list")
-	}
+	imports := moduleImports(t)
 	sec := mapSection(t)
 	block := regexp.MustCompile("(?s)```text\n(.*?)```").FindStringSubmatch(sec)
 	if block == nil {
@@ -92,22 +89,9 @@ func TestMapGraph(t *testing.T) {
 	if len(drawn) < 8 {
 		t.Fatalf("found only %d arrows in README's package graph: is the parser broken?", len(drawn))
 	}
-	const module = "github.com/bot-bottle/bottleq/"
-	cmd := exec.CommandContext(t.Context(), gobin, "list", "-f", "{{.ImportPath}}{{range .Imports}} {{.}}{{end}}", "./...")
-	cmd.Dir = filepath.Join("..", "..")
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("go list: %v", err)
-	}
 	real := map[[2]string]bool{}
-	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		f := strings.Fields(line)
-		pkg := strings.TrimPrefix(f[0], module)
-		for _, imp := range f[1:] {
-			if !strings.HasPrefix(imp, module) {
-				continue
-			}
-			imp = strings.TrimPrefix(imp, module)
+	for pkg, imps := range imports {
+		for _, imp := range imps {
 			real[[2]string{pkg, imp}] = true
 			top := func(p string) bool {
 				return !strings.HasPrefix(p, "internal/") && !strings.HasPrefix(p, "cmd/") && p != "bench"
@@ -131,26 +115,15 @@ func TestMapGraph(t *testing.T) {
 // are imported by tests alone.
 func TestTestPackagesOnlyInTests(t *testing.T) {
 	t.Parallel()
-	gobin, err := exec.LookPath("go")
-	if err != nil {
-		t.Skip("skipped: needs the go command on PATH to run go list")
-	}
+	imports := moduleImports(t)
 	listed := regexp.MustCompile("(?m)^\\| `(internal/test[a-z]+)` \\|").FindAllStringSubmatch(mapSection(t), -1)
 	if len(listed) < 3 {
 		t.Fatalf("found only %d test-only packages in README's map: is the parser broken?", len(listed))
 	}
-	const module = "github.com/bot-bottle/bottleq/"
-	cmd := exec.CommandContext(t.Context(), gobin, "list", "-f", "{{.ImportPath}}{{range .Imports}} {{.}}{{end}}", "./...")
-	cmd.Dir = filepath.Join("..", "..")
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("go list: %v", err)
-	}
-	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		f := strings.Fields(line)
+	for pkg, imps := range imports {
 		for _, m := range listed {
-			if slices.Contains(f[1:], module+m[1]) {
-				t.Errorf("%s imports %s outside its tests", strings.TrimPrefix(f[0], module), m[1])
+			if slices.Contains(imps, m[1]) {
+				t.Errorf("%s imports %s outside its tests", pkg, m[1])
 			}
 		}
 	}
@@ -163,4 +136,35 @@ func TestTestPackagesOnlyInTests(t *testing.T) {
 			t.Errorf("internal/%s is not in README's table of test-only packages", e.Name())
 		}
 	}
+}
+
+// moduleImports maps each of the module's packages to the module's
+// packages its non-test files import, all relative to the module
+// ("worker", "internal/api"), from go list; it skips t without the go
+// command.
+func moduleImports(t *testing.T) map[string][]string {
+	t.Helper()
+	gobin, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("skipped: needs the go command on PATH to run go list")
+	}
+	const module = "github.com/bot-bottle/bottleq/"
+	cmd := exec.CommandContext(t.Context(), gobin, "list", "-f", "{{.ImportPath}}{{range .Imports}} {{.}}{{end}}", "./...")
+	cmd.Dir = filepath.Join("..", "..")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	imports := map[string][]string{}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		f := strings.Fields(line)
+		pkg := strings.TrimPrefix(f[0], module)
+		imports[pkg] = nil
+		for _, imp := range f[1:] {
+			if rel, ok := strings.CutPrefix(imp, module); ok {
+				imports[pkg] = append(imports[pkg], rel)
+			}
+		}
+	}
+	return imports
 }
