@@ -239,15 +239,7 @@ func TestArtifactsDirRefused(t *testing.T) {
 				}
 			}
 			stdout, stderr := must(t, env(r, tt.env...), tt.code, args...)
-			if !strings.HasPrefix(stderr, "enqueue: ") || strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, tt.wantText) {
-				t.Errorf("stderr = %q, want one line containing %q", stderr, tt.wantText)
-			}
-			if stdout != "" || strings.Contains(stderr, "pw-SECRET") {
-				t.Errorf("stdout %q, stderr %q", stdout, stderr)
-			}
-			if qs := queues(t, r); len(qs) != 0 {
-				t.Errorf("queues = %q, want none: it enqueued before checking the store", qs)
-			}
+			refused(t, r, stdout, stderr, tt.wantText)
 			if _, err := os.Stat(filepath.Join(dir, "out")); err == nil {
 				t.Errorf("a refused command made --artifacts-dir")
 			}

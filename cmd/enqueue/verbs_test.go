@@ -26,6 +26,21 @@ func must(t *testing.T, getenv func(string) string, code int, args ...string) (s
 	return out, e.String()
 }
 
+// refused checks a refusal: nothing on stdout, one line on stderr that
+// contains want and no secret, and nothing enqueued on r.
+func refused(t *testing.T, r asynq.RedisClientOpt, stdout, stderr, want string) {
+	t.Helper()
+	if !strings.HasPrefix(stderr, "enqueue: ") || strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, want) {
+		t.Errorf("stderr = %q, want one line containing %q", stderr, want)
+	}
+	if stdout != "" || strings.Contains(stderr, "pw-SECRET") {
+		t.Errorf("stdout %q, stderr %q", stdout, stderr)
+	}
+	if qs := queues(t, r); len(qs) != 0 {
+		t.Errorf("queues = %q, want none: it enqueued before refusing", qs)
+	}
+}
+
 func TestVerbUsageErrors(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -54,15 +69,7 @@ func TestVerbUsageErrors(t *testing.T) {
 			t.Parallel()
 			r := asynq.RedisClientOpt{Addr: testredis.Mini(t).Addr}
 			stdout, stderr := must(t, env(r), exitUsage, tt.args...)
-			if !strings.HasPrefix(stderr, "enqueue: ") || strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, tt.wantText) {
-				t.Errorf("stderr = %q, want one line containing %q", stderr, tt.wantText)
-			}
-			if stdout != "" || strings.Contains(stderr, "pw-SECRET") {
-				t.Errorf("stdout %q, stderr %q", stdout, stderr)
-			}
-			if qs := queues(t, r); len(qs) != 0 {
-				t.Errorf("queues = %q, want none", qs)
-			}
+			refused(t, r, stdout, stderr, tt.wantText)
 		})
 	}
 }
