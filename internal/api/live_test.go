@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"slices"
 	"strconv"
@@ -269,12 +268,7 @@ func TestEventsLiveRetry(t *testing.T) {
 // before done.
 func TestEventsLiveReadsFail(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	closed := ln.Addr().String()
-	ln.Close()
+	closed := testredis.RefusedAddr(t)
 	a := newAPI(t, nil, func(c *Config) { c.LiveRedis = asynq.RedisClientOpt{Addr: closed, DialTimeout: 100 * time.Millisecond} })
 	step := make(chan struct{})
 	a.serveLive(step, talk)

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"log"
-	"net"
 	"os"
 	"strings"
 	"sync"
@@ -14,6 +13,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
+
+	"github.com/bot-bottle/bottleq/internal/testredis"
 )
 
 type syncBuffer struct {
@@ -54,12 +55,7 @@ func TestRouteLibraryLogs(t *testing.T) {
 	frozen = frozen.Add(time.Minute)
 	log.Print("Failed to collect metrics data: failed to get queue names")
 
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
+	addr := testredis.RefusedAddr(t)
 	rc := redis.NewClient(&redis.Options{Addr: addr})
 	defer rc.Close()
 	if err := rc.Ping(context.Background()).Err(); err == nil {

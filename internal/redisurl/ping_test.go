@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"net"
 	"os"
 	"strings"
 	"sync"
@@ -51,13 +50,7 @@ func (h *handed) get() []handedLine {
 // closedAddr returns a loopback address nothing listens on.
 func closedAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
+	return testredis.RefusedAddr(t)
 }
 
 func client(t *testing.T, raw string) redis.UniversalClient {

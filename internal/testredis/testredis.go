@@ -60,6 +60,27 @@ func Mini(t testing.TB) *Server {
 	return &Server{Addr: m.Addr(), Kind: "miniredis", mini: m}
 }
 
+// RefusedAddr returns a loopback address whose dials are refused for the
+// rest of the test: a socket bound to a port, never listening, held until
+// cleanup. A port found free and let go instead (listen, close) may be
+// taken by a server another test starts meanwhile, and the dial answered.
+func RefusedAddr(t testing.TB) string {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
+}
+
 // redisServer returns the redis-server path, or why there is none.
 func redisServer() (string, error) {
 	p, err := exec.LookPath("redis-server")

@@ -1,8 +1,10 @@
 package testredis
 
 import (
+	"errors"
 	"net"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -69,5 +71,24 @@ func testSentinel(t *testing.T, cfg SentinelConfig) {
 	}
 	if got := strings.HasPrefix(s.FailoverURL(), "rediss://"); got != cfg.TLS || (s.CAFile != "") != cfg.TLS {
 		t.Errorf("TLS %v: failover URL %q, CA file %q", cfg.TLS, s.FailoverURL(), s.CAFile)
+	}
+}
+
+// TestRefusedAddr: dials of the address are refused, and no server can
+// take its port while the test runs.
+func TestRefusedAddr(t *testing.T) {
+	t.Parallel()
+	addr := RefusedAddr(t)
+	for range 3 {
+		if c, err := net.Dial("tcp", addr); !errors.Is(err, syscall.ECONNREFUSED) {
+			if c != nil {
+				c.Close()
+			}
+			t.Fatalf("dial %s: %v, want a refused connection", addr, err)
+		}
+	}
+	if l, err := net.Listen("tcp", addr); err == nil {
+		l.Close()
+		t.Errorf("a server could listen on %s, which should stay refused", addr)
 	}
 }
