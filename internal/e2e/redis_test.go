@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -75,12 +74,7 @@ func parseLog(s string) []logLine {
 func TestRedisDownAtStart(t *testing.T) {
 	t.Parallel()
 	dashboard, api := buildServers(t)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close() // nothing listens there now
+	addr := testredis.RefusedAddr(t)
 	url := "redis://:s3cret@" + addr
 	shown := "redis://:xxxxx@" + addr
 	tokens := filepath.Join(t.TempDir(), "tokens")
